@@ -1,0 +1,145 @@
+// Package agent is cocoon-agent: it runs inside the sandbox (the TEE), serves
+// the host <-> agent API over ttrpc, checks every request with one
+// enforcement hook, pulls and verifies images itself and runs containers with
+// runc.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+
+	"github.com/containerd/go-runc"
+	"github.com/containerd/ttrpc"
+
+	agentv1 "cocoon.dev/cocoon/api/agent/v1"
+	"cocoon.dev/cocoon/image"
+)
+
+// Config configures an Agent.
+type Config struct {
+	// StateDir is the agent's private state: container bundles, logs,
+	// emptyDirs. In a sandbox it is a tmpfs only the agent's mount
+	// namespace sees.
+	StateDir string
+	// LayerDir is the verified layer cache.
+	LayerDir string
+	// Runc is the runc binary (default "runc" on PATH).
+	Runc string
+	// Transport carries outside traffic (registries); in a sandbox it is
+	// the host's egress channel.
+	Transport http.RoundTripper
+	// Enforcer checks every request; nil means DefaultEnforcer.
+	Enforcer Enforcer
+	// CgroupParent is the cgroup path under which containers are placed.
+	CgroupParent string
+	// SetHostname makes CreateSandbox set the agent's own UTS hostname (the
+	// agent must be in its own UTS namespace).
+	SetHostname bool
+	Logger      *slog.Logger
+}
+
+// Agent is the in-sandbox agent.
+type Agent struct {
+	cfg    Config
+	log    *slog.Logger
+	runc   *runc.Runc
+	puller *image.Puller
+	ctx    context.Context // lives as long as the agent
+	cancel context.CancelFunc
+
+	mu         sync.Mutex
+	sandbox    *sandboxState
+	images     map[string]*image.Image
+	pulls      map[string]*image.Progress
+	containers map[string]*container
+	logs       map[string]*logFile
+	done       chan struct{}
+	closeOnce  sync.Once
+}
+
+type sandboxState struct {
+	name, hostname string
+	volumes        map[string]string
+	files          podFiles
+}
+
+// New creates an agent.
+func New(cfg Config) (*Agent, error) {
+	if cfg.StateDir == "" || cfg.LayerDir == "" {
+		return nil, errors.New("agent: StateDir and LayerDir are required")
+	}
+	if cfg.Enforcer == nil {
+		cfg.Enforcer = DefaultEnforcer{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.CgroupParent == "" {
+		cfg.CgroupParent = "/cocoon"
+	}
+	store, err := image.NewLayerStore(cfg.LayerDir)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range []string{"runc", "containers", "logs", "pod", "volumes"} {
+		if err := os.MkdirAll(filepath.Join(cfg.StateDir, d), 0o700); err != nil {
+			return nil, fmt.Errorf("agent state: %w", err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Agent{
+		cfg: cfg, log: cfg.Logger, ctx: ctx, cancel: cancel,
+		runc:       &runc.Runc{Command: cfg.Runc, Root: filepath.Join(cfg.StateDir, "runc")},
+		puller:     &image.Puller{Store: store, Transport: cfg.Transport},
+		images:     map[string]*image.Image{},
+		pulls:      map[string]*image.Progress{},
+		containers: map[string]*container{},
+		logs:       map[string]*logFile{},
+		done:       make(chan struct{}),
+	}, nil
+}
+
+// Serve serves the agent API on l until Shutdown is called or ctx ends.
+func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
+	srv, err := ttrpc.NewServer(ttrpc.WithUnaryServerInterceptor(interceptor(a.cfg.Enforcer)))
+	if err != nil {
+		return fmt.Errorf("agent: ttrpc server: %w", err)
+	}
+	agentv1.RegisterAgentService(srv, &service{a: a})
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ctx, l) }()
+	select {
+	case err := <-errc:
+		if errors.Is(err, ttrpc.ErrServerClosed) {
+			return nil
+		}
+		return err
+	case <-a.done:
+	case <-ctx.Done():
+	}
+	a.cleanup()
+	sctx, cancel := context.WithTimeout(context.Background(), 2e9)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	return nil
+}
+
+// Done is closed when the agent was asked to shut down.
+func (a *Agent) Done() <-chan struct{} { return a.done }
+
+var nameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+
+func checkName(kind, n string) error {
+	if !nameRE.MatchString(n) {
+		return fmt.Errorf("%s name %q must be a DNS label (lowercase letters, digits, '-', at most 63): %w", kind, n, errInvalid)
+	}
+	return nil
+}

@@ -1,0 +1,121 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/containerd/ttrpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	agentv1 "cocoon.dev/cocoon/api/agent/v1"
+)
+
+// Enforcer decides whether the agent serves a host request. It is the single
+// place where a request can be refused: the ttrpc interceptor calls it for
+// every method, after the request is decoded and before the method runs.
+// method is the short API method name (e.g. "CreateContainer").
+type Enforcer interface {
+	Check(ctx context.Context, method string, req any) error
+}
+
+// ErrDenied marks a request refused by the Enforcer.
+var ErrDenied = errors.New("denied")
+
+// DenyError is a refusal with the enforcement point that made it.
+type DenyError struct {
+	Method string
+	Reason string
+}
+
+func (e *DenyError) Error() string { return fmt.Sprintf("%s denied: %s", e.Method, e.Reason) }
+
+// Unwrap makes errors.Is(err, ErrDenied) true.
+func (e *DenyError) Unwrap() error { return ErrDenied }
+
+// DefaultEnforcer is the policy used before the policy engine is configured:
+// it serves every request except privileged containers, which it refuses.
+type DefaultEnforcer struct{}
+
+// Check implements Enforcer.
+func (DefaultEnforcer) Check(_ context.Context, method string, req any) error {
+	if r, ok := req.(*agentv1.CreateContainerRequest); ok && r.GetSpec().GetPrivileged() {
+		return &DenyError{Method: method, Reason: fmt.Sprintf("container %q asks to be privileged; privileged containers could reach the sandbox's kernel and devices and are refused", r.GetSpec().GetName())}
+	}
+	return nil
+}
+
+// APIMethods lists every method of the agent API, as the enforcement hook
+// sees them. A test checks it against the generated service.
+func APIMethods() []string {
+	return []string{
+		"CreateSandbox", "PullImage", "PullProgress", "CreateContainer", "StartContainer",
+		"RemoveContainer", "ExecProcess", "SignalContainer", "WaitContainer", "ReadLogs",
+		"ListContainers", "Stats", "Shutdown",
+	}
+}
+
+// interceptor runs the Enforcer on every decoded request.
+func interceptor(e Enforcer) ttrpc.UnaryServerInterceptor {
+	return func(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, method ttrpc.Method) (any, error) {
+		short := shortMethod(info.FullMethod)
+		checked := false
+		resp, err := method(ctx, func(v any) error {
+			if err := unmarshal(v); err != nil {
+				return err
+			}
+			checked = true
+			return e.Check(ctx, short, v)
+		})
+		if !checked && err == nil {
+			return nil, status.Errorf(codes.Internal, "%s: request was not checked by the enforcement hook", short)
+		}
+		return resp, toStatus(err)
+	}
+}
+
+func shortMethod(full string) string {
+	for i := len(full) - 1; i >= 0; i-- {
+		if full[i] == '/' {
+			return full[i+1:]
+		}
+	}
+	return full
+}
+
+// toStatus maps agent errors to ttrpc status codes, keeping the message.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	var code codes.Code
+	switch {
+	case errors.Is(err, ErrDenied):
+		code = codes.PermissionDenied
+	case errors.Is(err, errNotFound):
+		code = codes.NotFound
+	case errors.Is(err, errExists):
+		code = codes.AlreadyExists
+	case errors.Is(err, errState):
+		code = codes.FailedPrecondition
+	case errors.Is(err, errInvalid):
+		code = codes.InvalidArgument
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	default:
+		code = codes.Unknown
+	}
+	return status.Error(code, err.Error())
+}
+
+// Error classes of the agent API.
+var (
+	errNotFound = errors.New("not found")
+	errExists   = errors.New("already exists")
+	errState    = errors.New("wrong state")
+	errInvalid  = errors.New("invalid request")
+)

@@ -1,0 +1,396 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	agentv1 "cocoon.dev/cocoon/api/agent/v1"
+)
+
+// service implements agentv1.AgentService. Requests reach it only after the
+// enforcement hook allowed them.
+type service struct{ a *Agent }
+
+var _ agentv1.AgentService = (*service)(nil)
+
+func (s *service) CreateSandbox(_ context.Context, req *agentv1.CreateSandboxRequest) (*agentv1.CreateSandboxResponse, error) {
+	a := s.a
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.sandbox != nil {
+		return nil, fmt.Errorf("the sandbox was already created as %q: %w", a.sandbox.name, errExists)
+	}
+	if err := checkName("sandbox", req.GetName()); err != nil {
+		return nil, err
+	}
+	host := req.GetHostname()
+	if host == "" {
+		host = req.GetName()
+	}
+	if err := checkName("hostname", host); err != nil {
+		return nil, err
+	}
+	pod := filepath.Join(a.cfg.StateDir, "pod")
+	files := podFiles{
+		hosts: filepath.Join(pod, "hosts"), hostname: filepath.Join(pod, "hostname"),
+		resolv: filepath.Join(pod, "resolv.conf"), shm: filepath.Join(pod, "shm"),
+	}
+	content := map[string]string{
+		files.hosts:    fmt.Sprintf("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t%s\n", host),
+		files.hostname: host + "\n",
+		files.resolv:   "# cocoon sandbox: the pod network is loopback only\n",
+	}
+	for p, c := range content {
+		if err := os.WriteFile(p, []byte(c), 0o644); err != nil {
+			return nil, fmt.Errorf("write %s: %w", filepath.Base(p), err)
+		}
+	}
+	if err := os.MkdirAll(files.shm, 0o1777); err != nil {
+		return nil, fmt.Errorf("create /dev/shm: %w", err)
+	}
+	vols := map[string]string{}
+	for _, v := range req.GetVolumes() {
+		if err := checkName("volume", v.GetName()); err != nil {
+			return nil, err
+		}
+		if _, dup := vols[v.GetName()]; dup {
+			return nil, fmt.Errorf("volume %q is declared twice: %w", v.GetName(), errInvalid)
+		}
+		dir := filepath.Join(a.cfg.StateDir, "volumes", v.GetName())
+		if err := os.MkdirAll(dir, 0o777); err != nil {
+			return nil, fmt.Errorf("create volume %q: %w", v.GetName(), err)
+		}
+		if lim := v.GetSizeLimitBytes(); lim > 0 {
+			if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, fmt.Sprintf("size=%d,mode=0777", lim)); err != nil {
+				return nil, fmt.Errorf("volume %q: mount tmpfs with sizeLimit: %w", v.GetName(), err)
+			}
+		}
+		_ = os.Chmod(dir, 0o777)
+		vols[v.GetName()] = dir
+	}
+	if a.cfg.SetHostname {
+		if err := unix.Sethostname([]byte(host)); err != nil {
+			return nil, fmt.Errorf("set hostname: %w", err)
+		}
+	}
+	a.sandbox = &sandboxState{name: req.GetName(), hostname: host, volumes: vols, files: files}
+	a.log.Info("sandbox created", "name", req.GetName(), "volumes", len(vols))
+	return &agentv1.CreateSandboxResponse{}, nil
+}
+
+func (s *service) PullImage(ctx context.Context, req *agentv1.PullImageRequest) (*agentv1.PullImageResponse, error) {
+	a := s.a
+	ref := req.GetImage()
+	a.mu.Lock()
+	if a.sandbox == nil {
+		a.mu.Unlock()
+		return nil, fmt.Errorf("create the sandbox first: %w", errState)
+	}
+	prog := a.pulls[ref]
+	if prog == nil || prog.Snapshot().Done {
+		prog = newProgress()
+		a.pulls[ref] = prog
+	}
+	a.mu.Unlock()
+	start := time.Now()
+	img, err := a.puller.Pull(ctx, ref, prog)
+	if err != nil {
+		a.log.Warn("pull failed", "image", ref, "error", err)
+		return nil, fmt.Errorf("pull: %w", err)
+	}
+	a.mu.Lock()
+	a.images[ref] = img
+	a.mu.Unlock()
+	a.log.Info("image pulled", "image", ref, "digest", img.ManifestDigest, "layers", len(img.DiffIDs), "cached", img.CachedLayers, "took", time.Since(start))
+	return &agentv1.PullImageResponse{
+		Image: ref, ManifestDigest: img.ManifestDigest, ConfigDigest: img.ConfigDigest,
+		DiffIds: img.DiffIDs, CachedLayers: int32(img.CachedLayers),
+	}, nil
+}
+
+func (s *service) PullProgress(_ context.Context, req *agentv1.PullProgressRequest) (*agentv1.PullProgressResponse, error) {
+	s.a.mu.Lock()
+	prog := s.a.pulls[req.GetImage()]
+	s.a.mu.Unlock()
+	if prog == nil {
+		return nil, fmt.Errorf("no pull of %q: %w", req.GetImage(), errNotFound)
+	}
+	p := prog.Snapshot()
+	resp := &agentv1.PullProgressResponse{
+		LayersTotal: int32(p.LayersTotal), LayersDone: int32(p.LayersDone),
+		BytesTotal: p.BytesTotal, BytesDone: p.BytesDone, Done: p.Done,
+	}
+	if p.Err != nil {
+		resp.Error = p.Err.Error()
+	}
+	return resp, nil
+}
+
+func (s *service) CreateContainer(_ context.Context, req *agentv1.CreateContainerRequest) (*agentv1.CreateContainerResponse, error) {
+	a := s.a
+	spec := req.GetSpec()
+	if spec == nil {
+		return nil, fmt.Errorf("missing container spec: %w", errInvalid)
+	}
+	name := spec.GetName()
+	if err := checkName("container", name); err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.sandbox == nil {
+		return nil, fmt.Errorf("create the sandbox first: %w", errState)
+	}
+	if _, ok := a.containers[name]; ok {
+		return nil, fmt.Errorf("container %q already exists; remove it first: %w", name, errExists)
+	}
+	img, ok := a.images[spec.GetImage()]
+	if !ok {
+		return nil, fmt.Errorf("container %q: image %q was not pulled in this sandbox; pull it first: %w", name, spec.GetImage(), errNotFound)
+	}
+	bundle := filepath.Join(a.cfg.StateDir, "containers", name)
+	if err := mountRootfs(bundle, img.LayerDirs); err != nil {
+		os.RemoveAll(bundle)
+		return nil, fmt.Errorf("container %q: %w", name, err)
+	}
+	ok = false
+	defer func() {
+		if !ok {
+			unmountRootfs(bundle)
+			os.RemoveAll(bundle)
+		}
+	}()
+	sp, err := buildSpec(specInput{
+		c: spec, img: img, rootfs: filepath.Join(bundle, "rootfs"), hostname: a.sandbox.hostname,
+		cgroup:  filepath.Join(a.cfg.CgroupParent, name),
+		volumes: a.sandbox.volumes, files: a.sandbox.files,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := writeJSON(filepath.Join(bundle, "config.json"), sp); err != nil {
+		return nil, fmt.Errorf("container %q: write runtime spec: %w", name, err)
+	}
+	if _, exists := a.logs[name]; !exists {
+		lf, err := newLogFile(filepath.Join(a.cfg.StateDir, "logs", name+".log"))
+		if err != nil {
+			return nil, fmt.Errorf("container %q: %w", name, err)
+		}
+		a.logs[name] = lf
+	}
+	a.containers[name] = &container{spec: spec, img: img, bundle: bundle, process: sp.Process, state: stateCreated}
+	ok = true
+	a.log.Info("container created", "container", name, "image", spec.GetImage())
+	return &agentv1.CreateContainerResponse{}, nil
+}
+
+// get returns the container name, or a not-found error.
+func (a *Agent) get(name string) (*container, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c, ok := a.containers[name]
+	if !ok {
+		return nil, fmt.Errorf("no container %q in this sandbox: %w", name, errNotFound)
+	}
+	return c, nil
+}
+
+func (c *container) status() (state string, done chan struct{}) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state, c.done
+}
+
+func (s *service) StartContainer(_ context.Context, req *agentv1.StartContainerRequest) (*agentv1.StartContainerResponse, error) {
+	a := s.a
+	c, err := a.get(req.GetContainer())
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	lf := a.logs[req.GetContainer()]
+	c.mu.Lock()
+	st := c.state
+	if st == stateCreated {
+		c.state = "starting"
+	}
+	c.mu.Unlock()
+	a.mu.Unlock()
+	if st != stateCreated {
+		return nil, fmt.Errorf("container %q is %s; only a created container can start: %w", req.GetContainer(), st, errState)
+	}
+	if err := a.start(c, lf); err != nil {
+		return nil, fmt.Errorf("start %q: %w", req.GetContainer(), err)
+	}
+	return &agentv1.StartContainerResponse{}, nil
+}
+
+func (s *service) RemoveContainer(ctx context.Context, req *agentv1.RemoveContainerRequest) (*agentv1.RemoveContainerResponse, error) {
+	a := s.a
+	c, err := a.get(req.GetContainer())
+	if err != nil {
+		return nil, err
+	}
+	if st, _ := c.status(); st != stateCreated && st != stateExited {
+		return nil, fmt.Errorf("container %q is %s; stop it before removing: %w", req.GetContainer(), st, errState)
+	}
+	a.remove(ctx, c)
+	return &agentv1.RemoveContainerResponse{}, nil
+}
+
+func (a *Agent) remove(ctx context.Context, c *container) {
+	_ = a.runc.Delete(ctx, c.spec.GetName(), &runcDeleteForce)
+	unmountRootfs(c.bundle)
+	_ = os.RemoveAll(c.bundle)
+	a.mu.Lock()
+	if a.containers[c.spec.GetName()] == c {
+		delete(a.containers, c.spec.GetName())
+	}
+	a.mu.Unlock()
+}
+
+func (s *service) ExecProcess(ctx context.Context, req *agentv1.ExecProcessRequest) (*agentv1.ExecProcessResponse, error) {
+	c, err := s.a.get(req.GetContainer())
+	if err != nil {
+		return nil, err
+	}
+	if st, _ := c.status(); st != stateRunning {
+		return nil, fmt.Errorf("container %q is %s; exec needs a running container: %w", req.GetContainer(), st, errState)
+	}
+	if len(req.GetArgs()) == 0 {
+		return nil, fmt.Errorf("exec needs a command: %w", errInvalid)
+	}
+	return s.a.exec(ctx, c, req)
+}
+
+func (s *service) SignalContainer(ctx context.Context, req *agentv1.SignalContainerRequest) (*agentv1.SignalContainerResponse, error) {
+	c, err := s.a.get(req.GetContainer())
+	if err != nil {
+		return nil, err
+	}
+	sig := req.GetSignal()
+	if sig <= 0 || sig > 64 {
+		return nil, fmt.Errorf("signal %d is not a valid signal number: %w", sig, errInvalid)
+	}
+	if st, _ := c.status(); st != stateRunning {
+		return nil, fmt.Errorf("container %q is %s; only a running container can be signalled: %w", req.GetContainer(), st, errState)
+	}
+	if err := s.a.runc.Kill(ctx, req.GetContainer(), int(sig), &runcKillOpts{All: req.GetAll()}); err != nil {
+		return nil, fmt.Errorf("signal %s to %q: %w", unix.SignalName(syscall.Signal(sig)), req.GetContainer(), err)
+	}
+	return &agentv1.SignalContainerResponse{}, nil
+}
+
+const maxWait = 30 * time.Second
+
+func clampWait(ms int32) time.Duration {
+	d := time.Duration(ms) * time.Millisecond
+	if d < 0 {
+		return 0
+	}
+	if d > maxWait {
+		return maxWait
+	}
+	return d
+}
+
+func (s *service) WaitContainer(ctx context.Context, req *agentv1.WaitContainerRequest) (*agentv1.WaitContainerResponse, error) {
+	c, err := s.a.get(req.GetContainer())
+	if err != nil {
+		return nil, err
+	}
+	st, done := c.status()
+	if st == stateCreated || done == nil {
+		return nil, fmt.Errorf("container %q has not started: %w", req.GetContainer(), errState)
+	}
+	t := time.NewTimer(clampWait(req.GetTimeoutMs()))
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		return &agentv1.WaitContainerResponse{}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return &agentv1.WaitContainerResponse{Exited: true, ExitCode: int32(c.exitCode), Reason: c.reason}, nil
+}
+
+func (s *service) ReadLogs(ctx context.Context, req *agentv1.ReadLogsRequest) (*agentv1.ReadLogsResponse, error) {
+	s.a.mu.Lock()
+	lf := s.a.logs[req.GetContainer()]
+	s.a.mu.Unlock()
+	if lf == nil {
+		return nil, fmt.Errorf("no logs for container %q: %w", req.GetContainer(), errNotFound)
+	}
+	max := int(req.GetMaxBytes())
+	if max <= 0 || max > 1<<20 {
+		max = 1 << 20
+	}
+	data, next, eof, err := lf.read(ctx, req.GetOffset(), max, clampWait(req.GetWaitMs()))
+	if err != nil {
+		return nil, err
+	}
+	return &agentv1.ReadLogsResponse{Data: data, NextOffset: next, Eof: eof}, nil
+}
+
+func (s *service) ListContainers(_ context.Context, _ *agentv1.ListContainersRequest) (*agentv1.ListContainersResponse, error) {
+	a := s.a
+	a.mu.Lock()
+	cs := make([]*container, 0, len(a.containers))
+	for _, c := range a.containers {
+		cs = append(cs, c)
+	}
+	a.mu.Unlock()
+	resp := &agentv1.ListContainersResponse{}
+	for _, c := range cs {
+		c.mu.Lock()
+		st := &agentv1.ContainerStatus{
+			Name: c.spec.GetName(), Image: c.spec.GetImage(), ManifestDigest: c.img.ManifestDigest,
+			State: c.state, ExitCode: int32(c.exitCode), Pid: int32(c.pid), Reason: c.reason,
+		}
+		if !c.started.IsZero() {
+			st.StartedAtUnixNano = c.started.UnixNano()
+		}
+		if !c.finished.IsZero() {
+			st.FinishedAtUnixNano = c.finished.UnixNano()
+		}
+		c.mu.Unlock()
+		resp.Containers = append(resp.Containers, st)
+	}
+	sortStatuses(resp.Containers)
+	return resp, nil
+}
+
+func (s *service) Stats(ctx context.Context, req *agentv1.StatsRequest) (*agentv1.StatsResponse, error) {
+	c, err := s.a.get(req.GetContainer())
+	if err != nil {
+		return nil, err
+	}
+	if st, _ := c.status(); st != stateRunning {
+		return nil, fmt.Errorf("container %q is %s; stats need a running container: %w", req.GetContainer(), st, errState)
+	}
+	st, err := s.a.runc.Stats(ctx, req.GetContainer())
+	if err != nil {
+		return nil, fmt.Errorf("stats of %q: %w", req.GetContainer(), err)
+	}
+	resp := &agentv1.StatsResponse{}
+	if st.Cpu.Usage.Total > 0 {
+		resp.CpuUsageNs = st.Cpu.Usage.Total
+	}
+	resp.MemoryBytes = st.Memory.Usage.Usage
+	resp.Pids = st.Pids.Current
+	return resp, nil
+}
+
+func (s *service) Shutdown(_ context.Context, _ *agentv1.ShutdownRequest) (*agentv1.ShutdownResponse, error) {
+	s.a.Close()
+	return &agentv1.ShutdownResponse{}, nil
+}

@@ -1,0 +1,211 @@
+package agent
+
+import (
+	"fmt"
+	"path"
+	"path/filepath"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	agentv1 "cocoon.dev/cocoon/api/agent/v1"
+	"cocoon.dev/cocoon/image"
+)
+
+const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// podFiles are the per-pod files bind-mounted into every container.
+type podFiles struct {
+	hosts, hostname, resolv, shm string
+}
+
+// specInput is everything buildSpec needs.
+type specInput struct {
+	c        *agentv1.ContainerSpec
+	img      *image.Image
+	rootfs   string
+	hostname string
+	cgroup   string
+	volumes  map[string]string // emptyDir name -> directory
+	files    podFiles
+}
+
+// processArgs resolves the command line as Kubernetes does: command replaces
+// the entrypoint and drops the image cmd; args replaces the cmd.
+func processArgs(c *agentv1.ContainerSpec, cfg *image.Image) []string {
+	if len(c.GetCommand()) > 0 {
+		return append(append([]string{}, c.GetCommand()...), c.GetArgs()...)
+	}
+	args := append([]string{}, cfg.Config.Config.Entrypoint...)
+	if len(c.GetArgs()) > 0 {
+		return append(args, c.GetArgs()...)
+	}
+	return append(args, cfg.Config.Config.Cmd...)
+}
+
+// mergeEnv merges image env with spec env (spec wins) and adds HOSTNAME and a
+// default PATH when missing.
+func mergeEnv(imageEnv []string, spec []*agentv1.EnvVar, hostname string) []string {
+	var order []string
+	vals := map[string]string{}
+	set := func(k, v string) {
+		if _, ok := vals[k]; !ok {
+			order = append(order, k)
+		}
+		vals[k] = v
+	}
+	for _, kv := range imageEnv {
+		k, v, _ := strings.Cut(kv, "=")
+		set(k, v)
+	}
+	for _, e := range spec {
+		set(e.GetName(), e.GetValue())
+	}
+	if _, ok := vals["PATH"]; !ok {
+		set("PATH", strings.TrimPrefix(defaultPath, "PATH="))
+	}
+	if _, ok := vals["HOSTNAME"]; !ok {
+		set("HOSTNAME", hostname)
+	}
+	out := make([]string, 0, len(order))
+	for _, k := range order {
+		out = append(out, k+"="+vals[k])
+	}
+	return out
+}
+
+// cleanMountPath checks a container path: absolute, no "..".
+func cleanMountPath(p string) (string, error) {
+	if !path.IsAbs(p) {
+		return "", fmt.Errorf("mount path %q is not absolute", p)
+	}
+	for _, c := range strings.Split(p, "/") {
+		if c == ".." {
+			return "", fmt.Errorf("mount path %q contains \"..\"", p)
+		}
+	}
+	return path.Clean(p), nil
+}
+
+func buildSpec(in specInput) (*specs.Spec, error) {
+	c := in.c
+	args := processArgs(c, in.img)
+	if len(args) == 0 {
+		return nil, fmt.Errorf("container %q: no command: the image has no entrypoint or cmd and the pod spec gives none: %w", c.GetName(), errInvalid)
+	}
+	uid, gid, err := resolveUser(in.rootfs, in.img.Config.Config.User)
+	if err != nil {
+		return nil, fmt.Errorf("container %q: %w: %w", c.GetName(), err, errInvalid)
+	}
+	if c.GetHasRunAsUser() {
+		uid = uint32(c.GetRunAsUser())
+	}
+	if c.GetHasRunAsGroup() {
+		gid = uint32(c.GetRunAsGroup())
+	}
+	if c.GetRunAsNonRoot() && uid == 0 {
+		return nil, fmt.Errorf("container %q: runAsNonRoot is set but the container would run as root (uid 0); set runAsUser or use an image with a non-root USER: %w", c.GetName(), errInvalid)
+	}
+	caps, err := capSet(c.GetCapabilitiesAdd(), c.GetCapabilitiesDrop())
+	if err != nil {
+		return nil, fmt.Errorf("container %q: %w: %w", c.GetName(), err, errInvalid)
+	}
+	pcaps := &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps}
+	if uid != 0 {
+		// Non-root processes get no effective capabilities (as containerd).
+		pcaps.Effective, pcaps.Permitted = nil, nil
+	}
+	cwd := c.GetWorkingDir()
+	if cwd == "" {
+		cwd = in.img.Config.Config.WorkingDir
+	}
+	if cwd == "" {
+		cwd = "/"
+	}
+	if !path.IsAbs(cwd) {
+		return nil, fmt.Errorf("container %q: workingDir %q is not absolute: %w", c.GetName(), cwd, errInvalid)
+	}
+
+	s := &specs.Spec{
+		Version:  specs.Version,
+		Hostname: in.hostname,
+		Root:     &specs.Root{Path: in.rootfs, Readonly: c.GetReadOnlyRootFilesystem()},
+		Process: &specs.Process{
+			Args:            args,
+			Env:             mergeEnv(in.img.Config.Config.Env, c.GetEnv(), in.hostname),
+			Cwd:             cwd,
+			User:            specs.User{UID: uid, GID: gid},
+			Capabilities:    pcaps,
+			NoNewPrivileges: c.GetNoNewPrivileges(),
+		},
+		Mounts: defaultMounts(in.files),
+		Linux: &specs.Linux{
+			// Network and IPC namespaces are absent on purpose: containers
+			// share the sandbox's (the pod network and IPC).
+			Namespaces: []specs.LinuxNamespace{
+				{Type: specs.PIDNamespace}, {Type: specs.MountNamespace},
+				{Type: specs.UTSNamespace}, {Type: specs.CgroupNamespace},
+			},
+			CgroupsPath: in.cgroup,
+			Resources: &specs.LinuxResources{
+				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
+			},
+			MaskedPaths: []string{
+				"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+				"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+				"/sys/firmware", "/sys/devices/virtual/powercap",
+			},
+			ReadonlyPaths: []string{
+				"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+			},
+		},
+	}
+	if r := c.GetResources(); r != nil {
+		if m := r.GetMemoryLimitBytes(); m > 0 {
+			s.Linux.Resources.Memory = &specs.LinuxMemory{Limit: &m}
+		}
+		if cpu := r.GetCpuLimitMillis(); cpu > 0 {
+			period := uint64(100000)
+			quota := cpu * 100
+			s.Linux.Resources.CPU = &specs.LinuxCPU{Period: &period, Quota: &quota}
+		}
+	}
+	for _, m := range c.GetMounts() {
+		dst, err := cleanMountPath(m.GetMountPath())
+		if err != nil {
+			return nil, fmt.Errorf("container %q: volume %q: %w: %w", c.GetName(), m.GetVolume(), err, errInvalid)
+		}
+		src, ok := in.volumes[m.GetVolume()]
+		if !ok {
+			return nil, fmt.Errorf("container %q: volume %q is not a volume of this sandbox: %w", c.GetName(), m.GetVolume(), errInvalid)
+		}
+		if sp := m.GetSubPath(); sp != "" {
+			clean := path.Clean("/" + sp)
+			if strings.Contains(sp, "..") || path.IsAbs(sp) {
+				return nil, fmt.Errorf("container %q: volume %q: subPath %q must be relative without \"..\": %w", c.GetName(), m.GetVolume(), sp, errInvalid)
+			}
+			src = filepath.Join(src, clean)
+		}
+		opts := []string{"rbind", "rprivate"}
+		if m.GetReadOnly() {
+			opts = append(opts, "ro")
+		}
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: dst, Type: "bind", Source: src, Options: opts})
+	}
+	return s, nil
+}
+
+func defaultMounts(f podFiles) []specs.Mount {
+	return []specs.Mount{
+		{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+		{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
+		{Destination: "/dev/shm", Type: "bind", Source: f.shm, Options: []string{"rbind", "nosuid", "noexec", "nodev"}},
+		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+		{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
+		{Destination: "/etc/hosts", Type: "bind", Source: f.hosts, Options: []string{"rbind", "ro"}},
+		{Destination: "/etc/hostname", Type: "bind", Source: f.hostname, Options: []string{"rbind", "ro"}},
+		{Destination: "/etc/resolv.conf", Type: "bind", Source: f.resolv, Options: []string{"rbind", "ro"}},
+	}
+}

@@ -1,0 +1,267 @@
+package image
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Image is a pulled, verified, unpacked image.
+type Image struct {
+	Ref Ref
+	// RepoDigest is the digest of what the reference names (an index or a
+	// manifest); ManifestDigest is the platform image manifest's digest.
+	RepoDigest     string
+	ManifestDigest string
+	ConfigDigest   string
+	Config         v1.ConfigFile
+	DiffIDs        []string
+	// LayerDirs are the unpacked layers, lowest first.
+	LayerDirs    []string
+	CachedLayers int
+}
+
+// Progress is updated by Pull as it goes; read it with Snapshot.
+type Progress struct {
+	layersTotal, layersDone atomic.Int32
+	bytesTotal, bytesDone   atomic.Int64
+	done                    atomic.Bool
+	mu                      sync.Mutex
+	err                     error
+}
+
+// ProgressSnapshot is a consistent read of a Progress.
+type ProgressSnapshot struct {
+	LayersTotal, LayersDone int
+	BytesTotal, BytesDone   int64
+	Done                    bool
+	Err                     error
+}
+
+// Snapshot reads the progress.
+func (p *Progress) Snapshot() ProgressSnapshot {
+	p.mu.Lock()
+	err := p.err
+	p.mu.Unlock()
+	return ProgressSnapshot{
+		LayersTotal: int(p.layersTotal.Load()), LayersDone: int(p.layersDone.Load()),
+		BytesTotal: p.bytesTotal.Load(), BytesDone: p.bytesDone.Load(),
+		Done: p.done.Load(), Err: err,
+	}
+}
+
+func (p *Progress) finish(err error) {
+	p.mu.Lock()
+	p.err = err
+	p.mu.Unlock()
+	p.done.Store(true)
+}
+
+// Puller fetches images from registries (over Transport), OCI layouts and
+// docker archives, verifies every digest and unpacks layers into Store.
+type Puller struct {
+	Store *LayerStore
+	// Transport carries registry traffic; nil means http.DefaultTransport.
+	Transport http.RoundTripper
+	// Parallel is how many layers are fetched at once (default 4).
+	Parallel int
+}
+
+// Pull fetches and verifies the image named by raw: the manifest against a
+// pinned digest, the config against the manifest, each compressed layer
+// against the manifest and each uncompressed layer against the config's
+// diff_ids. Layers already in the store are not fetched again. On any
+// mismatch it returns an error naming the layer and stores nothing of it.
+func (p *Puller) Pull(ctx context.Context, raw string, prog *Progress) (img *Image, err error) {
+	if prog == nil {
+		prog = &Progress{}
+	}
+	defer func() { prog.finish(err) }()
+	ref, err := ParseRef(raw)
+	if err != nil {
+		return nil, err
+	}
+	var res *resolved
+	switch ref.Transport {
+	case Registry:
+		tr := p.Transport
+		if tr == nil {
+			tr = http.DefaultTransport
+		}
+		res, err = resolveRegistry(ctx, ref, tr)
+	case OCILayout:
+		res, err = resolveLayout(ref)
+	case DockerArchive:
+		res, err = resolveArchive(ref)
+	}
+	if err != nil {
+		return nil, err
+	}
+	what := "image " + raw
+	if got := sha256Digest(res.rawConfig); got != res.manifest.Config.Digest.String() {
+		return nil, fmt.Errorf("%s: config is %s but the manifest says %s: %w", what, got, res.manifest.Config.Digest, ErrDigestMismatch)
+	}
+	cfg, err := v1.ParseConfigFile(bytes.NewReader(res.rawConfig))
+	if err != nil {
+		return nil, fmt.Errorf("%s: parse config: %w", what, err)
+	}
+	if (cfg.OS != "" && cfg.OS != "linux") || (cfg.Architecture != "" && cfg.Architecture != runtime.GOARCH) {
+		return nil, fmt.Errorf("%s: image is for %s/%s, this sandbox runs linux/%s", what, cfg.OS, cfg.Architecture, runtime.GOARCH)
+	}
+	n := len(res.manifest.Layers)
+	if len(cfg.RootFS.DiffIDs) != n {
+		return nil, fmt.Errorf("%s: manifest lists %d layers but the config has %d diff_ids", what, n, len(cfg.RootFS.DiffIDs))
+	}
+	img = &Image{
+		Ref: ref, RepoDigest: res.repoDigest, ManifestDigest: res.manifestDigest,
+		ConfigDigest: res.manifest.Config.Digest.String(), Config: *cfg,
+		DiffIDs: make([]string, n), LayerDirs: make([]string, n),
+	}
+	var todo []int
+	for i, d := range cfg.RootFS.DiffIDs {
+		img.DiffIDs[i] = d.String()
+		if !digestRE.MatchString(d.String()) {
+			return nil, fmt.Errorf("%s: layer %d/%d: diff_id %q is not sha256:<64 hex>", what, i+1, n, d.String())
+		}
+		img.LayerDirs[i] = p.Store.Path(d.String())
+		if p.Store.Has(d.String()) {
+			img.CachedLayers++
+			continue
+		}
+		todo = append(todo, i)
+		prog.bytesTotal.Add(res.manifest.Layers[i].Size)
+	}
+	prog.layersTotal.Store(int32(n))
+	prog.layersDone.Store(int32(img.CachedLayers))
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	par := p.Parallel
+	if par <= 0 {
+		par = 4
+	}
+	sem := make(chan struct{}, par)
+	var wg sync.WaitGroup
+	var once sync.Once
+	var firstErr error
+	for _, i := range todo {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			defer func() { <-sem }()
+			if ctx.Err() != nil {
+				return
+			}
+			if err := p.fetchLayer(ctx, res, img, i, prog); err != nil {
+				once.Do(func() {
+					firstErr = fmt.Errorf("%s: layer %d/%d (%s): %w", what, i+1, n, layerName(res, img, i), err)
+					cancel()
+				})
+				return
+			}
+			prog.layersDone.Add(1)
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return img, nil
+}
+
+func layerName(res *resolved, img *Image, i int) string {
+	if res.uncompressed {
+		return img.DiffIDs[i]
+	}
+	return res.manifest.Layers[i].Digest.String()
+}
+
+// ctxReader stops a copy when its context ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+func (p *Puller) fetchLayer(ctx context.Context, res *resolved, img *Image, i int, prog *Progress) error {
+	rc, err := res.layer(i)
+	if err != nil {
+		return fmt.Errorf("fetch: %w", err)
+	}
+	defer rc.Close()
+	diffID := img.DiffIDs[i]
+	if res.uncompressed {
+		_, err := p.Store.Put(diffID, ctxReader{ctx, rc}, nil)
+		return err
+	}
+	desc := res.manifest.Layers[i]
+	hr := &hashingReader{r: io.LimitReader(rc, desc.Size+1), h: sha256.New(), tick: func(n int64) { prog.bytesDone.Add(n) }}
+	br := bufio.NewReaderSize(ctxReader{ctx, hr}, 1<<20)
+	var ur io.Reader
+	switch compression(br) {
+	case "gzip":
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return fmt.Errorf("gzip: %w", err)
+		}
+		defer zr.Close()
+		ur = zr
+	case "zstd":
+		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return fmt.Errorf("zstd: %w", err)
+		}
+		defer zr.Close()
+		ur = zr
+	default:
+		ur = br
+	}
+	verify := func() error {
+		if _, err := io.Copy(io.Discard, br); err != nil {
+			return fmt.Errorf("read: %w", err)
+		}
+		if hr.n != desc.Size {
+			return fmt.Errorf("compressed size is %d bytes but the manifest says %d: %w", hr.n, desc.Size, ErrDigestMismatch)
+		}
+		if got := "sha256:" + hex.EncodeToString(hr.h.Sum(nil)); got != desc.Digest.String() {
+			return fmt.Errorf("compressed content is %s but the manifest says %s: %w", got, desc.Digest, ErrDigestMismatch)
+		}
+		return nil
+	}
+	_, err = p.Store.Put(diffID, ur, verify)
+	if err != nil && !errors.Is(err, ErrDigestMismatch) {
+		// A stream cut short by tampering often surfaces as a decode
+		// error; say whether the compressed digest also failed.
+		if verr := verify(); verr != nil {
+			return fmt.Errorf("%w (and %v)", verr, err)
+		}
+	}
+	return err
+}

@@ -1,0 +1,196 @@
+// Package testimage builds small OCI images from files on this machine
+// (busybox-static, static Go programs) and serves them from an in-process
+// registry or writes them as OCI layouts, so tests and examples need nothing
+// from the internet.
+package testimage
+
+import (
+	"archive/tar"
+	"bytes"
+	"fmt"
+	"io"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+)
+
+// BusyboxPath is where Debian's busybox-static installs busybox.
+const BusyboxPath = "/bin/busybox"
+
+// Applets linked to busybox in the busybox layer.
+var Applets = []string{"sh", "echo", "cat", "ls", "sleep", "true", "false", "env", "id", "hostname",
+	"wget", "seq", "touch", "mkdir", "rm", "test", "[", "printf", "kill", "ps", "head", "grep", "date", "pwd", "nc", "wc", "dd"}
+
+// File is one entry of a layer.
+type File struct {
+	Path     string // absolute path in the image
+	Data     []byte
+	Mode     int64 // permission bits; 0 means 0644 (0755 for dirs)
+	Type     byte  // tar type flag; 0 means a regular file
+	Linkname string
+}
+
+// Layer builds a gzip-compressed layer from files (in the given order).
+func Layer(files []File) (v1.Layer, error) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	mt := time.Unix(1700000000, 0)
+	for _, f := range files {
+		typ := f.Type
+		if typ == 0 {
+			typ = tar.TypeReg
+		}
+		mode := f.Mode
+		if mode == 0 {
+			mode = 0o644
+			if typ == tar.TypeDir {
+				mode = 0o755
+			}
+		}
+		h := &tar.Header{Name: strings.TrimPrefix(f.Path, "/"), Typeflag: typ, Mode: mode, Linkname: f.Linkname, ModTime: mt, Format: tar.FormatPAX}
+		if typ == tar.TypeReg {
+			h.Size = int64(len(f.Data))
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return nil, err
+		}
+		if typ == tar.TypeReg {
+			if _, err := tw.Write(f.Data); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	b := buf.Bytes()
+	return tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil })
+}
+
+// BusyboxLayer is a layer with busybox-static, its applet links, /tmp and
+// /etc/passwd.
+func BusyboxLayer() (v1.Layer, error) {
+	bb, err := os.ReadFile(BusyboxPath)
+	if err != nil {
+		return nil, fmt.Errorf("busybox-static is needed (apt-get install busybox-static): %w", err)
+	}
+	files := []File{
+		{Path: "/bin", Type: tar.TypeDir},
+		{Path: "/bin/busybox", Data: bb, Mode: 0o755},
+		{Path: "/tmp", Type: tar.TypeDir, Mode: 0o1777},
+		{Path: "/etc", Type: tar.TypeDir},
+		{Path: "/etc/passwd", Data: []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\napp:x:1000:1000:app:/home/app:/bin/sh\n")},
+		{Path: "/etc/group", Data: []byte("root:x:0:\nnogroup:x:65534:\napp:x:1000:\n")},
+	}
+	for _, a := range Applets {
+		files = append(files, File{Path: "/bin/" + a, Type: tar.TypeSymlink, Linkname: "busybox"})
+	}
+	return Layer(files)
+}
+
+// Image builds an image from layers with the given config.
+func Image(cfg v1.Config, layers ...v1.Layer) (v1.Image, error) {
+	img, err := mutate.AppendLayers(empty.Image, layers...)
+	if err != nil {
+		return nil, err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", goarch()
+	cf.Config = cfg
+	return mutate.ConfigFile(img, cf)
+}
+
+// Busybox is a busybox image whose default command is sh, plus extra layers.
+func Busybox(extra ...v1.Layer) (v1.Image, error) {
+	l, err := BusyboxLayer()
+	if err != nil {
+		return nil, err
+	}
+	return Image(v1.Config{Cmd: []string{"sh"}, Env: []string{"PATH=/bin", "IMAGE_VAR=from-image"}}, append([]v1.Layer{l}, extra...)...)
+}
+
+// GoBinary builds a static Go program (a package path of this module, or a
+// directory) and returns its bytes.
+func GoBinary(pkg string) ([]byte, error) {
+	dir, err := os.MkdirTemp("", "testimage-go")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	out := filepath.Join(dir, "bin")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("go build %s: %v: %s", pkg, err, b)
+	}
+	return os.ReadFile(out)
+}
+
+// Registry is an in-process OCI registry on loopback.
+type Registry struct {
+	srv *httptest.Server
+}
+
+// NewRegistry starts a registry on 127.0.0.1.
+func NewRegistry() *Registry {
+	return &Registry{srv: httptest.NewServer(registry.New(registry.Logger(nilLogger())))}
+}
+
+// Host is host:port of the registry.
+func (r *Registry) Host() string { return strings.TrimPrefix(r.srv.URL, "http://") }
+
+// Close stops the registry.
+func (r *Registry) Close() { r.srv.Close() }
+
+// Push uploads img as repo:tag and returns the reference with its digest.
+func (r *Registry) Push(repo string, img v1.Image) (tagged, pinned string, err error) {
+	ref, err := name.ParseReference(r.Host() + "/" + repo)
+	if err != nil {
+		return "", "", err
+	}
+	if err := remote.Write(ref, img); err != nil {
+		return "", "", err
+	}
+	d, err := img.Digest()
+	if err != nil {
+		return "", "", err
+	}
+	return ref.String(), ref.Context().String() + "@" + d.String(), nil
+}
+
+// WriteLayout writes images into an OCI layout at dir, each tagged (the
+// org.opencontainers.image.ref.name annotation) with its key.
+func WriteLayout(dir string, imgs map[string]v1.Image) error {
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		return err
+	}
+	tags := make([]string, 0, len(imgs))
+	for t := range imgs {
+		tags = append(tags, t)
+	}
+	sort.Strings(tags)
+	for _, t := range tags {
+		if err := p.AppendImage(imgs[t], layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": t})); err != nil {
+			return err
+		}
+	}
+	return nil
+}

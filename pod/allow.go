@@ -1,0 +1,56 @@
+package pod
+
+// Field paths of a pod spec that cocoon supports, as patterns: "[]" stands
+// for any list index. A path whose value is set (non-zero) and that is
+// neither allowed nor below an allowed leaf is an error naming it; fields in
+// ignored are accepted with a warning because they only matter to a cluster
+// scheduler.
+var containerFields = []string{
+	"name", "image", "command", "args", "workingDir",
+	"env[].name", "env[].value",
+	"ports", // informational: the pod network is shared loopback
+	"resources.limits.cpu", "resources.limits.memory",
+	"resources.requests.cpu", "resources.requests.memory",
+	"volumeMounts[].name", "volumeMounts[].mountPath", "volumeMounts[].readOnly", "volumeMounts[].subPath",
+	"securityContext.runAsUser", "securityContext.runAsGroup", "securityContext.runAsNonRoot",
+	"securityContext.readOnlyRootFilesystem", "securityContext.privileged",
+	"securityContext.allowPrivilegeEscalation",
+	"securityContext.capabilities.add", "securityContext.capabilities.drop",
+	"imagePullPolicy", "terminationMessagePath", "terminationMessagePolicy",
+}
+
+func allowedPaths() map[string]bool {
+	m := map[string]bool{
+		"spec.restartPolicy":                 true,
+		"spec.hostname":                      true,
+		"spec.terminationGracePeriodSeconds": true,
+		"spec.volumes[].name":                true,
+		"spec.volumes[].emptyDir.medium":     true,
+		"spec.volumes[].emptyDir.sizeLimit":  true,
+		"spec.securityContext.runAsUser":     true,
+		"spec.securityContext.runAsGroup":    true,
+		"spec.securityContext.runAsNonRoot":  true,
+	}
+	for _, f := range containerFields {
+		m["spec.containers[]."+f] = true
+		m["spec.initContainers[]."+f] = true
+	}
+	m["spec.initContainers[].restartPolicy"] = true
+	return m
+}
+
+var ignoredPaths = map[string]string{
+	"spec.nodeSelector":                 "scheduling",
+	"spec.affinity":                     "scheduling",
+	"spec.tolerations":                  "scheduling",
+	"spec.topologySpreadConstraints":    "scheduling",
+	"spec.priorityClassName":            "scheduling",
+	"spec.priority":                     "scheduling",
+	"spec.schedulerName":                "scheduling",
+	"spec.nodeName":                     "scheduling",
+	"spec.serviceAccountName":           "cluster identity",
+	"spec.serviceAccount":               "cluster identity",
+	"spec.automountServiceAccountToken": "cluster identity",
+	"spec.enableServiceLinks":           "cluster services",
+	"spec.dnsPolicy":                    "cluster DNS",
+}

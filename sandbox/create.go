@@ -1,0 +1,207 @@
+package sandbox
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"cocoon.dev/cocoon/pod"
+)
+
+// config is what the shim needs besides the pod (config.json).
+type config struct {
+	Isolation    string `json:"isolation"`
+	AgentBinary  string `json:"agentBinary"`
+	Runc         string `json:"runc,omitempty"`
+	CgroupParent string `json:"cgroupParent"`
+	// BaseDir resolves relative oci: and docker-archive: image paths.
+	BaseDir string `json:"baseDir,omitempty"`
+}
+
+const fileConfig = "config.json"
+
+// Options configures Create.
+type Options struct {
+	Root Root
+	// PodYAML is the workload; it is parsed and validated first.
+	PodYAML []byte
+	// ShimCommand runs the shim; the sandbox directory is appended. The CLI
+	// passes its own binary and "shim".
+	ShimCommand []string
+	// AgentBinary is cocoon-agent.
+	AgentBinary string
+	// Runc is the runc binary for the agent ("" = runc on PATH).
+	Runc string
+	// BaseDir resolves relative oci: and docker-archive: image paths
+	// (the directory of the pod file).
+	BaseDir string
+}
+
+// Create validates the pod, creates its sandbox directory and starts the shim,
+// which launches the agent and runs the pod. It returns once the agent is up
+// and the sandbox created, or with the reason it could not be.
+func Create(ctx context.Context, o Options) (*pod.Pod, error) {
+	p, err := pod.Parse(o.PodYAML)
+	if err != nil {
+		return nil, err
+	}
+	p.ResolveLocal(o.BaseDir)
+	if o.AgentBinary == "" {
+		return nil, errors.New("no cocoon-agent binary given")
+	}
+	if _, err := os.Stat(o.AgentBinary); err != nil {
+		return nil, fmt.Errorf("cocoon-agent binary: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(string(o.Root), "sandboxes"), 0o700); err != nil {
+		return nil, fmt.Errorf("create runtime state directory: %w", err)
+	}
+	dir := o.Root.Dir(p.Name)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("sandbox %q already exists; remove it with `cocoon rm %s` or rename the pod", p.Name, p.Name)
+		}
+		return nil, fmt.Errorf("create sandbox directory: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			os.RemoveAll(dir)
+		}
+	}()
+	var id [4]byte
+	_, _ = rand.Read(id[:])
+	cfg := config{
+		Isolation: "process", AgentBinary: o.AgentBinary, Runc: o.Runc, BaseDir: o.BaseDir,
+		CgroupParent: "/cocoon/" + p.Name + "-" + hex.EncodeToString(id[:]),
+	}
+	if err := writeJSONAtomic(filepath.Join(dir, fileConfig), cfg); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, filePod), o.PodYAML, 0o600); err != nil {
+		return nil, err
+	}
+	if err := writeJSONAtomic(filepath.Join(dir, fileStatus), Status{Name: p.Name, Phase: PhasePending, Isolation: cfg.Isolation, Created: time.Now()}); err != nil {
+		return nil, err
+	}
+	logf, err := os.OpenFile(filepath.Join(dir, fileShimLog), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer pr.Close()
+	cmd := exec.Command(o.ShimCommand[0], append(o.ShimCommand[1:], dir)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = []*os.File{pw}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		pw.Close()
+		return nil, fmt.Errorf("start runtime process: %w", err)
+	}
+	pw.Close()
+	go func() { _ = cmd.Wait() }() // reap if it dies while we wait
+	line := make(chan string, 1)
+	go func() {
+		s, _ := bufio.NewReader(pr).ReadString('\n')
+		line <- strings.TrimSpace(s)
+	}()
+	select {
+	case l := <-line:
+		if l != "ready" {
+			if l == "" {
+				l = "the runtime process exited early; see " + filepath.Join(dir, fileShimLog)
+			}
+			return nil, fmt.Errorf("sandbox %q: %s", p.Name, strings.TrimPrefix(l, "error: "))
+		}
+	case <-ctx.Done():
+		_ = cmd.Process.Kill()
+		return nil, ctx.Err()
+	}
+	ok = true
+	return p, nil
+}
+
+// request is what the CLI asks of a running shim (request.json + SIGUSR1).
+type request struct {
+	Action string `json:"action"` // stop or remove
+	Grace  int    `json:"graceSeconds"`
+}
+
+func (r Root) ask(name string, req request) (*Status, error) {
+	st, err := r.Load(name)
+	if err != nil {
+		return nil, err
+	}
+	if !alive(st.ShimPID) {
+		return st, nil
+	}
+	if err := writeJSONAtomic(filepath.Join(r.Dir(name), fileRequest), req); err != nil {
+		return nil, err
+	}
+	if err := syscall.Kill(st.ShimPID, syscall.SIGUSR1); err != nil {
+		return nil, fmt.Errorf("signal runtime process: %w", err)
+	}
+	return st, nil
+}
+
+// Stop asks the sandbox to stop its containers (SIGTERM, then SIGKILL after
+// grace) and waits until they are stopped.
+func (r Root) Stop(ctx context.Context, name string, grace time.Duration) (*Status, error) {
+	st, err := r.ask(name, request{Action: "stop", Grace: int(grace.Seconds())})
+	if err != nil {
+		return nil, err
+	}
+	for !Terminal(st.Phase) {
+		select {
+		case <-ctx.Done():
+			return st, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if st, err = r.Load(name); err != nil {
+			return nil, err
+		}
+	}
+	return st, nil
+}
+
+// Remove stops the sandbox if needed, shuts its agent down, and removes
+// every file of it. Mounts live in the agent's mount namespace and vanish
+// with it.
+func (r Root) Remove(ctx context.Context, name string, grace time.Duration) error {
+	st, err := r.ask(name, request{Action: "remove", Grace: int(grace.Seconds())})
+	if err != nil {
+		return err
+	}
+	for alive(st.ShimPID) {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("sandbox %q: runtime process still running: %w", name, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	// A shim that died uncleanly may leave the agent behind.
+	if st.AgentPID > 0 && alive(st.AgentPID) {
+		_ = syscall.Kill(st.AgentPID, syscall.SIGKILL)
+	}
+	var cfg config
+	if b, err := os.ReadFile(filepath.Join(r.Dir(name), fileConfig)); err == nil && json.Unmarshal(b, &cfg) == nil {
+		removeCgroups(cfg.CgroupParent)
+	}
+	if err := os.RemoveAll(r.Dir(name)); err != nil {
+		return fmt.Errorf("remove sandbox %q: %w", name, err)
+	}
+	return nil
+}

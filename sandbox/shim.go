@@ -1,0 +1,366 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	agentv1 "cocoon.dev/cocoon/api/agent/v1"
+	"cocoon.dev/cocoon/pod"
+)
+
+// shim is the per-sandbox runtime process: it owns the agent process, the
+// egress channel and the pod's lifecycle (init containers, restarts, stop).
+type shim struct {
+	dir  string
+	cfg  config
+	pod  *pod.Pod
+	log  *slog.Logger
+	cl   *Client
+	cmd  *exec.Cmd
+	root Root
+
+	mu sync.Mutex
+	st Status
+
+	stopOnce   sync.Once
+	stopping   chan struct{} // closed when a stop was asked
+	grace      time.Duration
+	agentGone  chan struct{} // closed when the agent process exited
+	expectExit bool
+}
+
+// RunShim is the shim's main: dir is the sandbox directory and ready (may be
+// nil) receives "ready" or "error: ..." once the sandbox exists.
+func RunShim(dir string, ready *os.File) error {
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("sandbox", filepath.Base(dir))
+	say := func(s string) {
+		if ready != nil {
+			fmt.Fprintln(ready, s)
+			ready.Close()
+			ready = nil
+		}
+	}
+	s, err := newShim(dir, log)
+	if err != nil {
+		say("error: " + err.Error())
+		return err
+	}
+	if err := s.launch(); err != nil {
+		s.update(func(st *Status) { st.Phase, st.Message = PhaseFailed, err.Error() })
+		say("error: " + err.Error())
+		s.shutdown()
+		return err
+	}
+	say("ready")
+	s.run()
+	return nil
+}
+
+func newShim(dir string, log *slog.Logger) (*shim, error) {
+	s := &shim{dir: dir, log: log, stopping: make(chan struct{}), agentGone: make(chan struct{})}
+	s.root = Root(filepath.Dir(filepath.Dir(dir)))
+	b, err := os.ReadFile(filepath.Join(dir, fileConfig))
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(b, &s.cfg); err != nil {
+		return nil, fmt.Errorf("sandbox config: %w", err)
+	}
+	y, err := os.ReadFile(filepath.Join(dir, filePod))
+	if err != nil {
+		return nil, err
+	}
+	if s.pod, err = pod.Parse(y); err != nil {
+		return nil, err
+	}
+	s.pod.ResolveLocal(s.cfg.BaseDir)
+	s.grace = s.pod.GracePeriod
+	b, err = os.ReadFile(filepath.Join(dir, fileStatus))
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(b, &s.st); err != nil {
+		return nil, err
+	}
+	s.st.ShimPID = os.Getpid()
+	for _, c := range append(append([]pod.Container{}, s.pod.Init...), s.pod.Main...) {
+		s.st.Containers = append(s.st.Containers, ContainerStatus{Name: c.Spec.GetName(), Kind: c.Kind, Image: c.Spec.GetImage(), State: "waiting"})
+	}
+	s.update(func(*Status) {})
+	return s, nil
+}
+
+func (s *shim) update(f func(*Status)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f(&s.st)
+	if err := writeJSONAtomic(filepath.Join(s.dir, fileStatus), s.st); err != nil {
+		s.log.Error("write status", "error", err)
+	}
+}
+
+func (s *shim) container(name string, f func(*ContainerStatus)) {
+	s.update(func(st *Status) {
+		for i := range st.Containers {
+			if st.Containers[i].Name == name {
+				f(&st.Containers[i])
+			}
+		}
+	})
+}
+
+// launch starts the egress channel and the agent, and creates the sandbox.
+func (s *shim) launch() error {
+	egress := filepath.Join(s.dir, fileEgress)
+	_ = os.Remove(egress)
+	l, err := net.Listen("unix", egress)
+	if err != nil {
+		return fmt.Errorf("egress channel: %w", err)
+	}
+	serveEgress(context.Background(), l, s.log)
+	cmd, err := startProcessAgent(&s.cfg, s.dir, s.root.Layers())
+	if err != nil {
+		return err
+	}
+	s.cmd = cmd
+	s.update(func(st *Status) { st.AgentPID = cmd.Process.Pid })
+	go s.watchAgent()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl, err := DialSocket(ctx, filepath.Join(s.dir, fileAgentSk))
+	if err != nil {
+		return err
+	}
+	s.cl = cl
+	_, err = cl.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{Name: s.pod.Name, Hostname: s.pod.Hostname, Volumes: s.pod.Volumes})
+	if err != nil {
+		return fmt.Errorf("create sandbox: %s", Message(err))
+	}
+	return nil
+}
+
+func (s *shim) watchAgent() {
+	err := s.cmd.Wait()
+	s.mu.Lock()
+	expected := s.expectExit
+	s.mu.Unlock()
+	if !expected {
+		msg := "cocoon-agent exited unexpectedly"
+		if err != nil {
+			msg += " (" + err.Error() + ")"
+		}
+		msg += "; every container of the sandbox is gone; see " + filepath.Join(s.dir, fileAgentLg)
+		s.log.Error("agent died", "error", err)
+		s.update(func(st *Status) {
+			st.Phase, st.Message = PhaseAgentDied, msg
+			if st.ExitCode == 0 {
+				st.ExitCode = 137
+			}
+			for i := range st.Containers {
+				if st.Containers[i].State == "running" {
+					st.Containers[i].State, st.Containers[i].Reason = "exited", "AgentDied"
+				}
+			}
+		})
+	}
+	close(s.agentGone)
+}
+
+// run drives the pod until it is removed or the agent dies.
+func (s *shim) run() {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGTERM, syscall.SIGINT)
+	removed := make(chan struct{})
+	go func() {
+		for sig := range sigs {
+			req := request{Action: "remove", Grace: int(s.grace.Seconds())}
+			if sig == syscall.SIGUSR1 {
+				b, err := os.ReadFile(filepath.Join(s.dir, fileRequest))
+				if err != nil || json.Unmarshal(b, &req) != nil {
+					continue
+				}
+			}
+			s.stop(time.Duration(req.Grace) * time.Second)
+			if req.Action == "remove" {
+				close(removed)
+				return
+			}
+		}
+	}()
+	podDone := make(chan struct{})
+	go func() {
+		s.runPod()
+		close(podDone)
+	}()
+	select {
+	case <-removed:
+		<-podDone
+	case <-s.agentGone:
+	}
+	s.shutdown()
+}
+
+// stop stops restarts and asks every container to terminate.
+func (s *shim) stop(grace time.Duration) {
+	s.stopOnce.Do(func() {
+		s.mu.Lock()
+		s.grace = grace
+		s.mu.Unlock()
+		close(s.stopping)
+	})
+}
+
+func (s *shim) stopped() bool {
+	select {
+	case <-s.stopping:
+		return true
+	default:
+		return false
+	}
+}
+
+// shutdown ends the agent and cleans the host side.
+func (s *shim) shutdown() {
+	s.mu.Lock()
+	s.expectExit = true
+	s.mu.Unlock()
+	if s.cl != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		_, _ = s.cl.Shutdown(ctx, &agentv1.ShutdownRequest{})
+		cancel()
+		s.cl.Close()
+	}
+	if s.cmd != nil {
+		select {
+		case <-s.agentGone:
+		case <-time.After(15 * time.Second):
+			_ = s.cmd.Process.Kill()
+			<-s.agentGone
+		}
+	}
+	removeCgroups(s.cfg.CgroupParent)
+	_ = os.Remove(filepath.Join(s.dir, fileAgentSk))
+	_ = os.Remove(filepath.Join(s.dir, fileEgress))
+	s.update(func(st *Status) {
+		if !Terminal(st.Phase) {
+			st.Phase = PhaseStopped
+		}
+		st.ShimPID = 0
+	})
+}
+
+// runPod pulls the images, runs init containers in order, then the main
+// containers and sidecars until the pod completes or is stopped.
+func (s *shim) runPod() {
+	ctx := context.Background()
+	if err := s.pull(ctx); err != nil {
+		s.update(func(st *Status) { st.Phase, st.Message, st.ExitCode = PhaseFailed, err.Error(), 125 })
+		return
+	}
+	s.update(func(st *Status) { st.Phase = PhaseRunning })
+	var sidecars sync.WaitGroup
+	initPolicy := corev1.RestartPolicyOnFailure
+	if s.pod.RestartPolicy == corev1.RestartPolicyNever {
+		initPolicy = corev1.RestartPolicyNever
+	}
+	for _, c := range s.pod.Init {
+		if c.Kind == pod.KindSidecar {
+			sidecars.Add(1)
+			go func() {
+				defer sidecars.Done()
+				s.supervise(ctx, c, corev1.RestartPolicyAlways)
+			}()
+			continue
+		}
+		if code := s.supervise(ctx, c, initPolicy); code != 0 {
+			s.finish(&sidecars, fmt.Sprintf("init container %q failed with exit code %d", c.Spec.GetName(), code), code)
+			return
+		}
+		if s.stopped() {
+			s.finish(&sidecars, "", 0)
+			return
+		}
+	}
+	codes := make([]int, len(s.pod.Main))
+	var wg sync.WaitGroup
+	for i, c := range s.pod.Main {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes[i] = s.supervise(ctx, c, s.pod.RestartPolicy)
+		}()
+	}
+	wg.Wait()
+	code, msg := 0, ""
+	for i, c := range codes {
+		if c != 0 {
+			code, msg = c, fmt.Sprintf("container %q exited with code %d", s.pod.Main[i].Spec.GetName(), c)
+			break
+		}
+	}
+	s.finish(&sidecars, msg, code)
+}
+
+// finish terminates sidecars and records the pod's end.
+func (s *shim) finish(sidecars *sync.WaitGroup, msg string, code int) {
+	wasStopped := s.stopped()
+	s.stop(s.grace)
+	sidecars.Wait()
+	s.update(func(st *Status) {
+		if Terminal(st.Phase) {
+			return
+		}
+		switch {
+		case wasStopped:
+			st.Phase = PhaseStopped
+		case code != 0:
+			st.Phase = PhaseFailed
+		default:
+			st.Phase = PhaseSucceeded
+		}
+		st.Message, st.ExitCode = msg, code
+	})
+}
+
+func (s *shim) pull(ctx context.Context) error {
+	imgs := s.pod.Images()
+	errs := make([]error, len(imgs))
+	digests := make([]string, len(imgs))
+	var wg sync.WaitGroup
+	for i, ref := range imgs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := s.cl.PullImage(ctx, &agentv1.PullImageRequest{Image: ref})
+			if err != nil {
+				errs[i] = errors.New(Message(err))
+				return
+			}
+			digests[i] = resp.GetManifestDigest()
+		}()
+	}
+	wg.Wait()
+	for i, ref := range imgs {
+		s.update(func(st *Status) {
+			for j := range st.Containers {
+				if st.Containers[j].Image == ref {
+					st.Containers[j].Digest = digests[i]
+				}
+			}
+		})
+	}
+	return errors.Join(errs...)
+}
