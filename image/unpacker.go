@@ -63,14 +63,14 @@ func (u *unpacker) dir(rel string) (int, error) {
 				unix.Close(cur)
 			}
 			if err != nil {
-				return -1, pathErr(strings.Join(parts[:i+1], "/"), err)
+				return -1, u.pathErr(strings.Join(parts[:i+1], "/"), err)
 			}
 			cur = next
 		}
 		fd, err = cur, nil
 	}
 	if err != nil {
-		return -1, pathErr(rel, err)
+		return -1, u.pathErr(rel, err)
 	}
 	if len(u.dirs) >= maxCachedDirs {
 		u.flush()
@@ -79,14 +79,28 @@ func (u *unpacker) dir(rel string) (int, error) {
 	return fd, nil
 }
 
-func pathErr(rel string, err error) error {
-	switch {
-	case errors.Is(err, unix.ELOOP), errors.Is(err, unix.EXDEV):
-		return fmt.Errorf("path %q goes through a symlink: %w", rel, ErrUnsafeEntry)
-	case errors.Is(err, unix.ENOTDIR):
-		return fmt.Errorf("path %q goes through a non-directory: %w", rel, ErrUnsafeEntry)
+func (u *unpacker) pathErr(rel string, err error) error {
+	if !errors.Is(err, unix.ELOOP) && !errors.Is(err, unix.EXDEV) && !errors.Is(err, unix.ENOTDIR) {
+		return fmt.Errorf("resolve %q: %w", rel, err)
 	}
-	return fmt.Errorf("resolve %q: %w", rel, err)
+	// Name the first component that is not a real directory.
+	parts := strings.Split(rel, "/")
+	for i := range parts {
+		prefix := strings.Join(parts[:i+1], "/")
+		var st unix.Stat_t
+		if unix.Fstatat(u.root, prefix, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+			break
+		}
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFDIR:
+			continue
+		case unix.S_IFLNK:
+			return fmt.Errorf("path %q goes through the symlink %q: %w", rel, prefix, ErrUnsafeEntry)
+		default:
+			return fmt.Errorf("path %q goes through the non-directory %q: %w", rel, prefix, ErrUnsafeEntry)
+		}
+	}
+	return fmt.Errorf("path %q does not resolve to a directory inside the layer: %w", rel, ErrUnsafeEntry)
 }
 
 // replace removes an existing entry name in pfd so a new one can take its

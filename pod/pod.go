@@ -151,7 +151,7 @@ func Parse(data []byte) (*Pod, error) {
 	dec := json.NewDecoder(bytes.NewReader(podJSON))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&k); err != nil {
-		return nil, fmt.Errorf("%s: %w", prefix+"spec", err)
+		return nil, fmt.Errorf("decode %s: %w", strings.TrimSuffix(prefix, ".")+" pod", err)
 	}
 	var generic map[string]any
 	if err := json.Unmarshal(podJSON, &generic); err != nil {

@@ -9,12 +9,14 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -143,14 +145,47 @@ func GoBinary(pkg string) ([]byte, error) {
 	return os.ReadFile(out)
 }
 
-// Registry is an in-process OCI registry on loopback.
+// Registry is an in-process OCI registry on loopback. Tamper makes it serve
+// a blob with one byte changed, as a compromised registry or network would.
 type Registry struct {
-	srv *httptest.Server
+	srv      *httptest.Server
+	mu       sync.Mutex
+	tampered map[string]bool
 }
 
 // NewRegistry starts a registry on 127.0.0.1.
 func NewRegistry() *Registry {
-	return &Registry{srv: httptest.NewServer(registry.New(registry.Logger(nilLogger())))}
+	r := &Registry{tampered: map[string]bool{}}
+	inner := registry.New(registry.Logger(nilLogger()))
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		i := strings.LastIndex(req.URL.Path, "/blobs/")
+		r.mu.Lock()
+		bad := i >= 0 && req.Method == http.MethodGet && r.tampered[req.URL.Path[i+len("/blobs/"):]]
+		r.mu.Unlock()
+		if !bad {
+			inner.ServeHTTP(w, req)
+			return
+		}
+		rec := httptest.NewRecorder()
+		inner.ServeHTTP(rec, req)
+		body := rec.Body.Bytes()
+		if len(body) > 0 {
+			body[len(body)/2] ^= 0xff
+		}
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.Code)
+		w.Write(body)
+	}))
+	return r
+}
+
+// Tamper makes the registry corrupt the blob with this digest.
+func (r *Registry) Tamper(digest string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.tampered[digest] = true
 }
 
 // Host is host:port of the registry.
