@@ -115,8 +115,12 @@ func (a *Agent) start(c *container, lf *logFile) error {
 	rc := *a.runc
 	rc.Log, rc.LogFormat = filepath.Join(c.bundle, "runc.log"), runc.JSON
 	_ = os.Remove(rc.Log)
+	pidFile := filepath.Join(c.bundle, "pid")
+	_ = os.Remove(pidFile)
+	exited := make(chan struct{})
 	go func() {
-		status, err := rc.Run(a.ctx, id, c.bundle, &runc.CreateOpts{IO: pipeIO{stdout: w, stderr: w}, Started: started})
+		defer close(exited)
+		status, err := rc.Run(a.ctx, id, c.bundle, &runc.CreateOpts{IO: pipeIO{stdout: w, stderr: w}, Started: started, PidFile: pidFile})
 		reason := "Completed"
 		if msg := runcError(rc.Log); msg != "" {
 			reason, status = "StartError: "+msg, 128
@@ -147,7 +151,23 @@ func (a *Agent) start(c *container, lf *logFile) error {
 	}()
 	<-started
 	w.Close()
-	return nil
+	// Return once runc created the container (it writes the pid file), so
+	// that exec and signals work as soon as StartContainer answered.
+	for i := 0; ; i++ {
+		if b, err := os.ReadFile(pidFile); err == nil && len(b) > 0 {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				c.mu.Lock()
+				c.pid = pid
+				c.mu.Unlock()
+				return nil
+			}
+		}
+		select {
+		case <-exited:
+			return nil
+		case <-time.After(time.Millisecond):
+		}
+	}
 }
 
 // runcError returns the last error runc logged, if any.
