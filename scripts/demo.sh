@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The cocoon demo: installs runc and busybox-static if missing, builds cocoon
+# and cocoon-agent into ./bin, builds the hello example's image locally and
+# runs examples/hello (an HTTP server and a client on the pod's loopback).
+# Run as root: sandboxes use namespaces, mounts and cgroups.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+echo "==> building cocoon and cocoon-agent into ./bin" >&2
+CGO_ENABLED=0 go build -trimpath -o bin/ ./cmd/cocoon ./cmd/cocoon-agent
+echo "==> building the example image (examples/hello/image, an OCI layout)" >&2
+examples/hello/build.sh >&2
+export COCOON_ROOT=${COCOON_ROOT:-/var/lib/cocoon}
+bin/cocoon rm -f hello >/dev/null 2>&1 || true
+echo "==> bin/cocoon run --rm examples/hello/pod.yaml" >&2
+echo "    (isolation: process — namespaces only, no TEE; for development)" >&2
+bin/cocoon run --rm examples/hello/pod.yaml

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages cocoon's demo and tests need, if missing.
+# Needs root (apt-get). Safe to run again.
+set -euo pipefail
+need=()
+command -v runc >/dev/null || need+=(runc)
+[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx wget || need+=(busybox-static)
+if [ "${1:-}" = "--test" ]; then
+  command -v umoci >/dev/null || need+=(umoci)
+  command -v ss >/dev/null || need+=(iproute2)
+  command -v pgrep >/dev/null || need+=(procps)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "cocoon needs these Debian packages: ${need[*]}; run as root (sudo) to install them" >&2
+    exit 1
+  fi
+  echo "installing ${need[*]} ..." >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi

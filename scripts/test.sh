@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs cocoon's checks: installs the Debian packages the tests need if missing,
+# then gofmt, go vet, the race detector on the concurrent packages, and the
+# whole test suite (end-to-end tests with real runc included; they need root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh --test
+echo "==> gofmt" >&2
+bad=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$bad" ]; then echo "not gofmt-formatted: $bad" >&2; exit 1; fi
+echo "==> go vet" >&2
+go vet ./...
+echo "==> go test -race (agent, image, sandbox)" >&2
+go test -race -count=1 ./agent/... ./image/... ./sandbox/...
+echo "==> go test ./..." >&2
+go test -count=1 ./...
