@@ -168,7 +168,7 @@ func (r Root) Stop(ctx context.Context, name string, grace time.Duration) (*Stat
 		select {
 		case <-ctx.Done():
 			return st, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(5 * time.Millisecond):
 		}
 		if st, err = r.Load(name); err != nil {
 			return nil, err
@@ -189,7 +189,7 @@ func (r Root) Remove(ctx context.Context, name string, grace time.Duration) erro
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("sandbox %q: runtime process still running: %w", name, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(2 * time.Millisecond):
 		}
 	}
 	// A shim that died uncleanly may leave the agent behind.

@@ -137,12 +137,14 @@ func showPullProgress(ctx context.Context, root sandbox.Root, cl *sandbox.Client
 	f, ok := w.(*os.File)
 	tty := ok && term.IsTerminal(int(f.Fd()))
 	shown := false
+	var last time.Time
 	for {
 		st, err := root.Load(p.Name)
 		if err != nil || st.Phase != sandbox.PhasePending {
 			break
 		}
-		if tty {
+		if tty && time.Since(last) >= 100*time.Millisecond {
+			last = time.Now()
 			var line bytes.Buffer
 			for _, img := range p.Images() {
 				pr, err := cl.PullProgress(ctx, &agentv1.PullProgressRequest{Image: img})
@@ -159,7 +161,7 @@ func showPullProgress(ctx context.Context, root sandbox.Root, cl *sandbox.Client
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(5 * time.Millisecond):
 		}
 	}
 	if shown {
@@ -243,7 +245,7 @@ func followPod(ctx context.Context, root sandbox.Root, cl *sandbox.Client, p *po
 			close(done)
 			wg.Wait()
 			return st
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(5 * time.Millisecond):
 		}
 	}
 	close(done)
