@@ -1,0 +1,57 @@
+package attest
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"fmt"
+
+	"cocoon.dev/cocoon/tee"
+)
+
+// Verify checks evidence from any TEE: the report's signature and
+// certificate chain up to the vendor's root (or the trusted sim root), the
+// guest policy, TCB, VMPL and REPORT_DATA from options, and the reference
+// values. It returns the claims, also with an error when the evidence is
+// authentic but a check failed (the claims then say what was found).
+func Verify(ctx context.Context, ev *tee.Evidence, o Options) (*Claims, error) {
+	if ev == nil {
+		return nil, fmt.Errorf("%w: no evidence", ErrVerification)
+	}
+	var (
+		c   *Claims
+		err error
+	)
+	switch ev.TEE {
+	case tee.SNP, tee.Sim:
+		c, err = verifySNP(ctx, ev, &o)
+	case tee.TDX:
+		c, err = verifyTDX(ctx, ev, &o)
+	default:
+		return nil, fmt.Errorf("%w: unknown TEE %q", ErrVerification, ev.TEE)
+	}
+	if err != nil {
+		return c, err
+	}
+	if len(o.ReportData) > 0 {
+		want := make([]byte, 64)
+		copy(want, o.ReportData)
+		got, _ := hex.DecodeString(c.ReportData)
+		if !bytes.Equal(got, want) {
+			return c, fmt.Errorf("%w: report_data: found %s, expected %s", ErrVerification, c.ReportData, hex.EncodeToString(want))
+		}
+	}
+	if len(ev.RuntimeData) > 0 {
+		// The envelope's runtime data must be what REPORT_DATA binds.
+		want := tee.ReportData(ev.RuntimeData)
+		if c.ReportData != hex.EncodeToString(want[:]) {
+			return c, fmt.Errorf("%w: report_data: found %s, expected SHA-512(runtime_data) = %s", ErrVerification, c.ReportData, hex.EncodeToString(want[:]))
+		}
+	}
+	if o.Reference != nil {
+		if err := o.Reference.Check(c); err != nil {
+			return c, fmt.Errorf("%w: %w", ErrVerification, err)
+		}
+	}
+	return c, nil
+}

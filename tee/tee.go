@@ -1,0 +1,105 @@
+// Package tee is the attester side of remote attestation: the Attester
+// interface every TEE backend implements, TEE detection, and the JSON
+// evidence envelope that carries a report from the TEE to a verifier.
+package tee
+
+import (
+	"context"
+	"crypto/sha512"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+)
+
+// Kind names a TEE.
+type Kind string
+
+// The TEEs cocoon knows.
+const (
+	SNP Kind = "snp"
+	TDX Kind = "tdx"
+	// Sim is the simulated secure processor: for development only, never
+	// trusted by default.
+	Sim Kind = "sim"
+)
+
+// Evidence is the envelope of DESIGN.md §5:
+//
+//	{"tee":"snp|tdx|sim", "report":"<b64 raw>", "certs":{...}, "runtime_data":"<b64>"}
+//
+// Report is the raw hardware report (SNP, sim) or quote (TDX). Certs holds
+// certificates by role ("vcek", "ask", "ark", "vlek") as DER. RuntimeData is
+// what the report's REPORT_DATA binds: by default REPORT_DATA =
+// SHA-512(runtime_data).
+type Evidence struct {
+	TEE         Kind              `json:"tee"`
+	Report      []byte            `json:"report"`
+	Certs       map[string][]byte `json:"certs,omitempty"`
+	RuntimeData []byte            `json:"runtime_data,omitempty"`
+}
+
+// Attester produces evidence from the TEE it runs in.
+type Attester interface {
+	// Kind is the TEE this attester talks to.
+	Kind() Kind
+	// Evidence returns a fresh report whose REPORT_DATA is reportData.
+	Evidence(ctx context.Context, reportData [64]byte) (*Evidence, error)
+}
+
+// ReportData is the default binding of runtime data into a report:
+// SHA-512(runtimeData).
+func ReportData(runtimeData []byte) [64]byte {
+	return sha512.Sum512(runtimeData)
+}
+
+// MaxEvidenceBytes bounds an evidence envelope; real ones are under 16 KiB.
+const MaxEvidenceBytes = 1 << 20
+
+// ParseEvidence decodes an evidence envelope strictly: unknown fields, an
+// unknown TEE or an empty report are errors.
+func ParseEvidence(b []byte) (*Evidence, error) {
+	if len(b) > MaxEvidenceBytes {
+		return nil, fmt.Errorf("evidence is %d bytes; at most %d are accepted", len(b), MaxEvidenceBytes)
+	}
+	var e Evidence
+	dec := json.NewDecoder(bytesReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&e); err != nil {
+		return nil, fmt.Errorf("evidence envelope: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("evidence envelope: trailing data after the JSON object")
+	}
+	switch e.TEE {
+	case SNP, TDX, Sim:
+	case "":
+		return nil, errors.New(`evidence envelope: "tee" is missing; want snp, tdx or sim`)
+	default:
+		return nil, fmt.Errorf("evidence envelope: unknown tee %q; want snp, tdx or sim", e.TEE)
+	}
+	if len(e.Report) == 0 {
+		return nil, errors.New(`evidence envelope: "report" is empty`)
+	}
+	return &e, nil
+}
+
+// Detect reports which hardware TEE this machine is a guest of, from the
+// devices and configfs-tsm the kernel exposes; "" when there is none.
+func Detect() Kind {
+	if _, err := os.Stat("/dev/sev-guest"); err == nil {
+		return SNP
+	}
+	if _, err := os.Stat("/dev/tdx_guest"); err == nil {
+		return TDX
+	}
+	if b, err := os.ReadFile("/sys/kernel/config/tsm/report/provider"); err == nil {
+		switch string(b) {
+		case "sev_guest\n", "sev_guest":
+			return SNP
+		case "tdx_guest\n", "tdx_guest":
+			return TDX
+		}
+	}
+	return ""
+}
