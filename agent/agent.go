@@ -21,6 +21,7 @@ import (
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
 	"cocoon.dev/cocoon/image"
+	"cocoon.dev/cocoon/tee"
 )
 
 // Config configures an Agent.
@@ -40,6 +41,11 @@ type Config struct {
 	Enforcer Enforcer
 	// CgroupParent is the cgroup path under which containers are placed.
 	CgroupParent string
+	// Attester produces evidence from the sandbox's TEE (nil: none).
+	Attester tee.Attester
+	// PodAPISocket, when set, is the host path of the in-pod API socket,
+	// bind-mounted into every container at /run/cocoon/api.sock.
+	PodAPISocket string
 	// SetHostname makes CreateSandbox set the agent's own UTS hostname (the
 	// agent must be in its own UTS namespace).
 	SetHostname bool

@@ -52,7 +52,7 @@ func APIMethods() []string {
 	return []string{
 		"CreateSandbox", "PullImage", "PullProgress", "CreateContainer", "StartContainer",
 		"RemoveContainer", "ExecProcess", "SignalContainer", "WaitContainer", "ReadLogs",
-		"ListContainers", "Stats", "Shutdown",
+		"ListContainers", "Stats", "Shutdown", "GetEvidence",
 	}
 }
 

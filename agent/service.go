@@ -169,7 +169,7 @@ func (s *service) CreateContainer(_ context.Context, req *agentv1.CreateContaine
 	sp, err := buildSpec(specInput{
 		c: spec, img: img, rootfs: filepath.Join(bundle, "rootfs"), hostname: a.sandbox.hostname,
 		cgroup:  filepath.Join(a.cfg.CgroupParent, name),
-		volumes: a.sandbox.volumes, files: a.sandbox.files,
+		volumes: a.sandbox.volumes, files: a.sandbox.files, apiSocket: a.cfg.PodAPISocket,
 	})
 	if err != nil {
 		return nil, err

@@ -28,6 +28,8 @@ type specInput struct {
 	cgroup   string
 	volumes  map[string]string // emptyDir name -> directory
 	files    podFiles
+	// apiSocket is the in-pod API socket to mount at PodAPISocket.
+	apiSocket string
 }
 
 // processArgs resolves the command line as Kubernetes does: command replaces
@@ -169,6 +171,9 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 			quota := cpu * 100
 			s.Linux.Resources.CPU = &specs.LinuxCPU{Period: &period, Quota: &quota}
 		}
+	}
+	if in.apiSocket != "" {
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: PodAPISocket, Type: "bind", Source: in.apiSocket, Options: []string{"bind"}})
 	}
 	for _, m := range c.GetMounts() {
 		dst, err := cleanMountPath(m.GetMountPath())

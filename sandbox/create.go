@@ -26,6 +26,11 @@ type config struct {
 	CgroupParent string `json:"cgroupParent"`
 	// BaseDir resolves relative oci: and docker-archive: image paths.
 	BaseDir string `json:"baseDir,omitempty"`
+	// TEE is the sandbox's TEE: "sim" (the simulated secure processor,
+	// run by the shim) or "" for none.
+	TEE string `json:"tee,omitempty"`
+	// SimState is the simulated secure processor's state directory.
+	SimState string `json:"simState,omitempty"`
 }
 
 const fileConfig = "config.json"
@@ -45,6 +50,12 @@ type Options struct {
 	// BaseDir resolves relative oci: and docker-archive: image paths
 	// (the directory of the pod file).
 	BaseDir string
+	// TEE is "sim" for the simulated secure processor (the default of the
+	// process backend) or "none".
+	TEE string
+	// SimState is the simulated secure processor's state directory
+	// (default: <root>/sim).
+	SimState string
 }
 
 // Create validates the pod, creates its sandbox directory and starts the shim,
@@ -78,10 +89,22 @@ func Create(ctx context.Context, o Options) (*pod.Pod, error) {
 			os.RemoveAll(dir)
 		}
 	}()
+	switch o.TEE {
+	case "", "sim":
+		o.TEE = "sim"
+		if o.SimState == "" {
+			o.SimState = o.Root.SimState()
+		}
+	case "none":
+		o.TEE = ""
+	default:
+		return nil, fmt.Errorf("--tee %q is not available with the process backend; use sim or none", o.TEE)
+	}
 	var id [4]byte
 	_, _ = rand.Read(id[:])
 	cfg := config{
 		Isolation: "process", AgentBinary: o.AgentBinary, Runc: o.Runc, BaseDir: o.BaseDir,
+		TEE: o.TEE, SimState: o.SimState,
 		CgroupParent: "/cocoon/" + p.Name + "-" + hex.EncodeToString(id[:]),
 	}
 	if err := writeJSONAtomic(filepath.Join(dir, fileConfig), cfg); err != nil {

@@ -36,6 +36,9 @@ func startProcessAgent(cfg *config, dir, layers string) (*exec.Cmd, error) {
 	if cfg.Runc != "" {
 		args = append(args, "--runc", cfg.Runc)
 	}
+	if cfg.TEE == "sim" {
+		args = append(args, "--sim-sp", filepath.Join(dir, fileSimSP))
+	}
 	cmd := exec.Command(cfg.AgentBinary, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = []*os.File{pw}

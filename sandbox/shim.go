@@ -131,6 +131,11 @@ func (s *shim) launch() error {
 		return fmt.Errorf("egress channel: %w", err)
 	}
 	serveEgress(context.Background(), l, s.log)
+	if s.cfg.TEE == "sim" {
+		if err := s.startSim(); err != nil {
+			return err
+		}
+	}
 	cmd, err := startProcessAgent(&s.cfg, s.dir, s.root.Layers())
 	if err != nil {
 		return err
@@ -254,6 +259,7 @@ func (s *shim) shutdown() {
 	removeCgroups(s.cfg.CgroupParent)
 	_ = os.Remove(filepath.Join(s.dir, fileAgentSk))
 	_ = os.Remove(filepath.Join(s.dir, fileEgress))
+	_ = os.Remove(filepath.Join(s.dir, fileSimSP))
 	s.update(func(st *Status) {
 		if !Terminal(st.Phase) {
 			st.Phase = PhaseStopped

@@ -56,15 +56,20 @@ type ContainerStatus struct {
 
 // Status is the sandbox state written by the shim (status.json).
 type Status struct {
-	Name       string            `json:"name"`
-	Phase      string            `json:"phase"`
-	Message    string            `json:"message,omitempty"`
-	ExitCode   int               `json:"exitCode"`
-	ShimPID    int               `json:"shimPid"`
-	AgentPID   int               `json:"agentPid"`
-	Isolation  string            `json:"isolation"`
-	Created    time.Time         `json:"createdAt"`
-	Containers []ContainerStatus `json:"containers"`
+	Name      string `json:"name"`
+	Phase     string `json:"phase"`
+	Message   string `json:"message,omitempty"`
+	ExitCode  int    `json:"exitCode"`
+	ShimPID   int    `json:"shimPid"`
+	AgentPID  int    `json:"agentPid"`
+	Isolation string `json:"isolation"`
+	// TEE, Measurement and HostData describe the launch as the (simulated)
+	// secure processor measured it.
+	TEE         string            `json:"tee,omitempty"`
+	Measurement string            `json:"measurement,omitempty"`
+	HostData    string            `json:"hostData,omitempty"`
+	Created     time.Time         `json:"createdAt"`
+	Containers  []ContainerStatus `json:"containers"`
 }
 
 // Root is a runtime state directory: sandboxes/<name>/ for each sandbox and
@@ -73,6 +78,10 @@ type Root string
 
 // Dir is the directory of a sandbox.
 func (r Root) Dir(name string) string { return filepath.Join(string(r), "sandboxes", name) }
+
+// SimState is the default state directory of the simulated secure
+// processor.
+func (r Root) SimState() string { return filepath.Join(string(r), "sim") }
 
 // Layers is the layer cache directory.
 func (r Root) Layers() string { return filepath.Join(string(r), "layers") }
@@ -84,6 +93,7 @@ const (
 	fileRequest = "request.json"
 	fileAgentSk = "agent.sock"
 	fileEgress  = "egress.sock"
+	fileSimSP   = "sp.sock"
 	fileShimLog = "shim.log"
 	fileAgentLg = "agent.log"
 	dirAgent    = "agent"

@@ -11,10 +11,15 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
 	"cocoon.dev/cocoon/agent"
+	"cocoon.dev/cocoon/tee"
+	"cocoon.dev/cocoon/tee/sim"
+	"cocoon.dev/cocoon/tee/snp"
+	"cocoon.dev/cocoon/tee/tdx"
 )
 
 func main() {
@@ -34,6 +39,8 @@ func run() error {
 		cgroup   = flag.String("cgroup-parent", "/cocoon", "cgroup path for containers")
 		readyFD  = flag.Int("ready-fd", -1, "file descriptor to write \"ready\" (or an error) to")
 		isolated = flag.Bool("sandbox", false, "set up the sandbox's namespaces (the agent is their init)")
+		simSP    = flag.String("sim-sp", "", "unix socket of the simulated secure processor (development TEE)")
+		podAPI   = flag.Bool("pod-api", true, "serve the in-pod API on "+agent.PodAPIAddr+" and a socket mounted into containers")
 		verbose  = flag.Bool("v", false, "debug logging")
 	)
 	flag.Parse()
@@ -73,6 +80,32 @@ func run() error {
 	if *egress != "" {
 		cfg.Transport = agent.EgressTransport(*egress)
 	}
+	att, err := attester(*simSP)
+	if err != nil {
+		return fail(err)
+	}
+	cfg.Attester = att
+	var podListeners []net.Listener
+	if *podAPI {
+		dir := filepath.Join(*state, "podapi")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fail(err)
+		}
+		cfg.PodAPISocket = filepath.Join(dir, "api.sock")
+		ul, err := net.Listen("unix", cfg.PodAPISocket)
+		if err != nil {
+			return fail(fmt.Errorf("in-pod API socket: %w", err))
+		}
+		_ = os.Chmod(cfg.PodAPISocket, 0o666)
+		podListeners = append(podListeners, ul)
+		if *isolated {
+			tl, err := net.Listen("tcp", agent.PodAPIAddr)
+			if err != nil {
+				return fail(fmt.Errorf("in-pod API on %s: %w", agent.PodAPIAddr, err))
+			}
+			podListeners = append(podListeners, tl)
+		}
+	}
 	a, err := agent.New(cfg)
 	if err != nil {
 		return fail(err)
@@ -90,5 +123,21 @@ func run() error {
 		fmt.Fprintln(ready, "ready")
 		ready.Close()
 	}
+	a.ServePodAPI(ctx, podListeners...)
 	return a.Serve(ctx, l)
+}
+
+// attester picks the sandbox's TEE: the simulated secure processor when
+// given, else the hardware TEE this machine is a guest of, else none.
+func attester(simSP string) (tee.Attester, error) {
+	if simSP != "" {
+		return sim.NewClient(simSP), nil
+	}
+	switch tee.Detect() {
+	case tee.SNP:
+		return snp.New()
+	case tee.TDX:
+		return tdx.New()
+	}
+	return nil, nil
 }

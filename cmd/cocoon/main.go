@@ -5,7 +5,10 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
+
+	"github.com/google/logger"
 )
 
 // exitError carries a process exit code out of a command.
@@ -17,6 +20,9 @@ type exitError struct {
 func (e *exitError) Error() string { return e.msg }
 
 func main() {
+	// go-sev-guest and go-tdx-guest log warnings through google/logger;
+	// cocoon reports what matters itself.
+	logger.Init("cocoon", false, false, io.Discard)
 	root := newRootCmd()
 	err := root.Execute()
 	if err == nil {

@@ -17,13 +17,22 @@ import (
 var Version = "dev"
 
 type globals struct {
-	root   string
-	output string
-	agent  string
-	runc   string
+	root     string
+	simState string
+	output   string
+	agent    string
+	runc     string
 }
 
 func (g *globals) Root() sandbox.Root { return sandbox.Root(g.root) }
+
+// sim is the simulated secure processor's state directory.
+func (g *globals) sim() string {
+	if g.simState != "" {
+		return g.simState
+	}
+	return g.Root().SimState()
+}
 
 func (g *globals) json() bool { return g.output == "json" }
 
@@ -91,8 +100,9 @@ Examples:
 	pf.StringVarP(&g.output, "output", "o", "text", "output format: text or json")
 	pf.StringVar(&g.agent, "agent", "", "cocoon-agent binary (default: next to cocoon, then PATH)")
 	pf.StringVar(&g.runc, "runc", "", "runc binary used inside the sandbox (default: runc on PATH)")
+	pf.StringVar(&g.simState, "sim-state", os.Getenv("COCOON_SIM_STATE"), "state of the simulated secure processor (default: ROOT/sim; env COCOON_SIM_STATE)")
 	cmd.AddCommand(newRunCmd(g), newPsCmd(g), newLogsCmd(g), newExecCmd(g), newStopCmd(g),
-		newRmCmd(g), newVersionCmd(g), newShimCmd())
+		newRmCmd(g), newVersionCmd(g), newShimCmd(), newAttestCmd(g), newVerifyCmd(g), newMeasureCmd(g))
 	return cmd
 }
 

@@ -22,6 +22,7 @@ import (
 
 func newRunCmd(g *globals) *cobra.Command {
 	var detach, rm bool
+	var teeKind string
 	cmd := &cobra.Command{
 		Use:   "run [-d] POD.yaml",
 		Short: "Run a pod in a new sandbox",
@@ -43,15 +44,16 @@ error); 137 when the sandbox's agent died.`,
   cocoon run -d pod.yaml && cocoon logs mypod`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runPod(cmd, g, args[0], detach, rm)
+			return runPod(cmd, g, args[0], teeKind, detach, rm)
 		},
 	}
 	cmd.Flags().BoolVarP(&detach, "detach", "d", false, "run in the background and print the pod name")
 	cmd.Flags().BoolVar(&rm, "rm", false, "remove the sandbox when the pod ends (foreground only)")
+	cmd.Flags().StringVar(&teeKind, "tee", "sim", "TEE of the sandbox: sim (simulated secure processor, INSECURE) or none")
 	return cmd
 }
 
-func runPod(cmd *cobra.Command, g *globals, file string, detach, rm bool) error {
+func runPod(cmd *cobra.Command, g *globals, file, teeKind string, detach, rm bool) error {
 	ctx := cmd.Context()
 	y, err := os.ReadFile(file)
 	if err != nil {
@@ -68,7 +70,7 @@ func runPod(cmd *cobra.Command, g *globals, file string, detach, rm bool) error 
 	root := g.Root()
 	p, err := sandbox.Create(ctx, sandbox.Options{
 		Root: root, PodYAML: y, ShimCommand: []string{self, "--root", g.root, "shim"},
-		AgentBinary: agentBin, Runc: g.runc, BaseDir: baseDir(file),
+		AgentBinary: agentBin, Runc: g.runc, BaseDir: baseDir(file), TEE: teeKind, SimState: g.sim(),
 	})
 	if err != nil {
 		return &exitError{125, fmt.Sprintf("%s: %v", file, err)}

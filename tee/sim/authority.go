@@ -61,6 +61,8 @@ type Authority struct {
 const (
 	fileKeys  = "keys.pem"
 	fileChain = "chain.pem"
+	// FileRoots holds what verifiers must trust: ASK then ARK (PEM).
+	FileRoots = "roots.pem"
 )
 
 // LoadOrCreate opens the authority persisted in dir, creating its keys and
@@ -219,10 +221,16 @@ func (a *Authority) save(dir string) error {
 	if err := os.WriteFile(filepath.Join(tmp, fileChain), chain, 0o644); err != nil {
 		return err
 	}
+	if err := os.WriteFile(filepath.Join(tmp, FileRoots), a.RootsPEM(), 0o644); err != nil {
+		return err
+	}
 	if err := os.Link(filepath.Join(tmp, fileChain), filepath.Join(dir, fileChain)); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return nil
 		}
+		return err
+	}
+	if err := os.Rename(filepath.Join(tmp, FileRoots), filepath.Join(dir, FileRoots)); err != nil {
 		return err
 	}
 	return os.Rename(filepath.Join(tmp, fileKeys), filepath.Join(dir, fileKeys))

@@ -1879,6 +1879,96 @@ func (*ShutdownResponse) Descriptor() ([]byte, []int) {
 	return file_agent_proto_rawDescGZIP(), []int{31}
 }
 
+type GetEvidenceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most 1 KiB; typically a verifier's nonce.
+	RuntimeData   []byte `protobuf:"bytes,1,opt,name=runtime_data,json=runtimeData,proto3" json:"runtime_data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetEvidenceRequest) Reset() {
+	*x = GetEvidenceRequest{}
+	mi := &file_agent_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetEvidenceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetEvidenceRequest) ProtoMessage() {}
+
+func (x *GetEvidenceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetEvidenceRequest.ProtoReflect.Descriptor instead.
+func (*GetEvidenceRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *GetEvidenceRequest) GetRuntimeData() []byte {
+	if x != nil {
+		return x.RuntimeData
+	}
+	return nil
+}
+
+type GetEvidenceResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The JSON evidence envelope ({"tee", "report", "certs", "runtime_data"}).
+	Evidence      []byte `protobuf:"bytes,1,opt,name=evidence,proto3" json:"evidence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetEvidenceResponse) Reset() {
+	*x = GetEvidenceResponse{}
+	mi := &file_agent_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetEvidenceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetEvidenceResponse) ProtoMessage() {}
+
+func (x *GetEvidenceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetEvidenceResponse.ProtoReflect.Descriptor instead.
+func (*GetEvidenceResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *GetEvidenceResponse) GetEvidence() []byte {
+	if x != nil {
+		return x.Evidence
+	}
+	return nil
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -2016,7 +2106,12 @@ const file_agent_proto_rawDesc = "" +
 	"\fmemory_bytes\x18\x02 \x01(\x04R\vmemoryBytes\x12\x12\n" +
 	"\x04pids\x18\x03 \x01(\x04R\x04pids\"\x11\n" +
 	"\x0fShutdownRequest\"\x12\n" +
-	"\x10ShutdownResponse2\xb4\t\n" +
+	"\x10ShutdownResponse\"7\n" +
+	"\x12GetEvidenceRequest\x12!\n" +
+	"\fruntime_data\x18\x01 \x01(\fR\vruntimeData\"1\n" +
+	"\x13GetEvidenceResponse\x12\x1a\n" +
+	"\bevidence\x18\x01 \x01(\fR\bevidence2\x8e\n" +
+	"\n" +
 	"\x05Agent\x12^\n" +
 	"\rCreateSandbox\x12%.cocoon.agent.v1.CreateSandboxRequest\x1a&.cocoon.agent.v1.CreateSandboxResponse\x12R\n" +
 	"\tPullImage\x12!.cocoon.agent.v1.PullImageRequest\x1a\".cocoon.agent.v1.PullImageResponse\x12[\n" +
@@ -2030,7 +2125,8 @@ const file_agent_proto_rawDesc = "" +
 	"\bReadLogs\x12 .cocoon.agent.v1.ReadLogsRequest\x1a!.cocoon.agent.v1.ReadLogsResponse\x12a\n" +
 	"\x0eListContainers\x12&.cocoon.agent.v1.ListContainersRequest\x1a'.cocoon.agent.v1.ListContainersResponse\x12F\n" +
 	"\x05Stats\x12\x1d.cocoon.agent.v1.StatsRequest\x1a\x1e.cocoon.agent.v1.StatsResponse\x12O\n" +
-	"\bShutdown\x12 .cocoon.agent.v1.ShutdownRequest\x1a!.cocoon.agent.v1.ShutdownResponseB(Z&cocoon.dev/cocoon/api/agent/v1;agentv1b\x06proto3"
+	"\bShutdown\x12 .cocoon.agent.v1.ShutdownRequest\x1a!.cocoon.agent.v1.ShutdownResponse\x12X\n" +
+	"\vGetEvidence\x12#.cocoon.agent.v1.GetEvidenceRequest\x1a$.cocoon.agent.v1.GetEvidenceResponseB(Z&cocoon.dev/cocoon/api/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -2044,7 +2140,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_agent_proto_goTypes = []any{
 	(*EmptyDir)(nil),                // 0: cocoon.agent.v1.EmptyDir
 	(*CreateSandboxRequest)(nil),    // 1: cocoon.agent.v1.CreateSandboxRequest
@@ -2078,6 +2174,8 @@ var file_agent_proto_goTypes = []any{
 	(*StatsResponse)(nil),           // 29: cocoon.agent.v1.StatsResponse
 	(*ShutdownRequest)(nil),         // 30: cocoon.agent.v1.ShutdownRequest
 	(*ShutdownResponse)(nil),        // 31: cocoon.agent.v1.ShutdownResponse
+	(*GetEvidenceRequest)(nil),      // 32: cocoon.agent.v1.GetEvidenceRequest
+	(*GetEvidenceResponse)(nil),     // 33: cocoon.agent.v1.GetEvidenceResponse
 }
 var file_agent_proto_depIdxs = []int32{
 	0,  // 0: cocoon.agent.v1.CreateSandboxRequest.volumes:type_name -> cocoon.agent.v1.EmptyDir
@@ -2100,21 +2198,23 @@ var file_agent_proto_depIdxs = []int32{
 	25, // 17: cocoon.agent.v1.Agent.ListContainers:input_type -> cocoon.agent.v1.ListContainersRequest
 	28, // 18: cocoon.agent.v1.Agent.Stats:input_type -> cocoon.agent.v1.StatsRequest
 	30, // 19: cocoon.agent.v1.Agent.Shutdown:input_type -> cocoon.agent.v1.ShutdownRequest
-	2,  // 20: cocoon.agent.v1.Agent.CreateSandbox:output_type -> cocoon.agent.v1.CreateSandboxResponse
-	4,  // 21: cocoon.agent.v1.Agent.PullImage:output_type -> cocoon.agent.v1.PullImageResponse
-	6,  // 22: cocoon.agent.v1.Agent.PullProgress:output_type -> cocoon.agent.v1.PullProgressResponse
-	12, // 23: cocoon.agent.v1.Agent.CreateContainer:output_type -> cocoon.agent.v1.CreateContainerResponse
-	14, // 24: cocoon.agent.v1.Agent.StartContainer:output_type -> cocoon.agent.v1.StartContainerResponse
-	16, // 25: cocoon.agent.v1.Agent.RemoveContainer:output_type -> cocoon.agent.v1.RemoveContainerResponse
-	18, // 26: cocoon.agent.v1.Agent.ExecProcess:output_type -> cocoon.agent.v1.ExecProcessResponse
-	20, // 27: cocoon.agent.v1.Agent.SignalContainer:output_type -> cocoon.agent.v1.SignalContainerResponse
-	22, // 28: cocoon.agent.v1.Agent.WaitContainer:output_type -> cocoon.agent.v1.WaitContainerResponse
-	24, // 29: cocoon.agent.v1.Agent.ReadLogs:output_type -> cocoon.agent.v1.ReadLogsResponse
-	27, // 30: cocoon.agent.v1.Agent.ListContainers:output_type -> cocoon.agent.v1.ListContainersResponse
-	29, // 31: cocoon.agent.v1.Agent.Stats:output_type -> cocoon.agent.v1.StatsResponse
-	31, // 32: cocoon.agent.v1.Agent.Shutdown:output_type -> cocoon.agent.v1.ShutdownResponse
-	20, // [20:33] is the sub-list for method output_type
-	7,  // [7:20] is the sub-list for method input_type
+	32, // 20: cocoon.agent.v1.Agent.GetEvidence:input_type -> cocoon.agent.v1.GetEvidenceRequest
+	2,  // 21: cocoon.agent.v1.Agent.CreateSandbox:output_type -> cocoon.agent.v1.CreateSandboxResponse
+	4,  // 22: cocoon.agent.v1.Agent.PullImage:output_type -> cocoon.agent.v1.PullImageResponse
+	6,  // 23: cocoon.agent.v1.Agent.PullProgress:output_type -> cocoon.agent.v1.PullProgressResponse
+	12, // 24: cocoon.agent.v1.Agent.CreateContainer:output_type -> cocoon.agent.v1.CreateContainerResponse
+	14, // 25: cocoon.agent.v1.Agent.StartContainer:output_type -> cocoon.agent.v1.StartContainerResponse
+	16, // 26: cocoon.agent.v1.Agent.RemoveContainer:output_type -> cocoon.agent.v1.RemoveContainerResponse
+	18, // 27: cocoon.agent.v1.Agent.ExecProcess:output_type -> cocoon.agent.v1.ExecProcessResponse
+	20, // 28: cocoon.agent.v1.Agent.SignalContainer:output_type -> cocoon.agent.v1.SignalContainerResponse
+	22, // 29: cocoon.agent.v1.Agent.WaitContainer:output_type -> cocoon.agent.v1.WaitContainerResponse
+	24, // 30: cocoon.agent.v1.Agent.ReadLogs:output_type -> cocoon.agent.v1.ReadLogsResponse
+	27, // 31: cocoon.agent.v1.Agent.ListContainers:output_type -> cocoon.agent.v1.ListContainersResponse
+	29, // 32: cocoon.agent.v1.Agent.Stats:output_type -> cocoon.agent.v1.StatsResponse
+	31, // 33: cocoon.agent.v1.Agent.Shutdown:output_type -> cocoon.agent.v1.ShutdownResponse
+	33, // 34: cocoon.agent.v1.Agent.GetEvidence:output_type -> cocoon.agent.v1.GetEvidenceResponse
+	21, // [21:35] is the sub-list for method output_type
+	7,  // [7:21] is the sub-list for method input_type
 	7,  // [7:7] is the sub-list for extension type_name
 	7,  // [7:7] is the sub-list for extension extendee
 	0,  // [0:7] is the sub-list for field type_name
@@ -2131,7 +2231,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

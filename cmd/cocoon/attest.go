@@ -1,0 +1,276 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	agentv1 "cocoon.dev/cocoon/api/agent/v1"
+	"cocoon.dev/cocoon/attest"
+	"cocoon.dev/cocoon/sandbox"
+	"cocoon.dev/cocoon/tee"
+	"cocoon.dev/cocoon/tee/sim"
+)
+
+func newAttestCmd(g *globals) *cobra.Command {
+	var nonce string
+	cmd := &cobra.Command{
+		Use:   "attest POD [--nonce HEX]",
+		Short: "Get fresh attestation evidence from a running sandbox",
+		Long: `Ask the sandbox's agent for fresh evidence from its TEE. The evidence's
+REPORT_DATA is SHA-512 of the runtime data, here the nonce (random when not
+given). The JSON evidence envelope is printed; check it with cocoon verify.`,
+		Example: `  cocoon attest hello --nonce $(openssl rand -hex 32) > evidence.json
+  cocoon verify --trust-sim evidence.json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var rd []byte
+			if nonce != "" {
+				b, err := hex.DecodeString(nonce)
+				if err != nil {
+					return fmt.Errorf("--nonce must be hex: %w", err)
+				}
+				rd = b
+			} else {
+				rd = make([]byte, 32)
+				_, _ = rand.Read(rd)
+			}
+			cl, err := g.Root().Dial(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			resp, err := cl.GetEvidence(cmd.Context(), &agentv1.GetEvidenceRequest{RuntimeData: rd})
+			if err != nil {
+				return fmt.Errorf("evidence from %s: %s", args[0], sandbox.Message(err))
+			}
+			var v any
+			if err := json.Unmarshal(resp.GetEvidence(), &v); err != nil {
+				return fmt.Errorf("the agent sent malformed evidence: %w", err)
+			}
+			return printJSON(cmd.OutOrStdout(), v)
+		},
+	}
+	cmd.Flags().StringVar(&nonce, "nonce", "", "runtime data to bind, as hex (default: 32 random bytes)")
+	return cmd
+}
+
+type verifyFlags struct {
+	snpReport, vcek, tdxQuote, collateral string
+	offline, allowDebug, trustSim         bool
+	at, reference, simRoots, nonce        string
+	cacheDir                              string
+}
+
+func newVerifyCmd(g *globals) *cobra.Command {
+	f := &verifyFlags{}
+	cmd := &cobra.Command{
+		Use:   "verify [EVIDENCE.json | --snp-report FILE --vcek FILE | --tdx-quote FILE --collateral DIR]",
+		Short: "Verify attestation evidence and print its claims",
+		Long: `Verify attestation evidence: the report's signature, the certificate chain to
+AMD's or Intel's root (or to the simulated TEE's root with --trust-sim), the
+guest policy (debug refused unless --allow-debug), and reference values.
+Exits 0 only when verification and every check passed.
+
+Evidence is a JSON envelope (from cocoon attest, or - for standard input), or raw
+inputs: an SNP report with its VCEK certificate, or a TDX quote with Intel PCS
+collateral saved in a directory (for offline verification).
+
+By default certificates missing from the evidence are fetched from AMD KDS or
+Intel PCS (cached under ROOT/cache) and revocation lists are checked; --offline
+does neither.`,
+		Example: `  cocoon verify --trust-sim evidence.json
+  cocoon verify --offline --snp-report report.bin --vcek vcek.der
+  cocoon verify --offline --tdx-quote quote.dat --collateral ./collateral --at 2023-07-01T00:00:00Z
+  cocoon verify -o json --reference-values refs.yaml evidence.json`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runVerify(cmd, g, f, args)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.snpReport, "snp-report", "", "raw SEV-SNP report (1184 bytes)")
+	fl.StringVar(&f.vcek, "vcek", "", "VCEK certificate (DER or PEM) for --snp-report")
+	fl.StringVar(&f.tdxQuote, "tdx-quote", "", "raw TDX quote")
+	fl.StringVar(&f.collateral, "collateral", "", "directory of saved Intel PCS responses (tcbInfo, qeIdentity, pckcrl, rootcrl.der)")
+	fl.BoolVar(&f.offline, "offline", false, "no AMD KDS / Intel PCS fetches and no CRL checks")
+	fl.BoolVar(&f.allowDebug, "allow-debug", false, "accept guests whose policy allows debugging")
+	fl.StringVar(&f.at, "at", "", "verify as of this time (RFC 3339), for old captured evidence")
+	fl.StringVar(&f.reference, "reference-values", "", "reference values file (YAML or JSON; see docs/attestation.md)")
+	fl.BoolVar(&f.trustSim, "trust-sim", false, "accept evidence from the simulated TEE (INSECURE, development only)")
+	fl.StringVar(&f.simRoots, "sim-roots", "", "the simulated TEE's roots (default: SIM_STATE/roots.pem)")
+	fl.StringVar(&f.nonce, "nonce", "", "expected runtime data (hex), e.g. the nonce given to cocoon attest")
+	return cmd
+}
+
+func readCert(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if i := strings.Index(string(b), "-----BEGIN CERTIFICATE-----"); i >= 0 {
+		return pemToDER(b[i:])
+	}
+	return b, nil
+}
+
+func loadEvidence(f *verifyFlags, args []string) (*tee.Evidence, error) {
+	switch {
+	case f.snpReport != "":
+		r, err := os.ReadFile(f.snpReport)
+		if err != nil {
+			return nil, err
+		}
+		ev := &tee.Evidence{TEE: tee.SNP, Report: r, Certs: map[string][]byte{}}
+		if f.vcek != "" {
+			c, err := readCert(f.vcek)
+			if err != nil {
+				return nil, fmt.Errorf("--vcek: %w", err)
+			}
+			ev.Certs["vcek"] = c
+		}
+		return ev, nil
+	case f.tdxQuote != "":
+		q, err := os.ReadFile(f.tdxQuote)
+		if err != nil {
+			return nil, err
+		}
+		return &tee.Evidence{TEE: tee.TDX, Report: q}, nil
+	case len(args) == 1:
+		var b []byte
+		var err error
+		if args[0] == "-" {
+			b, err = io.ReadAll(io.LimitReader(os.Stdin, tee.MaxEvidenceBytes+1))
+		} else {
+			b, err = os.ReadFile(args[0])
+		}
+		if err != nil {
+			return nil, err
+		}
+		return tee.ParseEvidence(b)
+	}
+	return nil, errors.New("give an evidence file, or --snp-report (with --vcek), or --tdx-quote (with --collateral)")
+}
+
+func runVerify(cmd *cobra.Command, g *globals, f *verifyFlags, args []string) error {
+	ev, err := loadEvidence(f, args)
+	if err != nil {
+		return &exitError{2, err.Error()}
+	}
+	o := attest.Options{Offline: f.offline, AllowDebug: f.allowDebug, TDXCollateralDir: f.collateral,
+		CacheDir: filepath.Join(g.root, "cache", "attest")}
+	if f.at != "" {
+		t, err := time.Parse(time.RFC3339, f.at)
+		if err != nil {
+			if t, err = time.Parse("2006-01-02", f.at); err != nil {
+				return &exitError{2, fmt.Sprintf("--at %q: want RFC 3339 (2023-07-01T00:00:00Z) or a date", f.at)}
+			}
+		}
+		o.Now = t
+	}
+	if f.trustSim {
+		path := f.simRoots
+		if path == "" {
+			path = filepath.Join(g.sim(), sim.FileRoots)
+		}
+		if o.SimRoots, err = os.ReadFile(path); err != nil {
+			return &exitError{2, fmt.Sprintf("--trust-sim: the simulated TEE's roots: %v", err)}
+		}
+		o.TrustSim = true
+	}
+	if f.reference != "" {
+		if o.Reference, err = attest.LoadReferenceValues(f.reference); err != nil {
+			return &exitError{2, err.Error()}
+		}
+	}
+	if f.nonce != "" {
+		n, err := hex.DecodeString(f.nonce)
+		if err != nil {
+			return &exitError{2, "--nonce must be hex"}
+		}
+		if string(n) != string(ev.RuntimeData) {
+			return &exitError{1, fmt.Sprintf("verification failed: runtime_data: found %x, expected %s (not this nonce's evidence, or a replay)", ev.RuntimeData, f.nonce)}
+		}
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
+	defer cancel()
+	claims, verr := attest.Verify(ctx, ev, o)
+	if g.json() {
+		out := map[string]any{"verified": verr == nil, "claims": claims}
+		if verr != nil {
+			out["error"] = verr.Error()
+		}
+		_ = printJSON(cmd.OutOrStdout(), out)
+	} else if verr == nil {
+		printClaims(cmd.OutOrStdout(), claims)
+	}
+	if verr != nil {
+		if g.json() {
+			return &exitError{1, ""}
+		}
+		return &exitError{1, verr.Error()}
+	}
+	return nil
+}
+
+func printClaims(w io.Writer, c *attest.Claims) {
+	fmt.Fprintf(w, "verified: %s (%s", c.TEE, c.Platform)
+	if c.Product != "" {
+		fmt.Fprintf(w, ", %s", c.Product)
+	}
+	fmt.Fprintln(w, ")")
+	fmt.Fprintf(w, "  measurement  %s\n  host_data    %s\n  report_data  %s\n  debug        %v\n", c.Measurement, c.HostData, c.ReportData, c.Debug)
+	if s := c.SNP; s != nil {
+		fmt.Fprintf(w, "  policy       %s (smt=%v migrate_ma=%v abi>=%s)\n  vmpl         %d\n  reported_tcb %s\n  firmware     %s\n", s.Policy, s.PolicySMT, s.PolicyMigMA, s.PolicyABI, s.VMPL, s.ReportedTCB, s.Firmware)
+	}
+	if t := c.TDX; t != nil {
+		fmt.Fprintf(w, "  mrtd         %s\n  mrconfigid   %s\n  td_attrs     %s\n  tcb_status   %s", t.MRTD, t.MRConfigID, t.TDAttributes, t.TCBStatus)
+		if t.TCBStatusReason != "" {
+			fmt.Fprintf(w, " (%s)", t.TCBStatusReason)
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+func newMeasureCmd(g *globals) *cobra.Command {
+	var kind string
+	cmd := &cobra.Command{
+		Use:   "measure --tee sim",
+		Short: "Compute the launch measurement a sandbox will have",
+		Long: `Compute the MEASUREMENT the simulated secure processor gives a sandbox
+launched with this cocoon-agent binary (process backend), so relying parties
+can put it in their reference values.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if kind != "sim" {
+				return &exitError{2, fmt.Sprintf("--tee %q: only sim launches can be measured here", kind)}
+			}
+			agentBin, err := g.agentBinary()
+			if err != nil {
+				return err
+			}
+			m, err := sandbox.SimMeasurement(agentBin)
+			if err != nil {
+				return err
+			}
+			d, _ := sim.FileDigest(agentBin)
+			if g.json() {
+				return printJSON(cmd.OutOrStdout(), map[string]string{"tee": "sim", "measurement": hex.EncodeToString(m[:]), "agent": agentBin, "agent_digest": d, "isolation": "process"})
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), hex.EncodeToString(m[:]))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&kind, "tee", "sim", "TEE whose measurement to compute (sim)")
+	return cmd
+}

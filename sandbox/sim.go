@@ -1,0 +1,75 @@
+package sandbox
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+
+	"cocoon.dev/cocoon/pod"
+	"cocoon.dev/cocoon/tee/sim"
+)
+
+// PolicyAnnotation carries the pod's policy (base64); its SHA-256 is the
+// launch's HOST_DATA.
+const PolicyAnnotation = "cocoon.dev/policy"
+
+// HostData is the HOST_DATA a pod is launched with: SHA-256 of its policy
+// annotation's decoded bytes, or zeros when it has none.
+func HostData(p *pod.Pod) ([32]byte, error) {
+	v, ok := p.Annotations[PolicyAnnotation]
+	if !ok {
+		return [32]byte{}, nil
+	}
+	b, err := base64.StdEncoding.DecodeString(v)
+	if err != nil {
+		return [32]byte{}, fmt.Errorf("annotation %s is not base64: %w", PolicyAnnotation, err)
+	}
+	return sha256.Sum256(b), nil
+}
+
+// SimMeasurement is the MEASUREMENT the simulated secure processor gives a
+// process-backend launch of the agent binary at agentPath.
+func SimMeasurement(agentPath string) ([48]byte, error) {
+	d, err := sim.FileDigest(agentPath)
+	if err != nil {
+		return [48]byte{}, fmt.Errorf("measure cocoon-agent: %w", err)
+	}
+	return sim.Measure(sim.LaunchConfig{Isolation: "process", AgentDigest: d}), nil
+}
+
+// startSim registers this launch with the simulated secure processor and
+// serves it on a socket only this sandbox's agent is given.
+func (s *shim) startSim() error {
+	auth, err := sim.LoadOrCreate(s.cfg.SimState)
+	if err != nil {
+		return fmt.Errorf("simulated secure processor: %w", err)
+	}
+	m, err := SimMeasurement(s.cfg.AgentBinary)
+	if err != nil {
+		return err
+	}
+	hd, err := HostData(s.pod)
+	if err != nil {
+		return err
+	}
+	l := sim.Launch{Measurement: m, HostData: hd}
+	_, _ = rand.Read(l.ReportID[:])
+	sock := filepath.Join(s.dir, fileSimSP)
+	_ = os.Remove(sock)
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		return fmt.Errorf("simulated secure processor socket: %w", err)
+	}
+	go func() { _ = sim.NewServer(auth, l).Serve(context.Background(), ln) }()
+	s.update(func(st *Status) {
+		st.TEE, st.Measurement, st.HostData = "sim", hex.EncodeToString(m[:]), hex.EncodeToString(hd[:])
+	})
+	s.log.Info("simulated secure processor ready (INSECURE: development only)", "measurement", hex.EncodeToString(m[:]))
+	return nil
+}
