@@ -68,7 +68,7 @@ func SimRoots(pemBytes []byte) (map[string][]*trust.AMDRootCerts, error) {
 	return map[string][]*trust.AMDRootCerts{"Milan": {r}}, nil
 }
 
-func verifySNP(ctx context.Context, ev *tee.Evidence, o *Options) (*Claims, error) {
+func (v *Verifier) verifySNP(ctx context.Context, ev *tee.Evidence, o *Options) (*Claims, error) {
 	r, err := ParseSNPReport(ev.Report)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrVerification, err)
@@ -93,8 +93,18 @@ func verifySNP(ctx context.Context, ev *tee.Evidence, o *Options) (*Claims, erro
 	if len(att.CertificateChain.VcekCert) == 0 && len(att.CertificateChain.VlekCert) == 0 && vo.DisableCertFetching {
 		return nil, fmt.Errorf("%w: the evidence carries no VCEK certificate and fetching from AMD KDS is off; give the VCEK (--vcek) or allow fetching", ErrVerification)
 	}
-	if err := verify.SnpAttestationContext(ctx, att, vo); err != nil {
-		return nil, fmt.Errorf("%w: SNP report signature or certificate chain: %w", ErrVerification, err)
+	key := chainKey(att.CertificateChain.VcekCert, att.CertificateChain.VlekCert, o, ev.TEE)
+	if cert := v.chains.get(key, vo.Now); cert != nil {
+		// The chain to the root was verified before: only the report's
+		// signature is left to check.
+		if err := verify.SnpReportSignature(ev.Report, cert); err != nil {
+			return nil, fmt.Errorf("%w: SNP report signature: %w", ErrVerification, err)
+		}
+	} else {
+		if err := verify.SnpAttestationContext(ctx, att, vo); err != nil {
+			return nil, fmt.Errorf("%w: SNP report signature or certificate chain: %w", ErrVerification, err)
+		}
+		v.chains.put(key, att.CertificateChain)
 	}
 	product := ""
 	if c := att.GetCertificateChain().GetVcekCert(); len(c) > 0 {

@@ -9,12 +9,27 @@ import (
 	"cocoon.dev/cocoon/tee"
 )
 
+// Verifier verifies evidence and caches verified certificate chains, so
+// that repeated evidence from one chip costs one signature check. It is safe
+// for concurrent use; keep one per service.
+type Verifier struct {
+	chains chainCache
+}
+
+// NewVerifier returns a Verifier with an empty chain cache.
+func NewVerifier() *Verifier { return &Verifier{} }
+
+// Verify is NewVerifier().Verify: verification without a cache.
+func Verify(ctx context.Context, ev *tee.Evidence, o Options) (*Claims, error) {
+	return NewVerifier().Verify(ctx, ev, o)
+}
+
 // Verify checks evidence from any TEE: the report's signature and
 // certificate chain up to the vendor's root (or the trusted sim root), the
 // guest policy, TCB, VMPL and REPORT_DATA from options, and the reference
 // values. It returns the claims, also with an error when the evidence is
 // authentic but a check failed (the claims then say what was found).
-func Verify(ctx context.Context, ev *tee.Evidence, o Options) (*Claims, error) {
+func (v *Verifier) Verify(ctx context.Context, ev *tee.Evidence, o Options) (*Claims, error) {
 	if ev == nil {
 		return nil, fmt.Errorf("%w: no evidence", ErrVerification)
 	}
@@ -24,7 +39,7 @@ func Verify(ctx context.Context, ev *tee.Evidence, o Options) (*Claims, error) {
 	)
 	switch ev.TEE {
 	case tee.SNP, tee.Sim:
-		c, err = verifySNP(ctx, ev, &o)
+		c, err = v.verifySNP(ctx, ev, &o)
 	case tee.TDX:
 		c, err = verifyTDX(ctx, ev, &o)
 	default:
