@@ -13,5 +13,12 @@ examples/hello/build.sh >&2
 export COCOON_ROOT=${COCOON_ROOT:-/var/lib/cocoon}
 bin/cocoon rm -f hello >/dev/null 2>&1 || true
 echo "==> bin/cocoon run --rm examples/hello/pod.yaml" >&2
-echo "    (isolation: process — namespaces only, no TEE; for development)" >&2
+echo "    (isolation: process — namespaces only; TEE: simulated, INSECURE; for development)" >&2
 bin/cocoon run --rm examples/hello/pod.yaml
+echo "==> attestation: evidence from a running sandbox, verified against the simulated TEE's root" >&2
+bin/cocoon run -d examples/hello/pod.yaml >/dev/null
+nonce=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+bin/cocoon attest hello --nonce "$nonce" > "${TMPDIR:-/tmp}/cocoon-demo-evidence.json"
+bin/cocoon verify --trust-sim --nonce "$nonce" "${TMPDIR:-/tmp}/cocoon-demo-evidence.json"
+echo "    expected measurement (cocoon measure --tee sim): $(bin/cocoon measure --tee sim)" >&2
+bin/cocoon rm -f hello >/dev/null
