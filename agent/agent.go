@@ -21,6 +21,7 @@ import (
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
 	"cocoon.dev/cocoon/image"
+	"cocoon.dev/cocoon/policy"
 	"cocoon.dev/cocoon/tee"
 )
 
@@ -37,7 +38,8 @@ type Config struct {
 	// Transport carries outside traffic (registries); in a sandbox it is
 	// the host's egress channel.
 	Transport http.RoundTripper
-	// Enforcer checks every request; nil means DefaultEnforcer.
+	// Enforcer checks every request; nil means the policy engine, which
+	// denies everything until a policy bound to the hardware is loaded.
 	Enforcer Enforcer
 	// CgroupParent is the cgroup path under which containers are placed.
 	CgroupParent string
@@ -82,9 +84,6 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.StateDir == "" || cfg.LayerDir == "" {
 		return nil, errors.New("agent: StateDir and LayerDir are required")
 	}
-	if cfg.Enforcer == nil {
-		cfg.Enforcer = DefaultEnforcer{}
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -101,7 +100,7 @@ func New(cfg Config) (*Agent, error) {
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Agent{
+	a := &Agent{
 		cfg: cfg, log: cfg.Logger, ctx: ctx, cancel: cancel,
 		runc:       &runc.Runc{Command: cfg.Runc, Root: filepath.Join(cfg.StateDir, "runc")},
 		puller:     &image.Puller{Store: store, Transport: cfg.Transport},
@@ -110,7 +109,11 @@ func New(cfg Config) (*Agent, error) {
 		containers: map[string]*container{},
 		logs:       map[string]*logFile{},
 		done:       make(chan struct{}),
-	}, nil
+	}
+	if a.cfg.Enforcer == nil {
+		a.cfg.Enforcer = policy.NewEngine(a.bindPolicy, a.pulledImages)
+	}
+	return a, nil
 }
 
 // Serve serves the agent API on l until Shutdown is called or ctx ends.

@@ -20,6 +20,7 @@ import (
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
 	"cocoon.dev/cocoon/internal/testimage"
+	"cocoon.dev/cocoon/policy"
 )
 
 // recorder is an Enforcer that records every method it saw and denies the
@@ -161,7 +162,7 @@ func TestContainerLifecycle(t *testing.T) {
 	defer reg.Close()
 	img, _ := testimage.Busybox()
 	_, ref, _ := reg.Push("bb:v1", img)
-	_, cl := startAgent(t, nil)
+	_, cl := startAgent(t, DefaultEnforcer{})
 	ctx := context.Background()
 	if _, err := cl.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{Name: "p", Volumes: []*agentv1.EmptyDir{{Name: "v"}}}); err != nil {
 		t.Fatal(err)
@@ -257,4 +258,18 @@ func TestContainerLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(10 * time.Millisecond)
+}
+
+// TestEveryMethodHasAPolicyRule: the policy engine has an enforcement point
+// for every API method.
+func TestEveryMethodHasAPolicyRule(t *testing.T) {
+	rules := policy.Rules()
+	for _, m := range APIMethods() {
+		if rules[m] == "" {
+			t.Errorf("API method %s has no policy enforcement point", m)
+		}
+	}
+	if len(rules) != len(APIMethods()) {
+		t.Errorf("policy rules %d, API methods %d", len(rules), len(APIMethods()))
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
+	"cocoon.dev/cocoon/policy"
 )
 
 // Enforcer decides whether the agent serves a host request. It is the single
@@ -21,18 +22,16 @@ type Enforcer interface {
 }
 
 // ErrDenied marks a request refused by the Enforcer.
-var ErrDenied = errors.New("denied")
+var ErrDenied = policy.ErrDenied
 
 // DenyError is a refusal with the enforcement point that made it.
-type DenyError struct {
-	Method string
-	Reason string
+type DenyError = policy.DenyError
+
+// Observer is an Enforcer that wants to know the outcome of the requests it
+// allowed (the policy engine keeps container state that way).
+type Observer interface {
+	Observe(method string, req any, err error)
 }
-
-func (e *DenyError) Error() string { return fmt.Sprintf("%s denied: %s", e.Method, e.Reason) }
-
-// Unwrap makes errors.Is(err, ErrDenied) true.
-func (e *DenyError) Unwrap() error { return ErrDenied }
 
 // DefaultEnforcer is the policy used before the policy engine is configured:
 // it serves every request except privileged containers, which it refuses.
@@ -61,15 +60,23 @@ func interceptor(e Enforcer) ttrpc.UnaryServerInterceptor {
 	return func(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, method ttrpc.Method) (any, error) {
 		short := shortMethod(info.FullMethod)
 		checked := false
+		var captured any
 		resp, err := method(ctx, func(v any) error {
 			if err := unmarshal(v); err != nil {
 				return err
 			}
 			checked = true
-			return e.Check(ctx, short, v)
+			if err := e.Check(ctx, short, v); err != nil {
+				return err
+			}
+			captured = v
+			return nil
 		})
 		if !checked && err == nil {
 			return nil, status.Errorf(codes.Internal, "%s: request was not checked by the enforcement hook", short)
+		}
+		if o, ok := e.(Observer); ok && checked && captured != nil {
+			o.Observe(short, captured, err)
 		}
 		return resp, toStatus(err)
 	}

@@ -10,9 +10,16 @@ import (
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
 	"cocoon.dev/cocoon/image"
+	"cocoon.dev/cocoon/resolve"
 )
 
-const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+func envPairs(env []*agentv1.EnvVar) []resolve.EnvVar {
+	out := make([]resolve.EnvVar, len(env))
+	for i, e := range env {
+		out[i] = resolve.EnvVar{Name: e.GetName(), Value: e.GetValue()}
+	}
+	return out
+}
 
 // podFiles are the per-pod files bind-mounted into every container.
 type podFiles struct {
@@ -32,50 +39,6 @@ type specInput struct {
 	apiSocket string
 }
 
-// processArgs resolves the command line as Kubernetes does: command replaces
-// the entrypoint and drops the image cmd; args replaces the cmd.
-func processArgs(c *agentv1.ContainerSpec, cfg *image.Image) []string {
-	if len(c.GetCommand()) > 0 {
-		return append(append([]string{}, c.GetCommand()...), c.GetArgs()...)
-	}
-	args := append([]string{}, cfg.Config.Config.Entrypoint...)
-	if len(c.GetArgs()) > 0 {
-		return append(args, c.GetArgs()...)
-	}
-	return append(args, cfg.Config.Config.Cmd...)
-}
-
-// mergeEnv merges image env with spec env (spec wins) and adds HOSTNAME and a
-// default PATH when missing.
-func mergeEnv(imageEnv []string, spec []*agentv1.EnvVar, hostname string) []string {
-	var order []string
-	vals := map[string]string{}
-	set := func(k, v string) {
-		if _, ok := vals[k]; !ok {
-			order = append(order, k)
-		}
-		vals[k] = v
-	}
-	for _, kv := range imageEnv {
-		k, v, _ := strings.Cut(kv, "=")
-		set(k, v)
-	}
-	for _, e := range spec {
-		set(e.GetName(), e.GetValue())
-	}
-	if _, ok := vals["PATH"]; !ok {
-		set("PATH", strings.TrimPrefix(defaultPath, "PATH="))
-	}
-	if _, ok := vals["HOSTNAME"]; !ok {
-		set("HOSTNAME", hostname)
-	}
-	out := make([]string, 0, len(order))
-	for _, k := range order {
-		out = append(out, k+"="+vals[k])
-	}
-	return out
-}
-
 // cleanMountPath checks a container path: absolute, no "..".
 func cleanMountPath(p string) (string, error) {
 	if !path.IsAbs(p) {
@@ -91,7 +54,7 @@ func cleanMountPath(p string) (string, error) {
 
 func buildSpec(in specInput) (*specs.Spec, error) {
 	c := in.c
-	args := processArgs(c, in.img)
+	args := resolve.Args(c.GetCommand(), c.GetArgs(), in.img.Config.Config.Entrypoint, in.img.Config.Config.Cmd)
 	if len(args) == 0 {
 		return nil, fmt.Errorf("container %q: no command: the image has no entrypoint or cmd and the pod spec gives none: %w", c.GetName(), errInvalid)
 	}
@@ -108,7 +71,7 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 	if c.GetRunAsNonRoot() && uid == 0 {
 		return nil, fmt.Errorf("container %q: runAsNonRoot is set but the container would run as root (uid 0); set runAsUser or use an image with a non-root USER: %w", c.GetName(), errInvalid)
 	}
-	caps, err := capSet(c.GetCapabilitiesAdd(), c.GetCapabilitiesDrop())
+	caps, err := resolve.Caps(c.GetCapabilitiesAdd(), c.GetCapabilitiesDrop())
 	if err != nil {
 		return nil, fmt.Errorf("container %q: %w: %w", c.GetName(), err, errInvalid)
 	}
@@ -134,7 +97,7 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 		Root:     &specs.Root{Path: in.rootfs, Readonly: c.GetReadOnlyRootFilesystem()},
 		Process: &specs.Process{
 			Args:            args,
-			Env:             mergeEnv(in.img.Config.Config.Env, c.GetEnv(), in.hostname),
+			Env:             resolve.Env(in.img.Config.Config.Env, envPairs(c.GetEnv()), in.hostname),
 			Cwd:             cwd,
 			User:            specs.User{UID: uid, GID: gid},
 			Capabilities:    pcaps,

@@ -34,8 +34,11 @@ func TestTamperedLayerRefused(t *testing.T) {
 	}
 	layers, _ := img.Layers()
 	bad, _ := layers[1].Digest()
-	env.reg.Tamper(bad.String())
+	// The policy is generated while the registry is honest; then the
+	// registry (or the network) changes a layer.
 	p := x.pod(simplePod("tampered", pinned, "Never", "echo must-not-run"))
+	x.mustRun(0, "policy", "generate", p)
+	env.reg.Tamper(bad.String())
 	out, errs := x.mustRun(125, "run", p)
 	if strings.Contains(out, "must-not-run") {
 		t.Error("the container ran")
@@ -47,6 +50,22 @@ func TestTamperedLayerRefused(t *testing.T) {
 	if st := x.status("tampered"); st.Phase != sandbox.PhaseFailed {
 		t.Errorf("phase %s", st.Phase)
 	}
+	// Generating a policy from the tampered registry fails too, naming it
+	// (without the cache of images verified before).
+	os.RemoveAll(filepath.Join(x.root, "cache"))
+	p2 := x.pod(simplePod("tampered2", pinned, "Never", "true"))
+	_, errs = x.mustRun(1, "policy", "generate", p2)
+	if !strings.Contains(errs, bad.String()) {
+		t.Errorf("generate from a tampered registry: %s", errs)
+	}
+}
+
+// noSandbox checks that no sandbox was created.
+func (x *h) noSandbox(name string) {
+	x.t.Helper()
+	if _, err := os.Stat(filepath.Join(x.root, "sandboxes", name)); !os.IsNotExist(err) {
+		x.t.Errorf("sandbox %s was created", name)
+	}
 }
 
 func TestWrongPinnedDigest(t *testing.T) {
@@ -56,7 +75,7 @@ func TestWrongPinnedDigest(t *testing.T) {
 	if strings.Contains(out, "must-not-run") || !strings.Contains(errs, "sha256:abab") {
 		t.Errorf("stdout %q stderr %q", out, errs)
 	}
-	x.nothingStarted("wrongdigest")
+	x.noSandbox("wrongdigest")
 }
 
 func TestMissingImage(t *testing.T) {
@@ -65,7 +84,7 @@ func TestMissingImage(t *testing.T) {
 	if !strings.Contains(errs, "no/such") {
 		t.Errorf("stderr %q", errs)
 	}
-	x.nothingStarted("missing")
+	x.noSandbox("missing")
 }
 
 func TestUnsupportedFieldRefusedBeforeLaunch(t *testing.T) {
@@ -102,11 +121,10 @@ spec:
     command: ["sh", "-c", "echo must-not-run"]
     securityContext: {privileged: true}
 `, env.busybox))
-	out, errs := x.mustRun(128, "run", p)
-	if strings.Contains(out, "must-not-run") || !strings.Contains(errs, "privileged containers") {
+	out, errs := x.mustRun(125, "run", p)
+	if strings.Contains(out, "must-not-run") || !strings.Contains(errs, `container "root" is privileged`) {
 		t.Errorf("stdout %q stderr %q", out, errs)
 	}
-	x.nothingStarted("priv")
 }
 
 func TestBadCommandIsAStartError(t *testing.T) {

@@ -224,8 +224,9 @@ spec:
     image: %s
     command: ["sh", "-c", "trap 'echo got-TERM; exit 0' TERM; echo started; while true; do sleep 0.1; done"]
 `, env.busybox))
-	out, _ := x.mustRun(0, "run", "-d", p)
-	if strings.TrimSpace(out) != "svc" {
+	// A debug policy: the host may exec and read logs.
+	out, errs := x.mustRun(0, "run", "-d", "--debug", p)
+	if strings.TrimSpace(out) != "svc" || !strings.Contains(errs, "generated a policy") {
 		t.Fatalf("run -d printed %q", out)
 	}
 	x.waitPhase("svc", sandbox.PhaseRunning)
@@ -244,8 +245,8 @@ spec:
 	if code != 0 || in != "piped-input" {
 		t.Errorf("exec stdin: %q %d", in, code)
 	}
-	_, errs := x.mustRun(126, "exec", "svc", "-c", "nope", "--", "true")
-	if !strings.Contains(errs, `no container "nope"`) {
+	_, errs = x.mustRun(126, "exec", "svc", "-c", "nope", "--", "true")
+	if !strings.Contains(errs, `exec_process "nope": no such container in the policy`) {
 		t.Errorf("exec in a missing container: %s", errs)
 	}
 	deadline := time.Now().Add(10 * time.Second)
@@ -303,7 +304,7 @@ func TestStopKillsAfterGrace(t *testing.T) {
 func TestAgentDiesMidRun(t *testing.T) {
 	x := newH(t)
 	p := x.pod(simplePod("doomed", env.busybox, "Never", "echo alive; exec sleep 1000"))
-	cmd := exec.Command(filepath.Join(env.bin, "cocoon"), "--root", x.root, "run", p)
+	cmd := exec.Command(filepath.Join(env.bin, "cocoon"), "--root", x.root, "run", "--generate-policy", p)
 	var out, errs strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errs
 	if err := cmd.Start(); err != nil {

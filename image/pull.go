@@ -90,54 +90,21 @@ func (p *Puller) Pull(ctx context.Context, raw string, prog *Progress) (img *Ima
 		prog = &Progress{}
 	}
 	defer func() { prog.finish(err) }()
-	ref, err := ParseRef(raw)
+	in, err := Inspect(ctx, raw, p.Transport)
 	if err != nil {
 		return nil, err
 	}
-	var res *resolved
-	switch ref.Transport {
-	case Registry:
-		tr := p.Transport
-		if tr == nil {
-			tr = http.DefaultTransport
-		}
-		res, err = resolveRegistry(ctx, ref, tr)
-	case OCILayout:
-		res, err = resolveLayout(ref)
-	case DockerArchive:
-		res, err = resolveArchive(ref)
-	}
-	if err != nil {
-		return nil, err
-	}
-	what := "image " + raw
-	if got := sha256Digest(res.rawConfig); got != res.manifest.Config.Digest.String() {
-		return nil, fmt.Errorf("%s: config is %s but the manifest says %s: %w", what, got, res.manifest.Config.Digest, ErrDigestMismatch)
-	}
-	cfg, err := v1.ParseConfigFile(bytes.NewReader(res.rawConfig))
-	if err != nil {
-		return nil, fmt.Errorf("%s: parse config: %w", what, err)
-	}
-	if (cfg.OS != "" && cfg.OS != "linux") || (cfg.Architecture != "" && cfg.Architecture != runtime.GOARCH) {
-		return nil, fmt.Errorf("%s: image is for %s/%s, this sandbox runs linux/%s", what, cfg.OS, cfg.Architecture, runtime.GOARCH)
-	}
-	n := len(res.manifest.Layers)
-	if len(cfg.RootFS.DiffIDs) != n {
-		return nil, fmt.Errorf("%s: manifest lists %d layers but the config has %d diff_ids", what, n, len(cfg.RootFS.DiffIDs))
-	}
+	res, cfg, what := in.res, &in.Config, "image "+raw
+	n := len(in.DiffIDs)
 	img = &Image{
-		Ref: ref, RepoDigest: res.repoDigest, ManifestDigest: res.manifestDigest,
-		ConfigDigest: res.manifest.Config.Digest.String(), Config: *cfg,
-		DiffIDs: make([]string, n), LayerDirs: make([]string, n),
+		Ref: in.Ref, RepoDigest: in.RepoDigest, ManifestDigest: in.ManifestDigest,
+		ConfigDigest: in.ConfigDigest, Config: *cfg,
+		DiffIDs: in.DiffIDs, LayerDirs: make([]string, n),
 	}
 	var todo []int
-	for i, d := range cfg.RootFS.DiffIDs {
-		img.DiffIDs[i] = d.String()
-		if !digestRE.MatchString(d.String()) {
-			return nil, fmt.Errorf("%s: layer %d/%d: diff_id %q is not sha256:<64 hex>", what, i+1, n, d.String())
-		}
-		img.LayerDirs[i] = p.Store.Path(d.String())
-		if p.Store.Has(d.String()) {
+	for i, d := range in.DiffIDs {
+		img.LayerDirs[i] = p.Store.Path(d)
+		if p.Store.Has(d) {
 			img.CachedLayers++
 			continue
 		}
@@ -264,4 +231,156 @@ func (p *Puller) fetchLayer(ctx context.Context, res *resolved, img *Image, i in
 		}
 	}
 	return err
+}
+
+// Inspection is an image whose manifest and config were fetched and
+// verified (against a pinned digest, and the config against the manifest);
+// its layers were not fetched.
+type Inspection struct {
+	Ref            Ref
+	RepoDigest     string
+	ManifestDigest string
+	ConfigDigest   string
+	Config         v1.ConfigFile
+	DiffIDs        []string
+	res            *resolved
+}
+
+// Inspect resolves raw (registry references over tr) and verifies its
+// manifest and config.
+func Inspect(ctx context.Context, raw string, tr http.RoundTripper) (*Inspection, error) {
+	ref, err := ParseRef(raw)
+	if err != nil {
+		return nil, err
+	}
+	var res *resolved
+	switch ref.Transport {
+	case Registry:
+		if tr == nil {
+			tr = http.DefaultTransport
+		}
+		res, err = resolveRegistry(ctx, ref, tr)
+	case OCILayout:
+		res, err = resolveLayout(ref)
+	case DockerArchive:
+		res, err = resolveArchive(ref)
+	}
+	if err != nil {
+		return nil, err
+	}
+	what := "image " + raw
+	if got := sha256Digest(res.rawConfig); got != res.manifest.Config.Digest.String() {
+		return nil, fmt.Errorf("%s: config is %s but the manifest says %s: %w", what, got, res.manifest.Config.Digest, ErrDigestMismatch)
+	}
+	cfg, err := v1.ParseConfigFile(bytes.NewReader(res.rawConfig))
+	if err != nil {
+		return nil, fmt.Errorf("%s: parse config: %w", what, err)
+	}
+	if (cfg.OS != "" && cfg.OS != "linux") || (cfg.Architecture != "" && cfg.Architecture != runtime.GOARCH) {
+		return nil, fmt.Errorf("%s: image is for %s/%s, this sandbox runs linux/%s", what, cfg.OS, cfg.Architecture, runtime.GOARCH)
+	}
+	n := len(res.manifest.Layers)
+	if len(cfg.RootFS.DiffIDs) != n {
+		return nil, fmt.Errorf("%s: manifest lists %d layers but the config has %d diff_ids", what, n, len(cfg.RootFS.DiffIDs))
+	}
+	in := &Inspection{Ref: ref, RepoDigest: res.repoDigest, ManifestDigest: res.manifestDigest,
+		ConfigDigest: res.manifest.Config.Digest.String(), Config: *cfg, DiffIDs: make([]string, n), res: res}
+	for i, d := range cfg.RootFS.DiffIDs {
+		if !digestRE.MatchString(d.String()) {
+			return nil, fmt.Errorf("%s: layer %d/%d: diff_id %q is not sha256:<64 hex>", what, i+1, n, d.String())
+		}
+		in.DiffIDs[i] = d.String()
+	}
+	return in, nil
+}
+
+// VerifyLayers streams every layer (parallel at a time), checking each
+// compressed digest against the manifest and each uncompressed sha256
+// against the config's diff_ids, without unpacking anything.
+func (in *Inspection) VerifyLayers(ctx context.Context, parallel int) error {
+	if parallel <= 0 {
+		parallel = 4
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, parallel)
+	errs := make([]error, len(in.DiffIDs))
+	var wg sync.WaitGroup
+	for i := range in.DiffIDs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if err := verifyLayer(ctx, in.res, in.DiffIDs[i], i); err != nil {
+				errs[i] = fmt.Errorf("image %s: layer %d/%d (%s): %w", in.Ref.Raw, i+1, len(in.DiffIDs), layerNameOf(in.res, in.DiffIDs[i], i), err)
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func layerNameOf(res *resolved, diffID string, i int) string {
+	if res.uncompressed {
+		return diffID
+	}
+	return res.manifest.Layers[i].Digest.String()
+}
+
+func verifyLayer(ctx context.Context, res *resolved, diffID string, i int) error {
+	rc, err := res.layer(i)
+	if err != nil {
+		return fmt.Errorf("fetch: %w", err)
+	}
+	defer rc.Close()
+	uh := sha256.New()
+	if res.uncompressed {
+		if _, err := io.Copy(uh, ctxReader{ctx, rc}); err != nil {
+			return err
+		}
+	} else {
+		desc := res.manifest.Layers[i]
+		hr := &hashingReader{r: io.LimitReader(rc, desc.Size+1), h: sha256.New()}
+		br := bufio.NewReaderSize(ctxReader{ctx, hr}, 1<<20)
+		var ur io.Reader = br
+		switch compression(br) {
+		case "gzip":
+			zr, err := gzip.NewReader(br)
+			if err != nil {
+				return fmt.Errorf("gzip: %w", err)
+			}
+			defer zr.Close()
+			ur = zr
+		case "zstd":
+			zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1))
+			if err != nil {
+				return fmt.Errorf("zstd: %w", err)
+			}
+			defer zr.Close()
+			ur = zr
+		}
+		if _, err := io.CopyBuffer(uh, ur, make([]byte, 256<<10)); err != nil {
+			return fmt.Errorf("read: %w", err)
+		}
+		if _, err := io.Copy(io.Discard, br); err != nil {
+			return err
+		}
+		if hr.n != desc.Size {
+			return fmt.Errorf("compressed size is %d bytes but the manifest says %d: %w", hr.n, desc.Size, ErrDigestMismatch)
+		}
+		if got := "sha256:" + hex.EncodeToString(hr.h.Sum(nil)); got != desc.Digest.String() {
+			return fmt.Errorf("compressed content is %s but the manifest says %s: %w", got, desc.Digest, ErrDigestMismatch)
+		}
+	}
+	if got := "sha256:" + hex.EncodeToString(uh.Sum(nil)); got != diffID {
+		return fmt.Errorf("uncompressed content is %s but the config's diff_id is %s: %w", got, diffID, ErrDigestMismatch)
+	}
+	return nil
 }

@@ -150,7 +150,11 @@ func (s *shim) launch() error {
 		return err
 	}
 	s.cl = cl
-	_, err = cl.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{Name: s.pod.Name, Hostname: s.pod.Hostname, Volumes: s.pod.Volumes})
+	pol, err := PolicyText(s.pod)
+	if err != nil {
+		return err
+	}
+	_, err = cl.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{Name: s.pod.Name, Hostname: s.pod.Hostname, Volumes: s.pod.Volumes, Policy: pol})
 	if err != nil {
 		return fmt.Errorf("create sandbox: %s", Message(err))
 	}

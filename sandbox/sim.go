@@ -19,16 +19,28 @@ import (
 // launch's HOST_DATA.
 const PolicyAnnotation = "cocoon.dev/policy"
 
-// HostData is the HOST_DATA a pod is launched with: SHA-256 of its policy
-// annotation's decoded bytes, or zeros when it has none.
-func HostData(p *pod.Pod) ([32]byte, error) {
+// PolicyHashAnnotation carries the policy's SHA-256 (informational).
+const PolicyHashAnnotation = "cocoon.dev/policy-hash"
+
+// PolicyText returns the pod's policy (the decoded annotation), or nil.
+func PolicyText(p *pod.Pod) ([]byte, error) {
 	v, ok := p.Annotations[PolicyAnnotation]
 	if !ok {
-		return [32]byte{}, nil
+		return nil, nil
 	}
 	b, err := base64.StdEncoding.DecodeString(v)
 	if err != nil {
-		return [32]byte{}, fmt.Errorf("annotation %s is not base64: %w", PolicyAnnotation, err)
+		return nil, fmt.Errorf("annotation %s is not base64: %w", PolicyAnnotation, err)
+	}
+	return b, nil
+}
+
+// HostData is the HOST_DATA a pod is launched with: SHA-256 of its policy,
+// or zeros when it has none.
+func HostData(p *pod.Pod) ([32]byte, error) {
+	b, err := PolicyText(p)
+	if err != nil || b == nil {
+		return [32]byte{}, err
 	}
 	return sha256.Sum256(b), nil
 }

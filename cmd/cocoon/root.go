@@ -17,6 +17,7 @@ import (
 var Version = "dev"
 
 type globals struct {
+	outFile  string // policy generate -o FILE
 	root     string
 	simState string
 	output   string
@@ -91,7 +92,11 @@ Examples:
   cocoon rm hello                         stop and remove a sandbox`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		PersistentPreRunE: func(*cobra.Command, []string) error {
+		PersistentPreRunE: func(c *cobra.Command, _ []string) error {
+			if c.Name() == "generate" && g.output != "text" && g.output != "json" {
+				// cocoon policy generate -o FILE: -o names the output file.
+				g.outFile, g.output = g.output, "text"
+			}
 			return g.check()
 		},
 	}
@@ -102,7 +107,7 @@ Examples:
 	pf.StringVar(&g.runc, "runc", "", "runc binary used inside the sandbox (default: runc on PATH)")
 	pf.StringVar(&g.simState, "sim-state", os.Getenv("COCOON_SIM_STATE"), "state of the simulated secure processor (default: ROOT/sim; env COCOON_SIM_STATE)")
 	cmd.AddCommand(newRunCmd(g), newPsCmd(g), newLogsCmd(g), newExecCmd(g), newStopCmd(g),
-		newRmCmd(g), newVersionCmd(g), newShimCmd(), newAttestCmd(g), newVerifyCmd(g), newMeasureCmd(g))
+		newRmCmd(g), newVersionCmd(g), newShimCmd(), newAttestCmd(g), newVerifyCmd(g), newMeasureCmd(g), newPolicyCmd(g))
 	return cmd
 }
 

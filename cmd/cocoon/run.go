@@ -17,12 +17,14 @@ import (
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
 	"cocoon.dev/cocoon/pod"
+	"cocoon.dev/cocoon/policy"
 	"cocoon.dev/cocoon/sandbox"
 )
 
 func newRunCmd(g *globals) *cobra.Command {
 	var detach, rm bool
 	var teeKind string
+	gen := &runGen{}
 	cmd := &cobra.Command{
 		Use:   "run [-d] POD.yaml",
 		Short: "Run a pod in a new sandbox",
@@ -44,16 +46,23 @@ error); 137 when the sandbox's agent died.`,
   cocoon run -d pod.yaml && cocoon logs mypod`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runPod(cmd, g, args[0], teeKind, detach, rm)
+			return runPod(cmd, g, args[0], teeKind, detach, rm, gen)
 		},
 	}
 	cmd.Flags().BoolVarP(&detach, "detach", "d", false, "run in the background and print the pod name")
 	cmd.Flags().BoolVar(&rm, "rm", false, "remove the sandbox when the pod ends (foreground only)")
-	cmd.Flags().StringVar(&teeKind, "tee", "sim", "TEE of the sandbox: sim (simulated secure processor, INSECURE) or none")
+	cmd.Flags().StringVar(&teeKind, "tee", "sim", "TEE of the sandbox: sim (simulated secure processor, INSECURE, the only one of the process backend)")
+	cmd.Flags().BoolVar(&gen.generate, "generate-policy", false, "generate the pod's policy now when it has none (and say so)")
+	gen.add(cmd)
 	return cmd
 }
 
-func runPod(cmd *cobra.Command, g *globals, file, teeKind string, detach, rm bool) error {
+type runGen struct {
+	generate bool
+	genFlags
+}
+
+func runPod(cmd *cobra.Command, g *globals, file, teeKind string, detach, rm bool, gen *runGen) error {
 	ctx := cmd.Context()
 	y, err := os.ReadFile(file)
 	if err != nil {
@@ -62,6 +71,23 @@ func runPod(cmd *cobra.Command, g *globals, file, teeKind string, detach, rm boo
 	agentBin, err := g.agentBinary()
 	if err != nil {
 		return &exitError{125, err.Error()}
+	}
+	parsed, err := pod.Parse(y)
+	if err != nil {
+		return &exitError{125, fmt.Sprintf("%s: %v", file, err)}
+	}
+	if _, ok := parsed.Annotations[sandbox.PolicyAnnotation]; !ok {
+		if !gen.generate {
+			return &exitError{125, fmt.Sprintf("%s: pod %s has no %s annotation: every sandbox enforces a policy bound to its hardware report; generate one with `cocoon policy generate %s`, or run with --generate-policy", file, parsed.Name, sandbox.PolicyAnnotation, file)}
+		}
+		_, text, err := generate(cmd, g, file, y, &gen.genFlags)
+		if err != nil {
+			return &exitError{125, err.Error()}
+		}
+		if y, err = annotate(y, text); err != nil {
+			return &exitError{125, err.Error()}
+		}
+		fmt.Fprintf(cmd.ErrOrStderr(), "cocoon: generated a policy for %s (sha256 %s)\n", parsed.Name, policy.HashHex(text, "sim"))
 	}
 	self, err := os.Executable()
 	if err != nil {

@@ -78,10 +78,13 @@ func (x *EmptyDir) GetSizeLimitBytes() int64 {
 }
 
 type CreateSandboxRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Hostname      string                 `protobuf:"bytes,2,opt,name=hostname,proto3" json:"hostname,omitempty"`
-	Volumes       []*EmptyDir            `protobuf:"bytes,3,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Hostname string                 `protobuf:"bytes,2,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Volumes  []*EmptyDir            `protobuf:"bytes,3,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	// The policy (Rego text). Its hash must be the hardware report's
+	// HOST_DATA (SNP, sim: SHA-256) or MRCONFIGID (TDX: SHA-384).
+	Policy        []byte `protobuf:"bytes,4,opt,name=policy,proto3" json:"policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -133,6 +136,13 @@ func (x *CreateSandboxRequest) GetHostname() string {
 func (x *CreateSandboxRequest) GetVolumes() []*EmptyDir {
 	if x != nil {
 		return x.Volumes
+	}
+	return nil
+}
+
+func (x *CreateSandboxRequest) GetPolicy() []byte {
+	if x != nil {
+		return x.Policy
 	}
 	return nil
 }
@@ -1976,11 +1986,12 @@ const file_agent_proto_rawDesc = "" +
 	"\vagent.proto\x12\x0fcocoon.agent.v1\"H\n" +
 	"\bEmptyDir\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12(\n" +
-	"\x10size_limit_bytes\x18\x02 \x01(\x03R\x0esizeLimitBytes\"{\n" +
+	"\x10size_limit_bytes\x18\x02 \x01(\x03R\x0esizeLimitBytes\"\x93\x01\n" +
 	"\x14CreateSandboxRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x123\n" +
-	"\avolumes\x18\x03 \x03(\v2\x19.cocoon.agent.v1.EmptyDirR\avolumes\"\x17\n" +
+	"\avolumes\x18\x03 \x03(\v2\x19.cocoon.agent.v1.EmptyDirR\avolumes\x12\x16\n" +
+	"\x06policy\x18\x04 \x01(\fR\x06policy\"\x17\n" +
 	"\x15CreateSandboxResponse\"(\n" +
 	"\x10PullImageRequest\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\"\xb7\x01\n" +

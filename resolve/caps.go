@@ -1,4 +1,8 @@
-package agent
+// Package resolve is how a container's process is derived from its spec
+// and its image config, with Kubernetes semantics. The agent uses it to build
+// the runtime spec and the policy engine to check what will really run, so
+// the two can never disagree.
+package resolve
 
 import (
 	"fmt"
@@ -41,9 +45,9 @@ func CanonicalCap(c string) (string, error) {
 	return u, nil
 }
 
-// capSet applies add and drop to the default set, Kubernetes style: drop
+// Caps applies add and drop to the default set, Kubernetes style: drop
 // ALL empties the defaults, add ALL grants every capability.
-func capSet(add, drop []string) ([]string, error) {
+func Caps(add, drop []string) ([]string, error) {
 	set := slices.Clone(defaultCaps)
 	for _, d := range drop {
 		c, err := CanonicalCap(d)

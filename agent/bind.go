@@ -1,0 +1,74 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"fmt"
+
+	sevabi "github.com/google/go-sev-guest/abi"
+	tdxabi "github.com/google/go-tdx-guest/abi"
+	pb "github.com/google/go-tdx-guest/proto/tdx"
+
+	"cocoon.dev/cocoon/policy"
+	"cocoon.dev/cocoon/tee"
+)
+
+// bindPolicy checks that the policy's hash is what this sandbox's hardware
+// report carries: HOST_DATA (SNP, sim; SHA-256) or MRCONFIGID (TDX;
+// SHA-384). The report comes from the TEE, never from the host's word.
+func (a *Agent) bindPolicy(ctx context.Context, text []byte) error {
+	att := a.cfg.Attester
+	if att == nil {
+		return fmt.Errorf("%w: the policy cannot be bound to a hardware report", errNoTEE)
+	}
+	want := policy.Hash(text, string(att.Kind()))
+	ev, err := att.Evidence(ctx, [64]byte{})
+	if err != nil {
+		return fmt.Errorf("get a report to bind the policy: %w", err)
+	}
+	got, field, err := launchData(ev)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(got, want) {
+		return fmt.Errorf("the policy's hash %s is not the report's %s %s: the host gave a policy other than the one this sandbox was launched with",
+			hex.EncodeToString(want), field, hex.EncodeToString(got))
+	}
+	a.log.Info("policy bound to the hardware report", "field", field, "hash", hex.EncodeToString(want))
+	return nil
+}
+
+// launchData extracts HOST_DATA (SNP, sim) or MRCONFIGID (TDX).
+func launchData(ev *tee.Evidence) ([]byte, string, error) {
+	switch ev.TEE {
+	case tee.SNP, tee.Sim:
+		r, err := sevabi.ReportToProto(ev.Report)
+		if err != nil {
+			return nil, "", fmt.Errorf("parse own report: %w", err)
+		}
+		return r.GetHostData(), "HOST_DATA", nil
+	case tee.TDX:
+		q, err := tdxabi.QuoteToProto(ev.Report)
+		if err != nil {
+			return nil, "", fmt.Errorf("parse own quote: %w", err)
+		}
+		v4, ok := q.(*pb.QuoteV4)
+		if !ok {
+			return nil, "", fmt.Errorf("parse own quote: unsupported type %T", q)
+		}
+		return v4.GetTdQuoteBody().GetMrConfigId(), "MRCONFIGID", nil
+	}
+	return nil, "", fmt.Errorf("unknown TEE %q", ev.TEE)
+}
+
+// pulledImages reports what the agent verified for each pulled image.
+func (a *Agent) pulledImages() map[string]policy.PulledImage {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make(map[string]policy.PulledImage, len(a.images))
+	for ref, img := range a.images {
+		out[ref] = policy.PulledImage{Digest: img.ManifestDigest, ConfigDigest: img.ConfigDigest}
+	}
+	return out
+}

@@ -1,0 +1,393 @@
+package main
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	agentv1 "cocoon.dev/cocoon/api/agent/v1"
+	"cocoon.dev/cocoon/pod"
+	"cocoon.dev/cocoon/policy"
+	"cocoon.dev/cocoon/sandbox"
+)
+
+type genFlags struct {
+	debug, disableStdio bool
+	settings            string
+}
+
+func (f *genFlags) add(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&f.debug, "debug", false, "allow exec of any command and reading logs (the policy says it is a debug policy)")
+	cmd.Flags().BoolVar(&f.disableStdio, "disable-stdio", false, "forbid the host to read the containers' output")
+	cmd.Flags().StringVar(&f.settings, "settings", "", "generator settings (JSON; see cocoon policy settings)")
+}
+
+// generate makes the policy of the workload in file (annotations ignored).
+func generate(cmd *cobra.Command, g *globals, file string, y []byte, f *genFlags) (*policy.Policy, []byte, error) {
+	p, err := pod.Parse(y)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", file, err)
+	}
+	p.ResolveLocal(baseDir(file))
+	st, err := policy.LoadSettings(f.settings)
+	if err != nil {
+		return nil, nil, err
+	}
+	pol, err := policy.Generate(cmd.Context(), p, policy.GenerateOptions{
+		Settings: st, Debug: f.debug, DisableStdio: f.disableStdio,
+		CacheDir: filepath.Join(g.root, "cache", "policy"),
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", file, err)
+	}
+	text, err := policy.Render(pol)
+	return pol, text, err
+}
+
+// annotate writes the policy into the workload's annotations.
+func annotate(y, text []byte) ([]byte, error) {
+	return pod.SetAnnotations(y, map[string]string{
+		sandbox.PolicyAnnotation:     base64.StdEncoding.EncodeToString(text),
+		sandbox.PolicyHashAnnotation: policy.HashHex(text, "sim"),
+	}, []string{sandbox.PolicyAnnotation, sandbox.PolicyHashAnnotation})
+}
+
+func newPolicyCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "policy",
+		Short: "Generate, inspect and test security policies",
+		Long: `A policy says exactly what may run in a sandbox: image digests, command lines,
+environment, mounts, capabilities, what the host may exec, signal and read. It is
+generated from the pod spec and its images; its hash goes into the hardware report
+at launch, and the agent enforces it on every host request.`,
+	}
+	cmd.AddCommand(newPolicyGenerateCmd(g), newPolicySettingsCmd(g), newPolicyExplainCmd(g), newPolicyDiffCmd(g))
+	return cmd
+}
+
+func newPolicyGenerateCmd(g *globals) *cobra.Command {
+	f := &genFlags{}
+	var print bool
+	cmd := &cobra.Command{
+		Use:   "generate POD.yaml [-o FILE | -o json] [--print]",
+		Short: "Generate a pod's policy and write it into its annotations",
+		Long: `Resolve each image of the pod (registry or OCI layout) to its digests and
+config, verify every layer, and write the policy into the annotations
+cocoon.dev/policy (base64 Rego) and cocoon.dev/policy-hash of POD.yaml, in place
+(-o FILE writes elsewhere, -o json prints a summary as JSON; --print prints the
+Rego instead). Images are cached by
+digest: generating again is instant.`,
+		Example: `  cocoon policy generate examples/hello/pod.yaml
+  cocoon policy generate --print pod.yaml | less`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			y, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			pol, text, err := generate(cmd, g, args[0], y, f)
+			if err != nil {
+				return err
+			}
+			if print {
+				_, err := cmd.OutOrStdout().Write(text)
+				return err
+			}
+			annotated, err := annotate(y, text)
+			if err != nil {
+				return err
+			}
+			dst := args[0]
+			if g.outFile != "" {
+				dst = g.outFile
+			}
+			if err := os.WriteFile(dst, annotated, 0o644); err != nil {
+				return err
+			}
+			if pol.Debug {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning: this is a DEBUG policy: the host may exec any command and read every log")
+			}
+			if g.json() {
+				return printJSON(cmd.OutOrStdout(), map[string]any{"file": dst, "sha256": policy.HashHex(text, "sim"), "sha384": policy.HashHex(text, "tdx"), "containers": len(pol.Containers), "images": len(pol.Images)})
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: policy sha256 %s (%d containers, %d images)\n", dst, policy.HashHex(text, "sim"), len(pol.Containers), len(pol.Images))
+			return nil
+		},
+	}
+	f.add(cmd)
+	cmd.Flags().BoolVar(&print, "print", false, "print the policy (Rego) instead of annotating")
+	return cmd
+}
+
+func newPolicySettingsCmd(*globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "settings",
+		Short: "Print the generator's default settings (JSON)",
+		Long: `Print the default generator settings. Save, edit and pass them with
+--settings: env_patterns are anchored regexes for variables the platform injects
+(allowed in every container), signals the host may send, exec the command lines
+the host may run in every container (none by default).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := cmd.OutOrStdout().Write(policy.DefaultSettingsJSON())
+			return err
+		},
+	}
+}
+
+// loadPolicyFile reads a policy: Rego text, or a pod spec with the annotation.
+func loadPolicyFile(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if bytes.Contains(b, []byte("package cocoon.policy")) {
+		return b, nil
+	}
+	p, err := pod.Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s is neither a policy nor a pod spec: %w", path, err)
+	}
+	text, err := sandbox.PolicyText(p)
+	if err != nil {
+		return nil, err
+	}
+	if text == nil {
+		return nil, fmt.Errorf("%s has no %s annotation; generate it with cocoon policy generate", path, sandbox.PolicyAnnotation)
+	}
+	return text, nil
+}
+
+var requestTypes = map[string]func() proto.Message{
+	"CreateSandbox":   func() proto.Message { return &agentv1.CreateSandboxRequest{} },
+	"PullImage":       func() proto.Message { return &agentv1.PullImageRequest{} },
+	"PullProgress":    func() proto.Message { return &agentv1.PullProgressRequest{} },
+	"CreateContainer": func() proto.Message { return &agentv1.CreateContainerRequest{} },
+	"StartContainer":  func() proto.Message { return &agentv1.StartContainerRequest{} },
+	"RemoveContainer": func() proto.Message { return &agentv1.RemoveContainerRequest{} },
+	"ExecProcess":     func() proto.Message { return &agentv1.ExecProcessRequest{} },
+	"SignalContainer": func() proto.Message { return &agentv1.SignalContainerRequest{} },
+	"WaitContainer":   func() proto.Message { return &agentv1.WaitContainerRequest{} },
+	"ReadLogs":        func() proto.Message { return &agentv1.ReadLogsRequest{} },
+	"ListContainers":  func() proto.Message { return &agentv1.ListContainersRequest{} },
+	"Stats":           func() proto.Message { return &agentv1.StatsRequest{} },
+	"Shutdown":        func() proto.Message { return &agentv1.ShutdownRequest{} },
+	"GetEvidence":     func() proto.Message { return &agentv1.GetEvidenceRequest{} },
+}
+
+// explainRequest is the file cocoon policy explain reads.
+type explainRequest struct {
+	Method  string          `json:"method"`
+	Request json.RawMessage `json:"request"`
+	State   struct {
+		Created []string `json:"created"`
+		Running []string `json:"running"`
+	} `json:"state"`
+	// Pulled overrides the digests the agent pulled (default: the policy's).
+	Pulled map[string]policy.PulledImage `json:"pulled"`
+}
+
+func newPolicyExplainCmd(g *globals) *cobra.Command {
+	var polFile, reqFile string
+	cmd := &cobra.Command{
+		Use:   "explain --policy FILE --request FILE",
+		Short: "Evaluate a request against a policy, offline, and say why",
+		Long: `Evaluate one agent API request against a policy as the agent would, without a
+sandbox. The policy is a Rego file or a pod spec with the policy annotation. The
+request file is JSON:
+
+  {"method": "CreateContainer",
+   "request": {"spec": {"name": "web", "image": "...", "command": ["sh"]}},
+   "state": {"created": [], "running": []},
+   "pulled": {"<image>": {"digest": "sha256:...", "config_digest": "sha256:..."}}}
+
+"request" is the API message in protobuf JSON; "pulled" defaults to the policy's
+digests. Exit code: 0 allowed, 2 denied.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			text, err := loadPolicyFile(polFile)
+			if err != nil {
+				return err
+			}
+			ev, err := policy.NewEvaluator(cmd.Context(), text)
+			if err != nil {
+				return err
+			}
+			b, err := os.ReadFile(reqFile)
+			if err != nil {
+				return err
+			}
+			var er explainRequest
+			dec := json.NewDecoder(bytes.NewReader(b))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&er); err != nil {
+				return fmt.Errorf("%s: %w", reqFile, err)
+			}
+			mk, ok := requestTypes[er.Method]
+			if !ok {
+				return fmt.Errorf("%s: method %q is not an agent API method", reqFile, er.Method)
+			}
+			req := mk()
+			if len(er.Request) > 0 {
+				if err := protojson.Unmarshal(er.Request, req); err != nil {
+					return fmt.Errorf("%s: request: %w", reqFile, err)
+				}
+			}
+			st := policy.State{Created: map[string]bool{}, Running: map[string]bool{}}
+			for _, c := range er.State.Created {
+				st.Created[c] = true
+			}
+			for _, c := range er.State.Running {
+				st.Running[c] = true
+			}
+			pulled := er.Pulled
+			if pulled == nil {
+				pulled = map[string]policy.PulledImage{}
+				for ref, img := range ev.Policy.Images {
+					pulled[ref] = policy.PulledImage{Digest: img.Digest, ConfigDigest: img.ConfigDigest}
+				}
+			}
+			in, err := policy.Input(ev.Policy, er.Method, req, &st, pulled, ev.Policy.Sandbox.Hostname)
+			if err != nil {
+				return err
+			}
+			allowed, reasons, err := ev.Decide(cmd.Context(), er.Method, in)
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				_ = printJSON(cmd.OutOrStdout(), map[string]any{"method": er.Method, "allowed": allowed, "reasons": reasons, "input": in})
+			} else if allowed {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: allowed\n", er.Method)
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: denied\n", er.Method)
+				for _, r := range reasons {
+					fmt.Fprintf(cmd.OutOrStdout(), "  - %s\n", r)
+				}
+			}
+			if !allowed {
+				return &exitError{2, ""}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&polFile, "policy", "", "policy: Rego file, or pod spec with the policy annotation")
+	cmd.Flags().StringVar(&reqFile, "request", "", "request file (JSON, see above)")
+	_ = cmd.MarkFlagRequired("policy")
+	_ = cmd.MarkFlagRequired("request")
+	return cmd
+}
+
+func newPolicyDiffCmd(g *globals) *cobra.Command {
+	f := &genFlags{}
+	cmd := &cobra.Command{
+		Use:   "diff POD.yaml",
+		Short: "Show how a pod's annotated policy differs from a fresh one",
+		Long: `Generate the pod's policy afresh (same settings flags as generate) and compare
+it with the one in its annotation, field by field. Exit code: 0 same, 2 different,
+1 error. Use it in CI to catch a pod spec or image changed without regenerating.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			y, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			oldText, err := loadPolicyFile(args[0])
+			if err != nil {
+				return err
+			}
+			old, err := policy.Parse(oldText)
+			if err != nil {
+				return fmt.Errorf("annotated policy: %w", err)
+			}
+			fresh, _, err := generate(cmd, g, args[0], y, f)
+			if err != nil {
+				return err
+			}
+			diffs := diffPolicies(old, fresh)
+			if g.json() {
+				_ = printJSON(cmd.OutOrStdout(), map[string]any{"same": len(diffs) == 0, "differences": diffs})
+			} else if len(diffs) == 0 {
+				fmt.Fprintln(cmd.OutOrStdout(), "the annotated policy matches a freshly generated one")
+			} else {
+				for _, d := range diffs {
+					fmt.Fprintln(cmd.OutOrStdout(), d)
+				}
+			}
+			if len(diffs) > 0 {
+				return &exitError{2, ""}
+			}
+			return nil
+		},
+	}
+	f.add(cmd)
+	return cmd
+}
+
+// diffPolicies lists the differing leaves of two policies as
+// "path: annotated X, fresh Y".
+func diffPolicies(a, b *policy.Policy) []string {
+	fa, fb := map[string]string{}, map[string]string{}
+	flatten("", toGeneric(a), fa)
+	flatten("", toGeneric(b), fb)
+	keys := map[string]bool{}
+	for k := range fa {
+		keys[k] = true
+	}
+	for k := range fb {
+		keys[k] = true
+	}
+	var out []string
+	for k := range keys {
+		va, oka := fa[k]
+		vb, okb := fb[k]
+		switch {
+		case !oka:
+			out = append(out, fmt.Sprintf("%s: not in the annotated policy, fresh %s", k, vb))
+		case !okb:
+			out = append(out, fmt.Sprintf("%s: annotated %s, not in the fresh policy", k, va))
+		case va != vb:
+			out = append(out, fmt.Sprintf("%s: annotated %s, fresh %s", k, va, vb))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func toGeneric(v any) any {
+	b, _ := json.Marshal(v)
+	var g any
+	_ = json.Unmarshal(b, &g)
+	return g
+}
+
+func flatten(prefix string, v any, out map[string]string) {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, c := range x {
+			p := k
+			if prefix != "" {
+				p = prefix + "." + k
+			}
+			if strings.ContainsAny(k, ".:/") {
+				p = prefix + "[" + fmt.Sprintf("%q", k) + "]"
+			}
+			flatten(p, c, out)
+		}
+	case []any:
+		b, _ := json.Marshal(x)
+		out[prefix] = string(b)
+	default:
+		b, _ := json.Marshal(x)
+		out[prefix] = string(b)
+	}
+}

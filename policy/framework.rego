@@ -1,0 +1,203 @@
+# The cocoon policy framework, version 1: one rule per agent API method.
+# data.policy is the policy's data; input is the request as the agent will
+# carry it out (command line and environment already resolved). Each rule is
+# a decision {"allowed": bool, "reasons": [...]}; a reason names the
+# enforcement point, the container, the field, what was asked and what the
+# policy allows.
+package cocoon.framework
+
+import rego.v1
+
+p := data.policy
+
+decision(denials) := {"allowed": count(denials) == 0, "reasons": sort([d | some d in denials])}
+
+allow := {"allowed": true, "reasons": []}
+
+j(x) := json.marshal(x)
+
+env_shown(e) := e if p.debug
+
+env_shown(e) := concat("=", [split(e, "=")[0], "<redacted>"]) if not p.debug
+
+# --- CreateSandbox -----------------------------------------------------------
+
+create_sandbox := decision(cs_deny)
+
+cs_deny contains sprintf("create_sandbox: name = %q, policy allows %q", [input.name, p.sandbox.name]) if {
+	input.name != p.sandbox.name
+}
+
+cs_deny contains sprintf("create_sandbox: hostname = %q, policy allows %q", [input.hostname, p.sandbox.hostname]) if {
+	input.hostname != p.sandbox.hostname
+}
+
+cs_deny contains sprintf("create_sandbox: volumes = %s, policy allows %s", [j(input.volumes), j(p.sandbox.volumes)]) if {
+	{v | some v in input.volumes} != {v | some v in p.sandbox.volumes}
+}
+
+# --- PullImage ---------------------------------------------------------------
+
+pull_image := decision(pi_deny)
+
+pi_deny contains sprintf("pull_image: image %q is not in the policy (policy allows %s)", [input.image, j(object.keys(p.images))]) if {
+	not p.images[input.image]
+}
+
+# --- CreateContainer ---------------------------------------------------------
+
+create_container := decision(cc_deny)
+
+cc_deny contains sprintf("create_container %q: no such container in the policy (policy has %s)", [input.name, j(object.keys(p.containers))]) if {
+	not p.containers[input.name]
+}
+
+cc_deny contains sprintf("create_container %q: the container already exists; a policy container can be created once at a time", [input.name]) if {
+	input.state.created
+}
+
+cc_deny contains msg if {
+	some msg in cc_field_deny
+}
+
+cc_field_deny contains sprintf("create_container %q: image = %q, policy allows %q", [input.name, input.image, c.image]) if {
+	c := p.containers[input.name]
+	input.image != c.image
+}
+
+cc_field_deny contains sprintf("create_container %q: image digest = %s, policy allows %s", [input.name, input.image_digest, p.images[c.image].digest]) if {
+	c := p.containers[input.name]
+	input.image == c.image
+	input.image_digest != p.images[c.image].digest
+}
+
+cc_field_deny contains sprintf("create_container %q: image config = %s, policy allows %s", [input.name, input.config_digest, p.images[c.image].config_digest]) if {
+	c := p.containers[input.name]
+	input.image == c.image
+	input.config_digest != p.images[c.image].config_digest
+}
+
+cc_field_deny contains sprintf("create_container %q: args[%d] = %q, policy allows %q", [input.name, i, input.args[i], c.args[i]]) if {
+	c := p.containers[input.name]
+	count(input.args) == count(c.args)
+	some i, a in c.args
+	input.args[i] != a
+}
+
+cc_field_deny contains sprintf("create_container %q: args = %s, policy allows %s", [input.name, j(input.args), j(c.args)]) if {
+	c := p.containers[input.name]
+	count(input.args) != count(c.args)
+}
+
+env_allowed(c, e) if e in c.env
+
+env_allowed(c, e) if {
+	some pat in c.env_patterns
+	regex.match(pat, e)
+}
+
+cc_field_deny contains sprintf("create_container %q: env %s is not allowed by the policy", [input.name, env_shown(e)]) if {
+	c := p.containers[input.name]
+	some e in input.env
+	not env_allowed(c, e)
+}
+
+cc_field_deny contains sprintf("create_container %q: env %s required by the policy is missing", [input.name, env_shown(e)]) if {
+	c := p.containers[input.name]
+	some e in c.env
+	not e in input.env
+}
+
+cc_field_deny contains sprintf("create_container %q: working_dir = %q, policy allows %q", [input.name, input.working_dir, c.working_dir]) if {
+	c := p.containers[input.name]
+	input.working_dir != c.working_dir
+}
+
+scalar_fields := ["run_as_user", "run_as_group", "run_as_non_root", "read_only_root_filesystem", "no_new_privileges"]
+
+cc_field_deny contains sprintf("create_container %q: %s = %s, policy allows %s", [input.name, f, j(input[f]), j(c[f])]) if {
+	c := p.containers[input.name]
+	some f in scalar_fields
+	input[f] != c[f]
+}
+
+cc_field_deny contains sprintf("create_container %q: privileged = true, policy allows false", [input.name]) if {
+	input.privileged
+}
+
+cc_field_deny contains sprintf("create_container %q: capabilities = %s, policy allows %s", [input.name, j(input.capabilities), j(c.capabilities)]) if {
+	c := p.containers[input.name]
+	{x | some x in input.capabilities} != {x | some x in c.capabilities}
+}
+
+cc_field_deny contains sprintf("create_container %q: mounts = %s, policy allows %s", [input.name, j(input.mounts), j(c.mounts)]) if {
+	c := p.containers[input.name]
+	{x | some x in input.mounts} != {x | some x in c.mounts}
+}
+
+# --- Container lifecycle -----------------------------------------------------
+
+start_container := decision(sc_deny)
+
+sc_deny contains sprintf("start_container %q: the policy did not allow creating it", [input.container]) if {
+	not input.state.created
+}
+
+remove_container := allow
+
+wait_container := allow
+
+list_containers := allow
+
+stats := allow
+
+pull_progress := allow
+
+shutdown := allow
+
+get_evidence := allow
+
+# --- Exec, signals, stdio ----------------------------------------------------
+
+exec_process := decision(ex_deny)
+
+ex_deny contains sprintf("exec_process %q: no such container in the policy", [input.container]) if {
+	not p.containers[input.container]
+}
+
+ex_deny contains sprintf("exec_process %q: the container is not running", [input.container]) if {
+	p.containers[input.container]
+	not input.state.running
+}
+
+ex_deny contains sprintf("exec_process %q: args = %s, policy allows %s", [input.container, j(input.args), exec_allowed_text(c)]) if {
+	c := p.containers[input.container]
+	not c.exec_any
+	not input.args in c.exec
+}
+
+exec_allowed_text(c) := "no exec" if count(c.exec) == 0
+
+exec_allowed_text(c) := j(c.exec) if count(c.exec) > 0
+
+signal_container := decision(sg_deny)
+
+sg_deny contains sprintf("signal_container %q: no such container in the policy", [input.container]) if {
+	not p.containers[input.container]
+}
+
+sg_deny contains sprintf("signal_container %q: signal = %d, policy allows %s", [input.container, input.signal, j(c.signals)]) if {
+	c := p.containers[input.container]
+	not input.signal in c.signals
+}
+
+read_logs := decision(rl_deny)
+
+rl_deny contains sprintf("read_logs %q: no such container in the policy", [input.container]) if {
+	not p.containers[input.container]
+}
+
+rl_deny contains sprintf("read_logs %q: stdio = false: the policy does not let the host read this container's output", [input.container]) if {
+	c := p.containers[input.container]
+	not c.stdio
+}

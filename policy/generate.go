@@ -1,0 +1,185 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+
+	agentv1 "cocoon.dev/cocoon/api/agent/v1"
+	"cocoon.dev/cocoon/image"
+	"cocoon.dev/cocoon/pod"
+	"cocoon.dev/cocoon/resolve"
+)
+
+// GenerateOptions configure Generate.
+type GenerateOptions struct {
+	Settings *Settings
+	// Debug allows exec of any command and reading logs, and marks the
+	// policy as a debug policy.
+	Debug bool
+	// DisableStdio forbids the host to read containers' output.
+	DisableStdio bool
+	// Transport reaches registries (nil: the default).
+	Transport http.RoundTripper
+	// CacheDir remembers images whose layers were verified, by manifest
+	// digest, so generating again is instant ("" = no cache).
+	CacheDir string
+	// Parallel is how many layers are verified at once (default 4).
+	Parallel int
+}
+
+// Generate builds the policy of a pod: for each image its digests and the
+// config fields that decide what runs (every layer is verified against its
+// digests, in parallel), and for each container exactly what may run.
+func Generate(ctx context.Context, p *pod.Pod, o GenerateOptions) (*Policy, error) {
+	if o.Settings == nil {
+		o.Settings = DefaultSettings()
+	}
+	imgs, err := inspectAll(ctx, p.Images(), o)
+	if err != nil {
+		return nil, err
+	}
+	pol := &Policy{
+		FrameworkVersion: FrameworkVersion, Debug: o.Debug,
+		Sandbox:    Sandbox{Name: p.Name, Hostname: p.Hostname, Volumes: []Volume{}},
+		Containers: map[string]*Container{}, Images: imgs,
+	}
+	for _, v := range p.Volumes {
+		pol.Sandbox.Volumes = append(pol.Sandbox.Volumes, Volume{Name: v.GetName(), SizeLimitBytes: v.GetSizeLimitBytes()})
+	}
+	for _, c := range append(append([]pod.Container{}, p.Init...), p.Main...) {
+		pc, err := containerPolicy(c, imgs[c.Spec.GetImage()], p.Hostname, o)
+		if err != nil {
+			return nil, err
+		}
+		pol.Containers[c.Spec.GetName()] = pc
+	}
+	return pol, nil
+}
+
+func containerPolicy(c pod.Container, img Image, hostname string, o GenerateOptions) (*Container, error) {
+	s := c.Spec
+	if s.GetPrivileged() {
+		return nil, fmt.Errorf("container %q is privileged: a privileged container can reach the sandbox's kernel and devices, so it cannot be part of a confidential pod", s.GetName())
+	}
+	caps, err := resolve.Caps(s.GetCapabilitiesAdd(), s.GetCapabilitiesDrop())
+	if err != nil {
+		return nil, fmt.Errorf("container %q: %w", s.GetName(), err)
+	}
+	pc := &Container{
+		Kind: c.Kind, Image: s.GetImage(),
+		Args:        resolve.Args(s.GetCommand(), s.GetArgs(), img.Entrypoint, img.Cmd),
+		Env:         resolve.Env(img.Env, EnvOf(s.GetEnv()), hostname),
+		EnvPatterns: append([]string{}, o.Settings.EnvPatterns...),
+		WorkingDir:  workingDir(s.GetWorkingDir(), img.WorkingDir),
+		RunAsUser:   -1, RunAsGroup: -1, RunAsNonRoot: s.GetRunAsNonRoot(),
+		ReadOnlyRootFilesystem: s.GetReadOnlyRootFilesystem(), NoNewPrivileges: s.GetNoNewPrivileges(),
+		Capabilities: nonNil(caps), Mounts: MountsOf(s.GetMounts()),
+		Exec: append([][]string{}, o.Settings.Exec...), ExecAny: o.Debug,
+		Signals: append([]int{}, o.Settings.Signals...), Stdio: !o.DisableStdio || o.Debug,
+	}
+	if s.GetHasRunAsUser() {
+		pc.RunAsUser = s.GetRunAsUser()
+	}
+	if s.GetHasRunAsGroup() {
+		pc.RunAsGroup = s.GetRunAsGroup()
+	}
+	if len(pc.Args) == 0 {
+		return nil, fmt.Errorf("container %q: no command: the image has no entrypoint or cmd and the pod spec gives none", s.GetName())
+	}
+	return pc, nil
+}
+
+func workingDir(spec, image string) string {
+	switch {
+	case spec != "":
+		return spec
+	case image != "":
+		return image
+	}
+	return "/"
+}
+
+// EnvOf converts API env vars.
+func EnvOf(env []*agentv1.EnvVar) []resolve.EnvVar {
+	out := make([]resolve.EnvVar, len(env))
+	for i, e := range env {
+		out[i] = resolve.EnvVar{Name: e.GetName(), Value: e.GetValue()}
+	}
+	return out
+}
+
+// MountsOf converts API volume mounts.
+func MountsOf(ms []*agentv1.VolumeMount) []Mount {
+	out := make([]Mount, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, Mount{Volume: m.GetVolume(), Path: m.GetMountPath(), ReadOnly: m.GetReadOnly(), SubPath: m.GetSubPath()})
+	}
+	return out
+}
+
+var hexRE = regexp.MustCompile(`^sha256:[a-f0-9]{64}$`)
+
+func inspectAll(ctx context.Context, refs []string, o GenerateOptions) (map[string]Image, error) {
+	out := make(map[string]Image, len(refs))
+	errs := make([]error, len(refs))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i, ref := range refs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			img, err := inspectImage(ctx, ref, o)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			mu.Lock()
+			out[ref] = img
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func inspectImage(ctx context.Context, ref string, o GenerateOptions) (Image, error) {
+	in, err := image.Inspect(ctx, ref, o.Transport)
+	if err != nil {
+		return Image{}, err
+	}
+	marker := ""
+	if o.CacheDir != "" && hexRE.MatchString(in.ManifestDigest) {
+		marker = filepath.Join(o.CacheDir, strings.TrimPrefix(in.ManifestDigest, "sha256:"))
+	}
+	if _, err := os.Stat(marker); marker == "" || err != nil {
+		if err := in.VerifyLayers(ctx, o.Parallel); err != nil {
+			return Image{}, err
+		}
+		if marker != "" && os.MkdirAll(o.CacheDir, 0o700) == nil {
+			_ = os.WriteFile(marker, []byte(in.ConfigDigest+"\n"), 0o644)
+		}
+	}
+	c := in.Config.Config
+	return Image{
+		Digest: in.ManifestDigest, ConfigDigest: in.ConfigDigest, Layers: in.DiffIDs,
+		Entrypoint: nonNil(c.Entrypoint), Cmd: nonNil(c.Cmd), Env: nonNil(c.Env), WorkingDir: c.WorkingDir, User: c.User,
+	}, nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}

@@ -1,0 +1,110 @@
+package policy
+
+import (
+	"fmt"
+
+	agentv1 "cocoon.dev/cocoon/api/agent/v1"
+	"cocoon.dev/cocoon/resolve"
+)
+
+// State is what the engine knows of containers: created (and not removed)
+// and started ones.
+type State struct {
+	Created map[string]bool `json:"created"`
+	Running map[string]bool `json:"running"`
+}
+
+// PulledImage is what the agent verified when it pulled an image.
+type PulledImage struct {
+	Digest       string `json:"digest"`
+	ConfigDigest string `json:"config_digest"`
+}
+
+func strs(s []string) []any {
+	out := make([]any, len(s))
+	for i, x := range s {
+		out[i] = x
+	}
+	return out
+}
+
+// Input builds the input document of method's enforcement point from the
+// request: what the agent will really do, with the command line and the
+// environment resolved as the runtime resolves them (from the policy's copy
+// of the pinned image config). hostname is the sandbox's.
+func Input(p *Policy, method string, req any, st *State, pulled map[string]PulledImage, hostname string) (map[string]any, error) {
+	switch r := req.(type) {
+	case *agentv1.CreateSandboxRequest:
+		vols := []any{}
+		for _, v := range r.GetVolumes() {
+			vols = append(vols, map[string]any{"name": v.GetName(), "size_limit_bytes": v.GetSizeLimitBytes()})
+		}
+		host := r.GetHostname()
+		if host == "" {
+			host = r.GetName()
+		}
+		return map[string]any{"name": r.GetName(), "hostname": host, "volumes": vols}, nil
+	case *agentv1.PullImageRequest:
+		return map[string]any{"image": r.GetImage()}, nil
+	case *agentv1.CreateContainerRequest:
+		return createInput(p, r.GetSpec(), st, pulled, hostname), nil
+	case *agentv1.StartContainerRequest:
+		return containerInput(r.GetContainer(), st), nil
+	case *agentv1.RemoveContainerRequest:
+		return containerInput(r.GetContainer(), st), nil
+	case *agentv1.ExecProcessRequest:
+		in := containerInput(r.GetContainer(), st)
+		in["args"] = strs(r.GetArgs())
+		return in, nil
+	case *agentv1.SignalContainerRequest:
+		in := containerInput(r.GetContainer(), st)
+		in["signal"] = int(r.GetSignal())
+		return in, nil
+	case *agentv1.ReadLogsRequest:
+		return containerInput(r.GetContainer(), st), nil
+	case *agentv1.WaitContainerRequest:
+		return containerInput(r.GetContainer(), st), nil
+	case *agentv1.StatsRequest:
+		return containerInput(r.GetContainer(), st), nil
+	case *agentv1.PullProgressRequest:
+		return map[string]any{"image": r.GetImage()}, nil
+	case *agentv1.ListContainersRequest, *agentv1.ShutdownRequest, *agentv1.GetEvidenceRequest:
+		return map[string]any{}, nil
+	}
+	return nil, fmt.Errorf("%s: no policy input for request type %T", method, req)
+}
+
+func containerInput(name string, st *State) map[string]any {
+	return map[string]any{"container": name, "state": map[string]any{"created": st.Created[name], "running": st.Running[name]}}
+}
+
+func createInput(p *Policy, s *agentv1.ContainerSpec, st *State, pulled map[string]PulledImage, hostname string) map[string]any {
+	img := p.Images[s.GetImage()] // zero when the image is not in the policy
+	caps, err := resolve.Caps(s.GetCapabilitiesAdd(), s.GetCapabilitiesDrop())
+	if err != nil {
+		caps = append(append([]string{"<invalid>"}, s.GetCapabilitiesAdd()...), s.GetCapabilitiesDrop()...)
+	}
+	mounts := []any{}
+	for _, m := range MountsOf(s.GetMounts()) {
+		mounts = append(mounts, map[string]any{"volume": m.Volume, "path": m.Path, "read_only": m.ReadOnly, "sub_path": m.SubPath})
+	}
+	user, group := int64(-1), int64(-1)
+	if s.GetHasRunAsUser() {
+		user = s.GetRunAsUser()
+	}
+	if s.GetHasRunAsGroup() {
+		group = s.GetRunAsGroup()
+	}
+	pi := pulled[s.GetImage()]
+	return map[string]any{
+		"name": s.GetName(), "image": s.GetImage(),
+		"image_digest": pi.Digest, "config_digest": pi.ConfigDigest,
+		"args":        strs(resolve.Args(s.GetCommand(), s.GetArgs(), img.Entrypoint, img.Cmd)),
+		"env":         strs(resolve.Env(img.Env, EnvOf(s.GetEnv()), hostname)),
+		"working_dir": workingDir(s.GetWorkingDir(), img.WorkingDir),
+		"run_as_user": user, "run_as_group": group, "run_as_non_root": s.GetRunAsNonRoot(),
+		"read_only_root_filesystem": s.GetReadOnlyRootFilesystem(), "no_new_privileges": s.GetNoNewPrivileges(),
+		"privileged": s.GetPrivileged(), "capabilities": strs(caps), "mounts": mounts,
+		"state": map[string]any{"created": st.Created[s.GetName()]},
+	}
+}
