@@ -43,12 +43,19 @@ func (r *recorder) Check(_ context.Context, method string, _ any) error {
 
 func startAgent(t *testing.T, e Enforcer) (*Agent, agentv1.AgentService) {
 	t.Helper()
+	return startAgentWith(t, func(c *Config) { c.Enforcer = e })
+}
+
+func startAgentWith(t *testing.T, mod func(*Config)) (*Agent, agentv1.AgentService) {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "agent")
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := New(Config{StateDir: filepath.Join(dir, "state"), LayerDir: filepath.Join(dir, "layers"), Enforcer: e,
-		CgroupParent: "/cocoon-test/" + filepath.Base(dir)})
+	cfg := Config{StateDir: filepath.Join(dir, "state"), LayerDir: filepath.Join(dir, "layers"),
+		CgroupParent: "/cocoon-test/" + filepath.Base(dir)}
+	mod(&cfg)
+	a, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

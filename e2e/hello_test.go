@@ -68,8 +68,10 @@ func TestHelloExample(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("mkimage: %v %s", err, out)
 	}
-	out, errs := x.mustRun(0, "run", filepath.Join(dir, "pod.yaml"))
-	if !strings.Contains(out, "[client] echo from hello: hello-from-cocoon") {
+	// As the README demo: a generated policy, enforced.
+	x.mustRun(0, "policy", "generate", filepath.Join(dir, "pod.yaml"))
+	out, errs, code := x.cocoonRaw("run", filepath.Join(dir, "pod.yaml"))
+	if code != 0 || !strings.Contains(out, "[client] echo from hello: hello-from-cocoon") {
 		t.Errorf("stdout %q stderr %q", out, errs)
 	}
 }

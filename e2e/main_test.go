@@ -120,15 +120,28 @@ func (x *h) cocoon(args ...string) (string, string, int) {
 	return x.cocoonIn(nil, args...)
 }
 
+// cocoonRaw runs the CLI without adding --generate-policy to run.
+func (x *h) cocoonRaw(args ...string) (string, string, int) {
+	x.t.Helper()
+	return x.exec(nil, args)
+}
+
+func sleep() { time.Sleep(50 * time.Millisecond) }
+
 func (x *h) cocoonIn(stdin []byte, args ...string) (string, string, int) {
 	x.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	if len(args) > 0 && args[0] == "run" {
 		// Test pods get a policy generated on the fly; tests of the
 		// policy itself generate theirs explicitly.
 		args = append([]string{"run", "--generate-policy"}, args[1:]...)
 	}
+	return x.exec(stdin, args)
+}
+
+func (x *h) exec(stdin []byte, args []string) (string, string, int) {
+	x.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(env.bin, "cocoon"), append([]string{"--root", x.root}, args...)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

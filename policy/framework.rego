@@ -46,7 +46,32 @@ pi_deny contains sprintf("pull_image: image %q is not in the policy (policy allo
 
 # --- CreateContainer ---------------------------------------------------------
 
-create_container := decision(cc_deny)
+# The fast path: the request is exactly what the policy allows. The
+# detailed denial rules below run only when it is not.
+create_container := allow if cc_exact
+
+create_container := decision(cc_deny) if not cc_exact
+
+cc_exact if {
+	c := p.containers[input.name]
+	not input.state.created
+	input.image == c.image
+	img := p.images[c.image]
+	input.image_digest == img.digest
+	input.config_digest == img.config_digest
+	input.args == c.args
+	count(unindexed_env) == 0
+	count(input.env) == count(c.env)
+	input.working_dir == c.working_dir
+	input.run_as_user == c.run_as_user
+	input.run_as_group == c.run_as_group
+	input.run_as_non_root == c.run_as_non_root
+	input.read_only_root_filesystem == c.read_only_root_filesystem
+	input.no_new_privileges == c.no_new_privileges
+	input.privileged == false
+	input.capabilities == c.capabilities
+	input.mounts == c.mounts
+}
 
 cc_deny contains sprintf("create_container %q: no such container in the policy (policy has %s)", [input.name, j(object.keys(p.containers))]) if {
 	not p.containers[input.name]
@@ -89,9 +114,14 @@ cc_field_deny contains sprintf("create_container %q: args = %s, policy allows %s
 	count(input.args) != count(c.args)
 }
 
-env_allowed(c, e) if e in c.env
+# Entries of the environment that are not exact entries of the policy
+# (entries are unique, so none and equal counts mean equal sets).
+unindexed_env := [e | some e in input.env; not data.index.env[input.name][e]]
+
+env_allowed(_, e) if data.index.env[input.name][e]
 
 env_allowed(c, e) if {
+	not data.index.env[input.name][e]
 	some pat in c.env_patterns
 	regex.match(pat, e)
 }
@@ -159,7 +189,18 @@ get_evidence := allow
 
 # --- Exec, signals, stdio ----------------------------------------------------
 
-exec_process := decision(ex_deny)
+exec_process := allow if {
+	p.containers[input.container].exec_any
+	input.state.running
+}
+
+exec_process := decision(ex_deny) if {
+	not p.containers[input.container].exec_any
+}
+
+exec_process := decision(ex_deny) if {
+	not input.state.running
+}
 
 ex_deny contains sprintf("exec_process %q: no such container in the policy", [input.container]) if {
 	not p.containers[input.container]

@@ -96,11 +96,12 @@ func createInput(p *Policy, s *agentv1.ContainerSpec, st *State, pulled map[stri
 		group = s.GetRunAsGroup()
 	}
 	pi := pulled[s.GetImage()]
+	env := resolve.Env(img.Env, EnvOf(s.GetEnv()), hostname)
 	return map[string]any{
 		"name": s.GetName(), "image": s.GetImage(),
 		"image_digest": pi.Digest, "config_digest": pi.ConfigDigest,
 		"args":        strs(resolve.Args(s.GetCommand(), s.GetArgs(), img.Entrypoint, img.Cmd)),
-		"env":         strs(resolve.Env(img.Env, EnvOf(s.GetEnv()), hostname)),
+		"env":         strs(env),
 		"working_dir": workingDir(s.GetWorkingDir(), img.WorkingDir),
 		"run_as_user": user, "run_as_group": group, "run_as_non_root": s.GetRunAsNonRoot(),
 		"read_only_root_filesystem": s.GetReadOnlyRootFilesystem(), "no_new_privileges": s.GetNoNewPrivileges(),

@@ -12,13 +12,17 @@ echo "==> building the example image (examples/hello/image, an OCI layout)" >&2
 examples/hello/build.sh >&2
 export COCOON_ROOT=${COCOON_ROOT:-/var/lib/cocoon}
 bin/cocoon rm -f hello >/dev/null 2>&1 || true
-echo "==> bin/cocoon run --rm examples/hello/pod.yaml" >&2
-echo "    (isolation: process — namespaces only; TEE: simulated, INSECURE; for development)" >&2
-bin/cocoon run --rm examples/hello/pod.yaml
+echo "==> bin/cocoon policy generate examples/hello/pod.yaml -o examples/hello/pod.policy.yaml" >&2
+bin/cocoon policy generate examples/hello/pod.yaml -o examples/hello/pod.policy.yaml >&2
+echo "==> bin/cocoon run --rm examples/hello/pod.policy.yaml" >&2
+echo "    (isolation: process — namespaces only; TEE: simulated, INSECURE; for development;" >&2
+echo "     the agent enforces the policy whose hash the simulated report carries)" >&2
+bin/cocoon run --rm examples/hello/pod.policy.yaml
 echo "==> attestation: evidence from a running sandbox, verified against the simulated TEE's root" >&2
-bin/cocoon run -d examples/hello/pod.yaml >/dev/null
+bin/cocoon run -d examples/hello/pod.policy.yaml >/dev/null
 nonce=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 bin/cocoon attest hello --nonce "$nonce" > "${TMPDIR:-/tmp}/cocoon-demo-evidence.json"
 bin/cocoon verify --trust-sim --nonce "$nonce" "${TMPDIR:-/tmp}/cocoon-demo-evidence.json"
+echo "    expected host_data (the policy's sha256): $(grep 'cocoon.dev/policy-hash' examples/hello/pod.policy.yaml | awk '{print $2}')" >&2
 echo "    expected measurement (cocoon measure --tee sim): $(bin/cocoon measure --tee sim)" >&2
 bin/cocoon rm -f hello >/dev/null

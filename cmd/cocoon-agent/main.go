@@ -12,10 +12,12 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 	"time"
 
 	"cocoon.dev/cocoon/agent"
+	"cocoon.dev/cocoon/policy"
 	"cocoon.dev/cocoon/tee"
 	"cocoon.dev/cocoon/tee/sim"
 	"cocoon.dev/cocoon/tee/snp"
@@ -44,6 +46,7 @@ func run() error {
 		verbose  = flag.Bool("v", false, "debug logging")
 	)
 	flag.Parse()
+	debug.SetGCPercent(policy.AgentGCPercent)
 	level := slog.LevelInfo
 	if *verbose {
 		level = slog.LevelDebug

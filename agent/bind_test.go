@@ -1,0 +1,84 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	agentv1 "cocoon.dev/cocoon/api/agent/v1"
+	"cocoon.dev/cocoon/policy"
+	"cocoon.dev/cocoon/tee/sim"
+)
+
+func testPolicy(t *testing.T, name string) []byte {
+	t.Helper()
+	p := &policy.Policy{
+		Sandbox: policy.Sandbox{Name: name, Hostname: name, Volumes: []policy.Volume{}},
+		Containers: map[string]*policy.Container{"c": {Image: "img", Args: []string{"true"}, Env: []string{},
+			EnvPatterns: []string{}, Capabilities: []string{}, Mounts: []policy.Mount{}, Exec: [][]string{}, Signals: []int{15}}},
+		Images: map[string]policy.Image{"img": {Digest: "sha256:00", Entrypoint: []string{}, Cmd: []string{}, Env: []string{}, Layers: []string{}}},
+	}
+	text, err := policy.Render(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return text
+}
+
+// TestPolicyBinding: a policy whose hash is not the report's HOST_DATA is
+// refused, naming both hashes, and everything stays denied; the launched
+// policy is accepted once.
+func TestPolicyBinding(t *testing.T) {
+	dir := t.TempDir()
+	auth, err := sim.LoadOrCreate(filepath.Join(dir, "sim"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	launched := testPolicy(t, "p")
+	other := testPolicy(t, "q")
+	sock := filepath.Join(dir, "sp.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go sim.NewServer(auth, sim.Launch{HostData: sha256.Sum256(launched)}).Serve(ctx, l)
+
+	a, cl := startAgentWith(t, func(c *Config) { c.Attester = sim.NewClient(sock) })
+	_ = a
+	_, err = cl.PullImage(ctx, &agentv1.PullImageRequest{Image: "img"})
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "no policy is loaded") {
+		t.Errorf("before a policy: %v", err)
+	}
+	_, err = cl.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{Name: "q", Policy: other})
+	wantHash, gotHash := sha256.Sum256(other), sha256.Sum256(launched)
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), hex.EncodeToString(wantHash[:])) || !strings.Contains(err.Error(), "HOST_DATA "+hex.EncodeToString(gotHash[:])) {
+		t.Fatalf("mismatched policy: %v", err)
+	}
+	_, err = cl.ListContainers(ctx, &agentv1.ListContainersRequest{})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Errorf("after a refused policy: %v", err)
+	}
+	if _, err := cl.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{Name: "p", Policy: launched}); err != nil {
+		t.Fatalf("the launched policy: %v", err)
+	}
+	if _, err := cl.ListContainers(ctx, &agentv1.ListContainersRequest{}); err != nil {
+		t.Errorf("after the policy: %v", err)
+	}
+	_, err = cl.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{Name: "p", Policy: launched})
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "set once") {
+		t.Errorf("second policy: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(a.cfg.StateDir, "pod", "hosts")); err != nil {
+		t.Errorf("allowed CreateSandbox did not run: %v", err)
+	}
+}
