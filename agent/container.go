@@ -47,8 +47,6 @@ type container struct {
 	done     chan struct{}
 }
 
-func (c *container) rootfs() string { return filepath.Join(c.bundle, "rootfs") }
-
 // mountRootfs mounts the image layers (read-only, lowest last in lowerdir)
 // with a private upper directory as the container's rootfs.
 func mountRootfs(bundle string, layers []string) error {

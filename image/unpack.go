@@ -113,7 +113,7 @@ func Unpack(r io.Reader, dir string) (UnpackStats, error) {
 				return st, fmt.Errorf("entry %q: %w", hdr.Name, err)
 			}
 			dirTimes = append(dirTimes, dirTime{rel, ts})
-		case tar.TypeReg, tar.TypeRegA: //nolint:staticcheck // TypeRegA appears in old layers.
+		case tar.TypeReg, '\x00': // '\x00' is the pre-POSIX regular file type of old layers
 			n, err := u.file(pfd, base, hdr, mode, tr, ts)
 			st.Bytes += n
 			if err != nil {

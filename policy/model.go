@@ -17,7 +17,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 )
 
 // FrameworkVersion is the version of the embedded Rego rules a policy needs.
@@ -174,11 +173,3 @@ func Hash(text []byte, tee string) []byte {
 
 // HashHex is Hash in hex.
 func HashHex(text []byte, tee string) string { return hex.EncodeToString(Hash(text, tee)) }
-
-func redactEnv(e string, debug bool) string {
-	if debug {
-		return e
-	}
-	k, _, _ := strings.Cut(e, "=")
-	return k + "=<redacted>"
-}

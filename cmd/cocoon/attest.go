@@ -69,7 +69,6 @@ type verifyFlags struct {
 	snpReport, vcek, tdxQuote, collateral string
 	offline, allowDebug, trustSim         bool
 	at, reference, simRoots, nonce        string
-	cacheDir                              string
 }
 
 func newVerifyCmd(g *globals) *cobra.Command {

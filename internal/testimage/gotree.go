@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -73,10 +72,11 @@ func dirLayer(root string, dirs ...string) (v1.Layer, int64, error) {
 // tree (many small sources, some large binaries: a realistic mix) into an
 // OCI layout, and returns the bytes of file content. Benchmarks use it.
 func GoTreeLayout(dir, tag string) (int64, error) {
-	goroot := runtime.GOROOT()
-	if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
-		goroot = strings.TrimSpace(string(out))
+	out, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		return 0, fmt.Errorf("go env GOROOT: %w", err)
 	}
+	goroot := strings.TrimSpace(string(out))
 	groups := [][]string{{"pkg/tool"}, {"src/cmd"}, {"src/net", "src/crypto"}, {"src/runtime", "src/internal"}, {"src/syscall", "src/vendor", "src/go"}, {"src/math", "src/encoding", "src/image"}}
 	fmt.Fprintf(os.Stderr, "building a %d-layer image from %s ...\n", len(groups), goroot)
 	var layers []v1.Layer
