@@ -35,21 +35,30 @@ func LoadReferenceValues(path string) (*ReferenceValues, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reference values: %w", err)
 	}
+	rv, err := ParseReferenceValues(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return rv, nil
+}
+
+// ParseReferenceValues reads reference values (YAML or JSON) strictly.
+func ParseReferenceValues(b []byte) (*ReferenceValues, error) {
 	js, err := yaml.YAMLToJSON(b)
 	if err != nil {
-		return nil, fmt.Errorf("reference values %s: %w", path, err)
+		return nil, fmt.Errorf("reference values: %w", err)
 	}
 	var rv ReferenceValues
 	dec := json.NewDecoder(bytes.NewReader(js))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&rv); err != nil {
-		return nil, fmt.Errorf("reference values %s: %w", path, err)
+		return nil, fmt.Errorf("reference values: %w (in YAML, quote hex values: '00ab...')", err)
 	}
 	for _, list := range [][]string{rv.Measurements, rv.HostData} {
 		for i, h := range list {
 			list[i] = strings.ToLower(strings.TrimPrefix(h, "0x"))
 			if _, err := hex.DecodeString(list[i]); err != nil {
-				return nil, fmt.Errorf("reference values %s: %q is not hex", path, h)
+				return nil, fmt.Errorf("reference values: %q is not hex", h)
 			}
 		}
 	}

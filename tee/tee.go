@@ -4,6 +4,7 @@
 package tee
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha512"
 	"encoding/json"
@@ -102,4 +103,17 @@ func Detect() Kind {
 		}
 	}
 	return ""
+}
+
+// CanonicalJSON encodes v as RFC 8785 (JCS) canonical JSON for the values
+// runtime data holds: objects with sorted keys, strings, booleans, null,
+// arrays and integers; no insignificant whitespace, no HTML escaping.
+func CanonicalJSON(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }

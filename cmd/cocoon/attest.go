@@ -23,17 +23,23 @@ import (
 )
 
 func newAttestCmd(g *globals) *cobra.Command {
-	var nonce string
+	var nonce, asURL string
 	cmd := &cobra.Command{
-		Use:   "attest POD [--nonce HEX]",
+		Use:   "attest POD [--nonce HEX | --as URL]",
 		Short: "Get fresh attestation evidence from a running sandbox",
 		Long: `Ask the sandbox's agent for fresh evidence from its TEE. The evidence's
 REPORT_DATA is SHA-512 of the runtime data, here the nonce (random when not
-given). The JSON evidence envelope is printed; check it with cocoon verify.`,
+given). The JSON evidence envelope is printed; check it with cocoon verify.
+
+With --as URL, cocoon gets a challenge from that attestation service, binds its
+nonce into fresh evidence and prints the token the service issues.`,
 		Example: `  cocoon attest hello --nonce $(openssl rand -hex 32) > evidence.json
   cocoon verify --trust-sim evidence.json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if asURL != "" {
+				return attestWithAS(cmd.Context(), g, args[0], asURL, cmd.OutOrStdout())
+			}
 			var rd []byte
 			if nonce != "" {
 				b, err := hex.DecodeString(nonce)
@@ -62,6 +68,7 @@ given). The JSON evidence envelope is printed; check it with cocoon verify.`,
 		},
 	}
 	cmd.Flags().StringVar(&nonce, "nonce", "", "runtime data to bind, as hex (default: 32 random bytes)")
+	cmd.Flags().StringVar(&asURL, "as", "", "get a token from this attestation service instead")
 	return cmd
 }
 

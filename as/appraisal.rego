@@ -1,0 +1,131 @@
+# cocoon's default appraisal policy: verified claims + reference values ->
+# an EAR status, an AR4SI trustworthiness vector and the reasons.
+# input.claims: attest.Claims; input.reference_values: the reference values.
+package cocoon.appraisal
+
+import rego.v1
+
+c := input.claims
+
+rv := object.get(input, "reference_values", {})
+
+list(k) := object.get(rv, k, []) if object.get(rv, k, []) != null
+
+list(k) := [] if object.get(rv, k, []) == null
+
+# --- hardware ----------------------------------------------------------------
+
+hardware_reasons contains sprintf("tee: found %s, expected one of %v", [c.tee, list("tees")]) if {
+	count(list("tees")) > 0
+	not c.tee in list("tees")
+}
+
+hardware_reasons contains sprintf("reported_tcb.%s: found %d, expected at least %d", [k, c.snp.reported_tcb[k], min]) if {
+	some k, min in object.get(rv, "min_tcb", {})
+	c.snp.reported_tcb[k] < min
+}
+
+hardware_reasons contains sprintf("tdx tcb_status: %s", [c.tdx.tcb_status]) if {
+	c.tdx.tcb_status == "Revoked"
+}
+
+default hardware := 2
+
+hardware := 96 if count(hardware_reasons) > 0
+
+hardware := 32 if {
+	count(hardware_reasons) == 0
+	c.tee == "sim"
+}
+
+hardware := 32 if {
+	count(hardware_reasons) == 0
+	c.tdx
+	not c.tdx.tcb_status in {"UpToDate"}
+}
+
+hardware_warning contains "tee: sim (the simulated TEE proves nothing against the host; development only)" if c.tee == "sim"
+
+hardware_warning contains sprintf("tdx tcb_status: %s", [c.tdx.tcb_status]) if {
+	c.tdx
+	not c.tdx.tcb_status in {"UpToDate", "Revoked"}
+}
+
+# --- executables (the launch measurement) ------------------------------------
+
+default executables := 33
+
+executables := 2 if c.measurement in list("measurements")
+
+executables := 96 if {
+	count(list("measurements")) > 0
+	not c.measurement in list("measurements")
+}
+
+executables_reason := sprintf("measurement: found %s, expected one of %v", [c.measurement, list("measurements")]) if executables == 96
+
+executables_reason := "measurement: no reference values to compare with" if executables == 33
+
+# --- configuration (the policy hash and debug) -------------------------------
+
+default configuration := 33
+
+configuration := 2 if {
+	c.host_data in list("host_data")
+	not debug_refused
+}
+
+configuration := 96 if {
+	count(list("host_data")) > 0
+	not c.host_data in list("host_data")
+}
+
+configuration := 96 if debug_refused
+
+debug_refused if {
+	c.debug
+	not object.get(rv, "allow_debug", false)
+}
+
+configuration_reasons contains sprintf("host_data: found %s, expected one of %v", [c.host_data, list("host_data")]) if {
+	count(list("host_data")) > 0
+	not c.host_data in list("host_data")
+}
+
+configuration_reasons contains "debug: found true (the guest can be debugged by the host), expected false" if debug_refused
+
+configuration_reasons contains "host_data: no reference values to compare with" if {
+	count(list("host_data")) == 0
+	not debug_refused
+}
+
+# --- result ------------------------------------------------------------------
+
+vector := {
+	"instance-identity": 2,
+	"configuration": configuration,
+	"executables": executables,
+	"file-system": 0,
+	"hardware": hardware,
+	"runtime-opaque": 0,
+	"storage-opaque": 0,
+	"sourced-data": 0,
+}
+
+worst := max([v | some v in vector])
+
+default status := "affirming"
+
+status := "contraindicated" if worst >= 96
+
+status := "warning" if {
+	worst >= 32
+	worst < 96
+}
+
+reasons := sort(array.concat(
+	array.concat([r | some r in hardware_reasons], [r | some r in hardware_warning]),
+	array.concat([r | some r in configuration_reasons], [r | r := executables_reason]),
+))
+
+result := {"status": status, "vector": vector, "reasons": reasons}

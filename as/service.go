@@ -1,0 +1,423 @@
+// Package as is cocoon's attestation service: it hands out nonces, verifies
+// evidence from any TEE (package attest), appraises it against reference
+// values with a Rego policy, and returns a signed EAR token (package token)
+// that any relying party can check with the service's public keys.
+package as
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/sha512"
+	"crypto/subtle"
+	_ "embed"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+
+	"cocoon.dev/cocoon/attest"
+	"cocoon.dev/cocoon/tee"
+	"cocoon.dev/cocoon/token"
+)
+
+//go:embed appraisal.rego
+var defaultPolicy string
+
+// Config configures a Service.
+type Config struct {
+	Signer *token.Signer
+	// Issuer is the service's URL (the tokens' iss).
+	Issuer string
+	// Verify are the verification options (offline, sim roots, cache, ...);
+	// ReportData is set per request.
+	Verify attest.Options
+	// Reference values for the appraisal (may be replaced by the admin API).
+	Reference *attest.ReferenceValues
+	// AdminToken authenticates the admin API (Bearer); empty disables it.
+	AdminToken string
+	// NonceTTL is how long a challenge nonce is valid (default 5 minutes).
+	NonceTTL time.Duration
+	// AllowNoNonce accepts requests without a nonce (for evidence captured
+	// elsewhere, whose REPORT_DATA cannot bind a fresh nonce); their tokens
+	// carry no eat_nonce, so relying parties see they prove no freshness.
+	AllowNoNonce bool
+	// Version is written into the tokens' verifier id.
+	Version string
+	Logger  *slog.Logger
+}
+
+// Service is the attestation service.
+type Service struct {
+	cfg      Config
+	verifier *attest.Verifier
+	nonces   *nonceStore
+	policy   rego.PreparedEvalQuery
+	metrics  *metrics
+	log      *slog.Logger
+
+	mu  sync.RWMutex
+	ref *attest.ReferenceValues
+}
+
+// New prepares a service.
+func New(ctx context.Context, cfg Config) (*Service, error) {
+	if cfg.Signer == nil {
+		return nil, errors.New("attestation service: no token signer")
+	}
+	if cfg.NonceTTL <= 0 {
+		cfg.NonceTTL = 5 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	q, err := rego.New(rego.Query("data.cocoon.appraisal.result"), rego.Module("appraisal.rego", defaultPolicy)).PrepareForEval(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("appraisal policy: %w", err)
+	}
+	return &Service{
+		cfg: cfg, verifier: attest.NewVerifier(), nonces: newNonceStore(cfg.NonceTTL, 1<<20),
+		policy: q, metrics: newMetrics(), log: cfg.Logger, ref: cfg.Reference,
+	}, nil
+}
+
+// Handler serves the service's HTTP API.
+func (s *Service) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /challenge", s.challenge)
+	mux.HandleFunc("POST /attestation", s.attestation)
+	mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
+	mux.HandleFunc("GET /.well-known/openid-configuration", s.discovery)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { respond(w, 200, map[string]string{"status": "ok"}) })
+	mux.HandleFunc("GET /metrics", s.metrics.serve)
+	mux.HandleFunc("GET /admin/reference-values", s.admin(s.getReference))
+	mux.HandleFunc("PUT /admin/reference-values", s.admin(s.putReference))
+	mux.HandleFunc("POST /admin/rotate-key", s.admin(s.rotate))
+	return s.metrics.wrap(mux)
+}
+
+// apiError is every error the service returns: a type and what to do.
+type apiError struct {
+	Type   string `json:"type"`
+	Detail string `json:"detail"`
+}
+
+func respond(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func fail(w http.ResponseWriter, code int, typ, format string, args ...any) {
+	respond(w, code, apiError{Type: typ, Detail: fmt.Sprintf(format, args...)})
+}
+
+func (s *Service) challenge(w http.ResponseWriter, _ *http.Request) {
+	n, exp, err := s.nonces.issue()
+	if err != nil {
+		fail(w, http.StatusServiceUnavailable, "busy", "%v; retry shortly", err)
+		return
+	}
+	respond(w, http.StatusOK, map[string]string{"nonce": n, "expires_at": exp.UTC().Format(time.RFC3339)})
+}
+
+// Request is the body of POST /attestation (shaped after Trustee's
+// attestation service).
+type Request struct {
+	TEE tee.Kind `json:"tee"`
+	// Evidence is the evidence envelope (JSON), base64url.
+	Evidence string `json:"evidence"`
+	// Nonce is a nonce from POST /challenge; the runtime data must bind it.
+	Nonce       string      `json:"nonce"`
+	RuntimeData RuntimeData `json:"runtime_data"`
+	// RuntimeDataHashAlgorithm: how REPORT_DATA binds the runtime data
+	// (sha256, sha384 or sha512; default sha512), zero-padded to 64 bytes.
+	RuntimeDataHashAlgorithm string   `json:"runtime_data_hash_algorithm,omitempty"`
+	PolicyIDs                []string `json:"policy_ids,omitempty"`
+}
+
+// RuntimeData is either raw bytes (base64url; then they must be the nonce)
+// or a structured object (canonical JSON; it must hold "nonce", and may
+// hold "tee-pubkey" as a JWK, which the token then carries).
+type RuntimeData struct {
+	Raw        string         `json:"raw,omitempty"`
+	Structured map[string]any `json:"structured,omitempty"`
+}
+
+// MaxRequestBytes bounds an attestation request.
+const MaxRequestBytes = 1 << 20
+
+// ParseRequest decodes an attestation request strictly.
+func ParseRequest(r io.Reader, allowNoNonce bool) (*Request, error) {
+	var req Request
+	dec := json.NewDecoder(io.LimitReader(r, MaxRequestBytes+1))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return nil, fmt.Errorf("request body: %w", err)
+	}
+	if req.Nonce == "" && !allowNoNonce {
+		return nil, errors.New(`"nonce" is missing: get one from POST /challenge`)
+	}
+	if req.Evidence == "" {
+		return nil, errors.New(`"evidence" is missing`)
+	}
+	if req.RuntimeData.Raw != "" && req.RuntimeData.Structured != nil {
+		return nil, errors.New(`"runtime_data" takes one of "raw" and "structured", not both`)
+	}
+	if req.Nonce != "" && req.RuntimeData.Raw == "" && req.RuntimeData.Structured == nil {
+		return nil, errors.New(`"runtime_data" must bind the nonce: give "raw" (the nonce's bytes) or "structured" (with "nonce")`)
+	}
+	for _, p := range req.PolicyIDs {
+		if p != "default" {
+			return nil, fmt.Errorf("policy %q is unknown; this service has the policy \"default\"", p)
+		}
+	}
+	return &req, nil
+}
+
+func b64(s string) ([]byte, error) {
+	s = strings.TrimRight(s, "=")
+	if b, err := base64.RawURLEncoding.DecodeString(s); err == nil {
+		return b, nil
+	}
+	return base64.RawStdEncoding.DecodeString(s)
+}
+
+// boundReportData checks that the runtime data binds the nonce and returns
+// what REPORT_DATA must be.
+func boundReportData(req *Request) ([]byte, map[string]any, error) {
+	if req.RuntimeData.Raw == "" && req.RuntimeData.Structured == nil {
+		return nil, nil, nil // no nonce, nothing bound (AllowNoNonce)
+	}
+	var data []byte
+	if req.RuntimeData.Structured != nil {
+		if n, _ := req.RuntimeData.Structured["nonce"].(string); n != req.Nonce {
+			return nil, nil, fmt.Errorf(`runtime_data.structured.nonce is %q, expected the request's nonce %q`, n, req.Nonce)
+		}
+		c, err := tee.CanonicalJSON(req.RuntimeData.Structured)
+		if err != nil {
+			return nil, nil, err
+		}
+		data = c
+	} else {
+		raw, err := b64(req.RuntimeData.Raw)
+		if err != nil {
+			return nil, nil, fmt.Errorf("runtime_data.raw is not base64url: %w", err)
+		}
+		nonce, err := b64(req.Nonce)
+		if err != nil || subtle.ConstantTimeCompare(raw, nonce) != 1 {
+			return nil, nil, errors.New("runtime_data.raw must be the nonce's bytes (or use runtime_data.structured with a nonce)")
+		}
+		data = raw
+	}
+	var h hash.Hash
+	switch req.RuntimeDataHashAlgorithm {
+	case "", "sha512":
+		h = sha512.New()
+	case "sha384":
+		h = sha512.New384()
+	case "sha256":
+		h = sha256.New()
+	default:
+		return nil, nil, fmt.Errorf("runtime_data_hash_algorithm %q: want sha256, sha384 or sha512", req.RuntimeDataHashAlgorithm)
+	}
+	h.Write(data)
+	rd := make([]byte, 64)
+	copy(rd, h.Sum(nil))
+	return rd, req.RuntimeData.Structured, nil
+}
+
+func (s *Service) attestation(w http.ResponseWriter, r *http.Request) {
+	req, err := ParseRequest(r.Body, s.cfg.AllowNoNonce)
+	if err != nil {
+		fail(w, http.StatusBadRequest, "bad_request", "%v", err)
+		return
+	}
+	if req.Nonce != "" && !s.nonces.consume(req.Nonce) {
+		s.metrics.verdict("refused")
+		fail(w, http.StatusUnauthorized, "bad_nonce", "the nonce is unknown, already used or expired; get a fresh one from POST /challenge")
+		return
+	}
+	rd, structured, err := boundReportData(req)
+	if err != nil {
+		s.metrics.verdict("refused")
+		fail(w, http.StatusBadRequest, "unbound_runtime_data", "%v", err)
+		return
+	}
+	raw, err := b64(req.Evidence)
+	if err != nil {
+		fail(w, http.StatusBadRequest, "bad_evidence", "evidence is not base64url: %v", err)
+		return
+	}
+	ev, err := tee.ParseEvidence(raw)
+	if err != nil {
+		fail(w, http.StatusBadRequest, "bad_evidence", "%v", err)
+		return
+	}
+	if req.TEE != "" && req.TEE != ev.TEE {
+		fail(w, http.StatusBadRequest, "bad_evidence", "the request says tee %q but the evidence is %q", req.TEE, ev.TEE)
+		return
+	}
+	ev.RuntimeData = nil // the request's runtime data is what is bound
+	o := s.cfg.Verify
+	o.ReportData = rd
+	o.Reference = nil // appraisal, not verification, judges reference values
+	o.AllowDebug = true
+	claims, err := s.verifier.Verify(r.Context(), ev, o)
+	if err != nil {
+		s.metrics.verdict("refused")
+		s.log.Info("evidence refused", "tee", ev.TEE, "error", err)
+		fail(w, http.StatusForbidden, "verification_failed", "%v", err)
+		return
+	}
+	app, err := s.appraise(r.Context(), claims)
+	if err != nil {
+		fail(w, http.StatusInternalServerError, "appraisal_failed", "%v", err)
+		return
+	}
+	if structured != nil {
+		app.Policy.RuntimeData = structured
+		if k, ok := structured["tee-pubkey"].(map[string]any); ok {
+			if _, err := token.Thumbprint(k); err != nil {
+				fail(w, http.StatusBadRequest, "bad_runtime_data", "runtime_data.structured.tee-pubkey is not a valid JWK: %v", err)
+				return
+			}
+			app.KeyAttestation = &token.KeyAttestation{PublicKey: k}
+		}
+	}
+	now := time.Now()
+	ear := &token.EAR{
+		Profile: token.Profile, IssuedAt: now.Unix(), Expiry: now.Add(s.cfg.Signer.TTL()).Unix(),
+		Issuer: s.cfg.Issuer, Nonce: req.Nonce,
+		VerifierID: token.VerifierID{Developer: "cocoon", Build: s.cfg.Version},
+		Submods:    map[string]token.Appraisal{"cpu0": *app},
+	}
+	jwt, err := s.cfg.Signer.Sign(ear)
+	if err != nil {
+		fail(w, http.StatusInternalServerError, "signing_failed", "%v", err)
+		return
+	}
+	s.metrics.verdict(app.Status)
+	respond(w, http.StatusOK, map[string]string{"token": jwt, "status": app.Status})
+}
+
+// Appraise runs the appraisal policy on verified claims.
+func (s *Service) appraise(ctx context.Context, c *attest.Claims) (*token.Appraisal, error) {
+	s.mu.RLock()
+	ref := s.ref
+	s.mu.RUnlock()
+	in := map[string]any{"claims": toGeneric(c)}
+	if ref != nil {
+		in["reference_values"] = toGeneric(refForPolicy(ref))
+	}
+	v, err := ast.InterfaceToValue(in)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := s.policy.Eval(ctx, rego.EvalParsedInput(v))
+	if err != nil {
+		return nil, err
+	}
+	if len(rs) != 1 || len(rs[0].Expressions) != 1 {
+		return nil, errors.New("the appraisal policy gave no result")
+	}
+	b, _ := json.Marshal(rs[0].Expressions[0].Value)
+	var res struct {
+		Status  string            `json:"status"`
+		Vector  token.TrustVector `json:"vector"`
+		Reasons []string          `json:"reasons"`
+	}
+	if err := json.Unmarshal(b, &res); err != nil {
+		return nil, fmt.Errorf("appraisal result: %w", err)
+	}
+	if res.Reasons == nil {
+		res.Reasons = []string{}
+	}
+	return &token.Appraisal{Status: res.Status, Vector: res.Vector, Evidence: c,
+		Policy: &token.PolicyClaims{PolicyID: "default", Reasons: res.Reasons}}, nil
+}
+
+// refForPolicy flattens reference values for the Rego input.
+func refForPolicy(r *attest.ReferenceValues) map[string]any {
+	m := map[string]any{"measurements": r.Measurements, "host_data": r.HostData, "allow_debug": r.AllowDebug, "tees": r.TEEs}
+	if r.MinTCB != nil {
+		m["min_tcb"] = map[string]any{"bootloader": r.MinTCB.Bootloader, "tee": r.MinTCB.TEE, "snp": r.MinTCB.SNP, "microcode": r.MinTCB.Microcode}
+	}
+	return m
+}
+
+func toGeneric(v any) any {
+	b, _ := json.Marshal(v)
+	var g any
+	_ = json.Unmarshal(b, &g)
+	return g
+}
+
+func (s *Service) jwks(w http.ResponseWriter, _ *http.Request) {
+	respond(w, http.StatusOK, s.cfg.Signer.JWKS())
+}
+
+func (s *Service) discovery(w http.ResponseWriter, _ *http.Request) {
+	respond(w, http.StatusOK, map[string]any{
+		"issuer": s.cfg.Issuer, "jwks_uri": strings.TrimRight(s.cfg.Issuer, "/") + "/.well-known/jwks.json",
+		"id_token_signing_alg_values_supported": []string{"ES256", "ES384"},
+		"claims_supported":                      []string{"eat_profile", "eat_nonce", "iat", "exp", "iss", "ear.verifier-id", "submods"},
+	})
+}
+
+// admin authenticates the admin API with the bearer token.
+func (s *Service) admin(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if s.cfg.AdminToken == "" || !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.AdminToken)) != 1 {
+			fail(w, http.StatusUnauthorized, "unauthorized", "the admin API needs the admin token (STATE/admin-token) as a Bearer token")
+			return
+		}
+		h(w, r)
+	}
+}
+
+func (s *Service) getReference(w http.ResponseWriter, _ *http.Request) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.ref == nil {
+		respond(w, http.StatusOK, attest.ReferenceValues{})
+		return
+	}
+	respond(w, http.StatusOK, s.ref)
+}
+
+func (s *Service) putReference(w http.ResponseWriter, r *http.Request) {
+	b, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		fail(w, http.StatusBadRequest, "bad_request", "%v", err)
+		return
+	}
+	rv, err := attest.ParseReferenceValues(b)
+	if err != nil {
+		fail(w, http.StatusBadRequest, "bad_reference_values", "%v", err)
+		return
+	}
+	s.mu.Lock()
+	s.ref = rv
+	s.mu.Unlock()
+	s.log.Info("reference values replaced", "measurements", len(rv.Measurements), "host_data", len(rv.HostData))
+	respond(w, http.StatusOK, rv)
+}
+
+func (s *Service) rotate(w http.ResponseWriter, _ *http.Request) {
+	if err := s.cfg.Signer.Rotate(); err != nil {
+		fail(w, http.StatusInternalServerError, "rotate_failed", "%v", err)
+		return
+	}
+	respond(w, http.StatusOK, map[string]string{"kid": s.cfg.Signer.KeyID()})
+}

@@ -1,0 +1,272 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/spf13/cobra"
+
+	agentv1 "cocoon.dev/cocoon/api/agent/v1"
+	"cocoon.dev/cocoon/as"
+	"cocoon.dev/cocoon/attest"
+	"cocoon.dev/cocoon/sandbox"
+	"cocoon.dev/cocoon/tee"
+	"cocoon.dev/cocoon/tee/sim"
+	"cocoon.dev/cocoon/token"
+)
+
+func newASCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "as",
+		Short: "The attestation service: verify evidence, issue signed tokens",
+	}
+	var (
+		listen, state, refs, cert, key, issuer, simRoots string
+		trustSim, offline, noNonce                       bool
+		ttl                                              time.Duration
+	)
+	serve := &cobra.Command{
+		Use:   "serve --listen ADDR --state DIR",
+		Short: "Serve the attestation service",
+		Long: `Serve the attestation service over HTTP (HTTPS with --tls-cert/--tls-key):
+
+  POST /challenge                      a fresh nonce (single use, 5 minutes)
+  POST /attestation                    verify evidence, appraise, return {"token": JWT}
+  GET  /.well-known/jwks.json          the token signing keys
+  GET  /.well-known/openid-configuration
+  GET  /healthz, GET /metrics          (Prometheus)
+  GET|PUT /admin/reference-values      (Bearer STATE/admin-token)
+  POST /admin/rotate-key               (Bearer STATE/admin-token)
+
+STATE keeps the signing keys (0600) and the admin token (0600), created on first
+use. Tokens are EAR JWTs (ES256) whose status is affirming, warning or
+contraindicated according to the reference values (docs/attestation-service.md).`,
+		Example: `  cocoon as serve --listen 127.0.0.1:8080 --state /var/lib/cocoon-as --trust-sim --reference-values refs.yaml`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if state == "" {
+				return errors.New("--state DIR is required")
+			}
+			if err := os.MkdirAll(state, 0o700); err != nil {
+				return err
+			}
+			signer, err := token.NewSigner(filepath.Join(state, "token-keys.json"), jose.ES256, ttl)
+			if err != nil {
+				return err
+			}
+			admin, err := adminToken(filepath.Join(state, "admin-token"))
+			if err != nil {
+				return err
+			}
+			scheme := "http"
+			if cert != "" {
+				scheme = "https"
+			}
+			l, err := net.Listen("tcp", listen)
+			if err != nil {
+				return err
+			}
+			if issuer == "" {
+				issuer = scheme + "://" + l.Addr().String()
+			}
+			cfg := as.Config{Signer: signer, Issuer: issuer, AdminToken: admin, Version: Version, AllowNoNonce: noNonce,
+				Verify: attest.Options{Offline: offline, CacheDir: filepath.Join(state, "cache")},
+				Logger: slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), nil))}
+			if trustSim {
+				p := simRoots
+				if p == "" {
+					p = filepath.Join(g.sim(), sim.FileRoots)
+				}
+				if cfg.Verify.SimRoots, err = os.ReadFile(p); err != nil {
+					return fmt.Errorf("--trust-sim: %w", err)
+				}
+				cfg.Verify.TrustSim = true
+			}
+			if refs != "" {
+				if cfg.Reference, err = attest.LoadReferenceValues(refs); err != nil {
+					return err
+				}
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			svc, err := as.New(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			hs := &http.Server{Handler: svc.Handler(), ReadHeaderTimeout: 10 * time.Second}
+			go func() {
+				<-ctx.Done()
+				sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				_ = hs.Shutdown(sctx)
+			}()
+			fmt.Fprintf(cmd.ErrOrStderr(), "cocoon as: serving on %s://%s (issuer %s)", scheme, l.Addr(), issuer)
+			if trustSim {
+				fmt.Fprint(cmd.ErrOrStderr(), "; TRUSTING THE SIMULATED TEE (development only)")
+			}
+			fmt.Fprintln(cmd.ErrOrStderr())
+			if cert != "" {
+				hs.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+				err = hs.ServeTLS(l, cert, key)
+			} else {
+				err = hs.Serve(l)
+			}
+			if errors.Is(err, http.ErrServerClosed) {
+				return nil
+			}
+			return err
+		},
+	}
+	f := serve.Flags()
+	f.StringVar(&listen, "listen", "127.0.0.1:8080", "address to listen on")
+	f.StringVar(&state, "state", "", "state directory (keys, admin token)")
+	f.StringVar(&refs, "reference-values", "", "reference values file (YAML or JSON)")
+	f.StringVar(&cert, "tls-cert", "", "TLS certificate (PEM)")
+	f.StringVar(&key, "tls-key", "", "TLS key (PEM)")
+	f.StringVar(&issuer, "issuer", "", "issuer URL written into tokens (default: the listen URL)")
+	f.BoolVar(&trustSim, "trust-sim", false, "accept evidence from the simulated TEE (INSECURE, development only)")
+	f.StringVar(&simRoots, "sim-roots", "", "the simulated TEE's roots (default: SIM_STATE/roots.pem)")
+	f.BoolVar(&offline, "offline", false, "no AMD KDS / Intel PCS fetches and no CRL checks")
+	f.BoolVar(&noNonce, "allow-no-nonce", false, "accept evidence that binds no nonce (captured evidence); its tokens prove no freshness")
+	f.DurationVar(&ttl, "token-ttl", 5*time.Minute, "lifetime of issued tokens")
+	cmd.AddCommand(serve)
+	return cmd
+}
+
+// adminToken reads the admin token, creating it (0600) on first use.
+func adminToken(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	t := hex.EncodeToString(b[:])
+	if err := os.WriteFile(path, []byte(t+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return t, nil
+}
+
+// attestWithAS gets a token for a running sandbox from an attestation service.
+func attestWithAS(ctx context.Context, g *globals, podName, url string, out io.Writer) error {
+	url = strings.TrimRight(url, "/")
+	post := func(path string, body any) (map[string]any, error) {
+		b, _ := json.Marshal(body)
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+path, bytes.NewReader(b))
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("attestation service: %w", err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&m); err != nil {
+			return nil, fmt.Errorf("attestation service %s: %s", path, resp.Status)
+		}
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("attestation service refused (%s): %v: %v", resp.Status, m["type"], m["detail"])
+		}
+		return m, nil
+	}
+	ch, err := post("/challenge", nil)
+	if err != nil {
+		return err
+	}
+	nonce, _ := ch["nonce"].(string)
+	structured := map[string]any{"nonce": nonce}
+	rd, err := tee.CanonicalJSON(structured)
+	if err != nil {
+		return err
+	}
+	cl, err := g.Root().Dial(ctx, podName)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	resp, err := cl.GetEvidence(ctx, &agentv1.GetEvidenceRequest{RuntimeData: rd})
+	if err != nil {
+		return fmt.Errorf("evidence from %s: %s", podName, sandbox.Message(err))
+	}
+	var ev tee.Evidence
+	if err := json.Unmarshal(resp.GetEvidence(), &ev); err != nil {
+		return err
+	}
+	res, err := post("/attestation", map[string]any{
+		"tee": ev.TEE, "evidence": base64.RawURLEncoding.EncodeToString(resp.GetEvidence()), "nonce": nonce,
+		"runtime_data": map[string]any{"structured": structured}, "runtime_data_hash_algorithm": "sha512",
+	})
+	if err != nil {
+		return err
+	}
+	if g.json() {
+		return printJSON(out, res)
+	}
+	fmt.Fprintln(out, res["token"])
+	return nil
+}
+
+func newTokenCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "token", Short: "Work with attestation result tokens"}
+	var jwks, issuer, audience, nonce string
+	verify := &cobra.Command{
+		Use:   "verify JWT --jwks URL|FILE",
+		Short: "Verify an attestation token and print its claims",
+		Long: `Verify a token's signature with the issuer's keys (a JWKS URL or file), its
+expiry, profile and, when given, issuer, audience and nonce. Prints the claims
+and exits 0 only for a valid token. JWT may be - for standard input. A valid
+token can still say "contraindicated": read ear.status.`,
+		Example: `  cocoon token verify "$(cocoon attest hello --as http://127.0.0.1:8080)" --jwks http://127.0.0.1:8080/.well-known/jwks.json`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			raw := args[0]
+			if raw == "-" {
+				b, err := io.ReadAll(io.LimitReader(os.Stdin, token.MaxTokenBytes+1))
+				if err != nil {
+					return err
+				}
+				raw = string(b)
+			}
+			if jwks == "" {
+				return &exitError{2, "--jwks URL|FILE is required"}
+			}
+			ear, err := token.Verify(cmd.Context(), raw, token.VerifyOptions{JWKS: jwks, Issuer: issuer, Audience: audience, Nonce: nonce})
+			if err != nil {
+				return &exitError{1, err.Error()}
+			}
+			if !g.json() {
+				cpu := ear.CPU()
+				fmt.Fprintf(cmd.ErrOrStderr(), "valid token from %s: %s (%s)\n", ear.Issuer, cpu.Status, cpu.Evidence.TEE)
+			}
+			return printJSON(cmd.OutOrStdout(), ear)
+		},
+	}
+	verify.Flags().StringVar(&jwks, "jwks", "", "the issuer's keys: a URL or a file")
+	verify.Flags().StringVar(&issuer, "issuer", "", "required issuer")
+	verify.Flags().StringVar(&audience, "audience", "", "required audience")
+	verify.Flags().StringVar(&nonce, "nonce", "", "required eat_nonce")
+	cmd.AddCommand(verify)
+	return cmd
+}
