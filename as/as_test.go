@@ -20,12 +20,13 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"cocoon.dev/cocoon/attest"
+	"cocoon.dev/cocoon/internal/testdata"
 	"cocoon.dev/cocoon/tee"
 	"cocoon.dev/cocoon/tee/sim"
 	"cocoon.dev/cocoon/token"
 )
 
-const evidenceDir = "../../shared/testdata/evidence"
+var evidenceDir = testdata.EvidenceDir()
 
 var (
 	simOnce sync.Once

@@ -12,10 +12,11 @@ import (
 
 	"github.com/google/go-sev-guest/kds"
 
+	"cocoon.dev/cocoon/internal/testdata"
 	"cocoon.dev/cocoon/tee"
 )
 
-const evidenceDir = "../../shared/testdata/evidence"
+var evidenceDir = testdata.EvidenceDir()
 
 func readEvidence(t testing.TB, name string) []byte {
 	t.Helper()
