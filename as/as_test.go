@@ -293,3 +293,24 @@ func FuzzAttestationRequest(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkAttestation is one challenge + attestation with sim evidence
+// (made before the timer) through the HTTP handler.
+func BenchmarkAttestation(b *testing.B) {
+	f := newFixture(b, nil)
+	bodies := make([][]byte, b.N)
+	for i := range bodies {
+		bodies[i], _ = json.Marshal(simRequest(b, f.nonce(b), sim.Launch{}))
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		resp, err := http.Post(f.srv.URL+"/attestation", "application/json", bytes.NewReader(bodies[i]))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if resp.StatusCode != 200 {
+			b.Fatal(resp.Status)
+		}
+		resp.Body.Close()
+	}
+}

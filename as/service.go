@@ -65,8 +65,35 @@ type Service struct {
 	metrics  *metrics
 	log      *slog.Logger
 
-	mu  sync.RWMutex
-	ref *attest.ReferenceValues
+	mu   sync.RWMutex
+	ref  *attest.ReferenceValues
+	memo memo
+}
+
+// memo remembers appraisal results (bounded).
+type memo struct {
+	mu sync.Mutex
+	m  map[string]token.Appraisal
+}
+
+func (m *memo) get(k string) (token.Appraisal, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	a, ok := m.m[k]
+	if ok {
+		a.Policy = &token.PolicyClaims{PolicyID: a.Policy.PolicyID, Reasons: a.Policy.Reasons}
+	}
+	return a, ok
+}
+
+func (m *memo) put(k string, a token.Appraisal) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.m == nil || len(m.m) > 1024 {
+		m.m = map[string]token.Appraisal{}
+	}
+	a.Evidence = nil
+	m.m[k] = a
 }
 
 // New prepares a service.
@@ -310,11 +337,43 @@ func (s *Service) attestation(w http.ResponseWriter, r *http.Request) {
 	respond(w, http.StatusOK, map[string]string{"token": jwt, "status": app.Status})
 }
 
-// Appraise runs the appraisal policy on verified claims.
+// appraisalKey is what an appraisal depends on: the claims without the
+// per-request REPORT_DATA and report id, and the reference values.
+func appraisalKey(c *attest.Claims, ref *attest.ReferenceValues) string {
+	cc := *c
+	cc.ReportData = ""
+	if c.SNP != nil {
+		snp := *c.SNP
+		snp.ReportID = ""
+		cc.SNP = &snp
+	}
+	b, _ := json.Marshal(struct {
+		C *attest.Claims
+		R *attest.ReferenceValues
+	}{&cc, ref})
+	return string(b)
+}
+
+// Appraise runs the appraisal policy on verified claims. Results are
+// memoized: the policy is a pure function of the claims and references.
 func (s *Service) appraise(ctx context.Context, c *attest.Claims) (*token.Appraisal, error) {
 	s.mu.RLock()
 	ref := s.ref
 	s.mu.RUnlock()
+	key := appraisalKey(c, ref)
+	if app, ok := s.memo.get(key); ok {
+		app.Evidence = c
+		return &app, nil
+	}
+	app, err := s.evalAppraisal(ctx, c, ref)
+	if err != nil {
+		return nil, err
+	}
+	s.memo.put(key, *app)
+	return app, nil
+}
+
+func (s *Service) evalAppraisal(ctx context.Context, c *attest.Claims, ref *attest.ReferenceValues) (*token.Appraisal, error) {
 	in := map[string]any{"claims": toGeneric(c)}
 	if ref != nil {
 		in["reference_values"] = toGeneric(refForPolicy(ref))

@@ -84,11 +84,7 @@ func (v *Verifier) verifySNP(ctx context.Context, ev *tee.Evidence, o *Options) 
 		if !o.TrustSim || len(o.SimRoots) == 0 {
 			return nil, fmt.Errorf("%w: this is evidence from the simulated TEE, which is insecure; it is accepted only by a verifier told to trust that simulator's root (cocoon verify --trust-sim)", ErrVerification)
 		}
-		roots, err := SimRoots(o.SimRoots)
-		if err != nil {
-			return nil, err
-		}
-		vo.TrustedRoots, vo.DisableCertFetching, vo.CheckRevocations = roots, true, false
+		vo.DisableCertFetching, vo.CheckRevocations = true, false
 	}
 	if len(att.CertificateChain.VcekCert) == 0 && len(att.CertificateChain.VlekCert) == 0 && vo.DisableCertFetching {
 		return nil, fmt.Errorf("%w: the evidence carries no VCEK certificate and fetching from AMD KDS is off; give the VCEK (--vcek) or allow fetching", ErrVerification)
@@ -101,6 +97,13 @@ func (v *Verifier) verifySNP(ctx context.Context, ev *tee.Evidence, o *Options) 
 			return nil, fmt.Errorf("%w: SNP report signature: %w", ErrVerification, err)
 		}
 	} else {
+		if ev.TEE == tee.Sim {
+			roots, err := SimRoots(o.SimRoots)
+			if err != nil {
+				return nil, err
+			}
+			vo.TrustedRoots = roots
+		}
 		if err := verify.SnpAttestationContext(ctx, att, vo); err != nil {
 			return nil, fmt.Errorf("%w: SNP report signature or certificate chain: %w", ErrVerification, err)
 		}

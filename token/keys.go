@@ -15,7 +15,6 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
 )
 
 // Signer issues tokens with the newest of its keys and publishes the public
@@ -181,7 +180,15 @@ func (s *Signer) Sign(claims *EAR) (string, error) {
 		s.signers[k.Kid] = sig
 	}
 	s.mu.Unlock()
-	return jwt.Signed(sig).Claims(claims).Serialize()
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		return "", err
+	}
+	jws, err := sig.Sign(payload)
+	if err != nil {
+		return "", err
+	}
+	return jws.CompactSerialize()
 }
 
 // Thumbprint is the SHA-256 of a JWK's canonical form, base64url.
