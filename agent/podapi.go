@@ -57,6 +57,8 @@ func (a *Agent) podAPI() http.Handler {
 	mux.HandleFunc("GET /aa/evidence", func(w http.ResponseWriter, r *http.Request) {
 		a.serveEvidence(w, r.Context(), []byte(r.URL.Query().Get("runtime_data")))
 	})
+	mux.HandleFunc("GET /cocoon/v1/resource/{repo}/{type}/{tag}", a.serveResource)
+	mux.HandleFunc("GET /cdh/resource/{repo}/{type}/{tag}", a.serveResource)
 	mux.HandleFunc("POST /attest/raw", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
 			RuntimeData string `json:"runtime_data"`
@@ -120,4 +122,17 @@ func (a *Agent) ServePodAPI(ctx context.Context, ls ...net.Listener) {
 		<-ctx.Done()
 		hs.Close()
 	}()
+}
+
+// serveResource fetches a secret from the pod's key broker (the one its
+// policy names) and returns the plaintext to the container.
+func (a *Agent) serveResource(w http.ResponseWriter, r *http.Request) {
+	b, err := a.resource(r.Context(), r.PathValue("repo"), r.PathValue("type"), r.PathValue("tag"))
+	if err != nil {
+		apiFail(w, statusFor(err), "resource_unavailable", err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	_, _ = w.Write(b)
+	clear(b)
 }

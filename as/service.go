@@ -294,29 +294,50 @@ func (s *Service) attestation(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "bad_evidence", "the request says tee %q but the evidence is %q", req.TEE, ev.TEE)
 		return
 	}
-	ev.RuntimeData = nil // the request's runtime data is what is bound
-	o := s.cfg.Verify
-	o.ReportData = rd
-	o.Reference = nil // appraisal, not verification, judges reference values
-	o.AllowDebug = true
-	claims, err := s.verifier.Verify(r.Context(), ev, o)
-	if err != nil {
+	tok, app, err := s.Issue(r.Context(), ev, rd, structured, req.Nonce)
+	switch {
+	case errors.Is(err, attest.ErrVerification):
 		s.metrics.verdict("refused")
 		s.log.Info("evidence refused", "tee", ev.TEE, "error", err)
 		fail(w, http.StatusForbidden, "verification_failed", "%v", err)
 		return
-	}
-	app, err := s.appraise(r.Context(), claims)
-	if err != nil {
-		fail(w, http.StatusInternalServerError, "appraisal_failed", "%v", err)
+	case errors.Is(err, errBadKey):
+		fail(w, http.StatusBadRequest, "bad_runtime_data", "%v", err)
 		return
+	case err != nil:
+		fail(w, http.StatusInternalServerError, "internal", "%v", err)
+		return
+	}
+	s.metrics.verdict(app.Status)
+	respond(w, http.StatusOK, map[string]string{"token": tok, "status": app.Status})
+}
+
+var errBadKey = errors.New("runtime_data.structured.tee-pubkey is not a valid JWK")
+
+// Issue verifies evidence whose REPORT_DATA must be reportData (nil: not
+// checked), appraises it and signs a token carrying nonce and, when the
+// structured runtime data has one, the TEE's public key. Verification
+// failures wrap attest.ErrVerification.
+func (s *Service) Issue(ctx context.Context, ev *tee.Evidence, reportData []byte, structured map[string]any, nonce string) (string, *token.Appraisal, error) {
+	e := *ev
+	e.RuntimeData = nil // the caller's runtime data is what is bound
+	o := s.cfg.Verify
+	o.ReportData = reportData
+	o.Reference = nil // appraisal, not verification, judges reference values
+	o.AllowDebug = true
+	claims, err := s.verifier.Verify(ctx, &e, o)
+	if err != nil {
+		return "", nil, err
+	}
+	app, err := s.appraise(ctx, claims)
+	if err != nil {
+		return "", nil, err
 	}
 	if structured != nil {
 		app.Policy.RuntimeData = structured
 		if k, ok := structured["tee-pubkey"].(map[string]any); ok {
 			if _, err := token.Thumbprint(k); err != nil {
-				fail(w, http.StatusBadRequest, "bad_runtime_data", "runtime_data.structured.tee-pubkey is not a valid JWK: %v", err)
-				return
+				return "", nil, fmt.Errorf("%w: %v", errBadKey, err)
 			}
 			app.KeyAttestation = &token.KeyAttestation{PublicKey: k}
 		}
@@ -324,17 +345,15 @@ func (s *Service) attestation(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	ear := &token.EAR{
 		Profile: token.Profile, IssuedAt: now.Unix(), Expiry: now.Add(s.cfg.Signer.TTL()).Unix(),
-		Issuer: s.cfg.Issuer, Nonce: req.Nonce,
+		Issuer: s.cfg.Issuer, Nonce: nonce,
 		VerifierID: token.VerifierID{Developer: "cocoon", Build: s.cfg.Version},
 		Submods:    map[string]token.Appraisal{"cpu0": *app},
 	}
-	jwt, err := s.cfg.Signer.Sign(ear)
+	tok, err := s.cfg.Signer.Sign(ear)
 	if err != nil {
-		fail(w, http.StatusInternalServerError, "signing_failed", "%v", err)
-		return
+		return "", nil, err
 	}
-	s.metrics.verdict(app.Status)
-	respond(w, http.StatusOK, map[string]string{"token": jwt, "status": app.Status})
+	return tok, app, nil
 }
 
 // appraisalKey is what an appraisal depends on: the claims without the

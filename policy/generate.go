@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"os"
@@ -14,6 +15,12 @@ import (
 	"cocoon.dev/cocoon/image"
 	"cocoon.dev/cocoon/pod"
 	"cocoon.dev/cocoon/resolve"
+)
+
+// Pod annotations that name the pod's key broker.
+const (
+	AnnotationKBS   = "cocoon.dev/kbs"
+	AnnotationKBSCA = "cocoon.dev/kbs-ca" // PEM, base64
 )
 
 // GenerateOptions configure Generate.
@@ -48,6 +55,19 @@ func Generate(ctx context.Context, p *pod.Pod, o GenerateOptions) (*Policy, erro
 		FrameworkVersion: FrameworkVersion, Debug: o.Debug,
 		Sandbox:    Sandbox{Name: p.Name, Hostname: p.Hostname, Volumes: []Volume{}},
 		Containers: map[string]*Container{}, Images: imgs,
+	}
+	if u := p.Annotations[AnnotationKBS]; u != "" {
+		if !strings.HasPrefix(u, "https://") {
+			return nil, fmt.Errorf("annotation %s = %q: the key broker must be an https:// URL", AnnotationKBS, u)
+		}
+		pol.KBS = &KBS{URL: u}
+		if ca := p.Annotations[AnnotationKBSCA]; ca != "" {
+			b, err := base64.StdEncoding.DecodeString(ca)
+			if err != nil {
+				return nil, fmt.Errorf("annotation %s: not base64: %w", AnnotationKBSCA, err)
+			}
+			pol.KBS.CA = string(b)
+		}
 	}
 	for _, v := range p.Volumes {
 		pol.Sandbox.Volumes = append(pol.Sandbox.Volumes, Volume{Name: v.GetName(), SizeLimitBytes: v.GetSizeLimitBytes()})

@@ -32,6 +32,16 @@ type Policy struct {
 	Containers map[string]*Container `json:"containers"`
 	// Images are the allowed image references and their digests.
 	Images map[string]Image `json:"images"`
+	// KBS is the key broker the agent fetches resources from, so the host
+	// cannot point it at another one.
+	KBS *KBS `json:"kbs,omitempty"`
+}
+
+// KBS names a key broker and the CA its TLS certificate must chain to.
+type KBS struct {
+	URL string `json:"url"`
+	// CA is PEM; empty means the system roots.
+	CA string `json:"ca,omitempty"`
 }
 
 // Sandbox is the pod-level part.

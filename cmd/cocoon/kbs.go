@@ -1,0 +1,350 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/spf13/cobra"
+
+	"cocoon.dev/cocoon/as"
+	"cocoon.dev/cocoon/attest"
+	"cocoon.dev/cocoon/kbs"
+	"cocoon.dev/cocoon/kbs/client"
+	"cocoon.dev/cocoon/tee/sim"
+	"cocoon.dev/cocoon/token"
+)
+
+type kbsAdminFlags struct {
+	state, url, adminKey, ca string
+}
+
+func (f *kbsAdminFlags) add(c *cobra.Command) {
+	c.Flags().StringVar(&f.state, "state", "", "the broker's state directory (URL, admin key and CA from it)")
+	c.Flags().StringVar(&f.url, "kbs", "", "broker URL (without --state)")
+	c.Flags().StringVar(&f.adminKey, "admin-key", "", "admin key file (without --state)")
+	c.Flags().StringVar(&f.ca, "ca", "", "CA certificate of the broker (without --state)")
+}
+
+func (f *kbsAdminFlags) admin() (*client.Admin, error) {
+	url, keyPath, caPath := f.url, f.adminKey, f.ca
+	if f.state != "" {
+		cfg, err := kbs.LoadConfig(f.state)
+		if err != nil {
+			return nil, err
+		}
+		if url == "" {
+			url = cfg.URL
+		}
+		if keyPath == "" {
+			keyPath = filepath.Join(f.state, kbs.FileAdminKey)
+		}
+		if caPath == "" {
+			caPath = filepath.Join(f.state, kbs.FileCA)
+		}
+	}
+	if url == "" || keyPath == "" {
+		return nil, errors.New("give --state DIR, or --kbs URL with --admin-key FILE (and --ca FILE)")
+	}
+	key, err := kbs.LoadAdminKey(keyPath)
+	if err != nil {
+		return nil, err
+	}
+	var ca []byte
+	if caPath != "" {
+		if ca, err = os.ReadFile(caPath); err != nil {
+			return nil, err
+		}
+	}
+	hc, err := client.HTTPClient(ca, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &client.Admin{URL: url, HTTP: hc, Key: key}, nil
+}
+
+func newKBSCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "kbs",
+		Short: "The key broker: release secrets only to attested workloads",
+		Long: `The key broker speaks the Confidential Containers KBS protocol (v0.4.0). It
+releases a resource only to a workload whose attestation satisfies the release
+policy, encrypted to a key that exists only inside the workload's TEE.
+
+  cocoon kbs init --state DIR                       keys, TLS certificate, master key
+  cocoon kbs serve --state DIR --listen ADDR        serve (HTTPS)
+  cocoon kbs put kbs:///repo/type/tag FILE --state DIR
+  cocoon kbs get|rm kbs:///repo/type/tag --state DIR
+  cocoon kbs ls --state DIR
+  cocoon kbs policy get|set [FILE] --state DIR`,
+	}
+	var listen string
+	initCmd := &cobra.Command{
+		Use:   "init --state DIR [--listen ADDR]",
+		Short: "Create a broker's keys, TLS certificate and master key",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			state, _ := cmd.Flags().GetString("state")
+			if state == "" {
+				return errors.New("--state DIR is required")
+			}
+			cfg, err := kbs.Init(state, listen)
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				return printJSON(cmd.OutOrStdout(), cfg)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "key broker state in %s (URL %s); keep %s and %s secret\n", state, cfg.URL, kbs.FileAdminKey, kbs.FileMasterKey)
+			return nil
+		},
+	}
+	initCmd.Flags().String("state", "", "state directory to create")
+	initCmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8443", "the address the broker will serve on (for its certificate and URL)")
+
+	var (
+		state, asURL, simRoots string
+		allowSim, offline      bool
+	)
+	serve := &cobra.Command{
+		Use:   "serve --state DIR --listen ADDR [--allow-sim] [--as URL]",
+		Short: "Serve the key broker (HTTPS)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return serveKBS(cmd, g, state, listen, asURL, simRoots, allowSim, offline)
+		},
+	}
+	serve.Flags().StringVar(&state, "state", "", "state directory (from cocoon kbs init)")
+	serve.Flags().StringVar(&listen, "listen", "127.0.0.1:8443", "address to listen on")
+	serve.Flags().BoolVar(&allowSim, "allow-sim", false, "accept the simulated TEE (INSECURE: development and demos only)")
+	serve.Flags().StringVar(&asURL, "as", "", "also accept tokens from this attestation service (passport mode)")
+	serve.Flags().StringVar(&simRoots, "sim-roots", "", "the simulated TEE's roots (default: SIM_STATE/roots.pem)")
+	serve.Flags().BoolVar(&offline, "offline", false, "no AMD KDS / Intel PCS fetches and no CRL checks")
+
+	af := &kbsAdminFlags{}
+	put := &cobra.Command{
+		Use: "put kbs:///repo/type/tag FILE", Short: "Store a resource (FILE - reads standard input)", Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, t, tag, err := kbs.ParseURI(args[0])
+			if err != nil {
+				return err
+			}
+			var data []byte
+			if args[1] == "-" {
+				data, err = io.ReadAll(io.LimitReader(os.Stdin, 16<<20))
+			} else {
+				data, err = os.ReadFile(args[1])
+			}
+			if err != nil {
+				return err
+			}
+			a, err := af.admin()
+			if err != nil {
+				return err
+			}
+			defer clear(data)
+			return a.Put(cmd.Context(), r+"/"+t+"/"+tag, data)
+		},
+	}
+	get := &cobra.Command{
+		Use: "get kbs:///repo/type/tag", Short: "Print a resource (admin)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, t, tag, err := kbs.ParseURI(args[0])
+			if err != nil {
+				return err
+			}
+			a, err := af.admin()
+			if err != nil {
+				return err
+			}
+			b, err := a.Get(cmd.Context(), r+"/"+t+"/"+tag)
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(b)
+			return err
+		},
+	}
+	rm := &cobra.Command{
+		Use: "rm kbs:///repo/type/tag", Short: "Delete a resource", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, t, tag, err := kbs.ParseURI(args[0])
+			if err != nil {
+				return err
+			}
+			a, err := af.admin()
+			if err != nil {
+				return err
+			}
+			return a.Delete(cmd.Context(), r+"/"+t+"/"+tag)
+		},
+	}
+	ls := &cobra.Command{
+		Use: "ls", Short: "List resources", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			a, err := af.admin()
+			if err != nil {
+				return err
+			}
+			list, err := a.List(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				return printJSON(cmd.OutOrStdout(), list)
+			}
+			for _, p := range list {
+				fmt.Fprintln(cmd.OutOrStdout(), "kbs:///"+p)
+			}
+			return nil
+		},
+	}
+	pol := &cobra.Command{Use: "policy", Short: "Get or set the release policy (Rego)"}
+	pget := &cobra.Command{
+		Use: "get", Short: "Print the release policy", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			a, err := af.admin()
+			if err != nil {
+				return err
+			}
+			p, err := a.Policy(cmd.Context())
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(cmd.OutOrStdout(), p)
+			return nil
+		},
+	}
+	pset := &cobra.Command{
+		Use: "set FILE", Short: "Set the release policy (package policy; data.policy.allow; input = token claims; data.resource = the path)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			a, err := af.admin()
+			if err != nil {
+				return err
+			}
+			return a.SetPolicy(cmd.Context(), b)
+		},
+	}
+	for _, c := range []*cobra.Command{put, get, rm, ls, pget, pset} {
+		af.add(c)
+	}
+	pol.AddCommand(pget, pset)
+	cmd.AddCommand(initCmd, serve, put, get, rm, ls, pol)
+	return cmd
+}
+
+func masterKey(state string) ([]byte, error) {
+	if v := os.Getenv("COCOON_KBS_MASTER_KEY"); v != "" {
+		k, err := hex.DecodeString(strings.TrimSpace(v))
+		if err != nil || len(k) != 32 {
+			return nil, errors.New("COCOON_KBS_MASTER_KEY must be 64 hex digits")
+		}
+		return k, nil
+	}
+	return os.ReadFile(filepath.Join(state, kbs.FileMasterKey))
+}
+
+func serveKBS(cmd *cobra.Command, g *globals, state, listen, asURL, simRoots string, allowSim, offline bool) error {
+	if state == "" {
+		return errors.New("--state DIR is required (create it with cocoon kbs init)")
+	}
+	if _, err := kbs.LoadConfig(state); err != nil {
+		return err
+	}
+	mk, err := masterKey(state)
+	if err != nil {
+		return fmt.Errorf("master key: %w", err)
+	}
+	store, err := kbs.OpenBoltStore(filepath.Join(state, kbs.FileStore), mk)
+	clear(mk)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	signer, err := token.NewSigner(filepath.Join(state, kbs.FileTokenKeys), jose.ES256, 5*time.Minute)
+	if err != nil {
+		return err
+	}
+	pub, err := kbs.LoadAdminPub(filepath.Join(state, kbs.FileAdminPub))
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), nil))
+	vo := attest.Options{Offline: offline, CacheDir: filepath.Join(state, "cache")}
+	if allowSim {
+		p := simRoots
+		if p == "" {
+			p = filepath.Join(g.sim(), sim.FileRoots)
+		}
+		if vo.SimRoots, err = os.ReadFile(p); err != nil {
+			return fmt.Errorf("--allow-sim: the simulated TEE's roots: %w", err)
+		}
+		vo.TrustSim = true
+	}
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	svc, err := as.New(ctx, as.Config{Signer: signer, Issuer: "cocoon-kbs", Verify: vo, Version: Version, Logger: log})
+	if err != nil {
+		return err
+	}
+	auditF, err := os.OpenFile(filepath.Join(state, kbs.FileAudit), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer auditF.Close()
+	cfg := kbs.Config{Store: store, Attestation: svc, Signer: signer, AdminKey: pub, AllowSim: allowSim, Audit: auditF, Logger: log,
+		OnPolicyChange: func(text string) error {
+			return os.WriteFile(filepath.Join(state, kbs.FilePolicy), []byte(text), 0o600)
+		}}
+	if b, err := os.ReadFile(filepath.Join(state, kbs.FilePolicy)); err == nil {
+		cfg.ReleasePolicy = string(b)
+	}
+	if asURL != "" {
+		ks, err := token.LoadKeySet(ctx, strings.TrimRight(asURL, "/")+"/.well-known/jwks.json", nil)
+		if err != nil {
+			return err
+		}
+		cfg.TrustedJWKS = append(cfg.TrustedJWKS, ks)
+	}
+	srv, err := kbs.NewServer(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(sctx)
+	}()
+	fmt.Fprintf(cmd.ErrOrStderr(), "cocoon kbs: serving on https://%s", l.Addr())
+	if allowSim {
+		fmt.Fprint(cmd.ErrOrStderr(), "; --allow-sim: RELEASING SECRETS TO THE SIMULATED TEE (INSECURE, development only)")
+	}
+	fmt.Fprintln(cmd.ErrOrStderr())
+	err = hs.ServeTLS(l, filepath.Join(state, kbs.FileTLSCert), filepath.Join(state, kbs.FileTLSKey))
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}

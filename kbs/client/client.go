@@ -1,0 +1,222 @@
+// Package client is the KBS protocol client (RCAR: request, challenge,
+// attestation, response) that runs inside the TEE: it makes an ephemeral key
+// pair, binds its public key and the broker's nonce into fresh evidence, and
+// decrypts the resource the broker encrypts to that key. It also has the
+// admin calls the CLI uses.
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"strings"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+
+	"cocoon.dev/cocoon/kbs"
+	"cocoon.dev/cocoon/tee"
+)
+
+// HTTPClient returns an HTTP client that trusts only caPEM (nil: the
+// system roots) over transport (nil: the default).
+func HTTPClient(caPEM []byte, transport *http.Transport) (*http.Client, error) {
+	if transport == nil {
+		transport = http.DefaultTransport.(*http.Transport).Clone()
+	} else {
+		transport = transport.Clone()
+	}
+	if caPEM != nil {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(caPEM) {
+			return nil, errors.New("the key broker CA is not a PEM certificate")
+		}
+		transport.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return &http.Client{Transport: transport, Timeout: 30 * time.Second}, nil
+}
+
+// Client gets resources from a broker for the TEE it runs in.
+type Client struct {
+	URL      string
+	HTTP     *http.Client
+	Attester tee.Attester
+}
+
+func readErr(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var e kbs.Error
+	if json.Unmarshal(b, &e) == nil && e.Type != "" {
+		return fmt.Errorf("key broker: %s (%s): %s", resp.Status, e.Type, e.Detail)
+	}
+	return fmt.Errorf("key broker: %s: %s", resp.Status, bytes.TrimSpace(b))
+}
+
+// Resource runs the protocol and returns the plaintext of repo/type/tag.
+func (c *Client) Resource(ctx context.Context, repo, typ, tag string) ([]byte, error) {
+	if _, err := kbs.ResourcePath(repo, typ, tag); err != nil {
+		return nil, err
+	}
+	if c.Attester == nil {
+		return nil, errors.New("no TEE attester: resources are released only to attested TEEs")
+	}
+	jar, _ := cookiejar.New(nil)
+	hc := *c.HTTP
+	hc.Jar = jar
+	base := strings.TrimRight(c.URL, "/")
+	post := func(path string, body any, out any) error {
+		b, _ := json.Marshal(body)
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, bytes.NewReader(b))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := hc.Do(req)
+		if err != nil {
+			return fmt.Errorf("key broker %s: %w", base, err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return readErr(resp)
+		}
+		return json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out)
+	}
+	var ch kbs.Challenge
+	if err := post("/kbs/v0/auth", kbs.AuthRequest{Version: kbs.ProtocolVersion, TEE: string(c.Attester.Kind()), ExtraParams: ""}, &ch); err != nil {
+		return nil, err
+	}
+	// The ephemeral key exists only in this process, inside the TEE.
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	pubJSON, _ := jose.JSONWebKey{Key: &priv.PublicKey}.MarshalJSON()
+	var pub map[string]any
+	_ = json.Unmarshal(pubJSON, &pub)
+	rd := kbs.RuntimeData{Nonce: ch.Nonce, TEEPubKey: pub}
+	canon, err := tee.CanonicalJSON(map[string]any{"nonce": rd.Nonce, "tee-pubkey": rd.TEEPubKey})
+	if err != nil {
+		return nil, err
+	}
+	ev, err := c.Attester.Evidence(ctx, tee.ReportData(canon))
+	if err != nil {
+		return nil, err
+	}
+	evJSON, _ := json.Marshal(ev)
+	var tokResp map[string]string
+	if err := post("/kbs/v0/attest", map[string]any{"runtime-data": rd, "tee-evidence": json.RawMessage(evJSON)}, &tokResp); err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/kbs/v0/resource/"+repo+"/"+typ+"/"+tag, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("key broker %s: %w", base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, readErr(resp)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, err
+	}
+	return Decrypt(body, priv)
+}
+
+// Decrypt opens a JWE (flattened or compact) with the private key.
+func Decrypt(jwe []byte, key any) ([]byte, error) {
+	obj, err := jose.ParseEncrypted(string(jwe), []jose.KeyAlgorithm{jose.ECDH_ES_A256KW, jose.RSA_OAEP_256}, []jose.ContentEncryption{jose.A256GCM})
+	if err != nil {
+		return nil, fmt.Errorf("resource: not a JWE: %w", err)
+	}
+	pt, err := obj.Decrypt(key)
+	if err != nil {
+		return nil, fmt.Errorf("resource: decrypt: %w", err)
+	}
+	return pt, nil
+}
+
+// Admin calls the broker's admin API with JWTs signed by the admin key.
+type Admin struct {
+	URL  string
+	HTTP *http.Client
+	Key  ed25519.PrivateKey
+}
+
+func (a *Admin) do(ctx context.Context, method, path string, body []byte) ([]byte, error) {
+	tok, err := kbs.AdminToken(a.Key)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(a.URL, "/")+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := a.HTTP.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("key broker %s: %w", a.URL, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, readErr(resp)
+	}
+	return io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+}
+
+// Put stores a resource.
+func (a *Admin) Put(ctx context.Context, path string, data []byte) error {
+	_, err := a.do(ctx, http.MethodPost, "/kbs/v0/resource/"+path, data)
+	return err
+}
+
+// Get reads a resource (admin).
+func (a *Admin) Get(ctx context.Context, path string) ([]byte, error) {
+	return a.do(ctx, http.MethodGet, "/kbs/v0/admin/resource/"+path, nil)
+}
+
+// Delete removes a resource.
+func (a *Admin) Delete(ctx context.Context, path string) error {
+	_, err := a.do(ctx, http.MethodDelete, "/kbs/v0/resource/"+path, nil)
+	return err
+}
+
+// List lists resources.
+func (a *Admin) List(ctx context.Context) ([]string, error) {
+	b, err := a.do(ctx, http.MethodGet, "/kbs/v0/admin/resources", nil)
+	if err != nil {
+		return nil, err
+	}
+	var out struct {
+		Resources []string `json:"resources"`
+	}
+	return out.Resources, json.Unmarshal(b, &out)
+}
+
+// Policy reads the release policy.
+func (a *Admin) Policy(ctx context.Context) (string, error) {
+	b, err := a.do(ctx, http.MethodGet, "/kbs/v0/resource-policy", nil)
+	return string(b), err
+}
+
+// SetPolicy sets the release policy.
+func (a *Admin) SetPolicy(ctx context.Context, rego []byte) error {
+	body, _ := json.Marshal(map[string]string{"policy": base64.RawURLEncoding.EncodeToString(rego)})
+	_, err := a.do(ctx, http.MethodPost, "/kbs/v0/resource-policy", body)
+	return err
+}
