@@ -91,11 +91,7 @@ contraindicated according to the reference values (docs/attestation-service.md).
 				Verify: attest.Options{Offline: offline, CacheDir: filepath.Join(state, "cache")},
 				Logger: slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), nil))}
 			if trustSim {
-				p := simRoots
-				if p == "" {
-					p = filepath.Join(g.sim(), sim.FileRoots)
-				}
-				if cfg.Verify.SimRoots, err = os.ReadFile(p); err != nil {
+				if cfg.Verify.SimRoots, err = simRootsFor(g, simRoots); err != nil {
 					return fmt.Errorf("--trust-sim: %w", err)
 				}
 				cfg.Verify.TrustSim = true
@@ -269,4 +265,18 @@ token can still say "contraindicated": read ear.status.`,
 	verify.Flags().StringVar(&nonce, "nonce", "", "required eat_nonce")
 	cmd.AddCommand(verify)
 	return cmd
+}
+
+// simRootsFor reads the simulated TEE's roots from path, or from this
+// machine's simulated secure processor (created if it does not exist yet,
+// so a service can start before the first sandbox).
+func simRootsFor(g *globals, path string) ([]byte, error) {
+	if path != "" {
+		return os.ReadFile(path)
+	}
+	a, err := sim.LoadOrCreate(g.sim())
+	if err != nil {
+		return nil, err
+	}
+	return a.RootsPEM(), nil
 }

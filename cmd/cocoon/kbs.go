@@ -23,7 +23,6 @@ import (
 	"cocoon.dev/cocoon/attest"
 	"cocoon.dev/cocoon/kbs"
 	"cocoon.dev/cocoon/kbs/client"
-	"cocoon.dev/cocoon/tee/sim"
 	"cocoon.dev/cocoon/token"
 )
 
@@ -288,12 +287,8 @@ func serveKBS(cmd *cobra.Command, g *globals, state, listen, asURL, simRoots str
 	log := slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), nil))
 	vo := attest.Options{Offline: offline, CacheDir: filepath.Join(state, "cache")}
 	if allowSim {
-		p := simRoots
-		if p == "" {
-			p = filepath.Join(g.sim(), sim.FileRoots)
-		}
-		if vo.SimRoots, err = os.ReadFile(p); err != nil {
-			return fmt.Errorf("--allow-sim: the simulated TEE's roots: %w", err)
+		if vo.SimRoots, err = simRootsFor(g, simRoots); err != nil {
+			return fmt.Errorf("--allow-sim: %w", err)
 		}
 		vo.TrustSim = true
 	}

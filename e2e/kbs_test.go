@@ -1,0 +1,174 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+type kbsProc struct {
+	state, addr string
+	cmd         *exec.Cmd
+}
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startKBS inits (once per state) and serves a key broker.
+func (x *h) startKBS(state, addr string, args ...string) *kbsProc {
+	x.t.Helper()
+	if _, err := os.Stat(filepath.Join(state, "kbs.json")); err != nil {
+		x.mustRun(0, "kbs", "init", "--state", state, "--listen", addr)
+	}
+	cmd := exec.Command(filepath.Join(env.bin, "cocoon"), append([]string{"--root", x.root, "kbs", "serve", "--state", state, "--listen", addr}, args...)...)
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		x.t.Fatal(err)
+	}
+	x.t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "serving on") {
+				ready <- true
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(20 * time.Second):
+		x.t.Fatal("cocoon kbs serve did not start")
+	}
+	return &kbsProc{state: state, addr: addr, cmd: cmd}
+}
+
+func secretPod(name, image, ca, addr, command string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: %s
+  annotations:
+    cocoon.dev/kbs: https://%s
+    cocoon.dev/kbs-ca: %s
+spec:
+  restartPolicy: Never
+  containers:
+  - name: app
+    image: %s
+    command: ["sh", "-c", %q]
+`, name, addr, ca, image, command)
+}
+
+// TestSecretReleasedIntoPod: a container gets a secret from a running key
+// broker through the in-pod API; a release policy pinning the pod's policy
+// hash refuses another workload, and the audit log says why.
+func TestSecretReleasedIntoPod(t *testing.T) {
+	x := newH(t)
+	state, addr := filepath.Join(t.TempDir(), "kbs"), freeAddr(t)
+	x.startKBS(state, addr, "--allow-sim")
+	secret := filepath.Join(t.TempDir(), "s")
+	os.WriteFile(secret, []byte("the-db-password"), 0o600)
+	x.mustRun(0, "kbs", "put", "kbs:///app/db/password", secret, "--state", state)
+	ca, _ := os.ReadFile(filepath.Join(state, "ca.pem"))
+	caB64 := base64.StdEncoding.EncodeToString(ca)
+	get := "echo secret=$(wget -qO- http://127.0.0.1:8006/cdh/resource/app/db/password)"
+	p := x.pod(secretPod("secret", env.busybox, caB64, addr, get))
+	x.mustRun(0, "policy", "generate", p)
+	out, errs := x.mustRun(0, "run", p)
+	if !strings.Contains(out, "secret=the-db-password") {
+		t.Fatalf("stdout %q stderr %q", out, errs)
+	}
+	// Pin the release to this pod's policy hash.
+	hash := policyHash(t, p)
+	pol := filepath.Join(t.TempDir(), "pol.rego")
+	os.WriteFile(pol, []byte(`package policy
+import rego.v1
+default allow := false
+hd := input.submods.cpu0["ear.veraison.annotated-evidence"].host_data
+allow if hd == "`+hash+`"
+reasons contains sprintf("host_data %s is not the pinned workload", [hd]) if not allow
+`), 0o644)
+	x.mustRun(0, "kbs", "policy", "set", pol, "--state", state)
+	x.mustRun(0, "rm", "secret")
+	out, _ = x.mustRun(0, "run", p)
+	if !strings.Contains(out, "secret=the-db-password") {
+		t.Errorf("pinned workload: %s", out)
+	}
+	// Another workload (another command, so another policy) gets nothing.
+	p2 := x.pod(secretPod("other", env.busybox, caB64, addr, get+" ; echo done"))
+	x.mustRun(0, "policy", "generate", p2)
+	out, _ = x.mustRun(0, "run", p2)
+	if strings.Contains(out, "the-db-password") || !strings.Contains(out, "secret=") {
+		t.Errorf("other workload: %s", out)
+	}
+	audit, _ := os.ReadFile(filepath.Join(state, "audit.log"))
+	if !strings.Contains(string(audit), "is not the pinned workload") || strings.Contains(string(audit), "the-db-password") {
+		t.Errorf("audit log:\n%s", audit)
+	}
+	// The broker's own listing and admin get.
+	ls, _ := x.mustRun(0, "kbs", "ls", "--state", state)
+	if !strings.Contains(ls, "kbs:///app/db/password") {
+		t.Errorf("ls: %s", ls)
+	}
+}
+
+func policyHash(t *testing.T, pod string) string {
+	b, _ := os.ReadFile(pod)
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "cocoon.dev/policy-hash: "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatal("no policy hash annotation")
+	return ""
+}
+
+// TestKBSDurability: kill -9 right after acknowledged puts; after a
+// restart every acknowledged resource is there.
+func TestKBSDurability(t *testing.T) {
+	x := newH(t)
+	state, addr := filepath.Join(t.TempDir(), "kbs"), freeAddr(t)
+	k := x.startKBS(state, addr)
+	f := filepath.Join(t.TempDir(), "v")
+	const n = 30
+	for i := 0; i < n; i++ {
+		os.WriteFile(f, []byte(fmt.Sprintf("value-%d", i)), 0o600)
+		x.mustRun(0, "kbs", "put", fmt.Sprintf("kbs:///dur/k/v%d", i), f, "--state", state)
+	}
+	k.cmd.Process.Signal(syscall.SIGKILL)
+	k.cmd.Wait()
+	x.startKBS(state, addr)
+	for i := 0; i < n; i++ {
+		out, _ := x.mustRun(0, "kbs", "get", fmt.Sprintf("kbs:///dur/k/v%d", i), "--state", state)
+		if out != fmt.Sprintf("value-%d", i) {
+			t.Errorf("v%d after kill -9: %q", i, out)
+		}
+	}
+	// The store on disk holds no plaintext.
+	db, _ := os.ReadFile(filepath.Join(state, "resources.db"))
+	if strings.Contains(string(db), "value-1") {
+		t.Error("the store holds plaintext")
+	}
+	// Admin with a wrong key is refused.
+	other := filepath.Join(t.TempDir(), "other")
+	x.mustRun(0, "kbs", "init", "--state", other, "--listen", addr)
+	_, errs := x.mustRun(1, "kbs", "ls", "--kbs", "https://"+addr, "--admin-key", filepath.Join(other, "admin.key"), "--ca", filepath.Join(state, "ca.pem"))
+	if !strings.Contains(errs, "401") {
+		t.Errorf("wrong admin key: %s", errs)
+	}
+}
