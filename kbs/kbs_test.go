@@ -449,3 +449,15 @@ func FuzzResourcePath(f *testing.F) {
 		}
 	})
 }
+
+// attestToken runs auth + attest and returns the token.
+func attestToken(tb testing.TB, f *fixture) string {
+	t := &testing.T{}
+	p := newProtocol(t, f)
+	n := p.auth()
+	code, m := p.post("/kbs/v0/attest", p.attestBody(n, p.pub(), p.pub(), false))
+	if code != 200 {
+		tb.Fatalf("attest: %d %v", code, m)
+	}
+	return m["token"].(string)
+}

@@ -60,6 +60,29 @@ type Server struct {
 
 	mu     sync.RWMutex
 	policy *releasePolicy
+
+	// verified caches tokens already verified, until they expire, and
+	// decisions already made for a token and a resource under the current
+	// policy (the release policy is a pure function of both).
+	tokMu     sync.Mutex
+	verified  map[string]verifiedToken
+	decisions map[decisionKey]decision
+}
+
+type decisionKey struct {
+	policy *releasePolicy
+	token  string
+	path   string
+}
+
+type decision struct {
+	allow   bool
+	reasons []string
+}
+
+type verifiedToken struct {
+	claims map[string]any
+	ear    *token.EAR
 }
 
 // NewServer prepares a broker.
@@ -284,6 +307,7 @@ func (s *Server) attest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.sessions.setToken(c.Value, tok)
+	s.remember(tok)
 	s.audit(auditLine{Event: "attest", Verdict: app.Status, TEE: string(ev.TEE), Measurement: app.Evidence.Measurement, HostData: app.Evidence.HostData})
 	respond(w, http.StatusOK, map[string]string{"token": tok})
 }
@@ -318,18 +342,24 @@ func ParseURI(uri string) (string, string, string, error) {
 
 // claimsOf finds the caller's verified token: the session's, or a bearer
 // token signed by the broker or a trusted attestation service.
-func (s *Server) claimsOf(r *http.Request) (map[string]any, *token.EAR, error) {
+func (s *Server) claimsOf(r *http.Request) (map[string]any, *token.EAR, string, error) {
 	raw := ""
 	if b, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
 		raw = b
 	} else if c, err := r.Cookie("kbs-session-id"); err == nil {
 		raw, err = s.sessions.token(c.Value)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, "", err
 		}
 	} else {
-		return nil, nil, errors.New("no session cookie or bearer token: attest first (POST /kbs/v0/auth, /kbs/v0/attest)")
+		return nil, nil, "", errors.New("no session cookie or bearer token: attest first (POST /kbs/v0/auth, /kbs/v0/attest)")
 	}
+	s.tokMu.Lock()
+	if v, ok := s.verified[raw]; ok && time.Now().Before(time.Unix(v.ear.Expiry, 0)) {
+		s.tokMu.Unlock()
+		return v.claims, v.ear, raw, nil
+	}
+	s.tokMu.Unlock()
 	sets := append([]*jose.JSONWebKeySet{}, s.cfg.TrustedJWKS...)
 	own := s.cfg.Signer.JWKS()
 	sets = append([]*jose.JSONWebKeySet{&own}, sets...)
@@ -342,11 +372,17 @@ func (s *Server) claimsOf(r *http.Request) (map[string]any, *token.EAR, error) {
 		}
 		payload, err := jwtPayload(raw)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, "", err
 		}
-		return payload, ear, nil
+		s.tokMu.Lock()
+		if s.verified == nil || len(s.verified) > 4096 {
+			s.verified = map[string]verifiedToken{}
+		}
+		s.verified[raw] = verifiedToken{claims: payload, ear: ear}
+		s.tokMu.Unlock()
+		return payload, ear, raw, nil
 	}
-	return nil, nil, fmt.Errorf("the token is not valid for this broker: %w", lastErr)
+	return nil, nil, "", fmt.Errorf("the token is not valid for this broker: %w", lastErr)
 }
 
 func jwtPayload(raw string) (map[string]any, error) {
@@ -369,7 +405,7 @@ func (s *Server) getResource(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "bad_path", "%v", err)
 		return
 	}
-	claims, ear, err := s.claimsOf(r)
+	claims, ear, raw, err := s.claimsOf(r)
 	if err != nil {
 		s.audit(auditLine{Event: "resource", Resource: path, Verdict: "refused", Reason: err.Error()})
 		fail(w, http.StatusUnauthorized, "unauthenticated", "%v", err)
@@ -383,7 +419,7 @@ func (s *Server) getResource(w http.ResponseWriter, r *http.Request) {
 	s.mu.RLock()
 	pol := s.policy
 	s.mu.RUnlock()
-	allow, reasons, err := pol.decide(r.Context(), claims, repo, typ, tag)
+	allow, reasons, err := s.decide(r.Context(), pol, raw, claims, repo, typ, tag)
 	if err != nil {
 		line.Verdict, line.Reason = "error", err.Error()
 		s.audit(line)
@@ -426,6 +462,48 @@ func (s *Server) getResource(w http.ResponseWriter, r *http.Request) {
 	s.audit(line)
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(jwe)
+}
+
+// remember caches a token this broker just signed as verified.
+func (s *Server) remember(tok string) {
+	payload, err := jwtPayload(tok)
+	if err != nil {
+		return
+	}
+	b, _ := json.Marshal(payload)
+	var ear token.EAR
+	if json.Unmarshal(b, &ear) != nil {
+		return
+	}
+	s.tokMu.Lock()
+	defer s.tokMu.Unlock()
+	if s.verified == nil || len(s.verified) > 4096 {
+		s.verified = map[string]verifiedToken{}
+	}
+	s.verified[tok] = verifiedToken{claims: payload, ear: &ear}
+}
+
+// decide evaluates the release policy, remembering the decision for this
+// token and resource under this policy.
+func (s *Server) decide(ctx context.Context, pol *releasePolicy, raw string, claims map[string]any, repo, typ, tag string) (bool, []string, error) {
+	k := decisionKey{pol, raw, repo + "/" + typ + "/" + tag}
+	s.tokMu.Lock()
+	d, ok := s.decisions[k]
+	s.tokMu.Unlock()
+	if ok {
+		return d.allow, d.reasons, nil
+	}
+	allow, reasons, err := pol.decide(ctx, claims, repo, typ, tag)
+	if err != nil {
+		return false, nil, err
+	}
+	s.tokMu.Lock()
+	if s.decisions == nil || len(s.decisions) > 4096 {
+		s.decisions = map[decisionKey]decision{}
+	}
+	s.decisions[k] = decision{allow, reasons}
+	s.tokMu.Unlock()
+	return allow, reasons, nil
 }
 
 // EncryptTo encrypts data to a public JWK as a flattened JWE (A256GCM;

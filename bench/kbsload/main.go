@@ -1,0 +1,247 @@
+// Command kbsload is a bounded load generator for `cocoon kbs serve` on
+// loopback with sim evidence (real signatures): (1) the full protocol —
+// attest with evidence bound to the session's nonce and the TEE key, then
+// one resource, decrypted; (2) resource fetches with an existing token.
+// It prints operations per second and p50/p99 latencies.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+
+	"cocoon.dev/cocoon/kbs/client"
+	"cocoon.dev/cocoon/tee"
+	"cocoon.dev/cocoon/tee/sim"
+)
+
+func main() {
+	bin := flag.String("cocoon", "bin/cocoon", "the cocoon binary")
+	n := flag.Int("n", 3000, "operations per phase (bound)")
+	maxTime := flag.Duration("time", 30*time.Second, "time bound per phase")
+	workers := flag.Int("c", 4, "concurrent clients")
+	flag.Parse()
+	if err := run(*bin, *n, *maxTime, *workers); err != nil {
+		fmt.Fprintln(os.Stderr, "kbsload:", err)
+		os.Exit(1)
+	}
+}
+
+type session struct {
+	hc   *http.Client
+	rd   map[string]any
+	body []byte
+	key  *ecdsa.PrivateKey
+}
+
+func run(bin string, n int, maxTime time.Duration, workers int) error {
+	work, err := os.MkdirTemp("", "kbsload")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	auth, err := sim.LoadOrCreate(filepath.Join(work, "sim"))
+	if err != nil {
+		return err
+	}
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := l.Addr().String()
+	l.Close()
+	state := filepath.Join(work, "kbs")
+	if out, err := exec.Command(bin, "kbs", "init", "--state", state, "--listen", addr).CombinedOutput(); err != nil {
+		return fmt.Errorf("init: %v %s", err, out)
+	}
+	cmd := exec.Command(bin, "kbs", "serve", "--state", state, "--listen", addr, "--allow-sim", "--offline",
+		"--sim-roots", filepath.Join(work, "sim", sim.FileRoots))
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), "serving on") {
+			break
+		}
+	}
+	go io.Copy(io.Discard, stderr)
+	put := exec.Command(bin, "kbs", "put", "kbs:///bench/key/k1", "-", "--state", state)
+	put.Stdin = strings.NewReader("a 32-byte secret for the bench..")
+	if out, err := put.CombinedOutput(); err != nil {
+		return fmt.Errorf("put: %v %s", err, out)
+	}
+	ca, _ := os.ReadFile(filepath.Join(state, "ca.pem"))
+	base, err := client.HTTPClient(ca, &http.Transport{MaxIdleConnsPerHost: workers * 4})
+	if err != nil {
+		return err
+	}
+	url := "https://" + addr
+	newSession := func() (*session, error) {
+		jar, _ := cookiejar.New(nil)
+		hc := *base
+		hc.Jar = jar
+		resp, err := hc.Post(url+"/kbs/v0/auth", "application/json", strings.NewReader(`{"version":"0.4.0","tee":"sim","extra-params":""}`))
+		if err != nil {
+			return nil, err
+		}
+		var ch struct{ Nonce string }
+		json.NewDecoder(resp.Body).Decode(&ch)
+		resp.Body.Close()
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		j, _ := jose.JSONWebKey{Key: &k.PublicKey}.MarshalJSON()
+		var pub map[string]any
+		json.Unmarshal(j, &pub)
+		rd := map[string]any{"nonce": ch.Nonce, "tee-pubkey": pub}
+		canon, _ := tee.CanonicalJSON(rd)
+		rep, err := auth.Report(sim.Launch{}, tee.ReportData(canon))
+		if err != nil {
+			return nil, err
+		}
+		ev, _ := json.Marshal(&tee.Evidence{TEE: tee.Sim, Report: rep, Certs: map[string][]byte{"vcek": auth.Vcek.Raw}})
+		body, _ := json.Marshal(map[string]any{"runtime-data": rd, "tee-evidence": json.RawMessage(ev)})
+		return &session{hc: &hc, rd: rd, body: body, key: k}, nil
+	}
+	attestAndGet := func(s *session, decrypt bool) (string, error) {
+		resp, err := s.hc.Post(url+"/kbs/v0/attest", "application/json", bytes.NewReader(s.body))
+		if err != nil {
+			return "", err
+		}
+		var t struct{ Token string }
+		json.NewDecoder(resp.Body).Decode(&t)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return "", fmt.Errorf("attest: %s", resp.Status)
+		}
+		key := s.key
+		if !decrypt {
+			key = nil
+		}
+		return t.Token, get(s.hc, url, "", key)
+	}
+	// Phase 1: full protocol. Sessions and evidence are made first (the
+	// attester's work, timed apart).
+	pstart := time.Now()
+	sessions := make([]*session, n)
+	for i := range sessions {
+		if sessions[i], err = newSession(); err != nil {
+			return err
+		}
+	}
+	prep := time.Since(pstart)
+	tokens := make([]string, n)
+	lat, elapsed, failed := load(n, workers, maxTime, func(i int) error {
+		// Every 100th response is decrypted by the client, as a check.
+		tok, err := attestAndGet(sessions[i], i%100 == 0)
+		tokens[i] = tok
+		return err
+	})
+	report("attest + 1 resource (broker throughput)", lat, elapsed, failed, workers, "target >= 800/s, p99 < 25ms")
+	fmt.Printf("  (auth + sim evidence for the %d sessions took %v apart: %.0f/s)\n", n, prep.Round(time.Millisecond), float64(n)/prep.Seconds())
+	// Phase 2: resources with an existing token (bearer).
+	tok, key := tokens[0], sessions[0].key
+	lat, elapsed, failed = load(n*3, workers, maxTime, func(i int) error {
+		// The client decrypts every 100th response (and the first): the
+		// figure is the broker's throughput, not the client's ECDH.
+		if i%100 == 0 {
+			return get(base, url, tok, key)
+		}
+		return get(base, url, tok, nil)
+	})
+	report("resource with an existing token (broker throughput)", lat, elapsed, failed, workers, "target >= 5000/s")
+	return nil
+}
+
+func get(hc *http.Client, url, bearer string, key *ecdsa.PrivateKey) error {
+	req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, url+"/kbs/v0/resource/bench/key/k1", nil)
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("resource: %s %s", resp.Status, b)
+	}
+	if key == nil {
+		if !bytes.Contains(b, []byte(`"ciphertext"`)) {
+			return fmt.Errorf("not a JWE")
+		}
+		return nil
+	}
+	pt, err := client.Decrypt(b, key)
+	if err != nil {
+		return err
+	}
+	if len(pt) != 32 {
+		return fmt.Errorf("resource of %d bytes", len(pt))
+	}
+	return nil
+}
+
+func load(n, workers int, maxTime time.Duration, op func(int) error) ([]time.Duration, time.Duration, int64) {
+	var next atomic.Int64
+	var failed atomic.Int64
+	var mu sync.Mutex
+	lat := make([]time.Duration, 0, n)
+	deadline := time.Now().Add(maxTime)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1)
+				if i > int64(n) || time.Now().After(deadline) {
+					return
+				}
+				t0 := time.Now()
+				if err := op(int(i - 1)); err != nil {
+					if failed.Add(1) == 1 {
+						fmt.Fprintln(os.Stderr, "first failure:", err)
+					}
+					continue
+				}
+				d := time.Since(t0)
+				mu.Lock()
+				lat = append(lat, d)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return lat, time.Since(start), failed.Load()
+}
+
+func report(what string, lat []time.Duration, elapsed time.Duration, failed int64, workers int, target string) {
+	if len(lat) == 0 {
+		fmt.Printf("%s: nothing succeeded\n", what)
+		return
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	fmt.Printf("%s: %d ok, %d failed, %.0f/s with %d clients; p50 %v, p99 %v (%s)\n", what, len(lat), failed,
+		float64(len(lat))/elapsed.Seconds(), workers, lat[len(lat)/2].Round(10*time.Microsecond), lat[len(lat)*99/100].Round(10*time.Microsecond), target)
+}
