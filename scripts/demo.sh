@@ -18,6 +18,20 @@ echo "==> bin/cocoon run --rm examples/hello/pod.policy.yaml" >&2
 echo "    (isolation: process — namespaces only; TEE: simulated, INSECURE; for development;" >&2
 echo "     the agent enforces the policy whose hash the simulated report carries)" >&2
 bin/cocoon run --rm examples/hello/pod.policy.yaml
+echo "==> key broker: a secret released only to the attested pod" >&2
+kbs_state="$COCOON_ROOT/demo-kbs"
+kbs_addr=127.0.0.1:18443
+[ -f "$kbs_state/kbs.json" ] || bin/cocoon kbs init --state "$kbs_state" --listen "$kbs_addr" >&2
+bin/cocoon kbs serve --state "$kbs_state" --listen "$kbs_addr" --allow-sim 2>"$COCOON_ROOT/demo-kbs.log" &
+kbs_pid=$!
+trap 'kill $kbs_pid 2>/dev/null || true' EXIT
+for _ in $(seq 50); do grep -q "serving on" "$COCOON_ROOT/demo-kbs.log" 2>/dev/null && break; sleep 0.1; done
+echo "    (the broker runs with --allow-sim: it trusts the simulated TEE, for this demo only)" >&2
+printf 'the-database-password' | bin/cocoon kbs put kbs:///demo/secret/greeting - --state "$kbs_state"
+bin/cocoon kbs annotate examples/secret/pod.yaml --state "$kbs_state" -f examples/secret/pod.kbs.yaml
+bin/cocoon policy generate examples/secret/pod.kbs.yaml >&2
+bin/cocoon rm -f secret >/dev/null 2>&1 || true
+bin/cocoon run --rm examples/secret/pod.kbs.yaml
 echo "==> attestation: evidence from a running sandbox, verified against the simulated TEE's root" >&2
 bin/cocoon run -d examples/hello/pod.policy.yaml >/dev/null
 nonce=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')

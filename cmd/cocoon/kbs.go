@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -23,6 +24,8 @@ import (
 	"cocoon.dev/cocoon/attest"
 	"cocoon.dev/cocoon/kbs"
 	"cocoon.dev/cocoon/kbs/client"
+	"cocoon.dev/cocoon/pod"
+	"cocoon.dev/cocoon/policy"
 	"cocoon.dev/cocoon/token"
 )
 
@@ -244,7 +247,46 @@ policy, encrypted to a key that exists only inside the workload's TEE.
 		af.add(c)
 	}
 	pol.AddCommand(pget, pset)
-	cmd.AddCommand(initCmd, serve, put, get, rm, ls, pol)
+	var annState, annOut string
+	annotate := &cobra.Command{
+		Use:   "annotate POD.yaml --state DIR [-f OUT]",
+		Short: "Name a broker in a pod spec (annotations cocoon.dev/kbs and cocoon.dev/kbs-ca)",
+		Long: `Write the broker's URL and CA certificate (from its state directory) into the
+pod's annotations, in place or to -f OUT. Generate the policy afterwards: it pins
+both, so the host cannot point the sandbox at another broker.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if annState == "" {
+				return errors.New("--state DIR is required")
+			}
+			cfg, err := kbs.LoadConfig(annState)
+			if err != nil {
+				return err
+			}
+			ca, err := os.ReadFile(filepath.Join(annState, kbs.FileCA))
+			if err != nil {
+				return err
+			}
+			y, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			out, err := pod.SetAnnotations(y, map[string]string{
+				policy.AnnotationKBS: cfg.URL, policy.AnnotationKBSCA: base64.StdEncoding.EncodeToString(ca),
+			}, []string{policy.AnnotationKBS, policy.AnnotationKBSCA})
+			if err != nil {
+				return err
+			}
+			dst := args[0]
+			if annOut != "" {
+				dst = annOut
+			}
+			return os.WriteFile(dst, out, 0o644)
+		},
+	}
+	annotate.Flags().StringVar(&annState, "state", "", "the broker's state directory")
+	annotate.Flags().StringVarP(&annOut, "out", "f", "", "write here instead of in place")
+	cmd.AddCommand(initCmd, serve, put, get, rm, ls, pol, annotate)
 	return cmd
 }
 
