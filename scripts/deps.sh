@@ -5,8 +5,12 @@ set -euo pipefail
 need=()
 command -v runc >/dev/null || need+=(runc)
 [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx wget || need+=(busybox-static)
+command -v cryptsetup >/dev/null || need+=(cryptsetup-bin)
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+command -v fusermount3 >/dev/null || need+=(fuse3)
 if [ "${1:-}" = "--test" ]; then
   command -v umoci >/dev/null || need+=(umoci)
+  command -v node >/dev/null || need+=(nodejs)
   command -v ss >/dev/null || need+=(iproute2)
   command -v pgrep >/dev/null || need+=(procps)
 fi
