@@ -1,0 +1,165 @@
+package volume
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// diskFile is the FUSE file that exposes a Device's plaintext.
+type diskFile struct {
+	fs.Inode
+	dev *Device
+}
+
+var (
+	_ fs.NodeGetattrer = (*diskFile)(nil)
+	_ fs.NodeOpener    = (*diskFile)(nil)
+	_ fs.NodeReader    = (*diskFile)(nil)
+	_ fs.NodeWriter    = (*diskFile)(nil)
+	_ fs.NodeFsyncer   = (*diskFile)(nil)
+)
+
+func (d *diskFile) Getattr(_ context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = syscall.S_IFREG | 0o600
+	if d.dev.readOnly {
+		out.Mode = syscall.S_IFREG | 0o400
+	}
+	out.Size = uint64(d.dev.Size())
+	return 0
+}
+
+func (d *diskFile) Open(_ context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if d.dev.readOnly && flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0 {
+		return nil, 0, syscall.EROFS
+	}
+	return nil, fuse.FOPEN_DIRECT_IO, 0
+}
+
+func (d *diskFile) Read(_ context.Context, _ fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n, err := d.dev.ReadAt(dest, off)
+	if err != nil && n == 0 && off < d.dev.Size() {
+		return nil, syscall.EIO
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+func (d *diskFile) Write(_ context.Context, _ fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	n, err := d.dev.WriteAt(data, off)
+	if errors.Is(err, ErrReadOnly) {
+		return 0, syscall.EROFS
+	}
+	if err != nil {
+		return uint32(n), syscall.EIO
+	}
+	return uint32(n), 0
+}
+
+func (d *diskFile) Fsync(_ context.Context, _ fs.FileHandle, _ uint32) syscall.Errno {
+	if err := d.dev.Sync(); err != nil {
+		return syscall.EIO
+	}
+	return 0
+}
+
+// Userspace is an opened volume on the userspace path: the decrypted block
+// device is a FUSE file, a loop device sits on it, and the filesystem is
+// mounted from the loop device.
+type Userspace struct {
+	dev      *Device
+	server   *fuse.Server
+	fuseDir  string
+	Loop     string
+	Target   string
+	readOnly bool
+}
+
+// OpenUserspace exposes dev through FUSE in fuseDir (which it creates),
+// attaches a loop device and mounts the filesystem at target.
+func OpenUserspace(dev *Device, fuseDir, target string) (*Userspace, error) {
+	if err := os.MkdirAll(fuseDir, 0o700); err != nil {
+		return nil, err
+	}
+	file := &diskFile{dev: dev}
+	opts := &fs.Options{MountOptions: fuse.MountOptions{FsName: "cocoon-volume", Name: "cocoonvol", DirectMount: true, MaxWrite: 1 << 20}}
+	timeout := time.Duration(0)
+	opts.EntryTimeout, opts.AttrTimeout = &timeout, &timeout
+	server, err := fs.Mount(fuseDir, &rootNode{file: file}, opts)
+	if err != nil {
+		return nil, fmt.Errorf("FUSE mount: %w", err)
+	}
+	u := &Userspace{dev: dev, server: server, fuseDir: fuseDir, Target: target, readOnly: dev.readOnly}
+	args := []string{"--find", "--show"}
+	if dev.readOnly {
+		args = append(args, "--read-only")
+	}
+	out, err := exec.Command("losetup", append(args, filepath.Join(fuseDir, "disk"))...).CombinedOutput()
+	if err != nil {
+		u.Close()
+		return nil, fmt.Errorf("losetup: %v: %s", err, out)
+	}
+	u.Loop = strings.TrimSpace(string(out))
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		u.Close()
+		return nil, err
+	}
+	margs := []string{"-t", "ext4"}
+	if dev.readOnly {
+		margs = append(margs, "-o", "ro,noload")
+	}
+	if out, err := exec.Command("mount", append(margs, u.Loop, target)...).CombinedOutput(); err != nil {
+		u.Close()
+		return nil, fmt.Errorf("mount the filesystem: %v: %s", err, out)
+	}
+	return u, nil
+}
+
+type rootNode struct {
+	fs.Inode
+	file *diskFile
+}
+
+var _ fs.NodeOnAdder = (*rootNode)(nil)
+
+func (r *rootNode) OnAdd(ctx context.Context) {
+	ch := r.NewPersistentInode(ctx, r.file, fs.StableAttr{Mode: syscall.S_IFREG, Ino: 2})
+	r.AddChild("disk", ch, false)
+}
+
+// Wait serves until the FUSE file system is unmounted.
+func (u *Userspace) Wait() { u.server.Wait() }
+
+// Close unmounts the filesystem, detaches the loop device, stops FUSE and
+// forgets the key.
+func (u *Userspace) Close() error {
+	var errs []error
+	if u.Target != "" {
+		if out, err := exec.Command("umount", u.Target).CombinedOutput(); err != nil && !strings.Contains(string(out), "not mounted") {
+			errs = append(errs, fmt.Errorf("umount %s: %v: %s", u.Target, err, out))
+		}
+	}
+	if u.Loop != "" {
+		if out, err := exec.Command("losetup", "-d", u.Loop).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("losetup -d %s: %v: %s", u.Loop, err, out))
+		}
+	}
+	if u.server != nil {
+		if err := u.server.Unmount(); err != nil {
+			errs = append(errs, fmt.Errorf("FUSE unmount: %w", err))
+		}
+	}
+	_ = os.Remove(u.fuseDir)
+	if u.dev != nil {
+		errs = append(errs, u.dev.Close())
+	}
+	return errors.Join(errs...)
+}
