@@ -23,6 +23,7 @@ import (
 	"cocoon.dev/cocoon/image"
 	"cocoon.dev/cocoon/policy"
 	"cocoon.dev/cocoon/tee"
+	"cocoon.dev/cocoon/volume"
 )
 
 // Config configures an Agent.
@@ -69,6 +70,7 @@ type Agent struct {
 	pulls      map[string]*image.Progress
 	containers map[string]*container
 	logs       map[string]*logFile
+	encrypted  []*volume.Userspace
 	done       chan struct{}
 	closeOnce  sync.Once
 }

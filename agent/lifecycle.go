@@ -48,6 +48,7 @@ func (a *Agent) cleanup() {
 		}
 		a.remove(ctx, c)
 	}
+	a.closeEncrypted()
 	a.mu.Lock()
 	for _, l := range a.logs {
 		l.close()

@@ -19,7 +19,7 @@ type service struct{ a *Agent }
 
 var _ agentv1.AgentService = (*service)(nil)
 
-func (s *service) CreateSandbox(_ context.Context, req *agentv1.CreateSandboxRequest) (*agentv1.CreateSandboxResponse, error) {
+func (s *service) CreateSandbox(ctx context.Context, req *agentv1.CreateSandboxRequest) (*agentv1.CreateSandboxResponse, error) {
 	a := s.a
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -72,6 +72,21 @@ func (s *service) CreateSandbox(_ context.Context, req *agentv1.CreateSandboxReq
 			}
 		}
 		_ = os.Chmod(dir, 0o777)
+		vols[v.GetName()] = dir
+	}
+	for _, v := range req.GetEncryptedVolumes() {
+		if err := checkName("volume", v.GetName()); err != nil {
+			return nil, err
+		}
+		if _, dup := vols[v.GetName()]; dup {
+			return nil, fmt.Errorf("volume %q is declared twice: %w", v.GetName(), errInvalid)
+		}
+		a.mu.Unlock() // the key broker round trip must not hold the agent
+		dir, err := a.openEncrypted(ctx, v)
+		a.mu.Lock()
+		if err != nil {
+			return nil, err
+		}
 		vols[v.GetName()] = dir
 	}
 	if a.cfg.SetHostname {

@@ -21,15 +21,18 @@ var containerFields = []string{
 
 func allowedPaths() map[string]bool {
 	m := map[string]bool{
-		"spec.restartPolicy":                 true,
-		"spec.hostname":                      true,
-		"spec.terminationGracePeriodSeconds": true,
-		"spec.volumes[].name":                true,
-		"spec.volumes[].emptyDir.medium":     true,
-		"spec.volumes[].emptyDir.sizeLimit":  true,
-		"spec.securityContext.runAsUser":     true,
-		"spec.securityContext.runAsGroup":    true,
-		"spec.securityContext.runAsNonRoot":  true,
+		"spec.restartPolicy":                  true,
+		"spec.hostname":                       true,
+		"spec.terminationGracePeriodSeconds":  true,
+		"spec.volumes[].name":                 true,
+		"spec.volumes[].emptyDir.medium":      true,
+		"spec.volumes[].emptyDir.sizeLimit":   true,
+		"spec.volumes[].csi.driver":           true,
+		"spec.volumes[].csi.readOnly":         true,
+		"spec.volumes[].csi.volumeAttributes": true,
+		"spec.securityContext.runAsUser":      true,
+		"spec.securityContext.runAsGroup":     true,
+		"spec.securityContext.runAsNonRoot":   true,
 	}
 	for _, f := range containerFields {
 		m["spec.containers[]."+f] = true

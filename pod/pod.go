@@ -44,9 +44,11 @@ type Pod struct {
 	Hostname      string
 	RestartPolicy corev1.RestartPolicy
 	// Init holds init and sidecar containers in order; Main the rest.
-	Init        []Container
-	Main        []Container
-	Volumes     []*agentv1.EmptyDir
+	Init    []Container
+	Main    []Container
+	Volumes []*agentv1.EmptyDir
+	// Encrypted are CSI volumes of the driver volume.cocoon.dev.
+	Encrypted   []*agentv1.EncryptedVolume
 	GracePeriod time.Duration
 	Annotations map[string]string
 	// Warnings lists accepted fields that have no effect here.
@@ -256,9 +258,15 @@ func randSuffix() string {
 	return hex.EncodeToString(b[:])[:5]
 }
 
-// ResolveLocal makes the paths of oci: and docker-archive: images absolute,
-// relative to base (the directory of the pod file).
+// ResolveLocal makes the paths of oci: and docker-archive: images and of
+// encrypted volume sources absolute, relative to base (the directory of the
+// pod file).
 func (p *Pod) ResolveLocal(base string) {
+	for _, v := range p.Encrypted {
+		if base != "" && v.Source != "" && !strings.HasPrefix(v.Source, "/") {
+			v.Source = filepath.Join(base, v.Source)
+		}
+	}
 	for _, cs := range [][]Container{p.Init, p.Main} {
 		for _, c := range cs {
 			for _, t := range []string{"oci:", "docker-archive:"} {

@@ -58,8 +58,17 @@ func translate(p *Pod, k *corev1.Pod, prefix string) error {
 		if vols[v.Name] {
 			return fmt.Errorf("%s.name %q is declared twice", at, v.Name)
 		}
+		if v.CSI != nil {
+			ev, err := encryptedVolume(at, v)
+			if err != nil {
+				return err
+			}
+			vols[v.Name] = true
+			p.Encrypted = append(p.Encrypted, ev)
+			continue
+		}
 		if v.EmptyDir == nil {
-			return fmt.Errorf("%s (%q): only emptyDir volumes are supported", at, v.Name)
+			return fmt.Errorf("%s (%q): only emptyDir and csi (driver %s) volumes are supported", at, v.Name, EncryptedDriver)
 		}
 		if m := v.EmptyDir.Medium; m != corev1.StorageMediumDefault && m != corev1.StorageMediumMemory {
 			return fmt.Errorf("%s.emptyDir.medium %q is %w; use \"\" or Memory", at, m, ErrUnsupported)
@@ -237,4 +246,35 @@ func expand(s string, env map[string]string) string {
 		}
 	}
 	return b.String()
+}
+
+// EncryptedDriver is the CSI driver name of cocoon's encrypted volumes.
+const EncryptedDriver = "volume.cocoon.dev"
+
+func encryptedVolume(at string, v corev1.Volume) (*agentv1.EncryptedVolume, error) {
+	c := v.CSI
+	if c.Driver != EncryptedDriver {
+		return nil, fmt.Errorf("%s.csi.driver %q is not supported; cocoon's encrypted volumes use %q", at, c.Driver, EncryptedDriver)
+	}
+	ev := &agentv1.EncryptedVolume{Name: v.Name}
+	for k, val := range c.VolumeAttributes {
+		switch k {
+		case "source":
+			ev.Source = val
+		case "key":
+			ev.KeyUri = val
+		default:
+			return nil, fmt.Errorf("%s.csi.volumeAttributes.%s is not supported (use source and key)", at, k)
+		}
+	}
+	if ev.Source == "" || strings.Contains("/"+ev.Source+"/", "/../") {
+		return nil, fmt.Errorf("%s.csi.volumeAttributes.source must be the image's path (without \"..\")", at)
+	}
+	if !strings.HasPrefix(ev.KeyUri, "kbs:///") {
+		return nil, fmt.Errorf("%s.csi.volumeAttributes.key must be a key broker resource kbs:///repo/type/tag", at)
+	}
+	if c.ReadOnly != nil {
+		ev.ReadOnly = *c.ReadOnly
+	}
+	return ev, nil
 }

@@ -36,6 +36,10 @@ cs_deny contains sprintf("create_sandbox: volumes = %s, policy allows %s", [j(in
 	{v | some v in input.volumes} != {v | some v in p.sandbox.volumes}
 }
 
+cs_deny contains sprintf("create_sandbox: encrypted_volumes = %s, policy allows %s", [j(input.encrypted_volumes), j(object.get(p.sandbox, "encrypted_volumes", []))]) if {
+	{v | some v in input.encrypted_volumes} != {v | some v in object.get(p.sandbox, "encrypted_volumes", [])}
+}
+
 # --- PullImage ---------------------------------------------------------------
 
 pull_image := decision(pi_deny)

@@ -69,6 +69,13 @@ func Generate(ctx context.Context, p *pod.Pod, o GenerateOptions) (*Policy, erro
 			pol.KBS.CA = string(b)
 		}
 	}
+	pol.Sandbox.EncryptedVolumes = []EncryptedVolume{}
+	for _, v := range p.Encrypted {
+		if pol.KBS == nil {
+			return nil, fmt.Errorf("encrypted volume %q needs a key broker: add the annotation %s (cocoon kbs annotate)", v.GetName(), AnnotationKBS)
+		}
+		pol.Sandbox.EncryptedVolumes = append(pol.Sandbox.EncryptedVolumes, EncryptedVolume{Name: v.GetName(), Source: v.GetSource(), Key: v.GetKeyUri(), ReadOnly: v.GetReadOnly()})
+	}
 	for _, v := range p.Volumes {
 		pol.Sandbox.Volumes = append(pol.Sandbox.Volumes, Volume{Name: v.GetName(), SizeLimitBytes: v.GetSizeLimitBytes()})
 	}

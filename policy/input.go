@@ -43,7 +43,11 @@ func Input(p *Policy, method string, req any, st *State, pulled map[string]Pulle
 		if host == "" {
 			host = r.GetName()
 		}
-		return map[string]any{"name": r.GetName(), "hostname": host, "volumes": vols}, nil
+		enc := []any{}
+		for _, v := range r.GetEncryptedVolumes() {
+			enc = append(enc, map[string]any{"name": v.GetName(), "source": v.GetSource(), "key": v.GetKeyUri(), "read_only": v.GetReadOnly()})
+		}
+		return map[string]any{"name": r.GetName(), "hostname": host, "volumes": vols, "encrypted_volumes": enc}, nil
 	case *agentv1.PullImageRequest:
 		return map[string]any{"image": r.GetImage()}, nil
 	case *agentv1.CreateContainerRequest:

@@ -49,6 +49,17 @@ type Sandbox struct {
 	Name     string   `json:"name"`
 	Hostname string   `json:"hostname"`
 	Volumes  []Volume `json:"volumes"`
+	// EncryptedVolumes are LUKS2 volumes opened with keys from the key
+	// broker: their source and key are pinned.
+	EncryptedVolumes []EncryptedVolume `json:"encrypted_volumes"`
+}
+
+// EncryptedVolume is a LUKS2 volume of the pod.
+type EncryptedVolume struct {
+	Name     string `json:"name"`
+	Source   string `json:"source"`
+	Key      string `json:"key"`
+	ReadOnly bool   `json:"read_only"`
 }
 
 // Volume is an emptyDir of the pod.

@@ -154,7 +154,7 @@ func (s *shim) launch() error {
 	if err != nil {
 		return err
 	}
-	_, err = cl.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{Name: s.pod.Name, Hostname: s.pod.Hostname, Volumes: s.pod.Volumes, Policy: pol})
+	_, err = cl.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{Name: s.pod.Name, Hostname: s.pod.Hostname, Volumes: s.pod.Volumes, Policy: pol, EncryptedVolumes: s.pod.Encrypted})
 	if err != nil {
 		return fmt.Errorf("create sandbox: %s", Message(err))
 	}

@@ -1,0 +1,56 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+
+	agentv1 "cocoon.dev/cocoon/api/agent/v1"
+	"cocoon.dev/cocoon/kbs"
+	"cocoon.dev/cocoon/volume"
+)
+
+// openEncrypted opens an encrypted volume inside the sandbox: the key comes
+// from the pod's key broker (after attestation), the image is decrypted by
+// the userspace path (FUSE file + loop device) and its filesystem mounted in
+// the agent's private mount namespace, at the directory returned.
+func (a *Agent) openEncrypted(ctx context.Context, v *agentv1.EncryptedVolume) (string, error) {
+	repo, typ, tag, err := kbs.ParseURI(v.GetKeyUri())
+	if err != nil {
+		return "", fmt.Errorf("volume %q: %w: %w", v.GetName(), err, errInvalid)
+	}
+	key, err := a.resource(ctx, repo, typ, tag)
+	if err != nil {
+		return "", fmt.Errorf("volume %q: key: %w", v.GetName(), err)
+	}
+	dev, _, err := volume.Open(v.GetSource(), key, v.GetReadOnly())
+	clear(key)
+	if err != nil {
+		return "", fmt.Errorf("volume %q: %w", v.GetName(), err)
+	}
+	base := filepath.Join(a.cfg.StateDir, "encvol", v.GetName())
+	target := filepath.Join(a.cfg.StateDir, "volumes", v.GetName())
+	u, err := volume.OpenUserspace(dev, filepath.Join(base, "fuse"), target)
+	if err != nil {
+		dev.Close()
+		return "", fmt.Errorf("volume %q: %w", v.GetName(), err)
+	}
+	a.mu.Lock()
+	a.encrypted = append(a.encrypted, u)
+	a.mu.Unlock()
+	a.log.Info("encrypted volume opened", "volume", v.GetName(), "read_only", v.GetReadOnly())
+	return target, nil
+}
+
+// closeEncrypted unmounts every encrypted volume and forgets their keys.
+func (a *Agent) closeEncrypted() {
+	a.mu.Lock()
+	us := a.encrypted
+	a.encrypted = nil
+	a.mu.Unlock()
+	for _, u := range us {
+		if err := u.Close(); err != nil {
+			a.log.Warn("close encrypted volume", "error", err)
+		}
+	}
+}
