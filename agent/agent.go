@@ -70,7 +70,7 @@ type Agent struct {
 	pulls      map[string]*image.Progress
 	containers map[string]*container
 	logs       map[string]*logFile
-	encrypted  []*volume.Userspace
+	encrypted  []volume.Closer
 	done       chan struct{}
 	closeOnce  sync.Once
 }

@@ -23,17 +23,24 @@ func (a *Agent) openEncrypted(ctx context.Context, v *agentv1.EncryptedVolume) (
 	if err != nil {
 		return "", fmt.Errorf("volume %q: key: %w", v.GetName(), err)
 	}
-	dev, _, err := volume.Open(v.GetSource(), key, v.GetReadOnly())
-	clear(key)
-	if err != nil {
-		return "", fmt.Errorf("volume %q: %w", v.GetName(), err)
-	}
-	base := filepath.Join(a.cfg.StateDir, "encvol", v.GetName())
+	defer clear(key)
 	target := filepath.Join(a.cfg.StateDir, "volumes", v.GetName())
-	u, err := volume.OpenUserspace(dev, filepath.Join(base, "fuse"), target)
-	if err != nil {
-		dev.Close()
-		return "", fmt.Errorf("volume %q: %w", v.GetName(), err)
+	var u volume.Closer
+	if volume.HasDMCrypt() {
+		// The kernel decrypts: cryptsetup with the key on a pipe.
+		if u, err = volume.OpenKernel(v.GetSource(), key, v.GetReadOnly(), "cocoon-"+filepath.Base(a.cfg.StateDir)+"-"+v.GetName(), target); err != nil {
+			return "", fmt.Errorf("volume %q: %w", v.GetName(), err)
+		}
+	} else {
+		dev, _, err := volume.Open(v.GetSource(), key, v.GetReadOnly())
+		if err != nil {
+			return "", fmt.Errorf("volume %q: %w", v.GetName(), err)
+		}
+		base := filepath.Join(a.cfg.StateDir, "encvol", v.GetName())
+		if u, err = volume.OpenUserspace(dev, filepath.Join(base, "fuse"), target); err != nil {
+			dev.Close()
+			return "", fmt.Errorf("volume %q: %w", v.GetName(), err)
+		}
 	}
 	a.mu.Lock()
 	a.encrypted = append(a.encrypted, u)

@@ -1,0 +1,89 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func encPod(name, image, ca, addr, source, key string, readOnly bool, command string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: %s
+  annotations:
+    cocoon.dev/kbs: https://%s
+    cocoon.dev/kbs-ca: %s
+spec:
+  restartPolicy: Never
+  volumes:
+  - name: data
+    csi:
+      driver: volume.cocoon.dev
+      readOnly: %v
+      volumeAttributes: {source: %q, key: %q}
+  containers:
+  - name: app
+    image: %s
+    command: ["sh", "-c", %q]
+    volumeMounts: [{name: data, mountPath: /data}]
+`, name, addr, ca, readOnly, source, key, image, command)
+}
+
+// TestEncryptedVolumeInPod: a volume created with its key in the broker is
+// opened inside the sandbox; the app reads the file; what it writes reaches
+// the image only encrypted; a read-only volume refuses writes; a wrong key
+// starts nothing and mounts nothing.
+func TestEncryptedVolumeInPod(t *testing.T) {
+	x := newH(t)
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("needs /dev/fuse")
+	}
+	state, addr := filepath.Join(t.TempDir(), "kbs"), freeAddr(t)
+	x.startKBS(state, addr, "--allow-sim")
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "src"), 0o755)
+	os.WriteFile(filepath.Join(dir, "src", "note.txt"), []byte("note from the data owner"), 0o644)
+	img := filepath.Join(dir, "vol.img")
+	x.mustRun(0, "volume", "create", "--size", "16M", "--fs", "ext4", "--kdf", "pbkdf2", "--kbs-resource", "kbs:///app/volume/key", "--state", state, "--from", filepath.Join(dir, "src"), img)
+	ca, _ := os.ReadFile(filepath.Join(state, "ca.pem"))
+	caB64 := base64.StdEncoding.EncodeToString(ca)
+	out, errs := x.mustRun(0, "run", x.pod(encPod("enc", env.busybox, caB64, addr, img, "kbs:///app/volume/key", false,
+		"cat /data/note.txt; echo; echo VOLMARKER-through-the-mount > /data/marker.txt; sync")))
+	if !strings.Contains(out, "note from the data owner") {
+		t.Fatalf("stdout %q stderr %q", out, errs)
+	}
+	raw, _ := os.ReadFile(img)
+	if bytes.Contains(raw, []byte("VOLMARKER")) || bytes.Contains(raw, []byte("note from the data owner")) {
+		t.Fatal("the image on the host holds plaintext")
+	}
+	x.mustRun(0, "rm", "enc")
+	if b, _ := exec.Command("losetup", "-a").Output(); bytes.Contains(b, []byte(filepath.Base(x.root))) {
+		t.Errorf("loop devices left: %s", b)
+	}
+	if n := mountsUnder(x.root); n != 0 {
+		t.Errorf("%d mounts left", n)
+	}
+	// Read-only: the marker is there (written encrypted), writes fail.
+	out, _ = x.mustRun(0, "run", x.pod(encPod("encro", env.busybox, caB64, addr, img, "kbs:///app/volume/key", true,
+		"cat /data/marker.txt; touch /data/x 2>/dev/null || echo read-only-refused")))
+	if !strings.Contains(out, "VOLMARKER-through-the-mount") || !strings.Contains(out, "read-only-refused") {
+		t.Errorf("read-only volume: %s", out)
+	}
+	// A wrong key: nothing starts, nothing is mounted.
+	wrong := filepath.Join(t.TempDir(), "wrong")
+	os.WriteFile(wrong, []byte("not the key"), 0o600)
+	x.mustRun(0, "kbs", "put", "kbs:///app/volume/wrong", wrong, "--state", state)
+	out, errs = x.mustRun(125, "run", x.pod(encPod("encbad", env.busybox, caB64, addr, img, "kbs:///app/volume/wrong", false, "echo must-not-run")))
+	if strings.Contains(out, "must-not-run") || !strings.Contains(errs, "no keyslot opens") {
+		t.Errorf("wrong key: stdout %q stderr %q", out, errs)
+	}
+	if n := mountsUnder(x.root); n != 0 {
+		t.Errorf("%d mounts left after a wrong key", n)
+	}
+}
