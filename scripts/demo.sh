@@ -32,6 +32,16 @@ bin/cocoon kbs annotate examples/secret/pod.yaml --state "$kbs_state" -f example
 bin/cocoon policy generate examples/secret/pod.kbs.yaml >&2
 bin/cocoon rm -f secret >/dev/null 2>&1 || true
 bin/cocoon run --rm examples/secret/pod.kbs.yaml
+echo "==> encrypted volume: LUKS2, key in the broker, opened inside the sandbox" >&2
+voldata=$(mktemp -d)
+echo "a file only the attested pod can read" > "$voldata/note.txt"
+rm -f examples/volume/data.img
+bin/cocoon volume create --size 16M --fs ext4 --kbs-resource kbs:///demo/volume/key --state "$kbs_state" --from "$voldata" examples/volume/data.img
+rm -rf "$voldata"
+bin/cocoon kbs annotate examples/volume/pod.yaml --state "$kbs_state" -f examples/volume/pod.kbs.yaml
+bin/cocoon policy generate examples/volume/pod.kbs.yaml >&2
+bin/cocoon rm -f volume >/dev/null 2>&1 || true
+bin/cocoon run --rm examples/volume/pod.kbs.yaml
 echo "==> attestation: evidence from a running sandbox, verified against the simulated TEE's root" >&2
 bin/cocoon run -d examples/hello/pod.policy.yaml >/dev/null
 nonce=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')

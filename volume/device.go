@@ -1,11 +1,14 @@
 package volume
 
 import (
+	"crypto/aes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"sync"
+
+	"golang.org/x/crypto/xts"
 )
 
 // Device is the plaintext view of a LUKS2 image's data segment: reads
@@ -14,6 +17,7 @@ import (
 type Device struct {
 	f        *os.File
 	key      []byte
+	c        *xts.Cipher
 	offset   int64
 	size     int64
 	sector   int
@@ -73,7 +77,11 @@ func NewDevice(f *os.File, h *Header, vk []byte, readOnly bool) (*Device, error)
 	if size <= 0 {
 		return nil, fmt.Errorf("the image is truncated: no whole %d-byte sector after the header (file %d bytes)", sector, st.Size())
 	}
-	return &Device{f: f, key: append([]byte{}, vk...), offset: off, size: size, sector: sector, readOnly: readOnly}, nil
+	c, err := xts.NewCipher(aes.NewCipher, vk)
+	if err != nil {
+		return nil, fmt.Errorf("aes-xts: %w", err)
+	}
+	return &Device{f: f, key: append([]byte{}, vk...), c: c, offset: off, size: size, sector: sector, readOnly: readOnly}, nil
 }
 
 // Size is the plaintext size in bytes.
@@ -95,7 +103,7 @@ func (d *Device) ReadAt(p []byte, off int64) (int, error) {
 	if _, err := d.f.ReadAt(buf, d.offset+first); err != nil && !errors.Is(err, io.EOF) {
 		return 0, err
 	}
-	if err := xtsSectors(d.key, buf, d.sector, uint64(first/512), true); err != nil {
+	if err := xtsWith(d.c, buf, d.sector, uint64(first/512), true); err != nil {
 		return 0, err
 	}
 	copy(p, buf[off-first:off-first+int64(n)])
@@ -127,7 +135,7 @@ func (d *Device) WriteAt(p []byte, off int64) (int, error) {
 		}
 	}
 	copy(buf[off-first:], p)
-	if err := xtsSectors(d.key, buf, d.sector, uint64(first/512), false); err != nil {
+	if err := xtsWith(d.c, buf, d.sector, uint64(first/512), false); err != nil {
 		return 0, err
 	}
 	if _, err := d.f.WriteAt(buf, d.offset+first); err != nil {

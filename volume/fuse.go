@@ -90,7 +90,7 @@ func OpenUserspace(dev *Device, fuseDir, target string) (*Userspace, error) {
 		return nil, err
 	}
 	file := &diskFile{dev: dev}
-	opts := &fs.Options{MountOptions: fuse.MountOptions{FsName: "cocoon-volume", Name: "cocoonvol", DirectMount: true, MaxWrite: 1 << 20}}
+	opts := &fs.Options{MountOptions: fuse.MountOptions{FsName: "cocoon-volume", Name: "cocoonvol", DirectMount: true, MaxWrite: 1 << 20, MaxReadAhead: 1 << 20, DisableSplice: true, MaxBackground: 64}}
 	timeout := time.Duration(0)
 	opts.EntryTimeout, opts.AttrTimeout = &timeout, &timeout
 	server, err := fs.Mount(fuseDir, &rootNode{file: file}, opts)
@@ -108,6 +108,11 @@ func OpenUserspace(dev *Device, fuseDir, target string) (*Userspace, error) {
 		return nil, fmt.Errorf("losetup: %v: %s", err, out)
 	}
 	u.Loop = strings.TrimSpace(string(out))
+	// A larger read-ahead turns sequential reads into few large FUSE
+	// requests (each a round trip to this process).
+	q := "/sys/block/" + filepath.Base(u.Loop) + "/queue/"
+	_ = os.WriteFile(q+"read_ahead_kb", []byte("4096"), 0o644)
+	_ = os.WriteFile(q+"max_sectors_kb", []byte("1024"), 0o644)
 	if err := os.MkdirAll(target, 0o755); err != nil {
 		u.Close()
 		return nil, err

@@ -12,7 +12,9 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"runtime"
 	"strconv"
+	"sync"
 
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/pbkdf2"
@@ -108,6 +110,34 @@ func xtsSectors(key, buf []byte, sectorSize int, firstIV uint64, decrypt bool) e
 	if err != nil {
 		return fmt.Errorf("aes-xts: %w", err)
 	}
+	return xtsWith(c, buf, sectorSize, firstIV, decrypt)
+}
+
+// parallelBytes is the size above which sectors are processed on every
+// core (x/crypto/xts runs one block at a time).
+const parallelBytes = 64 << 10
+
+// xtsWith is xtsSectors with a prepared cipher.
+func xtsWith(c *xts.Cipher, buf []byte, sectorSize int, firstIV uint64, decrypt bool) error {
+	if n := runtime.GOMAXPROCS(0); n > 1 && len(buf) >= parallelBytes && len(buf)%sectorSize == 0 {
+		sectors := len(buf) / sectorSize
+		per := (sectors + n - 1) / n
+		var wg sync.WaitGroup
+		for i := 0; i < sectors; i += per {
+			j := min(i+per, sectors)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_ = xtsSerial(c, buf[i*sectorSize:j*sectorSize], sectorSize, firstIV+uint64(i*sectorSize/512), decrypt)
+			}()
+		}
+		wg.Wait()
+		return nil
+	}
+	return xtsSerial(c, buf, sectorSize, firstIV, decrypt)
+}
+
+func xtsSerial(c *xts.Cipher, buf []byte, sectorSize int, firstIV uint64, decrypt bool) error {
 	if len(buf)%sectorSize != 0 {
 		return fmt.Errorf("%d bytes are not whole %d-byte sectors", len(buf), sectorSize)
 	}
