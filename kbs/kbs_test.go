@@ -264,11 +264,11 @@ func TestProtocolNegatives(t *testing.T) {
 	ctx := context.Background()
 	f.admin.Put(ctx, "app/key/db", []byte("s3cret"))
 	p := newProtocol(t, f)
-	n := p.auth()
+	p.auth()
 	if code, m := p.post("/kbs/v0/attest", p.attestBody("wrong-nonce", p.pub(), p.pub(), false)); code != 401 || !strings.Contains(m["detail"].(string), "not this session's nonce") {
 		t.Errorf("wrong nonce: %d %v", code, m)
 	}
-	n = p.auth()
+	n := p.auth()
 	if code, m := p.post("/kbs/v0/attest", p.attestBody(n, p.pub(), p.pub(), false)); code != 200 {
 		t.Fatalf("attest: %d %v", code, m)
 	}

@@ -318,7 +318,7 @@ var partRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}$`)
 func ResourcePath(repo, typ, tag string) (string, error) {
 	for _, p := range []string{repo, typ, tag} {
 		if !partRE.MatchString(p) || p == "." || p == ".." {
-			return "", fmt.Errorf("resource path %q: each part must be 1-128 of [A-Za-z0-9_.-] and not . or ..", repo+"/"+typ+"/"+tag)
+			return "", fmt.Errorf("resource path %q: each part must be 1-128 of [A-Za-z0-9_.-], not \".\" or \"..\"", repo+"/"+typ+"/"+tag)
 		}
 	}
 	return repo + "/" + typ + "/" + tag, nil

@@ -140,7 +140,14 @@ func (c *Client) Resource(ctx context.Context, repo, typ, tag string) ([]byte, e
 
 // Decrypt opens a JWE (flattened or compact) with the private key.
 func Decrypt(jwe []byte, key any) ([]byte, error) {
-	obj, err := jose.ParseEncrypted(string(jwe), []jose.KeyAlgorithm{jose.ECDH_ES_A256KW, jose.RSA_OAEP_256}, []jose.ContentEncryption{jose.A256GCM})
+	algs, encs := []jose.KeyAlgorithm{jose.ECDH_ES_A256KW, jose.RSA_OAEP_256}, []jose.ContentEncryption{jose.A256GCM}
+	var obj *jose.JSONWebEncryption
+	var err error
+	if s := strings.TrimSpace(string(jwe)); strings.HasPrefix(s, "{") {
+		obj, err = jose.ParseEncryptedJSON(s, algs, encs)
+	} else {
+		obj, err = jose.ParseEncryptedCompact(s, algs, encs)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("resource: not a JWE: %w", err)
 	}
