@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cocoon.dev/cocoon/internal/httpjson"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -29,19 +30,10 @@ const (
 	PodAPISocket = "/run/cocoon/api.sock"
 )
 
-type apiError struct {
-	Error  string `json:"error"`
-	Detail string `json:"detail"`
-}
-
-func respondJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}
+var respondJSON = httpjson.Respond
 
 func apiFail(w http.ResponseWriter, code int, kind, detail string) {
-	respondJSON(w, code, apiError{Error: kind, Detail: detail})
+	httpjson.Fail(w, code, kind, "%s", detail)
 }
 
 func (a *Agent) podAPI() http.Handler {

@@ -13,9 +13,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"cocoon.dev/cocoon/internal/testsim"
 
 	jose "github.com/go-jose/go-jose/v4"
 
@@ -28,22 +29,7 @@ import (
 
 var evidenceDir = testdata.EvidenceDir()
 
-var (
-	simOnce sync.Once
-	simAuth *sim.Authority
-)
-
-func authority(t testing.TB) *sim.Authority {
-	simOnce.Do(func() {
-		dir, _ := os.MkdirTemp("", "as-sim")
-		a, err := sim.LoadOrCreate(dir)
-		if err != nil {
-			panic(err)
-		}
-		simAuth = a
-	})
-	return simAuth
-}
+func authority(t testing.TB) *sim.Authority { return testsim.Authority(t) }
 
 type fixture struct {
 	srv    *httptest.Server

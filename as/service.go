@@ -5,6 +5,7 @@
 package as
 
 import (
+	"cocoon.dev/cocoon/internal/httpjson"
 	"context"
 	"crypto/sha256"
 	"crypto/sha512"
@@ -132,21 +133,10 @@ func (s *Service) Handler() http.Handler {
 	return s.metrics.wrap(mux)
 }
 
-// apiError is every error the service returns: a type and what to do.
-type apiError struct {
-	Type   string `json:"type"`
-	Detail string `json:"detail"`
-}
-
-func respond(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func fail(w http.ResponseWriter, code int, typ, format string, args ...any) {
-	respond(w, code, apiError{Type: typ, Detail: fmt.Sprintf(format, args...)})
-}
+var (
+	respond = httpjson.Respond
+	fail    = httpjson.Fail
+)
 
 func (s *Service) challenge(w http.ResponseWriter, _ *http.Request) {
 	n, exp, err := s.nonces.issue()

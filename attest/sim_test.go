@@ -4,10 +4,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"os"
 	"strings"
-	"sync"
 	"testing"
+
+	"cocoon.dev/cocoon/internal/testsim"
 
 	"github.com/google/go-sev-guest/abi"
 	spb "github.com/google/go-sev-guest/proto/sevsnp"
@@ -17,26 +17,7 @@ import (
 	"cocoon.dev/cocoon/tee/sim"
 )
 
-var (
-	simOnce sync.Once
-	simAuth *sim.Authority
-	simErr  error
-)
-
-func authority(t testing.TB) *sim.Authority {
-	simOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "sim")
-		if err != nil {
-			simErr = err
-			return
-		}
-		simAuth, simErr = sim.LoadOrCreate(dir)
-	})
-	if simErr != nil {
-		t.Fatal(simErr)
-	}
-	return simAuth
-}
+func authority(t testing.TB) *sim.Authority { return testsim.Authority(t) }
 
 func simEvidence(t testing.TB, runtime []byte) (*tee.Evidence, sim.Launch) {
 	a := authority(t)

@@ -191,25 +191,11 @@ func (p *Puller) fetchLayer(ctx context.Context, res *resolved, img *Image, i in
 	desc := res.manifest.Layers[i]
 	hr := &hashingReader{r: io.LimitReader(rc, desc.Size+1), h: sha256.New(), tick: func(n int64) { prog.bytesDone.Add(n) }}
 	br := bufio.NewReaderSize(ctxReader{ctx, hr}, 1<<20)
-	var ur io.Reader
-	switch compression(br) {
-	case "gzip":
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return fmt.Errorf("gzip: %w", err)
-		}
-		defer zr.Close()
-		ur = zr
-	case "zstd":
-		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1))
-		if err != nil {
-			return fmt.Errorf("zstd: %w", err)
-		}
-		defer zr.Close()
-		ur = zr
-	default:
-		ur = br
+	ur, closeZ, err := decompress(br)
+	if err != nil {
+		return err
 	}
+	defer closeZ()
 	verify := func() error {
 		if _, err := io.Copy(io.Discard, br); err != nil {
 			return fmt.Errorf("read: %w", err)
@@ -349,23 +335,11 @@ func verifyLayer(ctx context.Context, res *resolved, diffID string, i int) error
 		desc := res.manifest.Layers[i]
 		hr := &hashingReader{r: io.LimitReader(rc, desc.Size+1), h: sha256.New()}
 		br := bufio.NewReaderSize(ctxReader{ctx, hr}, 1<<20)
-		var ur io.Reader = br
-		switch compression(br) {
-		case "gzip":
-			zr, err := gzip.NewReader(br)
-			if err != nil {
-				return fmt.Errorf("gzip: %w", err)
-			}
-			defer zr.Close()
-			ur = zr
-		case "zstd":
-			zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1))
-			if err != nil {
-				return fmt.Errorf("zstd: %w", err)
-			}
-			defer zr.Close()
-			ur = zr
+		ur, closeZ, err := decompress(br)
+		if err != nil {
+			return err
 		}
+		defer closeZ()
 		if _, err := io.CopyBuffer(uh, ur, make([]byte, 256<<10)); err != nil {
 			return fmt.Errorf("read: %w", err)
 		}
@@ -383,4 +357,24 @@ func verifyLayer(ctx context.Context, res *resolved, diffID string, i int) error
 		return fmt.Errorf("uncompressed content is %s but the config's diff_id is %s: %w", got, diffID, ErrDigestMismatch)
 	}
 	return nil
+}
+
+// decompress returns the uncompressed stream of a layer (gzip, zstd or
+// plain, sniffed from its first bytes) and its closer.
+func decompress(br *bufio.Reader) (io.Reader, func(), error) {
+	switch compression(br) {
+	case "gzip":
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, nil, fmt.Errorf("gzip: %w", err)
+		}
+		return zr, func() { zr.Close() }, nil
+	case "zstd":
+		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return nil, nil, fmt.Errorf("zstd: %w", err)
+		}
+		return zr, zr.Close, nil
+	}
+	return br, func() {}, nil
 }

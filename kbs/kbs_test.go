@@ -13,12 +13,13 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"cocoon.dev/cocoon/internal/testsim"
 
 	jose "github.com/go-jose/go-jose/v4"
 
@@ -31,22 +32,7 @@ import (
 	"cocoon.dev/cocoon/token"
 )
 
-var (
-	simOnce sync.Once
-	simAuth *sim.Authority
-)
-
-func authority(t testing.TB) *sim.Authority {
-	simOnce.Do(func() {
-		dir, _ := os.MkdirTemp("", "kbs-sim")
-		a, err := sim.LoadOrCreate(dir)
-		if err != nil {
-			panic(err)
-		}
-		simAuth = a
-	})
-	return simAuth
-}
+func authority(t testing.TB) *sim.Authority { return testsim.Authority(t) }
 
 // simAttester is an in-process attester for one simulated launch.
 type simAttester struct {

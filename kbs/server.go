@@ -1,6 +1,7 @@
 package kbs
 
 import (
+	"cocoon.dev/cocoon/internal/httpjson"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -132,20 +133,12 @@ func (s *Server) Handler() http.Handler {
 }
 
 // Error is the JSON error body: a type and a detail that says what to do.
-type Error struct {
-	Type   string `json:"type"`
-	Detail string `json:"detail"`
-}
+type Error = httpjson.Error
 
-func respond(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func fail(w http.ResponseWriter, code int, typ, format string, args ...any) {
-	respond(w, code, Error{Type: typ, Detail: fmt.Sprintf(format, args...)})
-}
+var (
+	respond = httpjson.Respond
+	fail    = httpjson.Fail
+)
 
 func decodeStrict(r io.Reader, v any) error {
 	dec := json.NewDecoder(r)
