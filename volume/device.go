@@ -1,14 +1,11 @@
 package volume
 
 import (
-	"crypto/aes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"sync"
-
-	"golang.org/x/crypto/xts"
 )
 
 // Device is the plaintext view of a LUKS2 image's data segment: reads
@@ -17,7 +14,7 @@ import (
 type Device struct {
 	f        *os.File
 	key      []byte
-	c        *xts.Cipher
+	c        *xtsCipher
 	offset   int64
 	size     int64
 	sector   int
@@ -77,7 +74,7 @@ func NewDevice(f *os.File, h *Header, vk []byte, readOnly bool) (*Device, error)
 	if size <= 0 {
 		return nil, fmt.Errorf("the image is truncated: no whole %d-byte sector after the header (file %d bytes)", sector, st.Size())
 	}
-	c, err := xts.NewCipher(aes.NewCipher, vk)
+	c, err := newXTS(vk)
 	if err != nil {
 		return nil, fmt.Errorf("aes-xts: %w", err)
 	}

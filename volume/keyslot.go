@@ -1,7 +1,6 @@
 package volume
 
 import (
-	"crypto/aes"
 	"crypto/rand"
 	"crypto/sha1"
 	"crypto/sha256"
@@ -18,7 +17,6 @@ import (
 
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/pbkdf2"
-	"golang.org/x/crypto/xts"
 )
 
 func hashFunc(name string) (func() hash.Hash, error) {
@@ -106,7 +104,7 @@ func afMerge(material []byte, bs, stripes int, h func() hash.Hash) []byte {
 // data units, the IV of each being its offset in 512-byte sectors plus
 // firstIV (dm-crypt's plain64 without iv_large_sectors).
 func xtsSectors(key, buf []byte, sectorSize int, firstIV uint64, decrypt bool) error {
-	c, err := xts.NewCipher(aes.NewCipher, key)
+	c, err := newXTS(key)
 	if err != nil {
 		return fmt.Errorf("aes-xts: %w", err)
 	}
@@ -118,7 +116,7 @@ func xtsSectors(key, buf []byte, sectorSize int, firstIV uint64, decrypt bool) e
 const parallelBytes = 64 << 10
 
 // xtsWith is xtsSectors with a prepared cipher.
-func xtsWith(c *xts.Cipher, buf []byte, sectorSize int, firstIV uint64, decrypt bool) error {
+func xtsWith(c *xtsCipher, buf []byte, sectorSize int, firstIV uint64, decrypt bool) error {
 	if n := runtime.GOMAXPROCS(0); n > 1 && len(buf) >= parallelBytes && len(buf)%sectorSize == 0 {
 		sectors := len(buf) / sectorSize
 		per := (sectors + n - 1) / n
@@ -137,19 +135,14 @@ func xtsWith(c *xts.Cipher, buf []byte, sectorSize int, firstIV uint64, decrypt 
 	return xtsSerial(c, buf, sectorSize, firstIV, decrypt)
 }
 
-func xtsSerial(c *xts.Cipher, buf []byte, sectorSize int, firstIV uint64, decrypt bool) error {
+func xtsSerial(c *xtsCipher, buf []byte, sectorSize int, firstIV uint64, decrypt bool) error {
 	if len(buf)%sectorSize != 0 {
 		return fmt.Errorf("%d bytes are not whole %d-byte sectors", len(buf), sectorSize)
 	}
 	step := uint64(sectorSize / 512)
+	t := make([]byte, sectorSize)
 	for i := 0; i*sectorSize < len(buf); i++ {
-		s := buf[i*sectorSize : (i+1)*sectorSize]
-		iv := firstIV + uint64(i)*step
-		if decrypt {
-			c.Decrypt(s, s, iv)
-		} else {
-			c.Encrypt(s, s, iv)
-		}
+		c.crypt(buf[i*sectorSize:(i+1)*sectorSize], firstIV+uint64(i)*step, decrypt, t)
 	}
 	return nil
 }
