@@ -84,6 +84,9 @@ type decision struct {
 type verifiedToken struct {
 	claims map[string]any
 	ear    *token.EAR
+	// enc encrypts to the token's TEE key (a fresh ephemeral key per
+	// message); made on first use.
+	enc jose.Encrypter
 }
 
 // NewServer prepares a broker.
@@ -445,7 +448,14 @@ func (s *Server) getResource(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusInternalServerError, "store", "%v", err)
 		return
 	}
-	jwe, err := EncryptTo(cpu.KeyAttestation.PublicKey, data)
+	enc, err := s.encrypterFor(raw, cpu.KeyAttestation.PublicKey)
+	var jwe []byte
+	if err == nil {
+		var obj *jose.JSONWebEncryption
+		if obj, err = enc.Encrypt(data); err == nil {
+			jwe = []byte(obj.FullSerialize())
+		}
+	}
 	clear(data)
 	if err != nil {
 		fail(w, http.StatusBadRequest, "no_tee_key", "%v", err)
@@ -499,23 +509,52 @@ func (s *Server) decide(ctx context.Context, pol *releasePolicy, raw string, cla
 	return allow, reasons, nil
 }
 
-// EncryptTo encrypts data to a public JWK as a flattened JWE (A256GCM;
-// ECDH-ES+A256KW for EC keys, RSA-OAEP-256 for RSA keys).
-func EncryptTo(jwk map[string]any, data []byte) ([]byte, error) {
+// encrypterFor returns the (cached) encrypter to the TEE key of a token.
+func (s *Server) encrypterFor(raw string, jwk map[string]any) (jose.Encrypter, error) {
+	s.tokMu.Lock()
+	v, ok := s.verified[raw]
+	s.tokMu.Unlock()
+	if ok && v.enc != nil {
+		return v.enc, nil
+	}
+	enc, err := newEncrypter(jwk)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		s.tokMu.Lock()
+		if cur, still := s.verified[raw]; still {
+			cur.enc = enc
+			s.verified[raw] = cur
+		}
+		s.tokMu.Unlock()
+	}
+	return enc, nil
+}
+
+func newEncrypter(jwk map[string]any) (jose.Encrypter, error) {
 	b, _ := json.Marshal(jwk)
 	var k jose.JSONWebKey
 	if err := k.UnmarshalJSON(b); err != nil {
 		return nil, fmt.Errorf("TEE public key: %w", err)
 	}
 	alg := jose.ECDH_ES_A256KW
-	if k.Key != nil {
-		if _, ok := k.Key.(interface{ Size() int }); ok {
-			alg = jose.RSA_OAEP_256
-		}
+	if _, ok := k.Key.(interface{ Size() int }); ok {
+		alg = jose.RSA_OAEP_256
 	}
 	enc, err := jose.NewEncrypter(jose.A256GCM, jose.Recipient{Algorithm: alg, Key: k.Key}, nil)
 	if err != nil {
 		return nil, fmt.Errorf("encrypt to the TEE key: %w", err)
+	}
+	return enc, nil
+}
+
+// EncryptTo encrypts data to a public JWK as a flattened JWE (A256GCM;
+// ECDH-ES+A256KW for EC keys, RSA-OAEP-256 for RSA keys).
+func EncryptTo(jwk map[string]any, data []byte) ([]byte, error) {
+	enc, err := newEncrypter(jwk)
+	if err != nil {
+		return nil, err
 	}
 	obj, err := enc.Encrypt(data)
 	if err != nil {

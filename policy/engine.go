@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strconv"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -19,20 +20,56 @@ var frameworkRego string
 // framework). A method without one is denied; a test compares this list
 // with the API.
 func Rules() map[string]string {
-	return map[string]string{
-		"CreateSandbox": "create_sandbox", "PullImage": "pull_image", "PullProgress": "pull_progress",
-		"CreateContainer": "create_container", "StartContainer": "start_container",
-		"RemoveContainer": "remove_container", "ExecProcess": "exec_process",
-		"SignalContainer": "signal_container", "WaitContainer": "wait_container",
-		"ReadLogs": "read_logs", "ListContainers": "list_containers", "Stats": "stats",
-		"Shutdown": "shutdown", "GetEvidence": "get_evidence",
+	m := map[string]string{}
+	for _, method := range methods {
+		m[method] = ruleFor(method)
 	}
+	return m
 }
 
-// AgentGCPercent is the GOGC cocoon-agent runs with: policy decisions
-// allocate, and fewer collections on the agent's small heap keep the tail
-// latency of decisions low.
-const AgentGCPercent = 400
+var methods = [...]string{"CreateSandbox", "PullImage", "PullProgress", "CreateContainer", "StartContainer",
+	"RemoveContainer", "ExecProcess", "SignalContainer", "WaitContainer", "ReadLogs", "ListContainers",
+	"Stats", "Shutdown", "GetEvidence"}
+
+// ruleFor is the enforcement point of an API method ("" for none).
+func ruleFor(method string) string {
+	switch method {
+	case "CreateSandbox":
+		return "create_sandbox"
+	case "PullImage":
+		return "pull_image"
+	case "PullProgress":
+		return "pull_progress"
+	case "CreateContainer":
+		return "create_container"
+	case "StartContainer":
+		return "start_container"
+	case "RemoveContainer":
+		return "remove_container"
+	case "ExecProcess":
+		return "exec_process"
+	case "SignalContainer":
+		return "signal_container"
+	case "WaitContainer":
+		return "wait_container"
+	case "ReadLogs":
+		return "read_logs"
+	case "ListContainers":
+		return "list_containers"
+	case "Stats":
+		return "stats"
+	case "Shutdown":
+		return "shutdown"
+	case "GetEvidence":
+		return "get_evidence"
+	}
+	return ""
+}
+
+// AgentGCPercent is the GOGC cocoon-agent runs with (and a 256 MiB soft
+// memory limit): policy decisions allocate, and fewer collections on the
+// agent's small heap keep the tail latency of decisions low.
+const AgentGCPercent = 1000
 
 // Evaluator evaluates requests against one policy with prepared OPA
 // queries, compiled once.
@@ -89,11 +126,11 @@ func NewEvaluator(ctx context.Context, text []byte) (*Evaluator, error) {
 // Decide evaluates the enforcement point of method on input and returns
 // whether it is allowed and, if not, why.
 func (e *Evaluator) Decide(ctx context.Context, method string, input map[string]any) (bool, []string, error) {
-	rule, ok := Rules()[method]
-	if !ok {
+	rule := ruleFor(method)
+	if rule == "" {
 		return false, []string{fmt.Sprintf("%s: no enforcement point for this method", method)}, nil
 	}
-	v, err := ast.InterfaceToValue(input)
+	v, err := toAST(input)
 	if err != nil {
 		return false, nil, fmt.Errorf("%s: policy input: %w", method, err)
 	}
@@ -122,4 +159,42 @@ func (e *Evaluator) Decide(ctx context.Context, method string, input map[string]
 		reasons = []string{rule + ": denied by the policy"}
 	}
 	return allowed, reasons, nil
+}
+
+// toAST converts the input document (maps, slices, strings, booleans and
+// integers, as Input builds it) to an OPA value without reflection.
+func toAST(v any) (ast.Value, error) {
+	switch x := v.(type) {
+	case map[string]any:
+		terms := make([][2]*ast.Term, 0, len(x))
+		for k, e := range x {
+			ev, err := toAST(e)
+			if err != nil {
+				return nil, err
+			}
+			terms = append(terms, [2]*ast.Term{ast.StringTerm(k), ast.NewTerm(ev)})
+		}
+		return ast.NewObject(terms...), nil
+	case []any:
+		terms := make([]*ast.Term, len(x))
+		for i, e := range x {
+			ev, err := toAST(e)
+			if err != nil {
+				return nil, err
+			}
+			terms[i] = ast.NewTerm(ev)
+		}
+		return ast.NewArray(terms...), nil
+	case string:
+		return ast.String(x), nil
+	case bool:
+		return ast.Boolean(x), nil
+	case int:
+		return ast.Number(strconv.Itoa(x)), nil
+	case int64:
+		return ast.Number(strconv.FormatInt(x, 10)), nil
+	case nil:
+		return ast.Null{}, nil
+	}
+	return ast.InterfaceToValue(v)
 }

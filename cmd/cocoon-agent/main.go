@@ -47,6 +47,9 @@ func run() error {
 	)
 	flag.Parse()
 	debug.SetGCPercent(policy.AgentGCPercent)
+	// ...with a soft limit, so the heap never grows far past what the
+	// sandbox can afford because of the high GOGC.
+	debug.SetMemoryLimit(256 << 20)
 	level := slog.LevelInfo
 	if *verbose {
 		level = slog.LevelDebug

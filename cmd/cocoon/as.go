@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -27,6 +28,7 @@ import (
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
 	"cocoon.dev/cocoon/as"
 	"cocoon.dev/cocoon/attest"
+	"cocoon.dev/cocoon/policy"
 	"cocoon.dev/cocoon/sandbox"
 	"cocoon.dev/cocoon/tee"
 	"cocoon.dev/cocoon/tee/sim"
@@ -65,6 +67,7 @@ contraindicated according to the reference values (docs/attestation-service.md).
 			if state == "" {
 				return errors.New("--state DIR is required")
 			}
+			debug.SetGCPercent(policy.AgentGCPercent) // see cocoon kbs serve
 			if err := os.MkdirAll(state, 0o700); err != nil {
 				return err
 			}
