@@ -96,7 +96,8 @@ func (d *Device) ReadAt(p []byte, off int64) (int, error) {
 	ss := int64(d.sector)
 	first := off / ss * ss
 	last := (off + int64(n) + ss - 1) / ss * ss
-	buf := make([]byte, last-first)
+	buf := getBuf(int(last - first))
+	defer putBuf(buf)
 	if _, err := d.f.ReadAt(buf, d.offset+first); err != nil && !errors.Is(err, io.EOF) {
 		return 0, err
 	}
@@ -104,7 +105,6 @@ func (d *Device) ReadAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	copy(p, buf[off-first:off-first+int64(n)])
-	clear(buf)
 	if n < len(p) {
 		return n, io.EOF
 	}
@@ -122,7 +122,8 @@ func (d *Device) WriteAt(p []byte, off int64) (int, error) {
 	ss := int64(d.sector)
 	first := off / ss * ss
 	last := (off + int64(len(p)) + ss - 1) / ss * ss
-	buf := make([]byte, last-first)
+	buf := getBuf(int(last - first))
+	defer putBuf(buf)
 	partial := off != first || off+int64(len(p)) != last
 	if partial {
 		d.mu.Lock()
@@ -148,4 +149,24 @@ func (d *Device) Sync() error { return d.f.Sync() }
 func (d *Device) Close() error {
 	clear(d.key)
 	return d.f.Close()
+}
+
+var bufs = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
+
+// getBuf returns a scratch buffer of n bytes; putBuf clears it (it held
+// plaintext) and returns it to the pool.
+func getBuf(n int) []byte {
+	bp := bufs.Get().(*[]byte)
+	if cap(*bp) < n {
+		return make([]byte, n)
+	}
+	return (*bp)[:n]
+}
+
+func putBuf(b []byte) {
+	clear(b)
+	if cap(b) <= 1<<20 {
+		b = b[:0]
+		bufs.Put(&b)
+	}
 }
