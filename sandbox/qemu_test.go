@@ -1,0 +1,77 @@
+package sandbox
+
+import (
+	"bytes"
+	"encoding/base64"
+	"strings"
+	"testing"
+)
+
+func joined(t *testing.T, c QEMUConfig) string {
+	t.Helper()
+	a, err := QEMUArgs(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(a, " ")
+}
+
+// TestQEMUArgs checks the command line of each TEE variant against the
+// documented QEMU options.
+func TestQEMUArgs(t *testing.T) {
+	base := QEMUConfig{Kernel: "/g/vmlinuz", Initrd: "/g/initrd", Cmdline: "console=ttyS0", MemoryMiB: 256, VCPUs: 2, VsockCID: 7}
+	hd := bytes.Repeat([]byte{0xab}, 32)
+	cid := bytes.Repeat([]byte{0xcd}, 48)
+
+	snp := base
+	snp.TEE, snp.KVM, snp.HostData, snp.Firmware = "snp", true, hd, "/usr/share/ovmf/OVMF.fd"
+	s := joined(t, snp)
+	for _, want := range []string{
+		"-enable-kvm", "-machine q35,confidential-guest-support=sev0,memory-backend=ram1",
+		"-object memory-backend-memfd,id=ram1,size=256M,share=true",
+		"sev-snp-guest,id=sev0,cbitpos=51,reduced-phys-bits=1,kernel-hashes=on,host-data=" + base64.StdEncoding.EncodeToString(hd),
+		"-bios /usr/share/ovmf/OVMF.fd", "-kernel /g/vmlinuz -initrd /g/initrd -append console=ttyS0",
+		"-device vhost-vsock-pci,guest-cid=7", "-m 256M -smp 2",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("SNP command line lacks %q:\n%s", want, s)
+		}
+	}
+	tdx := base
+	tdx.TEE, tdx.KVM, tdx.MRConfigID, tdx.Firmware = "tdx", true, cid, "/usr/share/ovmf/TDVF.fd"
+	s = joined(t, tdx)
+	for _, want := range []string{
+		"-machine q35,kernel-irqchip=split,confidential-guest-support=tdx0,memory-backend=ram1",
+		"tdx-guest,id=tdx0,mrconfigid=" + base64.StdEncoding.EncodeToString(cid), "-bios /usr/share/ovmf/TDVF.fd",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("TDX command line lacks %q:\n%s", want, s)
+		}
+	}
+	plain := base
+	plain.VsockCID, plain.AgentSocket = 0, "/run/cocoon/x/agent.sock"
+	s = joined(t, plain)
+	for _, want := range []string{"-accel tcg", "-cpu max", "virtserialport,chardev=agent,name=cocoon.agent",
+		"socket,id=agent,path=/run/cocoon/x/agent.sock,server=on,wait=off"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("plain command line lacks %q:\n%s", want, s)
+		}
+	}
+	if strings.Contains(s, "sev-snp") || strings.Contains(s, "tdx") {
+		t.Errorf("a plain VM has TEE options: %s", s)
+	}
+	// Refusals.
+	for name, c := range map[string]QEMUConfig{
+		"snp without kvm":      {TEE: "snp", Kernel: "k", Initrd: "i", HostData: hd, Firmware: "f", VsockCID: 3},
+		"snp short host-data":  {TEE: "snp", KVM: true, Kernel: "k", Initrd: "i", HostData: hd[:8], Firmware: "f", VsockCID: 3},
+		"tdx short mrconfigid": {TEE: "tdx", KVM: true, Kernel: "k", Initrd: "i", MRConfigID: hd, Firmware: "f", VsockCID: 3},
+		"tdx without firmware": {TEE: "tdx", KVM: true, Kernel: "k", Initrd: "i", MRConfigID: cid, VsockCID: 3},
+		"no channel":           {Kernel: "k", Initrd: "i"},
+		"no kernel":            {VsockCID: 3},
+		"unknown tee":          {TEE: "sgx", Kernel: "k", Initrd: "i", VsockCID: 3},
+	} {
+		if _, err := QEMUArgs(c); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
