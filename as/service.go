@@ -284,7 +284,7 @@ func (s *Service) attestation(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "bad_evidence", "the request says tee %q but the evidence is %q", req.TEE, ev.TEE)
 		return
 	}
-	tok, app, err := s.Issue(r.Context(), ev, rd, structured, req.Nonce)
+	tok, ear, err := s.Issue(r.Context(), ev, rd, structured, req.Nonce)
 	switch {
 	case errors.Is(err, attest.ErrVerification):
 		s.metrics.verdict("refused")
@@ -298,6 +298,7 @@ func (s *Service) attestation(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusInternalServerError, "internal", "%v", err)
 		return
 	}
+	app := ear.CPU()
 	s.metrics.verdict(app.Status)
 	respond(w, http.StatusOK, map[string]string{"token": tok, "status": app.Status})
 }
@@ -308,7 +309,7 @@ var errBadKey = errors.New("runtime_data.structured.tee-pubkey is not a valid JW
 // checked), appraises it and signs a token carrying nonce and, when the
 // structured runtime data has one, the TEE's public key. Verification
 // failures wrap attest.ErrVerification.
-func (s *Service) Issue(ctx context.Context, ev *tee.Evidence, reportData []byte, structured map[string]any, nonce string) (string, *token.Appraisal, error) {
+func (s *Service) Issue(ctx context.Context, ev *tee.Evidence, reportData []byte, structured map[string]any, nonce string) (string, *token.EAR, error) {
 	e := *ev
 	e.RuntimeData = nil // the caller's runtime data is what is bound
 	o := s.cfg.Verify
@@ -343,7 +344,7 @@ func (s *Service) Issue(ctx context.Context, ev *tee.Evidence, reportData []byte
 	if err != nil {
 		return "", nil, err
 	}
-	return tok, app, nil
+	return tok, ear, nil
 }
 
 // appraisalKey is what an appraisal depends on: the claims without the

@@ -9,6 +9,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+
+	"cocoon.dev/cocoon/internal/regoval"
 )
 
 // DefaultReleasePolicy refuses simulated TEEs (unless the broker runs with
@@ -46,7 +48,11 @@ func (p *releasePolicy) decide(ctx context.Context, claims map[string]any, repo,
 		in[k] = v
 	}
 	in["cocoon.resource"] = map[string]any{"repo": repo, "type": typ, "tag": tag, "path": repo + "/" + typ + "/" + tag}
-	rs, err := p.query.Eval(ctx, rego.EvalInput(in))
+	v, err := regoval.FromGo(in)
+	if err != nil {
+		return false, nil, err
+	}
+	rs, err := p.query.Eval(ctx, rego.EvalParsedInput(v))
 	if err != nil {
 		return false, nil, err
 	}

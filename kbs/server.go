@@ -292,7 +292,7 @@ func (s *Server) attest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rd := tee.ReportData(canon)
-	tok, app, err := s.cfg.Attestation.Issue(r.Context(), ev, rd[:], structured, a.RuntimeData.Nonce)
+	tok, ear, err := s.cfg.Attestation.Issue(r.Context(), ev, rd[:], structured, a.RuntimeData.Nonce)
 	if err != nil {
 		s.audit(auditLine{Event: "attest", Verdict: "refused", Reason: err.Error(), TEE: string(ev.TEE)})
 		code := http.StatusInternalServerError
@@ -303,7 +303,8 @@ func (s *Server) attest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.sessions.setToken(c.Value, tok)
-	s.remember(tok)
+	s.remember(tok, ear)
+	app := ear.CPU()
 	s.audit(auditLine{Event: "attest", Verdict: app.Status, TEE: string(ev.TEE), Measurement: app.Evidence.Measurement, HostData: app.Evidence.HostData})
 	respond(w, http.StatusOK, map[string]string{"token": tok})
 }
@@ -468,14 +469,9 @@ func (s *Server) getResource(w http.ResponseWriter, r *http.Request) {
 }
 
 // remember caches a token this broker just signed as verified.
-func (s *Server) remember(tok string) {
+func (s *Server) remember(tok string, ear *token.EAR) {
 	payload, err := jwtPayload(tok)
 	if err != nil {
-		return
-	}
-	b, _ := json.Marshal(payload)
-	var ear token.EAR
-	if json.Unmarshal(b, &ear) != nil {
 		return
 	}
 	s.tokMu.Lock()
@@ -483,7 +479,7 @@ func (s *Server) remember(tok string) {
 	if s.verified == nil || len(s.verified) > 4096 {
 		s.verified = map[string]verifiedToken{}
 	}
-	s.verified[tok] = verifiedToken{claims: payload, ear: &ear}
+	s.verified[tok] = verifiedToken{claims: payload, ear: ear}
 }
 
 // decide evaluates the release policy, remembering the decision for this

@@ -6,11 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
-	"strconv"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+
+	"cocoon.dev/cocoon/internal/regoval"
 )
 
 //go:embed framework.rego
@@ -130,7 +131,7 @@ func (e *Evaluator) Decide(ctx context.Context, method string, input map[string]
 	if rule == "" {
 		return false, []string{fmt.Sprintf("%s: no enforcement point for this method", method)}, nil
 	}
-	v, err := toAST(input)
+	v, err := regoval.FromGo(input)
 	if err != nil {
 		return false, nil, fmt.Errorf("%s: policy input: %w", method, err)
 	}
@@ -159,42 +160,4 @@ func (e *Evaluator) Decide(ctx context.Context, method string, input map[string]
 		reasons = []string{rule + ": denied by the policy"}
 	}
 	return allowed, reasons, nil
-}
-
-// toAST converts the input document (maps, slices, strings, booleans and
-// integers, as Input builds it) to an OPA value without reflection.
-func toAST(v any) (ast.Value, error) {
-	switch x := v.(type) {
-	case map[string]any:
-		terms := make([][2]*ast.Term, 0, len(x))
-		for k, e := range x {
-			ev, err := toAST(e)
-			if err != nil {
-				return nil, err
-			}
-			terms = append(terms, [2]*ast.Term{ast.StringTerm(k), ast.NewTerm(ev)})
-		}
-		return ast.NewObject(terms...), nil
-	case []any:
-		terms := make([]*ast.Term, len(x))
-		for i, e := range x {
-			ev, err := toAST(e)
-			if err != nil {
-				return nil, err
-			}
-			terms[i] = ast.NewTerm(ev)
-		}
-		return ast.NewArray(terms...), nil
-	case string:
-		return ast.String(x), nil
-	case bool:
-		return ast.Boolean(x), nil
-	case int:
-		return ast.Number(strconv.Itoa(x)), nil
-	case int64:
-		return ast.Number(strconv.FormatInt(x, 10)), nil
-	case nil:
-		return ast.Null{}, nil
-	}
-	return ast.InterfaceToValue(v)
 }
