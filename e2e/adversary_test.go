@@ -177,7 +177,7 @@ func TestDisabledStdio(t *testing.T) {
 func TestRunRefusesPodWithoutPolicy(t *testing.T) {
 	x := newH(t)
 	p := x.pod(simplePod("nopolicy", env.busybox, "Never", "true"))
-	x.cocoon("version") // keep the helper's run rewriting out of this call:
+	// cocoonRaw: without the helper's --generate-policy.
 	out, errs, code := x.cocoonRaw("run", p)
 	if code != 125 || !strings.Contains(errs, "has no cocoon.dev/policy annotation") {
 		t.Errorf("exit %d stdout %q stderr %q", code, out, errs)

@@ -95,10 +95,8 @@ func Create(ctx context.Context, o Options) (*pod.Pod, error) {
 		if o.SimState == "" {
 			o.SimState = o.Root.SimState()
 		}
-	case "none":
-		o.TEE = ""
 	default:
-		return nil, fmt.Errorf("--tee %q is not available with the process backend; use sim or none", o.TEE)
+		return nil, fmt.Errorf("--tee %q is not available with the process backend: its TEE is the simulated secure processor (sim); SEV-SNP and TDX need the VM backend", o.TEE)
 	}
 	var id [4]byte
 	_, _ = rand.Read(id[:])
