@@ -14,10 +14,11 @@ import (
 
 // nonceStore issues single-use nonces that expire.
 type nonceStore struct {
-	ttl time.Duration
-	max int
-	mu  sync.Mutex
-	m   map[string]time.Time
+	ttl    time.Duration
+	max    int
+	mu     sync.Mutex
+	m      map[string]time.Time
+	issued int
 }
 
 func newNonceStore(ttl time.Duration, max int) *nonceStore {
@@ -34,7 +35,8 @@ func (n *nonceStore) issue() (string, time.Time, error) {
 	exp := now.Add(n.ttl)
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if len(n.m) >= n.max {
+	// Sweep expired nonces now and then (amortized), and always when full.
+	if n.issued++; n.issued%1024 == 0 || len(n.m) >= n.max {
 		for k, e := range n.m {
 			if now.After(e) {
 				delete(n.m, k)

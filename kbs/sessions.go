@@ -22,9 +22,10 @@ type session struct {
 // sessions are the KBS protocol's sessions: a nonce used once, then the
 // token the attestation earned, all expiring.
 type sessions struct {
-	ttl time.Duration
-	mu  sync.Mutex
-	m   map[string]*session
+	ttl     time.Duration
+	mu      sync.Mutex
+	m       map[string]*session
+	created int
 }
 
 func newSessions(ttl time.Duration) *sessions { return &sessions{ttl: ttl, m: map[string]*session{}} }
@@ -42,7 +43,8 @@ func (s *sessions) create(kind tee.Kind) (string, string, error) {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.m) >= maxSessions {
+	// Sweep expired sessions now and then (amortized), and always when full.
+	if s.created++; s.created%1024 == 0 || len(s.m) >= maxSessions {
 		for k, v := range s.m {
 			if now.After(v.expires) {
 				delete(s.m, k)
