@@ -12,8 +12,6 @@ func BenchmarkResourceWithToken(b *testing.B) {
 	f := newFixture(b, true, nil)
 	ctx := context.Background()
 	f.admin.Put(ctx, "app/key/db", []byte("a 32-byte secret for the bench.."))
-	p := newProtocol(&testing.T{}, f)
-	_ = p
 	c := f.client(&simAttester{auth: authority(b)})
 	if _, err := c.Resource(ctx, "app", "key", "db"); err != nil {
 		b.Fatal(err)
