@@ -54,7 +54,6 @@ func TestPolicyBinding(t *testing.T) {
 	go sim.NewServer(auth, sim.Launch{HostData: sha256.Sum256(launched)}).Serve(ctx, l)
 
 	a, cl := startAgentWith(t, func(c *Config) { c.Attester = sim.NewClient(sock) })
-	_ = a
 	_, err = cl.PullImage(ctx, &agentv1.PullImageRequest{Image: "img"})
 	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "no policy is loaded") {
 		t.Errorf("before a policy: %v", err)
