@@ -5,7 +5,6 @@
 package as
 
 import (
-	"cocoon.dev/cocoon/internal/httpjson"
 	"context"
 	"crypto/sha256"
 	"crypto/sha512"
@@ -22,6 +21,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"cocoon.dev/cocoon/internal/httpjson"
+	"cocoon.dev/cocoon/internal/regoval"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -384,9 +386,9 @@ func (s *Service) appraise(ctx context.Context, c *attest.Claims) (*token.Apprai
 }
 
 func (s *Service) evalAppraisal(ctx context.Context, c *attest.Claims, ref *attest.ReferenceValues) (*token.Appraisal, error) {
-	in := map[string]any{"claims": toGeneric(c)}
+	in := map[string]any{"claims": regoval.Plain(c)}
 	if ref != nil {
-		in["reference_values"] = toGeneric(refForPolicy(ref))
+		in["reference_values"] = regoval.Plain(refForPolicy(ref))
 	}
 	v, err := ast.InterfaceToValue(in)
 	if err != nil {
@@ -422,13 +424,6 @@ func refForPolicy(r *attest.ReferenceValues) map[string]any {
 		m["min_tcb"] = map[string]any{"bootloader": r.MinTCB.Bootloader, "tee": r.MinTCB.TEE, "snp": r.MinTCB.SNP, "microcode": r.MinTCB.Microcode}
 	}
 	return m
-}
-
-func toGeneric(v any) any {
-	b, _ := json.Marshal(v)
-	var g any
-	_ = json.Unmarshal(b, &g)
-	return g
 }
 
 func (s *Service) jwks(w http.ResponseWriter, _ *http.Request) {

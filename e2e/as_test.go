@@ -1,13 +1,14 @@
 package e2e
 
 import (
-	"bufio"
 	"encoding/json"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"cocoon.dev/cocoon/internal/serving"
 
 	"cocoon.dev/cocoon/sandbox"
 )
@@ -16,27 +17,24 @@ import (
 func (x *h) startAS(args ...string) string {
 	x.t.Helper()
 	cmd := exec.Command(filepath.Join(env.bin, "cocoon"), append([]string{"--root", x.root, "as", "serve", "--listen", "127.0.0.1:0", "--state", x.t.TempDir()}, args...)...)
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
+	return x.serve(cmd)
+}
+
+// serve starts a cocoon service, stops it at the end of the test, and
+// returns its URL.
+func (x *h) serve(cmd *exec.Cmd) string {
+	x.t.Helper()
+	u, err := serving.Start(cmd, 20*time.Second)
+	x.t.Cleanup(func() {
+		if cmd.Process != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	if err != nil {
 		x.t.Fatal(err)
 	}
-	x.t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	line := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if i := strings.Index(sc.Text(), "serving on "); i >= 0 {
-				line <- strings.Fields(sc.Text()[i+len("serving on "):])[0]
-			}
-		}
-	}()
-	select {
-	case u := <-line:
-		return u
-	case <-time.After(20 * time.Second):
-		x.t.Fatal("cocoon as serve did not start")
-	}
-	return ""
+	return u
 }
 
 // TestAttestationServiceEndToEnd: sim evidence from a running sandbox gets a

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"encoding/base64"
 	"fmt"
 	"net"
@@ -11,7 +10,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 )
 
 type kbsProc struct {
@@ -35,25 +33,7 @@ func (x *h) startKBS(state, addr string, args ...string) *kbsProc {
 		x.mustRun(0, "kbs", "init", "--state", state, "--listen", addr)
 	}
 	cmd := exec.Command(filepath.Join(env.bin, "cocoon"), append([]string{"--root", x.root, "kbs", "serve", "--state", state, "--listen", addr}, args...)...)
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		x.t.Fatal(err)
-	}
-	x.t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	ready := make(chan bool, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), "serving on") {
-				ready <- true
-			}
-		}
-	}()
-	select {
-	case <-ready:
-	case <-time.After(20 * time.Second):
-		x.t.Fatal("cocoon kbs serve did not start")
-	}
+	x.serve(cmd)
 	return &kbsProc{state: state, addr: addr, cmd: cmd}
 }
 

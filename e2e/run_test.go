@@ -239,8 +239,6 @@ spec:
 		t.Errorf("exec output %q", out)
 	}
 	x.mustRun(4, "exec", "svc", "-c", "app", "--", "sh", "-c", "exit 4")
-	out, _ = x.mustRun(0, "exec", "-i", "svc", "--", "cat")
-	_ = out
 	in, _, code := x.cocoonIn([]byte("piped-input"), "exec", "-i", "svc", "--", "cat")
 	if code != 0 || in != "piped-input" {
 		t.Errorf("exec stdin: %q %d", in, code)

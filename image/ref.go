@@ -23,6 +23,9 @@ const (
 
 var digestRE = regexp.MustCompile(`^sha256:[a-f0-9]{64}$`)
 
+// ValidDigest reports whether d is sha256:<64 lowercase hex>.
+func ValidDigest(d string) bool { return digestRE.MatchString(d) }
+
 // Ref is a parsed image reference.
 type Ref struct {
 	Raw       string

@@ -166,9 +166,11 @@ func Parse(data []byte) (*Pod, error) {
 	return p, translate(p, &k, prefix)
 }
 
+var docSeparator = regexp.MustCompile(`(?m)^---\s*$`)
+
 func splitDocs(data []byte) [][]byte {
 	var docs [][]byte
-	for _, d := range regexp.MustCompile(`(?m)^---\s*$`).Split(string(data), -1) {
+	for _, d := range docSeparator.Split(string(data), -1) {
 		if strings.TrimSpace(stripComments(d)) != "" {
 			docs = append(docs, []byte(d))
 		}

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 
@@ -150,8 +149,6 @@ func MountsOf(ms []*agentv1.VolumeMount) []Mount {
 	return out
 }
 
-var hexRE = regexp.MustCompile(`^sha256:[a-f0-9]{64}$`)
-
 func inspectAll(ctx context.Context, refs []string, o GenerateOptions) (map[string]Image, error) {
 	out := make(map[string]Image, len(refs))
 	errs := make([]error, len(refs))
@@ -186,7 +183,7 @@ func inspectImage(ctx context.Context, ref string, o GenerateOptions) (Image, er
 		return Image{}, err
 	}
 	marker := ""
-	if o.CacheDir != "" && hexRE.MatchString(in.ManifestDigest) {
+	if o.CacheDir != "" && image.ValidDigest(in.ManifestDigest) {
 		marker = filepath.Join(o.CacheDir, strings.TrimPrefix(in.ManifestDigest, "sha256:"))
 	}
 	if _, err := os.Stat(marker); marker == "" || err != nil {

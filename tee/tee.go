@@ -64,7 +64,7 @@ func ParseEvidence(b []byte) (*Evidence, error) {
 		return nil, fmt.Errorf("evidence is %d bytes; at most %d are accepted", len(b), MaxEvidenceBytes)
 	}
 	var e Evidence
-	dec := json.NewDecoder(bytesReader(b))
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&e); err != nil {
 		return nil, fmt.Errorf("evidence envelope: %w", err)

@@ -158,7 +158,7 @@ func (u *Userspace) Close() error {
 		}
 	}
 	if u.server != nil {
-		if err := u.server.Unmount(); err != nil {
+		if err := u.unmountFUSE(); err != nil {
 			errs = append(errs, fmt.Errorf("FUSE unmount: %w", err))
 		}
 	}
@@ -167,4 +167,18 @@ func (u *Userspace) Close() error {
 		errs = append(errs, u.dev.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// unmountFUSE unmounts the FUSE file system. The kernel releases a detached
+// loop device's backing file asynchronously, so the mount can be busy for a
+// moment after losetup -d returns; it retries for up to two seconds.
+func (u *Userspace) unmountFUSE() error {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		err := u.server.Unmount()
+		if err == nil || !strings.Contains(err.Error(), "busy") || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

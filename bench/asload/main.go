@@ -6,7 +6,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
@@ -18,11 +17,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"cocoon.dev/cocoon/internal/serving"
 	"cocoon.dev/cocoon/tee"
 	"cocoon.dev/cocoon/tee/sim"
 )
@@ -51,25 +50,15 @@ func run(bin string, count int, maxTime time.Duration, workers int) error {
 	}
 	cmd := exec.Command(bin, "as", "serve", "--listen", "127.0.0.1:0", "--state", filepath.Join(work, "as"),
 		"--trust-sim", "--sim-roots", filepath.Join(work, "sim", sim.FileRoots), "--offline")
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	urlc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if i := strings.Index(sc.Text(), "serving on "); i >= 0 {
-				urlc <- strings.Fields(sc.Text()[i+len("serving on "):])[0]
-			}
+	url, err := serving.Start(cmd, 20*time.Second)
+	defer func() {
+		if cmd.Process != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
 		}
 	}()
-	var url string
-	select {
-	case url = <-urlc:
-	case <-time.After(20 * time.Second):
-		return fmt.Errorf("the service did not start")
+	if err != nil {
+		return err
 	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers * 2}, Timeout: 10 * time.Second}
 	post := func(path string, body []byte) (map[string]any, time.Duration, error) {

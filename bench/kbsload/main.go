@@ -6,7 +6,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -30,6 +29,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
+	"cocoon.dev/cocoon/internal/serving"
 	"cocoon.dev/cocoon/kbs/client"
 	"cocoon.dev/cocoon/tee"
 	"cocoon.dev/cocoon/tee/sim"
@@ -73,18 +73,16 @@ func run(bin string, n int, maxTime time.Duration, workers int) error {
 	}
 	cmd := exec.Command(bin, "kbs", "serve", "--state", state, "--listen", addr, "--allow-sim", "--offline",
 		"--sim-roots", filepath.Join(work, "sim", sim.FileRoots))
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
+	_, err = serving.Start(cmd, 20*time.Second)
+	defer func() {
+		if cmd.Process != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	}()
+	if err != nil {
 		return err
 	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	sc := bufio.NewScanner(stderr)
-	for sc.Scan() {
-		if strings.Contains(sc.Text(), "serving on") {
-			break
-		}
-	}
-	go io.Copy(io.Discard, stderr)
 	put := exec.Command(bin, "kbs", "put", "kbs:///bench/key/k1", "-", "--state", state)
 	put.Stdin = strings.NewReader("a 32-byte secret for the bench..")
 	if out, err := put.CombinedOutput(); err != nil {

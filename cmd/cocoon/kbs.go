@@ -40,6 +40,16 @@ func (f *kbsAdminFlags) add(c *cobra.Command) {
 	c.Flags().StringVar(&f.ca, "ca", "", "CA certificate of the broker (without --state)")
 }
 
+// resource parses a kbs:/// URI and returns the admin client with its path.
+func (f *kbsAdminFlags) resource(uri string) (*client.Admin, string, error) {
+	r, t, tag, err := kbs.ParseURI(uri)
+	if err != nil {
+		return nil, "", err
+	}
+	a, err := f.admin()
+	return a, r + "/" + t + "/" + tag, err
+}
+
 func (f *kbsAdminFlags) admin() (*client.Admin, error) {
 	url, keyPath, caPath := f.url, f.adminKey, f.ca
 	if f.state != "" {
@@ -139,7 +149,7 @@ policy, encrypted to a key that exists only inside the workload's TEE.
 	put := &cobra.Command{
 		Use: "put kbs:///repo/type/tag FILE", Short: "Store a resource (FILE - reads standard input)", Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, t, tag, err := kbs.ParseURI(args[0])
+			a, path, err := af.resource(args[0])
 			if err != nil {
 				return err
 			}
@@ -152,26 +162,18 @@ policy, encrypted to a key that exists only inside the workload's TEE.
 			if err != nil {
 				return err
 			}
-			a, err := af.admin()
-			if err != nil {
-				return err
-			}
 			defer clear(data)
-			return a.Put(cmd.Context(), r+"/"+t+"/"+tag, data)
+			return a.Put(cmd.Context(), path, data)
 		},
 	}
 	get := &cobra.Command{
 		Use: "get kbs:///repo/type/tag", Short: "Print a resource (admin)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, t, tag, err := kbs.ParseURI(args[0])
+			a, path, err := af.resource(args[0])
 			if err != nil {
 				return err
 			}
-			a, err := af.admin()
-			if err != nil {
-				return err
-			}
-			b, err := a.Get(cmd.Context(), r+"/"+t+"/"+tag)
+			b, err := a.Get(cmd.Context(), path)
 			if err != nil {
 				return err
 			}
@@ -182,15 +184,11 @@ policy, encrypted to a key that exists only inside the workload's TEE.
 	rm := &cobra.Command{
 		Use: "rm kbs:///repo/type/tag", Short: "Delete a resource", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, t, tag, err := kbs.ParseURI(args[0])
+			a, path, err := af.resource(args[0])
 			if err != nil {
 				return err
 			}
-			a, err := af.admin()
-			if err != nil {
-				return err
-			}
-			return a.Delete(cmd.Context(), r+"/"+t+"/"+tag)
+			return a.Delete(cmd.Context(), path)
 		},
 	}
 	ls := &cobra.Command{

@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 
+	"cocoon.dev/cocoon/internal/regoval"
+
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -337,8 +339,8 @@ it with the one in its annotation, field by field. Exit code: 0 same, 2 differen
 // "path: annotated X, fresh Y".
 func diffPolicies(a, b *policy.Policy) []string {
 	fa, fb := map[string]string{}, map[string]string{}
-	flatten("", toGeneric(a), fa)
-	flatten("", toGeneric(b), fb)
+	flatten("", regoval.Plain(a), fa)
+	flatten("", regoval.Plain(b), fb)
 	keys := map[string]bool{}
 	for k := range fa {
 		keys[k] = true
@@ -361,13 +363,6 @@ func diffPolicies(a, b *policy.Policy) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-func toGeneric(v any) any {
-	b, _ := json.Marshal(v)
-	var g any
-	_ = json.Unmarshal(b, &g)
-	return g
 }
 
 func flatten(prefix string, v any, out map[string]string) {

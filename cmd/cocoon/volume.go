@@ -19,7 +19,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"cocoon.dev/cocoon/kbs"
 	"cocoon.dev/cocoon/volume"
 )
 
@@ -80,20 +79,15 @@ state directory) instead of a key file.`,
 			var pass []byte
 			switch {
 			case kbsRes != "":
-				r, t, tag, err := kbs.ParseURI(kbsRes)
+				a, path, err := (&kbsAdminFlags{state: kbsState}).resource(kbsRes)
 				if err != nil {
 					return err
 				}
 				pass = make([]byte, 32)
-				if _, err := io.ReadFull(randReader(), pass); err != nil {
+				if _, err := io.ReadFull(cryptorand.Reader, pass); err != nil {
 					return err
 				}
-				af := &kbsAdminFlags{state: kbsState}
-				a, err := af.admin()
-				if err != nil {
-					return err
-				}
-				if err := a.Put(cmd.Context(), r+"/"+t+"/"+tag, pass); err != nil {
+				if err := a.Put(cmd.Context(), path, pass); err != nil {
 					return fmt.Errorf("store the key in the broker: %w", err)
 				}
 			default:
@@ -262,5 +256,3 @@ func openVolume(g *globals, image, target string, pass []byte, readOnly bool, st
 	b, _ := json.Marshal(openState{Target: abs, Image: image, PID: c.Process.Pid})
 	return os.WriteFile(statePath, b, 0o600)
 }
-
-func randReader() io.Reader { return cryptorand.Reader }

@@ -2,10 +2,20 @@
 package regoval
 
 import (
+	"encoding/json"
 	"strconv"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
+
+// Plain turns a Go value into its JSON shape (maps, slices, strings,
+// numbers, booleans), as a rule or a diff wants to see it.
+func Plain(v any) any {
+	b, _ := json.Marshal(v)
+	var g any
+	_ = json.Unmarshal(b, &g)
+	return g
+}
 
 // FromGo converts a document of maps, slices, strings, booleans, numbers
 // and nulls (as JSON decoding and cocoon's input builders make them) to an
