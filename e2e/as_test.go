@@ -25,15 +25,10 @@ func (x *h) startAS(args ...string) string {
 func (x *h) serve(cmd *exec.Cmd) string {
 	x.t.Helper()
 	u, err := serving.Start(cmd, 20*time.Second)
-	x.t.Cleanup(func() {
-		if cmd.Process != nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	})
 	if err != nil {
 		x.t.Fatal(err)
 	}
+	x.t.Cleanup(func() { serving.Stop(cmd) })
 	return u
 }
 

@@ -51,15 +51,10 @@ func run(bin string, count int, maxTime time.Duration, workers int) error {
 	cmd := exec.Command(bin, "as", "serve", "--listen", "127.0.0.1:0", "--state", filepath.Join(work, "as"),
 		"--trust-sim", "--sim-roots", filepath.Join(work, "sim", sim.FileRoots), "--offline")
 	url, err := serving.Start(cmd, 20*time.Second)
-	defer func() {
-		if cmd.Process != nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	}()
 	if err != nil {
 		return err
 	}
+	defer serving.Stop(cmd)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers * 2}, Timeout: 10 * time.Second}
 	post := func(path string, body []byte) (map[string]any, time.Duration, error) {
 		start := time.Now()

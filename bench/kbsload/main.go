@@ -74,15 +74,10 @@ func run(bin string, n int, maxTime time.Duration, workers int) error {
 	cmd := exec.Command(bin, "kbs", "serve", "--state", state, "--listen", addr, "--allow-sim", "--offline",
 		"--sim-roots", filepath.Join(work, "sim", sim.FileRoots))
 	_, err = serving.Start(cmd, 20*time.Second)
-	defer func() {
-		if cmd.Process != nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	}()
 	if err != nil {
 		return err
 	}
+	defer serving.Stop(cmd)
 	put := exec.Command(bin, "kbs", "put", "kbs:///bench/key/k1", "-", "--state", state)
 	put.Stdin = strings.NewReader("a 32-byte secret for the bench..")
 	if out, err := put.CombinedOutput(); err != nil {

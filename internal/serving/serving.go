@@ -16,7 +16,7 @@ const marker = "serving on "
 
 // Start starts cmd, waits up to timeout for its "serving on URL" line on
 // standard error and returns the URL; the rest of standard error is drained.
-// The caller stops the process (cmd.Process.Kill, cmd.Wait).
+// If it does not serve, Start stops it; otherwise the caller calls Stop.
 func Start(cmd *exec.Cmd, timeout time.Duration) (string, error) {
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -45,10 +45,20 @@ func Start(cmd *exec.Cmd, timeout time.Duration) (string, error) {
 	select {
 	case u := <-urlc:
 		if u == "" {
+			Stop(cmd)
 			return "", errors.New(cmd.Path + " exited before serving; run it by hand to see why")
 		}
 		return u, nil
 	case <-time.After(timeout):
-		return "", fmt.Errorf("%s did not start serving within %v", cmd.Path, timeout)
+		Stop(cmd)
+		return "", fmt.Errorf("%s did not start serving within %v; run it by hand to see why", cmd.Path, timeout)
+	}
+}
+
+// Stop kills a process started by Start and waits for it.
+func Stop(cmd *exec.Cmd) {
+	if cmd.Process != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
 	}
 }
