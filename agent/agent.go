@@ -52,7 +52,11 @@ type Config struct {
 	// SetHostname makes CreateSandbox set the agent's own UTS hostname (the
 	// agent must be in its own UTS namespace).
 	SetHostname bool
-	Logger      *slog.Logger
+	// FetchLocal, when set, makes a local image source (an OCI layout or a
+	// docker archive named by an absolute host path) present at the same
+	// path before it is pulled: a VM's agent copies it from the host.
+	FetchLocal func(ctx context.Context, path string) error
+	Logger     *slog.Logger
 }
 
 // Agent is the in-sandbox agent.

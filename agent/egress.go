@@ -17,11 +17,25 @@ import (
 // content.
 func EgressTransport(sock string) *http.Transport {
 	d := &net.Dialer{Timeout: 10 * time.Second}
+	return EgressTransportDial(func(ctx context.Context) (net.Conn, error) {
+		c, err := d.DialContext(ctx, "unix", sock)
+		if err != nil {
+			return nil, fmt.Errorf("egress channel %s: %w", sock, err)
+		}
+		return c, nil
+	})
+}
+
+// EgressTransportDial is EgressTransport over connections from dial (a VM's
+// channel to its host).
+func EgressTransportDial(dial func(context.Context) (net.Conn, error)) *http.Transport {
 	return &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := d.DialContext(ctx, "unix", sock)
+			ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			c, err := dial(ctx)
 			if err != nil {
-				return nil, fmt.Errorf("egress channel %s: %w", sock, err)
+				return nil, err
 			}
 			if dl, ok := ctx.Deadline(); ok {
 				_ = c.SetDeadline(dl)

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cocoon.dev/cocoon/image"
 	"context"
 	"fmt"
 	"os"
@@ -114,6 +115,13 @@ func (s *service) PullImage(ctx context.Context, req *agentv1.PullImageRequest) 
 	}
 	a.mu.Unlock()
 	start := time.Now()
+	if a.cfg.FetchLocal != nil {
+		if r, err := image.ParseRef(ref); err == nil && r.Transport != image.Registry {
+			if err := a.cfg.FetchLocal(ctx, r.Path); err != nil {
+				return nil, fmt.Errorf("pull: %w", err)
+			}
+		}
+	}
 	img, err := a.puller.Pull(ctx, ref, prog)
 	if err != nil {
 		a.log.Warn("pull failed", "image", ref, "error", err)

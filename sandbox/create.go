@@ -31,6 +31,15 @@ type config struct {
 	TEE string `json:"tee,omitempty"`
 	// SimState is the simulated secure processor's state directory.
 	SimState string `json:"simState,omitempty"`
+	// VM sandboxes (isolation "qemu"): the guest image directory, QEMU,
+	// whether to use KVM, the VM's size and how long it may take to boot.
+	GuestDir           string `json:"guestDir,omitempty"`
+	Firmware           string `json:"firmware,omitempty"`
+	QEMU               string `json:"qemu,omitempty"`
+	KVM                bool   `json:"kvm,omitempty"`
+	MemoryMiB          int    `json:"memoryMiB,omitempty"`
+	VCPUs              int    `json:"vcpus,omitempty"`
+	BootTimeoutSeconds int    `json:"bootTimeoutSeconds,omitempty"`
 }
 
 const fileConfig = "config.json"
@@ -56,6 +65,17 @@ type Options struct {
 	// SimState is the simulated secure processor's state directory
 	// (default: <root>/sim).
 	SimState string
+	// Isolation is "process" (default) or "qemu" (a VM per sandbox).
+	Isolation string
+	// GuestDir is the guest image for "qemu" (default: <root>/guest).
+	GuestDir string
+	// QEMU is the QEMU binary (default qemu-system-x86_64).
+	QEMU string
+	// Firmware is OVMF (SEV-SNP) or TDVF (TDX) for confidential VMs.
+	Firmware string
+	// BootTimeout bounds a VM's boot to a ready agent (default: 20s with
+	// KVM, 180s under software emulation).
+	BootTimeout time.Duration
 }
 
 // Create validates the pod, creates its sandbox directory and starts the shim,
@@ -89,21 +109,14 @@ func Create(ctx context.Context, o Options) (*pod.Pod, error) {
 			os.RemoveAll(dir)
 		}
 	}()
-	switch o.TEE {
-	case "", "sim":
-		o.TEE = "sim"
-		if o.SimState == "" {
-			o.SimState = o.Root.SimState()
-		}
-	default:
-		return nil, fmt.Errorf("--tee %q is not available with the process backend: its TEE is the simulated secure processor (sim); SEV-SNP and TDX need the VM backend", o.TEE)
-	}
 	var id [4]byte
 	_, _ = rand.Read(id[:])
 	cfg := config{
 		Isolation: "process", AgentBinary: o.AgentBinary, Runc: o.Runc, BaseDir: o.BaseDir,
-		TEE: o.TEE, SimState: o.SimState,
 		CgroupParent: "/cocoon/" + p.Name + "-" + hex.EncodeToString(id[:]),
+	}
+	if err := o.isolation(p, &cfg); err != nil {
+		return nil, err
 	}
 	if err := writeJSONAtomic(filepath.Join(dir, fileConfig), cfg); err != nil {
 		return nil, err
@@ -225,4 +238,109 @@ func (r Root) Remove(ctx context.Context, name string, grace time.Duration) erro
 		return fmt.Errorf("remove sandbox %q: %w", name, err)
 	}
 	return nil
+}
+
+// isolation checks the isolation backend and TEE and fills their part of
+// the sandbox config.
+func (o *Options) isolation(p *pod.Pod, cfg *config) error {
+	switch o.Isolation {
+	case "", "process":
+		switch o.TEE {
+		case "", "sim":
+		default:
+			return fmt.Errorf("--tee %q is not available with the process backend: its TEE is the simulated secure processor (sim); SEV-SNP and TDX need --isolation qemu on a host that has them", o.TEE)
+		}
+		cfg.TEE = "sim"
+	case "qemu":
+		cfg.Isolation = "qemu"
+		cfg.KVM = KVMAvailable()
+		host := HostTEE()
+		switch o.TEE {
+		case "":
+			cfg.TEE = "sim"
+			if host != "" {
+				cfg.TEE = host
+			}
+		case "sim", "none":
+			cfg.TEE = o.TEE
+		case "snp", "tdx":
+			if host != o.TEE {
+				return fmt.Errorf("--tee %s: this host cannot launch %s guests (%s); use --tee sim for development", o.TEE, strings.ToUpper(o.TEE), hostTEEWhy(o.TEE))
+			}
+			cfg.TEE = o.TEE
+		default:
+			return fmt.Errorf("--tee %q: want snp, tdx, sim or none", o.TEE)
+		}
+		if cfg.TEE == "snp" || cfg.TEE == "tdx" {
+			cfg.Firmware = o.Firmware
+			if cfg.Firmware == "" {
+				cfg.Firmware = defaultFirmware(cfg.TEE)
+			}
+			if _, err := os.Stat(cfg.Firmware); err != nil {
+				return fmt.Errorf("--tee %s needs guest firmware with %s support: %w (pass --firmware)", cfg.TEE, strings.ToUpper(cfg.TEE), err)
+			}
+		}
+		cfg.GuestDir, cfg.QEMU = o.GuestDir, o.QEMU
+		if cfg.GuestDir == "" {
+			cfg.GuestDir = o.Root.GuestDir()
+		}
+		if cfg.QEMU == "" {
+			cfg.QEMU = "qemu-system-x86_64"
+		}
+		if _, err := exec.LookPath(cfg.QEMU); err != nil {
+			return fmt.Errorf("--isolation qemu needs QEMU (%s not found): apt-get install qemu-system-x86", cfg.QEMU)
+		}
+		cfg.MemoryMiB, cfg.VCPUs = VMSize(p)
+		switch {
+		case o.BootTimeout > 0:
+			cfg.BootTimeoutSeconds = int(o.BootTimeout.Seconds())
+		case cfg.KVM:
+			cfg.BootTimeoutSeconds = 20
+		default:
+			cfg.BootTimeoutSeconds = 180
+		}
+	default:
+		return fmt.Errorf("--isolation %q: want process or qemu", o.Isolation)
+	}
+	if cfg.TEE == "sim" {
+		cfg.SimState = o.SimState
+		if cfg.SimState == "" {
+			cfg.SimState = o.Root.SimState()
+		}
+	}
+	if cfg.TEE == "none" {
+		cfg.TEE = ""
+	}
+	return nil
+}
+
+// HostTEE is the confidential guest type this host can launch: "snp" when
+// KVM has SEV-SNP enabled, "tdx" when it has TDX, else "".
+func HostTEE() string {
+	if b, err := os.ReadFile("/sys/module/kvm_amd/parameters/sev_snp"); err == nil && strings.TrimSpace(string(b)) == "Y" {
+		return "snp"
+	}
+	if b, err := os.ReadFile("/sys/module/kvm_intel/parameters/tdx"); err == nil && strings.TrimSpace(string(b)) == "Y" {
+		return "tdx"
+	}
+	return ""
+}
+
+func hostTEEWhy(kind string) string {
+	if !KVMAvailable() {
+		return "no usable /dev/kvm"
+	}
+	if kind == "snp" {
+		return "/sys/module/kvm_amd/parameters/sev_snp is not Y"
+	}
+	return "/sys/module/kvm_intel/parameters/tdx is not Y"
+}
+
+// defaultFirmware is where Debian's ovmf package puts the firmware builds
+// for confidential guests.
+func defaultFirmware(kind string) string {
+	if kind == "tdx" {
+		return "/usr/share/ovmf/OVMF.inteltdx.fd"
+	}
+	return "/usr/share/ovmf/OVMF.amdsev.fd"
 }

@@ -18,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
+	"cocoon.dev/cocoon/internal/vmchan"
 	"cocoon.dev/cocoon/pod"
 )
 
@@ -31,6 +32,7 @@ type shim struct {
 	cl   *Client
 	cmd  *exec.Cmd
 	root Root
+	vm   *vmchan.Host // the VM channel (qemu backend)
 
 	mu sync.Mutex
 	st Status
@@ -124,6 +126,14 @@ func (s *shim) container(name string, f func(*ContainerStatus)) {
 
 // launch starts the egress channel and the agent, and creates the sandbox.
 func (s *shim) launch() error {
+	if s.cfg.Isolation == "qemu" {
+		h, err := s.launchVM(context.Background())
+		if err != nil {
+			return err
+		}
+		s.vm = h
+		return s.createSandbox()
+	}
 	egress := filepath.Join(s.dir, fileEgress)
 	_ = os.Remove(egress)
 	l, err := net.Listen("unix", egress)
@@ -132,7 +142,15 @@ func (s *shim) launch() error {
 	}
 	serveEgress(context.Background(), l, s.log)
 	if s.cfg.TEE == "sim" {
-		if err := s.startSim(); err != nil {
+		m, err := SimMeasurement(s.cfg.AgentBinary)
+		if err != nil {
+			return err
+		}
+		ln, err := s.simSocket()
+		if err != nil {
+			return err
+		}
+		if err := s.startSim(m, ln); err != nil {
 			return err
 		}
 	}
@@ -143,7 +161,13 @@ func (s *shim) launch() error {
 	s.cmd = cmd
 	s.update(func(st *Status) { st.AgentPID = cmd.Process.Pid })
 	go s.watchAgent()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	return s.createSandbox()
+}
+
+// createSandbox connects to the agent and creates the sandbox with the
+// pod's policy.
+func (s *shim) createSandbox() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cl, err := DialSocket(ctx, filepath.Join(s.dir, fileAgentSk))
 	if err != nil {
@@ -260,7 +284,11 @@ func (s *shim) shutdown() {
 			<-s.agentGone
 		}
 	}
+	if s.vm != nil {
+		s.vm.Close()
+	}
 	removeCgroups(s.cfg.CgroupParent)
+	_ = os.Remove(filepath.Join(s.dir, fileVMSock))
 	_ = os.Remove(filepath.Join(s.dir, fileAgentSk))
 	_ = os.Remove(filepath.Join(s.dir, fileEgress))
 	_ = os.Remove(filepath.Join(s.dir, fileSimSP))

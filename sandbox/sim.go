@@ -55,16 +55,12 @@ func SimMeasurement(agentPath string) ([48]byte, error) {
 	return sim.Measure(sim.LaunchConfig{Isolation: "process", AgentDigest: d}), nil
 }
 
-// startSim registers this launch with the simulated secure processor and
-// serves it on a socket only this sandbox's agent is given.
-func (s *shim) startSim() error {
+// startSim registers this launch (measured as m) with the simulated secure
+// processor and serves it on ln, which only this sandbox's agent reaches.
+func (s *shim) startSim(m [48]byte, ln net.Listener) error {
 	auth, err := sim.LoadOrCreate(s.cfg.SimState)
 	if err != nil {
 		return fmt.Errorf("simulated secure processor: %w", err)
-	}
-	m, err := SimMeasurement(s.cfg.AgentBinary)
-	if err != nil {
-		return err
 	}
 	hd, err := HostData(s.pod)
 	if err != nil {
@@ -72,16 +68,22 @@ func (s *shim) startSim() error {
 	}
 	l := sim.Launch{Measurement: m, HostData: hd}
 	_, _ = rand.Read(l.ReportID[:])
-	sock := filepath.Join(s.dir, fileSimSP)
-	_ = os.Remove(sock)
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		return fmt.Errorf("simulated secure processor socket: %w", err)
-	}
 	go func() { _ = sim.NewServer(auth, l).Serve(context.Background(), ln) }()
 	s.update(func(st *Status) {
 		st.TEE, st.Measurement, st.HostData = "sim", hex.EncodeToString(m[:]), hex.EncodeToString(hd[:])
 	})
 	s.log.Info("simulated secure processor ready (INSECURE: development only)", "measurement", hex.EncodeToString(m[:]))
 	return nil
+}
+
+// simSocket listens on the sandbox's simulated secure processor socket
+// (process backend).
+func (s *shim) simSocket() (net.Listener, error) {
+	sock := filepath.Join(s.dir, fileSimSP)
+	_ = os.Remove(sock)
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		return nil, fmt.Errorf("simulated secure processor socket: %w", err)
+	}
+	return ln, nil
 }

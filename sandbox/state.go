@@ -69,6 +69,10 @@ type Status struct {
 	Measurement string            `json:"measurement,omitempty"`
 	HostData    string            `json:"hostData,omitempty"`
 	Created     time.Time         `json:"createdAt"`
+	// Timings are launch phases in seconds (VM sandboxes: agent_ready_s
+	// from QEMU's start to the agent's readiness, guest_init_s the guest's
+	// uptime when its init started).
+	Timings map[string]float64 `json:"timings,omitempty"`
 	Containers  []ContainerStatus `json:"containers"`
 }
 
@@ -82,6 +86,9 @@ func (r Root) Dir(name string) string { return filepath.Join(string(r), "sandbox
 // SimState is the default state directory of the simulated secure
 // processor.
 func (r Root) SimState() string { return filepath.Join(string(r), "sim") }
+
+// GuestDir is the default VM guest image directory (cocoon guest build).
+func (r Root) GuestDir() string { return filepath.Join(string(r), "guest") }
 
 // Layers is the layer cache directory.
 func (r Root) Layers() string { return filepath.Join(string(r), "layers") }

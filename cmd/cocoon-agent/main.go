@@ -25,6 +25,10 @@ import (
 )
 
 func main() {
+	if isGuestInit() {
+		runGuest()
+		return
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "cocoon-agent:", err)
 		os.Exit(1)

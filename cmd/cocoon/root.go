@@ -81,7 +81,9 @@ func newRootCmd() *cobra.Command {
 inside a sandbox whose only door to the host is the cocoon agent's API. The agent
 pulls and verifies images itself and runs the containers with runc.
 
-Isolation backend: process (namespaces; development only, no memory encryption).
+Isolation backends: process (namespaces; development only, no memory
+encryption) and qemu (a VM per sandbox: SEV-SNP or TDX where the host has
+them, else a plain VM with the simulated TEE; software emulation without KVM).
 
 Examples:
   cocoon run examples/hello/pod.yaml      run a pod in the foreground
@@ -107,7 +109,7 @@ Examples:
 	pf.StringVar(&g.runc, "runc", "", "runc binary used inside the sandbox (default: runc on PATH)")
 	pf.StringVar(&g.simState, "sim-state", os.Getenv("COCOON_SIM_STATE"), "state of the simulated secure processor (default: ROOT/sim; env COCOON_SIM_STATE)")
 	cmd.AddCommand(newRunCmd(g), newPsCmd(g), newLogsCmd(g), newExecCmd(g), newStopCmd(g),
-		newRmCmd(g), newVersionCmd(g), newShimCmd(), newAttestCmd(g), newVerifyCmd(g), newMeasureCmd(g), newPolicyCmd(g), newASCmd(g), newTokenCmd(g), newKBSCmd(g), newVolumeCmd(g))
+		newRmCmd(g), newVersionCmd(g), newShimCmd(), newAttestCmd(g), newVerifyCmd(g), newMeasureCmd(g), newPolicyCmd(g), newASCmd(g), newTokenCmd(g), newKBSCmd(g), newVolumeCmd(g), newGuestCmd(g))
 	return cmd
 }
 

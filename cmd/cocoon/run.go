@@ -25,6 +25,7 @@ func newRunCmd(g *globals) *cobra.Command {
 	var detach, rm bool
 	var teeKind string
 	gen := &runGen{}
+	vm := &vmFlags{}
 	cmd := &cobra.Command{
 		Use:   "run [-d] POD.yaml",
 		Short: "Run a pod in a new sandbox",
@@ -46,12 +47,13 @@ error); 137 when the sandbox's agent died.`,
   cocoon run -d pod.yaml && cocoon logs mypod`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runPod(cmd, g, args[0], teeKind, detach, rm, gen)
+			return runPod(cmd, g, args[0], teeKind, detach, rm, gen, vm)
 		},
 	}
 	cmd.Flags().BoolVarP(&detach, "detach", "d", false, "run in the background and print the pod name")
 	cmd.Flags().BoolVar(&rm, "rm", false, "remove the sandbox when the pod ends (foreground only)")
-	cmd.Flags().StringVar(&teeKind, "tee", "sim", "TEE of the sandbox: sim (simulated secure processor, INSECURE, the only one of the process backend)")
+	cmd.Flags().StringVar(&teeKind, "tee", "", "TEE of the sandbox: sim (simulated secure processor, INSECURE; the process backend's only one), or with --isolation qemu snp, tdx or none (default: the host's, else sim)")
+	vm.add(cmd)
 	cmd.Flags().BoolVar(&gen.generate, "generate-policy", false, "generate the pod's policy now when it has none (and say so)")
 	gen.add(cmd)
 	return cmd
@@ -62,7 +64,25 @@ type runGen struct {
 	genFlags
 }
 
-func runPod(cmd *cobra.Command, g *globals, file, teeKind string, detach, rm bool, gen *runGen) error {
+// vmFlags are the run flags of the qemu isolation backend.
+type vmFlags struct {
+	isolation, qemu, firmware string
+	bootTimeout               time.Duration
+}
+
+func (v *vmFlags) add(cmd *cobra.Command) {
+	def := os.Getenv("COCOON_ISOLATION")
+	if def == "" {
+		def = "process"
+	}
+	f := cmd.Flags()
+	f.StringVar(&v.isolation, "isolation", def, "isolation backend: process (namespaces) or qemu (a VM per sandbox) (env COCOON_ISOLATION)")
+	f.StringVar(&v.qemu, "qemu", "", "QEMU binary for --isolation qemu (default qemu-system-x86_64)")
+	f.StringVar(&v.firmware, "firmware", "", "guest firmware for SEV-SNP (OVMF) or TDX (TDVF) VMs")
+	f.DurationVar(&v.bootTimeout, "boot-timeout", 0, "how long a VM may take to boot to a ready agent (default 20s with KVM, 3m under emulation)")
+}
+
+func runPod(cmd *cobra.Command, g *globals, file, teeKind string, detach, rm bool, gen *runGen, vm *vmFlags) error {
 	ctx := cmd.Context()
 	y, err := os.ReadFile(file)
 	if err != nil {
@@ -94,9 +114,15 @@ func runPod(cmd *cobra.Command, g *globals, file, teeKind string, detach, rm boo
 		return &exitError{125, err.Error()}
 	}
 	root := g.Root()
+	if vm.isolation == "qemu" {
+		if _, err := ensureGuest(ctx, root.GuestDir(), agentBin, cmd.ErrOrStderr()); err != nil {
+			return &exitError{125, fmt.Sprintf("guest image: %v", err)}
+		}
+	}
 	p, err := sandbox.Create(ctx, sandbox.Options{
 		Root: root, PodYAML: y, ShimCommand: []string{self, "--root", g.root, "shim"},
 		AgentBinary: agentBin, Runc: g.runc, BaseDir: baseDir(file), TEE: teeKind, SimState: g.sim(),
+		Isolation: vm.isolation, QEMU: vm.qemu, Firmware: vm.firmware, BootTimeout: vm.bootTimeout,
 	})
 	if err != nil {
 		return &exitError{125, fmt.Sprintf("%s: %v", file, err)}

@@ -365,13 +365,24 @@ type LaunchConfig struct {
 	Isolation string `json:"isolation"`
 	// AgentDigest is sha256:<hex> of the cocoon-agent binary.
 	AgentDigest string `json:"agent_digest"`
+	// KernelDigest, InitrdDigest (sha256:<hex>) and Cmdline are what a VM
+	// launch ("qemu" isolation) boots: the processor measures them as
+	// SEV-SNP does with kernel hashes on. Empty for process launches.
+	KernelDigest string `json:"kernel_digest,omitempty"`
+	InitrdDigest string `json:"initrd_digest,omitempty"`
+	Cmdline      string `json:"cmdline,omitempty"`
 }
 
 // Measure is the launch MEASUREMENT: SHA-384 over a domain label, the agent
-// binary's digest and the launch config, each length-prefixed.
+// binary's digest and the isolation, each length-prefixed, and for a VM
+// launch also the kernel's and initramfs's digests and the command line.
 func Measure(c LaunchConfig) [48]byte {
 	h := sha512.New384()
-	for _, part := range []string{"cocoon-sim-launch-v1", c.AgentDigest, c.Isolation} {
+	parts := []string{"cocoon-sim-launch-v1", c.AgentDigest, c.Isolation}
+	if c.KernelDigest != "" || c.InitrdDigest != "" || c.Cmdline != "" {
+		parts = append(parts, "vm", c.KernelDigest, c.InitrdDigest, c.Cmdline)
+	}
+	for _, part := range parts {
 		var n [4]byte
 		n[0], n[1], n[2], n[3] = byte(len(part)>>24), byte(len(part)>>16), byte(len(part)>>8), byte(len(part))
 		h.Write(n[:])

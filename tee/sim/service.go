@@ -72,11 +72,17 @@ type Client struct {
 
 // NewClient returns an attester that talks to the socket sock.
 func NewClient(sock string) *Client {
+	return NewClientDial(func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	})
+}
+
+// NewClientDial returns an attester that reaches the simulated secure
+// processor through dial (a VM's channel to its host).
+func NewClientDial(dial func(context.Context) (net.Conn, error)) *Client {
 	return &Client{hc: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		},
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
 	}}}
 }
 

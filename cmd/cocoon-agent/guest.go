@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"time"
+
+	"cocoon.dev/cocoon/agent"
+	"cocoon.dev/cocoon/internal/vmchan"
+	"cocoon.dev/cocoon/policy"
+	"cocoon.dev/cocoon/tee"
+	"cocoon.dev/cocoon/tee/sim"
+)
+
+// isGuestInit reports whether the agent is a sandbox VM's init (the
+// initramfs runs it as /init).
+func isGuestInit() bool { return os.Getpid() == 1 && os.Args[0] == "/init" }
+
+// runGuest is the agent as a VM's init: it prepares the guest, serves the
+// agent API over the virtio-serial channel, and powers the VM off when the
+// host asks it to shut down or when anything fails.
+func runGuest() {
+	debug.SetGCPercent(policy.AgentGCPercent)
+	debug.SetMemoryLimit(128 << 20)
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	os.Setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+	err := guestMain(log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "cocoon-agent:", err)
+	}
+	agent.PowerOff()
+}
+
+func guestMain(log *slog.Logger) error {
+	ctx := context.Background()
+	params, err := agent.GuestInit()
+	if err != nil {
+		return err
+	}
+	port, err := agent.GuestPort(20 * time.Second)
+	if err != nil {
+		return err
+	}
+	ch, err := vmchan.NewGuest(port, log)
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+	ready := func(msg string) {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if err := ch.Ready(rctx, msg); err != nil {
+			log.Error("report readiness", "error", err)
+		}
+	}
+	a, pod, err := newGuestAgent(ch, params, log)
+	if err != nil {
+		ready("error: " + err.Error())
+		return err
+	}
+	ready("ready")
+	log.Info("agent ready in the VM", "tee", params["tee"])
+	a.ServePodAPI(ctx, pod...)
+	return a.Serve(ctx, ch.Listener())
+}
+
+func newGuestAgent(ch *vmchan.Guest, params map[string]string, log *slog.Logger) (*agent.Agent, []net.Listener, error) {
+	cfg := agent.Config{
+		StateDir: agent.GuestStateDir, LayerDir: agent.GuestLayerDir, CgroupParent: "/cocoon", Runc: "/usr/bin/runc",
+		SetHostname: true, Logger: log,
+		Transport:   agent.EgressTransportDial(func(ctx context.Context) (net.Conn, error) { return ch.Dial(ctx, vmchan.TagEgress) }),
+		FetchLocal:  ch.FetchTree,
+	}
+	switch params["tee"] {
+	case "sim":
+		// The simulated secure processor, like a real one, is outside the
+		// guest: the host runtime serves it on the channel.
+		cfg.Attester = sim.NewClientDial(func(ctx context.Context) (net.Conn, error) { return ch.Dial(ctx, vmchan.TagSim) })
+	default:
+		att, err := attester("")
+		if err != nil {
+			return nil, nil, err
+		}
+		cfg.Attester = att
+		if att == nil && params["tee"] != "none" && params["tee"] != "" {
+			return nil, nil, fmt.Errorf("the host launched a %s guest but this VM has no %s device", params["tee"], tee.Kind(params["tee"]))
+		}
+	}
+	dir := filepath.Join(cfg.StateDir, "podapi")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, nil, err
+	}
+	cfg.PodAPISocket = filepath.Join(dir, "api.sock")
+	ul, err := net.Listen("unix", cfg.PodAPISocket)
+	if err != nil {
+		return nil, nil, fmt.Errorf("in-pod API socket: %w", err)
+	}
+	_ = os.Chmod(cfg.PodAPISocket, 0o666)
+	tl, err := net.Listen("tcp", agent.PodAPIAddr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("in-pod API on %s: %w", agent.PodAPIAddr, err)
+	}
+	a, err := agent.New(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return a, []net.Listener{ul, tl}, nil
+}

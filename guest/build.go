@@ -1,0 +1,299 @@
+// Package guest builds the sandbox VM's guest image: a kernel and an
+// initramfs holding cocoon-agent (as /init), runc with the libraries it
+// needs, busybox and the kernel modules the guest loads at boot. The build
+// is reproducible: the same inputs give the same bytes, and the image's
+// digests are what the (simulated) secure processor measures at launch.
+package guest
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// DefaultModules are the kernel modules the guest loads (with their
+// dependencies) when the kernel has them as modules: virtio PCI and console
+// (the agent's channel), block devices, overlay (container root
+// filesystems), loop, FUSE and dm-crypt (encrypted volumes) and vsock.
+func DefaultModules() []string {
+	return []string{
+		"virtio_pci", "virtio_console", "virtio_blk", "overlay", "loop", "fuse",
+		"dm_crypt", "xts", "vmw_vsock_virtio_transport",
+	}
+}
+
+// Options are a build's inputs.
+type Options struct {
+	// Kernel is the kernel image (default: the newest
+	// /boot/vmlinuz-*-cloud-amd64, from Debian's linux-image-cloud-amd64).
+	Kernel string
+	// ModulesDir is the kernel's /lib/modules/<release> (default: derived
+	// from the kernel's file name).
+	ModulesDir string
+	// Agent is cocoon-agent; it must be statically linked.
+	Agent string
+	// Runc is runc (default: runc on PATH); its shared libraries are copied.
+	Runc string
+	// Busybox is a static busybox (default: /bin/busybox).
+	Busybox string
+	// Out is the output directory.
+	Out string
+	// Modules overrides the module list (names, as modprobe takes them).
+	Modules []string
+}
+
+// Image is a built guest image (manifest.json in the output directory).
+type Image struct {
+	Kernel       string   `json:"kernel"`
+	Initrd       string   `json:"initrd"`
+	KernelDigest string   `json:"kernel_digest"`
+	InitrdDigest string   `json:"initrd_digest"`
+	AgentDigest  string   `json:"agent_digest"`
+	Release      string   `json:"kernel_release"`
+	Modules      []string `json:"modules"`
+	Files        int      `json:"files"`
+}
+
+// Config is /etc/cocoon/guest.json inside the initramfs: what the guest's
+// init does before it starts the agent.
+type Config struct {
+	// Modules are initramfs paths of kernel modules, in load order.
+	Modules []string `json:"modules"`
+}
+
+// ConfigPath is where the guest config lives in the initramfs.
+const ConfigPath = "etc/cocoon/guest.json"
+
+// Manifest is the manifest's file name in a guest image directory.
+const Manifest = "manifest.json"
+
+// DefaultKernel finds the newest Debian cloud kernel in /boot.
+func DefaultKernel() (string, error) {
+	ks, _ := filepath.Glob("/boot/vmlinuz-*-cloud-amd64")
+	if len(ks) == 0 {
+		ks, _ = filepath.Glob("/boot/vmlinuz-*")
+	}
+	if len(ks) == 0 {
+		return "", errors.New("no kernel in /boot: install Debian's linux-image-cloud-amd64 (apt-get install linux-image-cloud-amd64) or pass --kernel")
+	}
+	sort.Strings(ks)
+	return ks[len(ks)-1], nil
+}
+
+// Build builds the guest image into o.Out and returns its manifest.
+func Build(ctx context.Context, o Options) (*Image, error) {
+	var err error
+	if o.Kernel == "" {
+		if o.Kernel, err = DefaultKernel(); err != nil {
+			return nil, err
+		}
+	}
+	release := strings.TrimPrefix(filepath.Base(o.Kernel), "vmlinuz-")
+	if o.ModulesDir == "" {
+		o.ModulesDir = filepath.Join("/lib/modules", release)
+	}
+	if o.Runc == "" {
+		o.Runc = lookPath("runc", "/usr/sbin/runc", "/usr/bin/runc")
+	}
+	if o.Busybox == "" {
+		o.Busybox = "/bin/busybox"
+	}
+	if o.Modules == nil {
+		o.Modules = DefaultModules()
+	}
+	if o.Agent == "" || o.Out == "" {
+		return nil, errors.New("guest build: the agent binary and the output directory are required")
+	}
+	if err := requireStatic(o.Agent, "cocoon-agent", "build it with CGO_ENABLED=0"); err != nil {
+		return nil, err
+	}
+	if err := requireStatic(o.Busybox, "busybox", "install Debian's busybox-static"); err != nil {
+		return nil, err
+	}
+	es := []entry{
+		{path: "init", mode: modeFile | 0o755, src: o.Agent},
+		{path: "bin/busybox", mode: modeFile | 0o755, src: o.Busybox},
+		{path: "bin/sh", mode: modeSymlink | 0o777, link: "busybox"},
+		{path: "usr/bin/runc", mode: modeFile | 0o755, src: o.Runc},
+		{path: "dev/console", mode: modeChar | 0o600},
+	}
+	for _, d := range []string{"dev", "proc", "sys", "run", "tmp", "var/lib/cocoon", "etc"} {
+		es = append(es, entry{path: d, mode: modeDir | 0o755})
+	}
+	libs, err := sharedLibs(o.Runc)
+	if err != nil {
+		return nil, fmt.Errorf("runc (%s): %w", o.Runc, err)
+	}
+	for _, l := range libs {
+		es = append(es, entry{path: strings.TrimPrefix(l, "/"), mode: modeFile | 0o755, src: l})
+	}
+	mods, err := moduleClosure(o.ModulesDir, o.Modules)
+	if err != nil {
+		return nil, err
+	}
+	gc := Config{}
+	for _, m := range mods {
+		p := filepath.Join("lib/modules", release, m)
+		gc.Modules = append(gc.Modules, p)
+		es = append(es, entry{path: p, mode: modeFile | 0o644, src: filepath.Join(o.ModulesDir, m)})
+	}
+	cj, _ := json.MarshalIndent(gc, "", "  ")
+	es = append(es, entry{path: ConfigPath, mode: modeFile | 0o644, data: append(cj, '\n')})
+	if err := os.MkdirAll(o.Out, 0o755); err != nil {
+		return nil, err
+	}
+	img := &Image{Kernel: filepath.Join(o.Out, "vmlinuz"), Initrd: filepath.Join(o.Out, "initramfs.cpio"), Release: release, Modules: gc.Modules}
+	if img.KernelDigest, err = copyFile(o.Kernel, img.Kernel); err != nil {
+		return nil, fmt.Errorf("kernel: %w", err)
+	}
+	if img.InitrdDigest, img.Files, err = writeInitramfs(ctx, img.Initrd, es); err != nil {
+		return nil, err
+	}
+	if img.AgentDigest, err = FileDigest(o.Agent); err != nil {
+		return nil, err
+	}
+	mj, _ := json.MarshalIndent(img, "", "  ")
+	if err := os.WriteFile(filepath.Join(o.Out, Manifest), append(mj, '\n'), 0o644); err != nil {
+		return nil, err
+	}
+	return img, nil
+}
+
+// Load reads a built guest image's manifest from dir.
+func Load(dir string) (*Image, error) {
+	b, err := os.ReadFile(filepath.Join(dir, Manifest))
+	if err != nil {
+		return nil, err
+	}
+	var img Image
+	if err := json.Unmarshal(b, &img); err != nil {
+		return nil, fmt.Errorf("guest image %s: %w", dir, err)
+	}
+	return &img, nil
+}
+
+func writeInitramfs(ctx context.Context, path string, es []entry) (digest string, files int, err error) {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return "", 0, err
+	}
+	defer func() {
+		f.Close()
+		if err != nil {
+			os.Remove(tmp)
+		}
+	}()
+	h := sha256.New()
+	bw := bufio.NewWriterSize(io.MultiWriter(f, h), 1<<20)
+	cw := &cpioWriter{w: bw}
+	for _, e := range sortEntries(es) {
+		if err := ctx.Err(); err != nil {
+			return "", 0, err
+		}
+		var r io.Reader
+		if e.mode&0o170000 == modeFile {
+			if e.data != nil {
+				e.size, r = int64(len(e.data)), strings.NewReader(string(e.data))
+			} else {
+				src, err := os.Open(e.src)
+				if err != nil {
+					return "", 0, err
+				}
+				st, err := src.Stat()
+				if err != nil {
+					src.Close()
+					return "", 0, err
+				}
+				e.size, r = st.Size(), src
+				defer src.Close()
+			}
+			files++
+		}
+		if err := cw.add(e, r); err != nil {
+			return "", 0, fmt.Errorf("initramfs: %s: %w", e.path, err)
+		}
+	}
+	if err := cw.close(); err != nil {
+		return "", 0, err
+	}
+	if err := bw.Flush(); err != nil {
+		return "", 0, err
+	}
+	if err := f.Sync(); err != nil {
+		return "", 0, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return "", 0, err
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), files, nil
+}
+
+// FileDigest is sha256:<hex> of a file.
+func FileDigest(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func copyFile(src, dst string) (string, error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return "", err
+	}
+	defer in.Close()
+	out, err := os.Create(dst + ".tmp")
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	if _, err := io.Copy(io.MultiWriter(out, h), in); err != nil {
+		out.Close()
+		return "", err
+	}
+	if err := out.Close(); err != nil {
+		return "", err
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), os.Rename(dst+".tmp", dst)
+}
+
+func lookPath(name string, fallbacks ...string) string {
+	for _, d := range append(filepath.SplitList(os.Getenv("PATH")), "/usr/sbin", "/usr/bin", "/sbin", "/bin") {
+		p := filepath.Join(d, name)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			return p
+		}
+	}
+	return fallbacks[0]
+}
+
+func requireStatic(path, what, hint string) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		return fmt.Errorf("%s (%s): %w", what, path, err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("%s (%s) is dynamically linked; the guest needs a static one: %s", what, path, hint)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,174 @@
+package vmchan
+
+import (
+	"archive/tar"
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// MaxTree bounds what a guest accepts for one local image source.
+const MaxTree = 4 << 30
+
+// ServeFiles answers the guest's requests for local image sources (OCI
+// layouts, docker archives) on l: each stream names an absolute path, which
+// must be one allowed reports true for; the answer is "ok" and a tar of
+// the path (regular files and directories only), or "error: ...". The
+// content is not trusted by the guest: it verifies every digest.
+func ServeFiles(l net.Listener, allowed func(string) bool, log *slog.Logger) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			line, err := bufio.NewReader(io.LimitReader(c, 4097)).ReadString('\n')
+			if err != nil {
+				return
+			}
+			p := filepath.Clean(strings.TrimSpace(line))
+			if !filepath.IsAbs(p) || !allowed(p) {
+				fmt.Fprintf(c, "error: %s is not a local image source of this pod\n", p)
+				return
+			}
+			if _, err := os.Stat(p); err != nil {
+				fmt.Fprintf(c, "error: %v\n", err)
+				return
+			}
+			io.WriteString(c, "ok\n")
+			if err := writeTree(c, p); err != nil {
+				log.Warn("send local image source", "path", p, "error", err)
+			}
+		}()
+	}
+}
+
+func writeTree(w io.Writer, root string) error {
+	tw := tar.NewWriter(w)
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(root, p)
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir():
+			return tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: rel + "/", Mode: 0o755})
+		case info.Mode().IsRegular():
+			f, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: rel, Mode: 0o644, Size: info.Size()}); err != nil {
+				return err
+			}
+			_, err = io.Copy(tw, f)
+			return err
+		}
+		return nil // symlinks and devices are not part of an image source
+	})
+	if err != nil {
+		return err
+	}
+	return tw.Close()
+}
+
+// FetchTree copies the host's local image source at path to the same path
+// in the guest. dest must not exist yet; only regular files and
+// directories beneath it are created, so the host cannot write elsewhere.
+func (g *Guest) FetchTree(ctx context.Context, path string) error {
+	if _, err := os.Lstat(path); err == nil {
+		return nil // fetched before
+	}
+	c, err := g.Dial(ctx, TagFile)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	if _, err := io.WriteString(c, path+"\n"); err != nil {
+		return err
+	}
+	br := bufio.NewReader(c)
+	line, err := br.ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("local image source %s: the host did not answer: %w", path, err)
+	}
+	if line = strings.TrimSpace(line); line != "ok" {
+		return fmt.Errorf("local image source %s: host: %s", path, strings.TrimPrefix(line, "error: "))
+	}
+	tmp := path + ".partial"
+	_ = os.RemoveAll(tmp)
+	if err := extract(io.LimitReader(br, MaxTree), tmp); err != nil {
+		_ = os.RemoveAll(tmp)
+		return fmt.Errorf("local image source %s: %w", path, err)
+	}
+	return os.Rename(tmp, path)
+}
+
+func extract(r io.Reader, dest string) error {
+	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
+		return err
+	}
+	tr := tar.NewReader(r)
+	first := true
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			if first {
+				return errors.New("empty answer")
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		name := filepath.Clean(h.Name)
+		if !filepath.IsLocal(name) && name != "." {
+			return fmt.Errorf("entry %q is outside the source", h.Name)
+		}
+		p := filepath.Join(dest, name)
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := os.MkdirAll(p, 0o755); err != nil {
+				return err
+			}
+		case tar.TypeReg:
+			if name == "." {
+				p = dest // a single file (docker archive)
+			}
+			f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(f, tr)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("entry %q: only files and directories are accepted", h.Name)
+		}
+		first = false
+	}
+}
