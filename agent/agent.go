@@ -56,7 +56,10 @@ type Config struct {
 	// docker archive named by an absolute host path) present at the same
 	// path before it is pulled: a VM's agent copies it from the host.
 	FetchLocal func(ctx context.Context, path string) error
-	Logger     *slog.Logger
+	// VolumeSource, when set, maps an encrypted volume's host path to the
+	// device the agent opens (a VM's virtio disk).
+	VolumeSource func(path string) (string, error)
+	Logger       *slog.Logger
 }
 
 // Agent is the in-sandbox agent.

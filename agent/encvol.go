@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
 	"cocoon.dev/cocoon/kbs"
@@ -25,14 +26,20 @@ func (a *Agent) openEncrypted(ctx context.Context, v *agentv1.EncryptedVolume) (
 	}
 	defer clear(key)
 	target := filepath.Join(a.cfg.StateDir, "volumes", v.GetName())
+	src := v.GetSource()
+	if a.cfg.VolumeSource != nil && strings.HasPrefix(src, "/") {
+		if src, err = a.cfg.VolumeSource(src); err != nil {
+			return "", fmt.Errorf("volume %q: %w", v.GetName(), err)
+		}
+	}
 	var u volume.Closer
 	if volume.HasDMCrypt() {
 		// The kernel decrypts: cryptsetup with the key on a pipe.
-		if u, err = volume.OpenKernel(v.GetSource(), key, v.GetReadOnly(), "cocoon-"+filepath.Base(a.cfg.StateDir)+"-"+v.GetName(), target); err != nil {
+		if u, err = volume.OpenKernel(src, key, v.GetReadOnly(), "cocoon-"+filepath.Base(a.cfg.StateDir)+"-"+v.GetName(), target); err != nil {
 			return "", fmt.Errorf("volume %q: %w", v.GetName(), err)
 		}
 	} else {
-		dev, _, err := volume.Open(v.GetSource(), key, v.GetReadOnly())
+		dev, _, err := volume.Open(src, key, v.GetReadOnly())
 		if err != nil {
 			return "", fmt.Errorf("volume %q: %w", v.GetName(), err)
 		}

@@ -28,7 +28,7 @@ import (
 func DefaultModules() []string {
 	return []string{
 		"virtio_pci", "virtio_console", "virtio_blk", "overlay", "loop", "fuse",
-		"dm_crypt", "xts", "vmw_vsock_virtio_transport",
+		"dm_crypt", "xts", "vmw_vsock_virtio_transport", "virtio_balloon",
 	}
 }
 

@@ -33,9 +33,19 @@ type QEMUConfig struct {
 	// a unix socket behind a virtio-serial port named cocoon.agent.
 	VsockCID    uint32
 	AgentSocket string
+	// Drives are disk images given to the guest (encrypted volumes).
+	Drives []Drive
 	// CBitPos and ReducedPhysBits are the host CPU's SEV parameters
 	// (EPYC: 51 and 1).
 	CBitPos, ReducedPhysBits int
+}
+
+// Drive is a raw disk image attached as a virtio-blk device whose serial
+// number the guest looks it up by.
+type Drive struct {
+	Path     string
+	Serial   string
+	ReadOnly bool
 }
 
 // QEMUArgs builds the QEMU command line for a sandbox VM: SEV-SNP guests get
@@ -99,8 +109,14 @@ func QEMUArgs(c QEMUConfig) ([]string, error) {
 		if c.KVM {
 			args = append(args, "-enable-kvm", "-cpu", "host", "-machine", "q35")
 		} else {
-			args = append(args, "-accel", "tcg", "-cpu", "max", "-machine", "q35")
+			// A small translation cache: QEMU's default (up to 1 GiB) is
+			// the largest part of an emulated VM's host memory.
+			args = append(args, "-accel", "tcg,tb-size=64", "-cpu", "max", "-machine", "q35")
 		}
+		// Pages the guest frees (the initramfs after it is unpacked) go
+		// back to the host. Confidential guests' memory is private, so
+		// they do without.
+		args = append(args, "-device", "virtio-balloon-pci,free-page-reporting=on")
 	default:
 		return nil, fmt.Errorf("qemu: TEE %q: want snp, tdx or none", c.TEE)
 	}
@@ -116,6 +132,18 @@ func QEMUArgs(c QEMUConfig) ([]string, error) {
 			"-device", "virtserialport,chardev=agent,name=cocoon.agent")
 	default:
 		return nil, errors.New("qemu: give a vsock CID (>= 3) or an agent socket")
+	}
+	for i, d := range c.Drives {
+		if strings.ContainsAny(d.Path, ",") || strings.ContainsAny(d.Serial, ",=") || len(d.Serial) > 20 {
+			return nil, fmt.Errorf("qemu: drive %q: the path must not contain a comma, the serial at most 20 characters", d.Path)
+		}
+		ro := "off"
+		if d.ReadOnly {
+			ro = "on"
+		}
+		id := "vol" + strconv.Itoa(i)
+		args = append(args, "-drive", "file="+d.Path+",format=raw,if=none,cache=none,aio=threads,readonly="+ro+",id="+id,
+			"-device", "virtio-blk-pci,drive="+id+",serial="+d.Serial)
 	}
 	args = append(args, "-serial", "stdio")
 	return args, nil

@@ -65,15 +65,15 @@ type Status struct {
 	Isolation string `json:"isolation"`
 	// TEE, Measurement and HostData describe the launch as the (simulated)
 	// secure processor measured it.
-	TEE         string            `json:"tee,omitempty"`
-	Measurement string            `json:"measurement,omitempty"`
-	HostData    string            `json:"hostData,omitempty"`
-	Created     time.Time         `json:"createdAt"`
+	TEE         string    `json:"tee,omitempty"`
+	Measurement string    `json:"measurement,omitempty"`
+	HostData    string    `json:"hostData,omitempty"`
+	Created     time.Time `json:"createdAt"`
 	// Timings are launch phases in seconds (VM sandboxes: agent_ready_s
 	// from QEMU's start to the agent's readiness, guest_init_s the guest's
 	// uptime when its init started).
-	Timings map[string]float64 `json:"timings,omitempty"`
-	Containers  []ContainerStatus `json:"containers"`
+	Timings    map[string]float64 `json:"timings,omitempty"`
+	Containers []ContainerStatus  `json:"containers"`
 }
 
 // Root is a runtime state directory: sandboxes/<name>/ for each sandbox and

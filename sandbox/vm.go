@@ -96,6 +96,7 @@ func (s *shim) launchVM(ctx context.Context) (*vmchan.Host, error) {
 	qc := QEMUConfig{
 		KVM: s.cfg.KVM, Binary: s.cfg.QEMU, Kernel: img.Kernel, Initrd: img.Initrd, Cmdline: cmdline,
 		MemoryMiB: s.cfg.MemoryMiB, VCPUs: s.cfg.VCPUs, AgentSocket: filepath.Join(s.dir, fileVMSock),
+		Drives: s.volumeDrives(),
 	}
 	switch s.cfg.TEE {
 	case "snp", "tdx":
@@ -278,4 +279,21 @@ func consoleTail(path string) string {
 		lines = lines[len(lines)-8:]
 	}
 	return "; its last lines:\n  " + strings.Join(lines, "\n  ")
+}
+
+// VolumeSerial is the virtio-blk serial number under which a VM sees the
+// host disk image at path (an encrypted volume's source).
+func VolumeSerial(path string) string { return vmchan.DiskSerial(path) }
+
+// volumeDrives attaches the pod's encrypted volumes whose source is a host
+// file.
+func (s *shim) volumeDrives() []Drive {
+	var ds []Drive
+	for _, v := range s.pod.Encrypted {
+		if !strings.HasPrefix(v.GetSource(), "/") {
+			continue // a URL: the agent reads it through the egress channel
+		}
+		ds = append(ds, Drive{Path: v.GetSource(), Serial: VolumeSerial(v.GetSource()), ReadOnly: v.GetReadOnly()})
+	}
+	return ds
 }

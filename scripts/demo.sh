@@ -3,11 +3,13 @@
 # and cocoon-agent into ./bin, builds the hello example's image locally and
 # runs examples/hello (an HTTP server and a client on the pod's loopback).
 # Run as root: sandboxes use namespaces, mounts and cgroups.
+# COCOON_ISOLATION=qemu runs every pod in its own VM instead (needs QEMU and
+# Debian's linux-image-cloud-amd64; scripts/deps.sh --vm installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 echo "==> building cocoon and cocoon-agent into ./bin" >&2
-CGO_ENABLED=0 go build -trimpath -o bin/ ./cmd/cocoon ./cmd/cocoon-agent
+CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o bin/ ./cmd/cocoon ./cmd/cocoon-agent
 echo "==> building the example image (examples/hello/image, an OCI layout)" >&2
 examples/hello/build.sh >&2
 export COCOON_ROOT=${COCOON_ROOT:-/var/lib/cocoon}
@@ -15,7 +17,11 @@ bin/cocoon rm -f hello >/dev/null 2>&1 || true
 echo "==> bin/cocoon policy generate examples/hello/pod.yaml -o examples/hello/pod.policy.yaml" >&2
 bin/cocoon policy generate examples/hello/pod.yaml -o examples/hello/pod.policy.yaml >&2
 echo "==> bin/cocoon run --rm examples/hello/pod.policy.yaml" >&2
-echo "    (isolation: process — namespaces only; TEE: simulated, INSECURE; for development;" >&2
+if [ "${COCOON_ISOLATION:-process}" = qemu ]; then
+  echo "    (isolation: qemu — a VM per pod, software-emulated without KVM; TEE: simulated, INSECURE;" >&2
+else
+  echo "    (isolation: process — namespaces only; TEE: simulated, INSECURE; for development;" >&2
+fi
 echo "     the agent enforces the policy whose hash the simulated report carries)" >&2
 bin/cocoon run --rm examples/hello/pod.policy.yaml
 echo "==> key broker: a secret released only to the attested pod" >&2

@@ -8,6 +8,10 @@ command -v runc >/dev/null || need+=(runc)
 command -v cryptsetup >/dev/null || need+=(cryptsetup-bin)
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v fusermount3 >/dev/null || need+=(fuse3)
+if [ "${1:-}" = "--test" ] || [ "${1:-}" = "--vm" ] || [ "${COCOON_ISOLATION:-}" = qemu ]; then
+  command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+  ls /boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1 || need+=(linux-image-cloud-amd64)
+fi
 if [ "${1:-}" = "--test" ]; then
   command -v umoci >/dev/null || need+=(umoci)
   command -v node >/dev/null || need+=(nodejs)

@@ -60,19 +60,19 @@ func NewDevice(f *os.File, h *Header, vk []byte, readOnly bool) (*Device, error)
 	if err != nil {
 		return nil, err
 	}
-	st, err := f.Stat()
+	fsize, err := fileSize(f)
 	if err != nil {
 		return nil, err
 	}
 	if size < 0 {
-		size = st.Size() - off
+		size = fsize - off
 	}
-	if off+size > st.Size() {
-		return nil, fmt.Errorf("the image is truncated: data segment %d+%d bytes, file %d bytes", off, size, st.Size())
+	if off+size > fsize {
+		return nil, fmt.Errorf("the image is truncated: data segment %d+%d bytes, file %d bytes", off, size, fsize)
 	}
 	size -= size % int64(sector)
 	if size <= 0 {
-		return nil, fmt.Errorf("the image is truncated: no whole %d-byte sector after the header (file %d bytes)", sector, st.Size())
+		return nil, fmt.Errorf("the image is truncated: no whole %d-byte sector after the header (file %d bytes)", sector, fsize)
 	}
 	c, err := newXTS(vk)
 	if err != nil {
@@ -169,4 +169,22 @@ func putBuf(b []byte) {
 		b = b[:0]
 		bufs.Put(&b)
 	}
+}
+
+// fileSize is a regular file's size, or a block device's (which stat
+// reports as 0): a VM sees its volume images as virtio disks.
+func fileSize(f *os.File) (int64, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	if st.Mode()&os.ModeDevice == 0 {
+		return st.Size(), nil
+	}
+	n, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return 0, fmt.Errorf("size of %s: %w", f.Name(), err)
+	}
+	_, err = f.Seek(0, io.SeekStart)
+	return n, err
 }

@@ -9,8 +9,12 @@ import (
 )
 
 // HasDMCrypt reports whether the kernel offers dm-crypt (device-mapper with
-// the crypt target), so volumes can be opened by the kernel.
+// the crypt target) and cryptsetup is installed, so volumes can be opened
+// by the kernel.
 func HasDMCrypt() bool {
+	if _, err := exec.LookPath("cryptsetup"); err != nil {
+		return false
+	}
 	b, err := os.ReadFile("/proc/misc")
 	if err != nil || !bytes.Contains(b, []byte("device-mapper")) {
 		return false

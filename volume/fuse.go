@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 )
 
 // diskFile is the FUSE file that exposes a Device's plaintext.
@@ -98,16 +98,10 @@ func OpenUserspace(dev *Device, fuseDir, target string) (*Userspace, error) {
 		return nil, fmt.Errorf("FUSE mount: %w", err)
 	}
 	u := &Userspace{dev: dev, server: server, fuseDir: fuseDir, Target: target, readOnly: dev.readOnly}
-	args := []string{"--find", "--show"}
-	if dev.readOnly {
-		args = append(args, "--read-only")
-	}
-	out, err := exec.Command("losetup", append(args, filepath.Join(fuseDir, "disk"))...).CombinedOutput()
-	if err != nil {
+	if u.Loop, err = attachLoop(filepath.Join(fuseDir, "disk"), dev.readOnly); err != nil {
 		u.Close()
-		return nil, fmt.Errorf("losetup: %v: %s", err, out)
+		return nil, err
 	}
-	u.Loop = strings.TrimSpace(string(out))
 	// A larger read-ahead turns sequential reads into few large FUSE
 	// requests (each a round trip to this process).
 	q := "/sys/block/" + filepath.Base(u.Loop) + "/queue/"
@@ -117,13 +111,15 @@ func OpenUserspace(dev *Device, fuseDir, target string) (*Userspace, error) {
 		u.Close()
 		return nil, err
 	}
-	margs := []string{"-t", "ext4"}
+	var mflags uintptr = unix.MS_NODEV | unix.MS_NOSUID
+	data := ""
 	if dev.readOnly {
-		margs = append(margs, "-o", "ro,noload")
+		mflags |= unix.MS_RDONLY
+		data = "noload"
 	}
-	if out, err := exec.Command("mount", append(margs, u.Loop, target)...).CombinedOutput(); err != nil {
+	if err := unix.Mount(u.Loop, target, "ext4", mflags, data); err != nil {
 		u.Close()
-		return nil, fmt.Errorf("mount the filesystem: %v: %s", err, out)
+		return nil, fmt.Errorf("mount the filesystem (ext4) from %s: %w", u.Loop, err)
 	}
 	return u, nil
 }
@@ -148,13 +144,13 @@ func (u *Userspace) Wait() { u.server.Wait() }
 func (u *Userspace) Close() error {
 	var errs []error
 	if u.Target != "" {
-		if out, err := exec.Command("umount", u.Target).CombinedOutput(); err != nil && !strings.Contains(string(out), "not mounted") {
-			errs = append(errs, fmt.Errorf("umount %s: %v: %s", u.Target, err, out))
+		if err := unix.Unmount(u.Target, 0); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", u.Target, err))
 		}
 	}
 	if u.Loop != "" {
-		if out, err := exec.Command("losetup", "-d", u.Loop).CombinedOutput(); err != nil {
-			errs = append(errs, fmt.Errorf("losetup -d %s: %v: %s", u.Loop, err, out))
+		if err := detachLoop(u.Loop); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if u.server != nil {

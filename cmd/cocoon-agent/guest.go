@@ -63,6 +63,7 @@ func guestMain(log *slog.Logger) error {
 		ready("error: " + err.Error())
 		return err
 	}
+	go agent.ReapOrphans(ctx, 5*time.Second)
 	ready("ready")
 	log.Info("agent ready in the VM", "tee", params["tee"])
 	a.ServePodAPI(ctx, pod...)
@@ -73,8 +74,8 @@ func newGuestAgent(ch *vmchan.Guest, params map[string]string, log *slog.Logger)
 	cfg := agent.Config{
 		StateDir: agent.GuestStateDir, LayerDir: agent.GuestLayerDir, CgroupParent: "/cocoon", Runc: "/usr/bin/runc",
 		SetHostname: true, Logger: log,
-		Transport:   agent.EgressTransportDial(func(ctx context.Context) (net.Conn, error) { return ch.Dial(ctx, vmchan.TagEgress) }),
-		FetchLocal:  ch.FetchTree,
+		Transport:  agent.EgressTransportDial(func(ctx context.Context) (net.Conn, error) { return ch.Dial(ctx, vmchan.TagEgress) }),
+		FetchLocal: ch.FetchTree, VolumeSource: vmchan.FindDisk,
 	}
 	switch params["tee"] {
 	case "sim":

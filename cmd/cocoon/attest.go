@@ -249,13 +249,17 @@ func printClaims(w io.Writer, c *attest.Claims) {
 }
 
 func newMeasureCmd(g *globals) *cobra.Command {
-	var kind string
+	var kind, isolation string
 	cmd := &cobra.Command{
-		Use:   "measure --tee sim",
+		Use:   "measure --tee sim [--isolation process|qemu]",
 		Short: "Compute the launch measurement a sandbox will have",
-		Long: `Compute the MEASUREMENT the simulated secure processor gives a sandbox
-launched with this cocoon-agent binary (process backend), so relying parties
-can put it in their reference values.`,
+		Long: `Compute the MEASUREMENT the simulated secure processor gives a sandbox, so
+relying parties can put it in their reference values:
+  --isolation process: the cocoon-agent binary and the isolation;
+  --isolation qemu:    also the guest kernel, the initramfs (cocoon guest build)
+                       and the kernel command line the VM boots with.`,
+		Example: `  cocoon measure --tee sim
+  cocoon measure --tee sim --isolation qemu -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if kind != "sim" {
@@ -265,18 +269,41 @@ can put it in their reference values.`,
 			if err != nil {
 				return err
 			}
-			m, err := sandbox.SimMeasurement(agentBin)
+			d, err := sim.FileDigest(agentBin)
 			if err != nil {
 				return err
 			}
-			d, _ := sim.FileDigest(agentBin)
+			out := map[string]string{"tee": "sim", "agent": agentBin, "agent_digest": d, "isolation": isolation}
+			var m [48]byte
+			switch isolation {
+			case "process":
+				if m, err = sandbox.SimMeasurement(agentBin); err != nil {
+					return err
+				}
+			case "qemu":
+				img, err := ensureGuest(cmd.Context(), g.Root().GuestDir(), agentBin, cmd.ErrOrStderr())
+				if err != nil {
+					return err
+				}
+				cl := sandbox.VMCmdline("sim")
+				m = sandbox.SimVMMeasurement(img, cl)
+				out["kernel_digest"], out["initrd_digest"], out["cmdline"] = img.KernelDigest, img.InitrdDigest, cl
+			default:
+				return &exitError{2, fmt.Sprintf("--isolation %q: want process or qemu", isolation)}
+			}
+			out["measurement"] = hex.EncodeToString(m[:])
 			if g.json() {
-				return printJSON(cmd.OutOrStdout(), map[string]string{"tee": "sim", "measurement": hex.EncodeToString(m[:]), "agent": agentBin, "agent_digest": d, "isolation": "process"})
+				return printJSON(cmd.OutOrStdout(), out)
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), hex.EncodeToString(m[:]))
 			return nil
 		},
 	}
+	def := os.Getenv("COCOON_ISOLATION")
+	if def == "" {
+		def = "process"
+	}
 	cmd.Flags().StringVar(&kind, "tee", "sim", "TEE whose measurement to compute (sim)")
+	cmd.Flags().StringVar(&isolation, "isolation", def, "isolation backend of the launch: process or qemu (env COCOON_ISOLATION)")
 	return cmd
 }

@@ -4,6 +4,8 @@ import (
 	"archive/tar"
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // MaxTree bounds what a guest accepts for one local image source.
@@ -171,4 +174,27 @@ func extract(r io.Reader, dest string) error {
 		}
 		first = false
 	}
+}
+
+// DiskSerial is the virtio-blk serial number of the host disk image at
+// path: both ends derive it from the path the pod names.
+func DiskSerial(path string) string {
+	h := sha256.Sum256([]byte(path))
+	return "cv" + hex.EncodeToString(h[:9])
+}
+
+// FindDisk returns the guest's block device for the host image at path.
+func FindDisk(path string) (string, error) {
+	want := DiskSerial(path)
+	for i := 0; i < 100; i++ {
+		ss, _ := filepath.Glob("/sys/block/*/serial")
+		for _, s := range ss {
+			b, err := os.ReadFile(s)
+			if err == nil && strings.TrimSpace(string(b)) == want {
+				return "/dev/" + filepath.Base(filepath.Dir(s)), nil
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return "", fmt.Errorf("volume source %s: no disk with serial %s in the VM (the host did not attach it)", path, want)
 }

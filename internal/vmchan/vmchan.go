@@ -44,9 +44,11 @@ func config(log *slog.Logger, keepalive bool) *yamux.Config {
 
 type slogAdapter struct{ l *slog.Logger }
 
-func (s slogAdapter) Print(v ...any)                 { s.l.Debug(strings.TrimSpace(fmt.Sprint(v...))) }
-func (s slogAdapter) Printf(format string, v ...any) { s.l.Debug(strings.TrimSpace(fmt.Sprintf(format, v...))) }
-func (s slogAdapter) Println(v ...any)               { s.l.Debug(strings.TrimSpace(fmt.Sprint(v...))) }
+func (s slogAdapter) Print(v ...any) { s.l.Debug(strings.TrimSpace(fmt.Sprint(v...))) }
+func (s slogAdapter) Printf(format string, v ...any) {
+	s.l.Debug(strings.TrimSpace(fmt.Sprintf(format, v...)))
+}
+func (s slogAdapter) Println(v ...any) { s.l.Debug(strings.TrimSpace(fmt.Sprint(v...))) }
 
 // Guest is the agent's end.
 type Guest struct{ s *yamux.Session }
