@@ -189,7 +189,12 @@ func (x *h) status(name string) *sandbox.Status {
 // every main container to run.
 func (x *h) waitPhase(name, phase string) *sandbox.Status {
 	x.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	return x.waitPhaseFor(name, phase, 30*time.Second)
+}
+
+func (x *h) waitPhaseFor(name, phase string, wait time.Duration) *sandbox.Status {
+	x.t.Helper()
+	deadline := time.Now().Add(wait)
 	for {
 		st, err := sandbox.Root(x.root).Load(name)
 		if err != nil {

@@ -1,0 +1,202 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"cocoon.dev/cocoon/sandbox"
+)
+
+// vmReady skips (or, in CI, fails) a test when QEMU or the guest kernel is
+// missing.
+func vmReady(t *testing.T) {
+	t.Helper()
+	var missing []string
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		missing = append(missing, "qemu-system-x86")
+	}
+	if ks, _ := filepath.Glob("/boot/vmlinuz-*-cloud-amd64"); len(ks) == 0 {
+		missing = append(missing, "linux-image-cloud-amd64")
+	}
+	if len(missing) == 0 {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("VM tests need %s; .ci/run installs them", strings.Join(missing, ", "))
+	}
+	t.Skipf("VM tests need %s", strings.Join(missing, ", "))
+}
+
+// vmPod: an init container from an OCI layout on the host (copied into the
+// VM over the channel) writes a marker made inside the VM into an emptyDir;
+// the main container, from the registry (pulled through the egress
+// channel), prints only the marker's hash and keeps running. The marker's
+// prefix is assembled at run time, so it appears in no host file.
+func vmPod(name string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: %s}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: scratch
+    emptyDir: {medium: Memory}
+  initContainers:
+  - name: writer
+    image: oci:%s:busybox
+    command: ["sh", "-c", "p=cocoon-vm-; echo \"${p}boundary-$(cat /proc/sys/kernel/random/uuid)\" > /scratch/marker"]
+    volumeMounts: [{name: scratch, mountPath: /scratch}]
+  containers:
+  - name: main
+    image: %s
+    command: ["sh", "-c", "echo marker-sha256 $(sha256sum < /scratch/marker | cut -c1-16); exec sleep 1000"]
+    volumeMounts: [{name: scratch, mountPath: /scratch}]
+    resources: {limits: {memory: 64Mi, cpu: 500m}}
+`, name, env.layout, env.pinned)
+}
+
+// TestVMSandbox runs a pod in a VM (software emulation here): pulls from an
+// OCI layout and a registry, logs, exec, evidence that verifies with the
+// policy hash and the VM's launch measurement, the emptyDir invisible on
+// the host, and rm that leaves nothing behind.
+func TestVMSandbox(t *testing.T) {
+	x := newH(t)
+	vmReady(t)
+	agent := filepath.Join(env.bin, "cocoon-agent")
+	x.mustRun(0, "guest", "build", "--agent", agent)
+	x.mustRun(0, "run", "-d", "--isolation", "qemu", "--debug", x.pod(vmPod("vm")))
+	st := x.waitPhaseFor("vm", sandbox.PhaseRunning, 3*time.Minute)
+	if st.Isolation != "qemu" || st.TEE != "sim" {
+		t.Fatalf("status %+v", st)
+	}
+	// The VM is sized from the pod's limits.
+	if cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", st.AgentPID)); !bytes.Contains(cmdline, []byte("-m\x00384M\x00")) {
+		t.Errorf("QEMU command line %q: want -m 384M (320 MiB base + 64Mi limit)", bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))
+	}
+	var logs string
+	for range 100 {
+		logs, _, _ = x.cocoon("logs", "vm", "-c", "main")
+		if strings.Contains(logs, "marker-sha256 ") {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(logs, "marker-sha256 ") {
+		t.Fatalf("logs: %q", logs)
+	}
+	out, errs := x.mustRun(0, "exec", "vm", "-c", "main", "--", "sh", "-c", "sha256sum < /scratch/marker | cut -c1-16")
+	if want := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(logs), "marker-sha256 ")); strings.TrimSpace(out) != want {
+		t.Errorf("exec: %q (stderr %q), want %q", out, errs, want)
+	}
+
+	// Evidence: HOST_DATA is the policy hash, MEASUREMENT the VM launch's.
+	ev, _ := x.mustRun(0, "attest", "vm", "--nonce", "0a0b")
+	f := filepath.Join(t.TempDir(), "ev.json")
+	os.WriteFile(f, []byte(ev), 0o644)
+	js, _ := x.mustRun(0, "verify", "--trust-sim", "--nonce", "0a0b", "-o", "json", f)
+	var res struct {
+		Claims struct {
+			Measurement string
+			HostData    string `json:"host_data"`
+		}
+	}
+	if err := json.Unmarshal([]byte(js), &res); err != nil {
+		t.Fatal(err)
+	}
+	m, _ := x.mustRun(0, "measure", "--tee", "sim", "--isolation", "qemu", "--agent", agent)
+	pm, _ := x.mustRun(0, "measure", "--tee", "sim", "--isolation", "process", "--agent", agent)
+	if strings.TrimSpace(m) != res.Claims.Measurement || strings.TrimSpace(pm) == res.Claims.Measurement {
+		t.Errorf("measurement: evidence %s, cocoon measure --isolation qemu %s (process %s)", res.Claims.Measurement, m, pm)
+	}
+	if res.Claims.HostData != st.HostData || st.HostData == "" {
+		t.Errorf("host_data %s, status %s", res.Claims.HostData, st.HostData)
+	}
+
+	// The boundary: the marker exists only in guest memory. The search
+	// must be able to find it: a control file with the same prefix is
+	// found first.
+	// (The needle is joined at run time so that this test's binary does
+	// not hold it; x.root is under the temporary directory.)
+	dirs := []string{os.TempDir(), "/run", "/dev/shm", "/var/lib/cocoon"}
+	needle := strings.Join([]string{"cocoon", "vm", "boundary-"}, "-")
+	ctl := filepath.Join(x.root, "control")
+	os.WriteFile(ctl, []byte("xx "+needle+"control"), 0o600)
+	if hits := grepTree(dirs, needle); len(hits) != 1 || hits[0] != ctl {
+		t.Fatalf("control search found %v, want only %s", hits, ctl)
+	}
+	os.Remove(ctl)
+	if hits := grepTree(dirs, needle); len(hits) != 0 {
+		t.Errorf("the emptyDir's content is visible on the host in %v", hits)
+	}
+
+	qemu := st.AgentPID
+	x.mustRun(0, "rm", "-f", "vm")
+	if syscall.Kill(qemu, 0) == nil {
+		if b, _ := os.ReadFile("/proc/" + strconv.Itoa(qemu) + "/stat"); !bytes.Contains(b, []byte(") Z")) {
+			t.Errorf("QEMU (pid %d) still runs after rm", qemu)
+		}
+	}
+	if _, err := os.Stat(sandbox.Root(x.root).Dir("vm")); !os.IsNotExist(err) {
+		t.Errorf("sandbox directory left after rm: %v", err)
+	}
+}
+
+// TestVMKilledIsDetected: killing QEMU is reported as the agent's death,
+// with exit code 137, and the sandbox can be removed.
+func TestVMKilledIsDetected(t *testing.T) {
+	x := newH(t)
+	vmReady(t)
+	x.mustRun(0, "guest", "build", "--agent", filepath.Join(env.bin, "cocoon-agent"))
+	x.mustRun(0, "run", "-d", "--isolation", "qemu", x.pod(simplePod("vmk", env.busybox, "Never", "exec sleep 1000")))
+	st := x.waitPhaseFor("vmk", sandbox.PhaseRunning, 3*time.Minute)
+	if err := syscall.Kill(st.AgentPID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	st = x.waitPhaseFor("vmk", sandbox.PhaseAgentDied, 30*time.Second)
+	if st.ExitCode != 137 || !strings.Contains(st.Message, "exited unexpectedly") {
+		t.Errorf("status after QEMU was killed: %+v", st)
+	}
+	out, _, _ := x.cocoon("ps")
+	if !strings.Contains(out, sandbox.PhaseAgentDied) {
+		t.Errorf("ps: %s", out)
+	}
+	x.mustRun(0, "rm", "vmk")
+}
+
+// grepTree lists the regular files under dirs that contain s.
+func grepTree(dirs []string, s string) []string {
+	var hits []string
+	needle := []byte(s)
+	for _, d := range dirs {
+		_ = filepath.WalkDir(d, func(p string, e fs.DirEntry, err error) error {
+			if err != nil {
+				return nil
+			}
+			if e.IsDir() && p != d && (strings.HasPrefix(p, "/proc") || strings.HasPrefix(p, "/sys")) {
+				return filepath.SkipDir
+			}
+			if !e.Type().IsRegular() {
+				return nil
+			}
+			if info, err := e.Info(); err != nil || info.Size() > 256<<20 {
+				return nil
+			}
+			if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, needle) {
+				hits = append(hits, p)
+			}
+			return nil
+		})
+	}
+	return hits
+}
