@@ -3,8 +3,11 @@ package sandbox
 import (
 	"bytes"
 	"encoding/base64"
+	"runtime"
 	"strings"
 	"testing"
+
+	"cocoon.dev/cocoon/pod"
 )
 
 func joined(t *testing.T, c QEMUConfig) string {
@@ -48,11 +51,18 @@ func TestQEMUArgs(t *testing.T) {
 			t.Errorf("TDX command line lacks %q:\n%s", want, s)
 		}
 	}
+	if strings.Contains(s, "virtio-balloon") || strings.Contains(joined(t, snp), "virtio-balloon") {
+		t.Errorf("a confidential VM has a balloon (its memory is private): %s", s)
+	}
 	plain := base
 	plain.VsockCID, plain.AgentSocket = 0, "/run/cocoon/x/agent.sock"
+	plain.Drives = []Drive{{Path: "/v/data.img", Serial: "cv0123", ReadOnly: true}, {Path: "/v/rw.img", Serial: "cv4567"}}
 	s = joined(t, plain)
-	for _, want := range []string{"-accel tcg", "-cpu max", "virtserialport,chardev=agent,name=cocoon.agent",
-		"socket,id=agent,path=/run/cocoon/x/agent.sock,server=on,wait=off"} {
+	for _, want := range []string{"-accel tcg,tb-size=64", "-cpu max", "virtserialport,chardev=agent,name=cocoon.agent",
+		"socket,id=agent,path=/run/cocoon/x/agent.sock,server=on,wait=off",
+		"-device virtio-balloon-pci,free-page-reporting=on",
+		"-drive file=/v/data.img,format=raw,if=none,cache=none,aio=threads,readonly=on,id=vol0 -device virtio-blk-pci,drive=vol0,serial=cv0123",
+		"-drive file=/v/rw.img,format=raw,if=none,cache=none,aio=threads,readonly=off,id=vol1 -device virtio-blk-pci,drive=vol1,serial=cv4567"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("plain command line lacks %q:\n%s", want, s)
 		}
@@ -69,9 +79,30 @@ func TestQEMUArgs(t *testing.T) {
 		"no channel":           {Kernel: "k", Initrd: "i"},
 		"no kernel":            {VsockCID: 3},
 		"unknown tee":          {TEE: "sgx", Kernel: "k", Initrd: "i", VsockCID: 3},
+		"comma in drive":       {Kernel: "k", Initrd: "i", VsockCID: 3, Drives: []Drive{{Path: "/a,b", Serial: "s"}}},
+		"long serial":          {Kernel: "k", Initrd: "i", VsockCID: 3, Drives: []Drive{{Path: "/a", Serial: strings.Repeat("s", 21)}}},
 	} {
 		if _, err := QEMUArgs(c); err == nil {
 			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestVMSize(t *testing.T) {
+	for _, c := range []struct {
+		limits   string
+		mem, cpu int
+	}{
+		{"", DefaultVMMemoryMiB, 1},
+		{"resources: {limits: {memory: 64Mi, cpu: 500m}}", DefaultVMBaseMiB + 64, 1},
+		{"resources: {limits: {memory: 1Gi, cpu: 64}}", DefaultVMBaseMiB + 1024, runtime.NumCPU()},
+	} {
+		p, err := pod.Parse([]byte("apiVersion: v1\nkind: Pod\nmetadata: {name: s}\nspec:\n  containers:\n  - name: a\n    image: busybox\n    " + c.limits + "\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mem, cpu := VMSize(p); mem != c.mem || cpu != c.cpu {
+			t.Errorf("%q: %d MiB, %d vCPUs; want %d, %d", c.limits, mem, cpu, c.mem, c.cpu)
 		}
 	}
 }

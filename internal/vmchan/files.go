@@ -93,12 +93,16 @@ func writeTree(w io.Writer, root string) error {
 }
 
 // FetchTree copies the host's local image source at path to the same path
-// in the guest. dest must not exist yet; only regular files and
+// in the guest (nothing when it is there already). Only regular files and
 // directories beneath it are created, so the host cannot write elsewhere.
 func (g *Guest) FetchTree(ctx context.Context, path string) error {
 	if _, err := os.Lstat(path); err == nil {
 		return nil // fetched before
 	}
+	return g.fetchTo(ctx, path, path)
+}
+
+func (g *Guest) fetchTo(ctx context.Context, path, dest string) error {
 	c, err := g.Dial(ctx, TagFile)
 	if err != nil {
 		return err
@@ -118,16 +122,18 @@ func (g *Guest) FetchTree(ctx context.Context, path string) error {
 	if line = strings.TrimSpace(line); line != "ok" {
 		return fmt.Errorf("local image source %s: host: %s", path, strings.TrimPrefix(line, "error: "))
 	}
-	tmp := path + ".partial"
+	tmp := dest + ".partial"
 	_ = os.RemoveAll(tmp)
-	if err := extract(io.LimitReader(br, MaxTree), tmp); err != nil {
+	if err := extract(br, tmp, MaxTree); err != nil {
 		_ = os.RemoveAll(tmp)
 		return fmt.Errorf("local image source %s: %w", path, err)
 	}
-	return os.Rename(tmp, path)
+	return os.Rename(tmp, dest)
 }
 
-func extract(r io.Reader, dest string) error {
+// extract unpacks a tar of regular files and directories into dest, writing
+// at most budget bytes.
+func extract(r io.Reader, dest string, budget int64) error {
 	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
 		return err
 	}
@@ -155,6 +161,10 @@ func extract(r io.Reader, dest string) error {
 				return err
 			}
 		case tar.TypeReg:
+			if h.Size < 0 || h.Size > budget {
+				return fmt.Errorf("entry %q: %d bytes is more than a local image source may hold", h.Name, h.Size)
+			}
+			budget -= h.Size
 			if name == "." {
 				p = dest // a single file (docker archive)
 			}
@@ -162,7 +172,7 @@ func extract(r io.Reader, dest string) error {
 			if err != nil {
 				return err
 			}
-			_, err = io.Copy(f, tr)
+			_, err = io.CopyN(f, tr, h.Size)
 			if cerr := f.Close(); err == nil {
 				err = cerr
 			}
