@@ -29,7 +29,8 @@ const (
 // the kernel filesystems, loads the modules the image lists, moves the root
 // from the initramfs to a tmpfs (runc's pivot_root cannot leave the
 // initramfs), mounts cgroups and brings up loopback. It returns the
-// kernel command line's cocoon.* parameters.
+// kernel command line's cocoon.* parameters, and kernel_s: the uptime at
+// which init started.
 func GuestInit() (map[string]string, error) {
 	mounts := []struct{ src, dst, fs, data string }{
 		{"devtmpfs", "/dev", "devtmpfs", "mode=0755"},
@@ -44,6 +45,7 @@ func GuestInit() (map[string]string, error) {
 			return nil, fmt.Errorf("mount %s: %w", m.dst, err)
 		}
 	}
+	uptime, _ := os.ReadFile("/proc/uptime")
 	b, err := os.ReadFile("/etc/cocoon/guest.json")
 	if err != nil {
 		return nil, fmt.Errorf("guest config: %w", err)
@@ -56,7 +58,12 @@ func GuestInit() (map[string]string, error) {
 		if err := loadModule("/" + m); err != nil {
 			return nil, err
 		}
+		_ = os.Remove("/" + m) // loaded: its file is only guest memory now
 	}
+	// Pages the kernel freed before the balloon driver loaded (the
+	// initramfs image) are reported to the host only once a large block
+	// is freed again: compaction does that, so the host gets them back.
+	_ = os.WriteFile("/proc/sys/vm/compact_memory", []byte("1"), 0o200)
 	if err := switchRoot(); err != nil {
 		return nil, fmt.Errorf("switch root: %w", err)
 	}
@@ -91,6 +98,9 @@ func GuestInit() (map[string]string, error) {
 	}
 	cmdline, _ := os.ReadFile("/proc/cmdline")
 	params := map[string]string{}
+	if f := strings.Fields(string(uptime)); len(f) > 0 {
+		params["kernel_s"] = f[0] // how long the kernel took to start init
+	}
 	for _, f := range strings.Fields(string(cmdline)) {
 		if k, v, ok := strings.Cut(f, "="); ok && strings.HasPrefix(k, "cocoon.") {
 			params[strings.TrimPrefix(k, "cocoon.")] = v

@@ -33,6 +33,8 @@ type shim struct {
 	cmd  *exec.Cmd
 	root Root
 	vm   *vmchan.Host // the VM channel (qemu backend)
+	// launched is when the launch began (timings are relative to it).
+	launched time.Time
 
 	mu sync.Mutex
 	st Status
@@ -124,8 +126,20 @@ func (s *shim) container(name string, f func(*ContainerStatus)) {
 	})
 }
 
+// timing records how long since the launch a phase ended.
+func (s *shim) timing(phase string) {
+	d := time.Since(s.launched).Seconds()
+	s.update(func(st *Status) {
+		if st.Timings == nil {
+			st.Timings = map[string]float64{}
+		}
+		st.Timings[phase] = d
+	})
+}
+
 // launch starts the egress channel and the agent, and creates the sandbox.
 func (s *shim) launch() error {
+	s.launched = time.Now()
 	if s.cfg.Isolation == "qemu" {
 		h, err := s.launchVM(context.Background())
 		if err != nil {
@@ -161,6 +175,7 @@ func (s *shim) launch() error {
 	s.cmd = cmd
 	s.update(func(st *Status) { st.AgentPID = cmd.Process.Pid })
 	go s.watchAgent()
+	s.timing("agent_ready_s")
 	return s.createSandbox()
 }
 
@@ -308,6 +323,7 @@ func (s *shim) runPod() {
 		s.update(func(st *Status) { st.Phase, st.Message, st.ExitCode = PhaseFailed, err.Error(), 125 })
 		return
 	}
+	s.timing("images_ready_s")
 	s.update(func(st *Status) { st.Phase = PhaseRunning })
 	var sidecars sync.WaitGroup
 	initPolicy := corev1.RestartPolicyOnFailure

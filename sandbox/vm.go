@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -171,7 +172,8 @@ func (s *shim) launchVM(ctx context.Context) (*vmchan.Host, error) {
 	case <-s.agentGone:
 		r.err = errors.New("the VM exited before its agent was ready")
 	}
-	if r.err == nil && r.msg != "ready" {
+	kernel, isReady := strings.CutPrefix(r.msg, "ready")
+	if r.err == nil && !isReady {
 		r.err = fmt.Errorf("cocoon-agent in the VM: %s", strings.TrimPrefix(r.msg, "error: "))
 	}
 	if errors.Is(r.err, context.DeadlineExceeded) {
@@ -182,7 +184,11 @@ func (s *shim) launchVM(ctx context.Context) (*vmchan.Host, error) {
 		return fail(r.err)
 	}
 	s.log.Info("VM agent ready", "took", time.Since(start), "kvm", s.cfg.KVM, "memory_mib", qc.MemoryMiB, "vcpus", qc.VCPUs)
-	s.update(func(st *Status) { st.Timings = map[string]float64{"agent_ready_s": time.Since(start).Seconds()} })
+	s.timing("agent_ready_s")
+	if k, err := strconv.ParseFloat(strings.TrimPrefix(strings.TrimSpace(kernel), "kernel_s="), 64); err == nil {
+		// The guest's uptime when its init started: the kernel's boot.
+		s.update(func(st *Status) { st.Timings["vm_kernel_s"] = k })
+	}
 	sock := filepath.Join(s.dir, fileAgentSk)
 	_ = os.Remove(sock)
 	l, err := net.Listen("unix", sock)

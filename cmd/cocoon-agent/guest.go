@@ -26,7 +26,8 @@ func isGuestInit() bool { return os.Getpid() == 1 && os.Args[0] == "/init" }
 // host asks it to shut down or when anything fails.
 func runGuest() {
 	debug.SetGCPercent(policy.AgentGCPercent)
-	debug.SetMemoryLimit(128 << 20)
+	// Guest memory is the sandbox's: keep the agent's heap small.
+	debug.SetMemoryLimit(48 << 20)
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	os.Setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
 	err := guestMain(log)
@@ -64,7 +65,7 @@ func guestMain(log *slog.Logger) error {
 		return err
 	}
 	go agent.ReapOrphans(ctx, 5*time.Second)
-	ready("ready")
+	ready("ready kernel_s=" + params["kernel_s"])
 	log.Info("agent ready in the VM", "tee", params["tee"])
 	a.ServePodAPI(ctx, pod...)
 	return a.Serve(ctx, ch.Listener())
