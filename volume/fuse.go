@@ -167,7 +167,7 @@ func (u *Userspace) Close() error {
 
 // unmountFUSE unmounts the FUSE file system. The kernel releases a detached
 // loop device's backing file asynchronously, so the mount can be busy for a
-// moment after losetup -d returns; it retries for up to two seconds.
+// moment after it is detached; it retries for up to two seconds.
 func (u *Userspace) unmountFUSE() error {
 	deadline := time.Now().Add(2 * time.Second)
 	for {

@@ -29,9 +29,8 @@ func attachLoop(file string, readOnly bool) (string, error) {
 	defer ctl.Close()
 	var cfg unix.LoopConfig
 	cfg.Fd = uint32(backing.Fd())
-	cfg.Info.Flags = unix.LO_FLAGS_DIRECT_IO
 	if readOnly {
-		cfg.Info.Flags |= unix.LO_FLAGS_READ_ONLY
+		cfg.Info.Flags = unix.LO_FLAGS_READ_ONLY
 	}
 	var lastErr error
 	for range 20 {
@@ -45,12 +44,6 @@ func attachLoop(file string, readOnly bool) (string, error) {
 			return "", err
 		}
 		err = unix.IoctlLoopConfigure(int(lf.Fd()), &cfg)
-		if err != nil && errors.Is(err, unix.EINVAL) {
-			// Direct I/O on a FUSE file is refused by some kernels.
-			c := cfg
-			c.Info.Flags &^= unix.LO_FLAGS_DIRECT_IO
-			err = unix.IoctlLoopConfigure(int(lf.Fd()), &c)
-		}
 		lf.Close()
 		if err == nil {
 			return dev, nil
