@@ -43,9 +43,19 @@ measure() { # dir -> "write_MBps read_MBps"
   r=$(rate $((MB * 1048576)) $((t1 - t0)))
   rm -f "$d/f"; echo "$w $r"
 }
-read -r pw pr < <(measure "$work/plain")
-read -r lw lr < <(measure "$work/luks")
-read -r gw gr < <(measure "$work/gcfs")
+# Interleaved rounds, medians: single runs on a shared 2-core VM vary by
+# tens of percent.
+rounds=${ROUNDS:-3}
+for _ in $(seq "$rounds"); do
+  measure "$work/plain" >> "$work/plain.r"
+  measure "$work/luks" >> "$work/luks.r"
+  measure "$work/gcfs" >> "$work/gcfs.r"
+done
+med() { awk -v c="$2" '{print $c}' "$1" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+pw=$(med "$work/plain.r" 1); pr=$(med "$work/plain.r" 2)
+lw=$(med "$work/luks.r" 1); lr=$(med "$work/luks.r" 2)
+gw=$(med "$work/gcfs.r" 1); gr=$(med "$work/gcfs.r" 2)
+echo "medians of $rounds interleaved rounds:"
 printf 'plain ext4 on loop:        write %5s MiB/s  read %5s MiB/s\n' "$pw" "$pr"
 printf 'cocoon userspace LUKS2:    write %5s MiB/s  read %5s MiB/s\n' "$lw" "$lr"
 printf 'gocryptfs:                 write %5s MiB/s  read %5s MiB/s\n' "$gw" "$gr"

@@ -45,3 +45,33 @@ func TestXTSMatchesXCrypto(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkSequentialRead reads a volume in 1 MiB requests, as the FUSE
+// file serves a sequential reader: from the device, and through the
+// read-ahead.
+func BenchmarkSequentialRead(b *testing.B) {
+	for _, name := range []string{"device", "readahead"} {
+		b.Run(name, func(b *testing.B) {
+			d := testDevice(b, 64<<20)
+			var r interface {
+				ReadAt([]byte, int64) (int, error)
+			} = d
+			if name == "readahead" {
+				x := newReadahead(d)
+				defer x.Close()
+				r = x
+			}
+			p := make([]byte, 1<<20)
+			b.SetBytes(int64(len(p)))
+			off := int64(0)
+			for i := 0; i < b.N; i++ {
+				if _, err := r.ReadAt(p, off); err != nil {
+					b.Fatal(err)
+				}
+				if off += int64(len(p)); off >= d.Size() {
+					off = 0
+				}
+			}
+		})
+	}
+}

@@ -19,6 +19,7 @@ import (
 type diskFile struct {
 	fs.Inode
 	dev *Device
+	ra  *readahead
 }
 
 var (
@@ -46,7 +47,7 @@ func (d *diskFile) Open(_ context.Context, flags uint32) (fs.FileHandle, uint32,
 }
 
 func (d *diskFile) Read(_ context.Context, _ fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	n, err := d.dev.ReadAt(dest, off)
+	n, err := d.ra.ReadAt(dest, off)
 	if err != nil && n == 0 && off < d.dev.Size() {
 		return nil, syscall.EIO
 	}
@@ -54,7 +55,7 @@ func (d *diskFile) Read(_ context.Context, _ fs.FileHandle, dest []byte, off int
 }
 
 func (d *diskFile) Write(_ context.Context, _ fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
-	n, err := d.dev.WriteAt(data, off)
+	n, err := d.ra.WriteAt(data, off)
 	if errors.Is(err, ErrReadOnly) {
 		return 0, syscall.EROFS
 	}
@@ -76,6 +77,7 @@ func (d *diskFile) Fsync(_ context.Context, _ fs.FileHandle, _ uint32) syscall.E
 // mounted from the loop device.
 type Userspace struct {
 	dev      *Device
+	ra       *readahead
 	server   *fuse.Server
 	fuseDir  string
 	Loop     string
@@ -89,7 +91,7 @@ func OpenUserspace(dev *Device, fuseDir, target string) (*Userspace, error) {
 	if err := os.MkdirAll(fuseDir, 0o700); err != nil {
 		return nil, err
 	}
-	file := &diskFile{dev: dev}
+	file := &diskFile{dev: dev, ra: newReadahead(dev)}
 	opts := &fs.Options{MountOptions: fuse.MountOptions{FsName: "cocoon-volume", Name: "cocoonvol", DirectMount: true, MaxWrite: 1 << 20, MaxReadAhead: 1 << 20, DisableSplice: true, MaxBackground: 64}}
 	timeout := time.Duration(0)
 	opts.EntryTimeout, opts.AttrTimeout = &timeout, &timeout
@@ -97,7 +99,7 @@ func OpenUserspace(dev *Device, fuseDir, target string) (*Userspace, error) {
 	if err != nil {
 		return nil, fmt.Errorf("FUSE mount: %w", err)
 	}
-	u := &Userspace{dev: dev, server: server, fuseDir: fuseDir, Target: target, readOnly: dev.readOnly}
+	u := &Userspace{dev: dev, ra: file.ra, server: server, fuseDir: fuseDir, Target: target, readOnly: dev.readOnly}
 	if u.Loop, err = attachLoop(filepath.Join(fuseDir, "disk"), dev.readOnly); err != nil {
 		u.Close()
 		return nil, err
@@ -159,6 +161,9 @@ func (u *Userspace) Close() error {
 		}
 	}
 	_ = os.Remove(u.fuseDir)
+	if u.ra != nil {
+		u.ra.Close()
+	}
 	if u.dev != nil {
 		errs = append(errs, u.dev.Close())
 	}
