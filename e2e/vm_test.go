@@ -141,7 +141,11 @@ func TestVMSandbox(t *testing.T) {
 	}
 
 	qemu := st.AgentPID
-	x.mustRun(0, "rm", "-f", "vm")
+	x.mustRun(0, "stop", "vm", "-t", "1s")
+	if st := x.waitPhaseFor("vm", sandbox.PhaseStopped, 30*time.Second); st.Containers[len(st.Containers)-1].State != "exited" {
+		t.Errorf("after stop: %+v", st.Containers)
+	}
+	x.mustRun(0, "rm", "vm")
 	if syscall.Kill(qemu, 0) == nil {
 		if b, _ := os.ReadFile("/proc/" + strconv.Itoa(qemu) + "/stat"); !bytes.Contains(b, []byte(") Z")) {
 			t.Errorf("QEMU (pid %d) still runs after rm", qemu)
