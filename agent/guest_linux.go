@@ -32,18 +32,10 @@ const (
 // kernel command line's cocoon.* parameters, and kernel_s: the uptime at
 // which init started.
 func GuestInit() (map[string]string, error) {
-	mounts := []struct{ src, dst, fs, data string }{
-		{"devtmpfs", "/dev", "devtmpfs", "mode=0755"},
-		{"proc", "/proc", "proc", ""},
-		{"sysfs", "/sys", "sysfs", ""},
-	}
-	for _, m := range mounts {
-		if err := os.MkdirAll(m.dst, 0o755); err != nil {
-			return nil, err
-		}
-		if err := unix.Mount(m.src, m.dst, m.fs, unix.MS_NOSUID, m.data); err != nil && !errors.Is(err, unix.EBUSY) {
-			return nil, fmt.Errorf("mount %s: %w", m.dst, err)
-		}
+	if err := mountAll(unix.MS_NOSUID, []guestMount{
+		{"devtmpfs", "/dev", "mode=0755"}, {"proc", "/proc", ""}, {"sysfs", "/sys", ""},
+	}); err != nil {
+		return nil, err
 	}
 	uptime, _ := os.ReadFile("/proc/uptime")
 	b, err := os.ReadFile("/etc/cocoon/guest.json")
@@ -60,25 +52,15 @@ func GuestInit() (map[string]string, error) {
 		}
 		_ = os.Remove("/" + m) // loaded: its file is only guest memory now
 	}
-	// Pages the kernel freed before the balloon driver loaded (the
-	// initramfs image) are reported to the host only once a large block
-	// is freed again: compaction does that, so the host gets them back.
-	_ = os.WriteFile("/proc/sys/vm/compact_memory", []byte("1"), 0o200)
 	if err := switchRoot(); err != nil {
 		return nil, fmt.Errorf("switch root: %w", err)
 	}
-	late := []struct{ src, dst, fs, data string }{
-		{"cgroup2", "/sys/fs/cgroup", "cgroup2", ""},
-		{"devpts", "/dev/pts", "devpts", "newinstance,ptmxmode=0666,mode=0620"},
-		{"tmpfs", "/dev/shm", "tmpfs", "mode=1777"},
-	}
-	for _, m := range late {
-		if err := os.MkdirAll(m.dst, 0o755); err != nil {
-			return nil, err
-		}
-		if err := unix.Mount(m.src, m.dst, m.fs, unix.MS_NOSUID|unix.MS_NOEXEC, m.data); err != nil {
-			return nil, fmt.Errorf("mount %s: %w", m.dst, err)
-		}
+	if err := mountAll(unix.MS_NOSUID|unix.MS_NOEXEC, []guestMount{
+		{"cgroup2", "/sys/fs/cgroup", ""},
+		{"devpts", "/dev/pts", "newinstance,ptmxmode=0666,mode=0620"},
+		{"tmpfs", "/dev/shm", "mode=1777"},
+	}); err != nil {
+		return nil, err
 	}
 	// Containers need the controllers in the subtree runc creates.
 	if ctl, err := os.ReadFile("/sys/fs/cgroup/cgroup.controllers"); err == nil {
@@ -107,6 +89,22 @@ func GuestInit() (map[string]string, error) {
 		}
 	}
 	return params, nil
+}
+
+// guestMount is a kernel filesystem mounted at boot (the source names the
+// type).
+type guestMount struct{ fs, dst, data string }
+
+func mountAll(flags uintptr, ms []guestMount) error {
+	for _, m := range ms {
+		if err := os.MkdirAll(m.dst, 0o755); err != nil {
+			return err
+		}
+		if err := unix.Mount(m.fs, m.dst, m.fs, flags, m.data); err != nil && !errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("mount %s: %w", m.dst, err)
+		}
+	}
+	return nil
 }
 
 func loadModule(path string) error {
