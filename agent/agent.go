@@ -53,9 +53,10 @@ type Config struct {
 	// agent must be in its own UTS namespace).
 	SetHostname bool
 	// FetchLocal, when set, makes a local image source (an OCI layout or a
-	// docker archive named by an absolute host path) present at the same
-	// path before it is pulled: a VM's agent copies it from the host.
-	FetchLocal func(ctx context.Context, path string) error
+	// docker archive named by an absolute host path) present in the
+	// sandbox before it is pulled and returns its path there: a VM's agent
+	// copies it from the host.
+	FetchLocal func(ctx context.Context, path string) (string, error)
 	// VolumeSource, when set, maps an encrypted volume's host path to the
 	// device the agent opens (a VM's virtio disk).
 	VolumeSource func(path string) (string, error)

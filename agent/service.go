@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -115,14 +116,19 @@ func (s *service) PullImage(ctx context.Context, req *agentv1.PullImageRequest) 
 	}
 	a.mu.Unlock()
 	start := time.Now()
+	from := ref
 	if a.cfg.FetchLocal != nil {
 		if r, err := image.ParseRef(ref); err == nil && r.Transport != image.Registry {
-			if err := a.cfg.FetchLocal(ctx, r.Path); err != nil {
+			local, err := a.cfg.FetchLocal(ctx, r.Path)
+			if err != nil {
 				return nil, fmt.Errorf("pull: %w", err)
 			}
+			// The same source, from its copy (the reference starts with
+			// the transport and the path).
+			from = strings.Replace(ref, r.Path, local, 1)
 		}
 	}
-	img, err := a.puller.Pull(ctx, ref, prog)
+	img, err := a.puller.Pull(ctx, from, prog)
 	if err != nil {
 		a.log.Warn("pull failed", "image", ref, "error", err)
 		return nil, fmt.Errorf("pull: %w", err)

@@ -20,7 +20,7 @@ scripts/deps.sh --vm
 work=$(mktemp -d)
 C="bin/cocoon --root $work/root"
 trap '$C rm -f bench-vm bench-proc bench-mem >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
-CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o bin/ ./cmd/cocoon ./cmd/cocoon-agent
+CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o bin/ ./cmd/cocoon ./cmd/cocoon-agent ./cmd/cocoon-init
 go run ./internal/cmd/mkimage -layout "$work/layout" -tag bench >/dev/null
 pod() { # name command...
   cat <<YAML

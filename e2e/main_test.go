@@ -59,7 +59,7 @@ func setup(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	env.bin = filepath.Join(dir, "bin")
-	build := exec.Command("go", "build", "-o", env.bin+"/", "cocoon.dev/cocoon/cmd/cocoon", "cocoon.dev/cocoon/cmd/cocoon-agent")
+	build := exec.Command("go", "build", "-o", env.bin+"/", "cocoon.dev/cocoon/cmd/cocoon", "cocoon.dev/cocoon/cmd/cocoon-agent", "cocoon.dev/cocoon/cmd/cocoon-init")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)

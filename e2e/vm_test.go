@@ -204,3 +204,31 @@ func grepTree(dirs []string, s string) []string {
 	}
 	return hits
 }
+
+// TestVMTamperedRootfsRefused: the guest's root filesystem is read through
+// dm-verity with the root hash the measured initramfs names; a changed
+// byte on the host's disk image stops the boot, and no sandbox is left.
+func TestVMTamperedRootfsRefused(t *testing.T) {
+	x := newH(t)
+	vmReady(t)
+	x.mustRun(0, "guest", "build", "--agent", filepath.Join(env.bin, "cocoon-agent"))
+	img := filepath.Join(sandbox.Root(x.root).GuestDir(), "rootfs.img")
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 1)
+	f.ReadAt(b, 100) // in the squashfs superblock, read at mount
+	b[0] ^= 0xff
+	f.WriteAt(b, 100)
+	f.Close()
+	_, errs, code := x.cocoon("run", "--isolation", "qemu", x.pod(simplePod("vmt", env.busybox, "Never", "true")))
+	if code != 125 || !strings.Contains(errs, "the VM exited before its agent was ready") ||
+		!strings.Contains(errs, "cocoon-init: mount the root filesystem") {
+		t.Errorf("exit %d, stderr %s", code, errs)
+	}
+	x.noSandbox("vmt")
+	if out, _ := exec.Command("pgrep", "-f", "qemu-system.*"+x.root).Output(); len(out) > 0 {
+		t.Errorf("QEMU still runs: %s", out)
+	}
+}

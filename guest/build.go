@@ -1,8 +1,11 @@
-// Package guest builds the sandbox VM's guest image: a kernel and an
-// initramfs holding cocoon-agent (as /init), runc with the libraries it
-// needs, busybox and the kernel modules the guest loads at boot. The build
-// is reproducible: the same inputs give the same bytes, and the image's
-// digests are what the (simulated) secure processor measures at launch.
+// Package guest builds the sandbox VM's guest image and boots it: a kernel,
+// an initramfs holding cocoon-init and the kernel modules the guest loads,
+// and a read-only root filesystem (squashfs with a dm-verity tree whose root
+// hash the initramfs names) holding cocoon-agent, runc with the libraries
+// it needs and busybox. The build is reproducible: the same inputs give the
+// same bytes, and the kernel, initramfs and command line are what the
+// (simulated) secure processor measures at launch; the root hash extends
+// that measurement to the root filesystem, block by block as it is read.
 package guest
 
 import (
@@ -16,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -28,7 +32,7 @@ import (
 func DefaultModules() []string {
 	return []string{
 		"virtio_pci", "virtio_console", "virtio_blk", "overlay", "loop", "fuse",
-		"dm_crypt", "xts", "vmw_vsock_virtio_transport", "virtio_balloon",
+		"dm_crypt", "xts", "dm_verity", "squashfs", "vmw_vsock_virtio_transport", "virtio_balloon",
 	}
 }
 
@@ -42,6 +46,9 @@ type Options struct {
 	ModulesDir string
 	// Agent is cocoon-agent; it must be statically linked.
 	Agent string
+	// Init is cocoon-init, the guest's first process (default: next to
+	// Agent); static.
+	Init string
 	// Runc is runc (default: runc on PATH); its shared libraries are copied.
 	Runc string
 	// Busybox is a static busybox (default: /bin/busybox).
@@ -58,6 +65,9 @@ type Image struct {
 	Initrd       string   `json:"initrd"`
 	KernelDigest string   `json:"kernel_digest"`
 	InitrdDigest string   `json:"initrd_digest"`
+	Rootfs       string   `json:"rootfs"`
+	RootfsDigest string   `json:"rootfs_digest"`
+	Verity       *Verity  `json:"verity"`
 	AgentDigest  string   `json:"agent_digest"`
 	Release      string   `json:"kernel_release"`
 	Modules      []string `json:"modules"`
@@ -69,7 +79,14 @@ type Image struct {
 type Config struct {
 	// Modules are initramfs paths of kernel modules, in load order.
 	Modules []string `json:"modules"`
+	// Rootfs is the root filesystem's dm-verity description; the disk
+	// whose virtio serial number is RootfsSerial holds data and tree.
+	Rootfs       *Verity `json:"rootfs"`
+	RootfsSerial string  `json:"rootfs_serial"`
 }
+
+// RootfsSerial is the virtio-blk serial number of the root filesystem disk.
+const RootfsSerial = "cocoon-rootfs"
 
 // ConfigPath is where the guest config lives in the initramfs.
 const ConfigPath = "etc/cocoon/guest.json"
@@ -114,45 +131,69 @@ func Build(ctx context.Context, o Options) (*Image, error) {
 	if o.Agent == "" || o.Out == "" {
 		return nil, errors.New("guest build: the agent binary and the output directory are required")
 	}
-	if err := requireStatic(o.Agent, "cocoon-agent", "build it with CGO_ENABLED=0"); err != nil {
-		return nil, err
+	if o.Init == "" {
+		o.Init = filepath.Join(filepath.Dir(o.Agent), "cocoon-init")
 	}
-	if err := requireStatic(o.Busybox, "busybox", "install Debian's busybox-static"); err != nil {
-		return nil, err
+	for _, b := range []struct{ path, what, hint string }{
+		{o.Agent, "cocoon-agent", "build it with CGO_ENABLED=0"},
+		{o.Init, "cocoon-init", "build it next to cocoon-agent with CGO_ENABLED=0 (go build -o bin/ ./cmd/...)"},
+		{o.Busybox, "busybox", "install Debian's busybox-static"},
+	} {
+		if err := requireStatic(b.path, b.what, b.hint); err != nil {
+			return nil, err
+		}
 	}
-	es := []entry{
-		{path: "init", mode: modeFile | 0o755, src: o.Agent},
+	if _, err := exec.LookPath("mksquashfs"); err != nil {
+		return nil, errors.New("guest build needs mksquashfs for the root filesystem: apt-get install squashfs-tools")
+	}
+	// The root filesystem: agent, runc and its libraries, busybox.
+	root := []entry{
+		{path: "usr/bin/cocoon-agent", mode: modeFile | 0o755, src: o.Agent},
+		{path: "usr/bin/runc", mode: modeFile | 0o755, src: o.Runc},
 		{path: "bin/busybox", mode: modeFile | 0o755, src: o.Busybox},
 		{path: "bin/sh", mode: modeSymlink | 0o777, link: "busybox"},
-		{path: "usr/bin/runc", mode: modeFile | 0o755, src: o.Runc},
-		{path: "dev/console", mode: modeChar | 0o600},
 	}
-	for _, d := range []string{"dev", "proc", "sys", "run", "tmp", "var/lib/cocoon", "etc"} {
-		es = append(es, entry{path: d, mode: modeDir | 0o755})
+	for _, d := range []string{"dev", "proc", "sys", "run", "tmp", "var", "etc"} {
+		root = append(root, entry{path: d, mode: modeDir | 0o755})
 	}
 	libs, err := sharedLibs(o.Runc)
 	if err != nil {
 		return nil, fmt.Errorf("runc (%s): %w", o.Runc, err)
 	}
 	for _, l := range libs {
-		es = append(es, entry{path: strings.TrimPrefix(l, "/"), mode: modeFile | 0o755, src: l})
+		root = append(root, entry{path: strings.TrimPrefix(l, "/"), mode: modeFile | 0o755, src: l})
+	}
+	if err := os.MkdirAll(o.Out, 0o755); err != nil {
+		return nil, err
+	}
+	img := &Image{Kernel: filepath.Join(o.Out, "vmlinuz"), Initrd: filepath.Join(o.Out, "initramfs.cpio"),
+		Rootfs: filepath.Join(o.Out, "rootfs.img"), Release: release}
+	if img.Verity, img.RootfsDigest, err = buildRootfs(ctx, img.Rootfs, root); err != nil {
+		return nil, fmt.Errorf("root filesystem: %w", err)
+	}
+	// The initramfs: cocoon-init, the modules, and the config that names
+	// the root filesystem by its verity root hash (so measuring the
+	// initramfs measures the root filesystem too).
+	es := []entry{
+		{path: "init", mode: modeFile | 0o755, src: o.Init},
+		{path: "dev/console", mode: modeChar | 0o600},
+	}
+	for _, d := range []string{"dev", "proc", "sys", "sysroot"} {
+		es = append(es, entry{path: d, mode: modeDir | 0o755})
 	}
 	mods, err := moduleClosure(o.ModulesDir, o.Modules)
 	if err != nil {
 		return nil, err
 	}
-	gc := Config{}
+	gc := Config{Rootfs: img.Verity, RootfsSerial: RootfsSerial}
 	for _, m := range mods {
 		p := filepath.Join("lib/modules", release, m)
 		gc.Modules = append(gc.Modules, p)
 		es = append(es, entry{path: p, mode: modeFile | 0o644, src: filepath.Join(o.ModulesDir, m)})
 	}
+	img.Modules = gc.Modules
 	cj, _ := json.MarshalIndent(gc, "", "  ")
 	es = append(es, entry{path: ConfigPath, mode: modeFile | 0o644, data: append(cj, '\n')})
-	if err := os.MkdirAll(o.Out, 0o755); err != nil {
-		return nil, err
-	}
-	img := &Image{Kernel: filepath.Join(o.Out, "vmlinuz"), Initrd: filepath.Join(o.Out, "initramfs.cpio"), Release: release, Modules: gc.Modules}
 	if img.KernelDigest, err = copyFile(o.Kernel, img.Kernel); err != nil {
 		return nil, fmt.Errorf("kernel: %w", err)
 	}
@@ -167,6 +208,70 @@ func Build(ctx context.Context, o Options) (*Image, error) {
 		return nil, err
 	}
 	return img, nil
+}
+
+// buildRootfs stages the entries in a directory with fixed modes, makes a
+// reproducible uncompressed squashfs of it (sorted, owned by root, dated 0)
+// and appends its dm-verity tree. The salt is derived from the content, so
+// the same inputs give the same image.
+func buildRootfs(ctx context.Context, path string, es []entry) (*Verity, string, error) {
+	stage, err := os.MkdirTemp(filepath.Dir(path), ".rootfs-")
+	if err != nil {
+		return nil, "", err
+	}
+	defer os.RemoveAll(stage)
+	for _, e := range sortEntries(es) {
+		p := filepath.Join(stage, e.path)
+		switch e.mode & 0o170000 {
+		case modeDir:
+			err = os.MkdirAll(p, 0o755)
+		case modeSymlink:
+			err = os.Symlink(e.link, p)
+		default:
+			if _, err = copyFile(e.src, p); err == nil {
+				err = os.Chmod(p, os.FileMode(e.mode&0o777))
+			}
+		}
+		if err != nil {
+			return nil, "", err
+		}
+		if err := os.Chmod(p, os.FileMode(e.mode&0o777)); err != nil && e.mode&0o170000 != modeSymlink {
+			return nil, "", err
+		}
+	}
+	tmp := path + ".tmp"
+	_ = os.Remove(tmp)
+	cmd := exec.CommandContext(ctx, "mksquashfs", stage, tmp, "-noappend", "-reproducible", "-all-root",
+		"-mkfs-time", "0", "-all-time", "0", "-no-xattrs", "-noI", "-noId", "-noD", "-noF", "-noX",
+		"-no-progress", "-quiet", "-processors", "1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, "", fmt.Errorf("mksquashfs: %v: %s", err, out)
+	}
+	f, err := os.OpenFile(tmp, os.O_RDWR, 0)
+	if err != nil {
+		return nil, "", err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, "", err
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return nil, "", err
+	}
+	v, err := appendVerity(f, st.Size(), h.Sum(nil))
+	if err != nil {
+		return nil, "", err
+	}
+	if err := f.Sync(); err != nil {
+		return nil, "", err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return nil, "", err
+	}
+	d, err := FileDigest(path)
+	return v, d, err
 }
 
 // Load reads a built guest image's manifest from dir.

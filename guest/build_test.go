@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -33,10 +34,15 @@ func fakeKernel(t *testing.T) (kernel, mods string) {
 
 func testOptions(t *testing.T, out string) Options {
 	kernel, mods := fakeKernel(t)
-	if _, err := os.Stat("/bin/busybox"); err != nil {
-		t.Skip("needs busybox-static")
+	for _, need := range []string{"/bin/busybox", "mksquashfs"} {
+		if _, err := exec.LookPath(need); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("needs %s", need)
+			}
+			t.Skipf("needs %s", need)
+		}
 	}
-	return Options{Kernel: kernel, ModulesDir: mods, Agent: "/bin/busybox", Runc: "/bin/busybox", Busybox: "/bin/busybox", Out: out,
+	return Options{Kernel: kernel, ModulesDir: mods, Agent: "/bin/busybox", Init: "/bin/busybox", Runc: "/bin/busybox", Busybox: "/bin/busybox", Out: out,
 		Modules: []string{"virtio_console", "virtio-pci", "overlay", "not_there"}}
 }
 
@@ -85,8 +91,11 @@ func TestBuildReproducibleAndComplete(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if img.InitrdDigest != img2.InitrdDigest || img.KernelDigest != img2.KernelDigest {
-		t.Errorf("two builds differ: %s %s", img.InitrdDigest, img2.InitrdDigest)
+	if img.InitrdDigest != img2.InitrdDigest || img.KernelDigest != img2.KernelDigest || img.RootfsDigest != img2.RootfsDigest {
+		t.Errorf("two builds differ: %s %s, %s %s", img.InitrdDigest, img2.InitrdDigest, img.RootfsDigest, img2.RootfsDigest)
+	}
+	if d, _ := FileDigest(img.Rootfs); d != img.RootfsDigest || img.Verity == nil || len(img.Verity.RootHash) != 64 {
+		t.Errorf("rootfs %s, manifest %s, verity %+v", d, img.RootfsDigest, img.Verity)
 	}
 	b, _ := os.ReadFile(img.Initrd)
 	if d, _ := FileDigest(img.Initrd); d != img.InitrdDigest {
@@ -100,14 +109,21 @@ func TestBuildReproducibleAndComplete(t *testing.T) {
 	}
 	bb, _ := os.ReadFile("/bin/busybox")
 	if !bytes.Equal(data["init"], bb) || modes["init"] != modeFile|0o755 {
-		t.Errorf("/init is not the agent (mode %o)", modes["init"])
+		t.Errorf("/init is not cocoon-init (mode %o)", modes["init"])
 	}
-	if modes["dev/console"] != modeChar|0o600 || modes["bin/sh"] != modeSymlink|0o777 || string(data["bin/sh"]) != "busybox" {
-		t.Errorf("console %o, sh %o -> %q", modes["dev/console"], modes["bin/sh"], data["bin/sh"])
+	if modes["dev/console"] != modeChar|0o600 || modes["sysroot"] != modeDir|0o755 {
+		t.Errorf("console %o, sysroot %o", modes["dev/console"], modes["sysroot"])
+	}
+	if _, ok := data["usr/bin/cocoon-agent"]; ok {
+		t.Error("the agent is in the initramfs; it belongs to the verity root filesystem")
 	}
 	var gc Config
 	if err := json.Unmarshal(data[ConfigPath], &gc); err != nil {
 		t.Fatal(err)
+	}
+	// The initramfs (measured) names the root filesystem by its root hash.
+	if gc.Rootfs == nil || gc.Rootfs.RootHash != img.Verity.RootHash || gc.RootfsSerial != RootfsSerial {
+		t.Errorf("guest config rootfs %+v, manifest %+v", gc.Rootfs, img.Verity)
 	}
 	// Dependencies first; absent and unrequested modules left out.
 	want := []string{"virtio_ring", "virtio", "virtio_console", "virtio_pci", "overlay"}
@@ -131,6 +147,17 @@ func TestBuildReproducibleAndComplete(t *testing.T) {
 	}
 	if img3.InitrdDigest == img.InitrdDigest {
 		t.Error("a changed module did not change the initramfs digest")
+	}
+	// A changed root filesystem input changes the root hash, hence the
+	// initramfs (and the launch measurement).
+	o4 := o2
+	o4.Out, o4.Runc = t.TempDir(), "/bin/ls"
+	img4, err := Build(context.Background(), o4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img4.Verity.RootHash == img3.Verity.RootHash || img4.InitrdDigest == img3.InitrdDigest {
+		t.Error("another runc did not change the root hash and the initramfs")
 	}
 	if l, err := Load(o.Out); err != nil || l.InitrdDigest != img.InitrdDigest {
 		t.Errorf("Load: %v %+v", err, l)

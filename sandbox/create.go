@@ -146,7 +146,8 @@ func Create(ctx context.Context, o Options) (*pod.Pod, error) {
 		return nil, fmt.Errorf("start runtime process: %w", err)
 	}
 	pw.Close()
-	go func() { _ = cmd.Wait() }() // reap if it dies while we wait
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }() // reap if it dies while we wait
 	line := make(chan string, 1)
 	go func() {
 		s, _ := bufio.NewReader(pr).ReadString('\n')
@@ -155,6 +156,14 @@ func Create(ctx context.Context, o Options) (*pod.Pod, error) {
 	select {
 	case l := <-line:
 		if l != "ready" {
+			// The runtime process cleans up after a failed launch: let it
+			// finish before the sandbox directory goes.
+			select {
+			case <-exited:
+			case <-time.After(30 * time.Second):
+				_ = cmd.Process.Kill()
+				<-exited
+			}
 			if l == "" {
 				l = "the runtime process exited early; see " + filepath.Join(dir, fileShimLog)
 			}

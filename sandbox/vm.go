@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -102,7 +103,7 @@ func (s *shim) launchVM(ctx context.Context) (*vmchan.Host, error) {
 	qc := QEMUConfig{
 		KVM: s.cfg.KVM, Binary: s.cfg.QEMU, Kernel: img.Kernel, Initrd: img.Initrd, Cmdline: cmdline,
 		MemoryMiB: s.cfg.MemoryMiB, VCPUs: s.cfg.VCPUs, AgentSocket: filepath.Join(s.dir, fileVMSock),
-		Drives: s.volumeDrives(),
+		Drives: append([]Drive{{Path: img.Rootfs, Serial: guest.RootfsSerial, ReadOnly: true}}, s.volumeDrives()...),
 	}
 	switch s.cfg.TEE {
 	case "snp", "tdx":
@@ -143,7 +144,7 @@ func (s *shim) launchVM(ctx context.Context) (*vmchan.Host, error) {
 	s.update(func(st *Status) { st.AgentPID = cmd.Process.Pid })
 	go s.watchAgent()
 	fail := func(err error) (*vmchan.Host, error) {
-		return nil, fmt.Errorf("%w; the VM console is in %s%s", err, filepath.Join(s.dir, fileAgentLg), consoleTail(filepath.Join(s.dir, fileAgentLg)))
+		return nil, fmt.Errorf("%w%s", err, consoleTail(filepath.Join(s.dir, fileAgentLg)))
 	}
 	conn, err := dialVM(ctx, qc.AgentSocket, s.agentGone)
 	if err != nil {
@@ -174,6 +175,15 @@ func (s *shim) launchVM(ctx context.Context) (*vmchan.Host, error) {
 	var r res
 	select {
 	case r = <-rc:
+		if r.err != nil {
+			// The channel closes when QEMU exits: wait for that, so the
+			// error says so and the console holds the guest's last words.
+			select {
+			case <-s.agentGone:
+				r.err = errors.New("the VM exited before its agent was ready")
+			case <-time.After(2 * time.Second):
+			}
+		}
 	case <-s.agentGone:
 		r.err = errors.New("the VM exited before its agent was ready")
 	}
@@ -279,18 +289,31 @@ func proxyAgent(l net.Listener, h *vmchan.Host) {
 	}
 }
 
-// consoleTail returns the last lines of the VM console, for errors.
+// consoleTail returns the last lines of the VM console, for errors,
+// without terminal control sequences.
 func consoleTail(path string) string {
 	b, err := os.ReadFile(path)
-	if err != nil || len(b) == 0 {
+	if err != nil {
 		return ""
 	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > 8 {
-		lines = lines[len(lines)-8:]
+	b = ansiRE.ReplaceAll(b, nil)
+	var lines []string
+	for _, l := range strings.Split(strings.ReplaceAll(string(b), "\r", "\n"), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
 	}
-	return "; its last lines:\n  " + strings.Join(lines, "\n  ")
+	if len(lines) == 0 {
+		return ""
+	}
+	if len(lines) > 4 {
+		lines = lines[len(lines)-4:]
+	}
+	// One line: the error travels as a line to the CLI.
+	return "; the VM console's last lines: " + strings.Join(lines, " | ")
 }
+
+var ansiRE = regexp.MustCompile(`\x1b(\[[0-9;?]*[A-Za-z]|[()][A-Za-z0-9]|[=>c])`)
 
 // VolumeSerial is the virtio-blk serial number under which a VM sees the
 // host disk image at path (an encrypted volume's source).

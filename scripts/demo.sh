@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 echo "==> building cocoon and cocoon-agent into ./bin" >&2
-CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o bin/ ./cmd/cocoon ./cmd/cocoon-agent
+CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o bin/ ./cmd/cocoon ./cmd/cocoon-agent ./cmd/cocoon-init
 echo "==> building the example image (examples/hello/image, an OCI layout)" >&2
 examples/hello/build.sh >&2
 export COCOON_ROOT=${COCOON_ROOT:-/var/lib/cocoon}

@@ -10,6 +10,7 @@ command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v fusermount3 >/dev/null || need+=(fuse3)
 if [ "${1:-}" = "--test" ] || [ "${1:-}" = "--vm" ] || [ "${COCOON_ISOLATION:-}" = qemu ]; then
   command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+  command -v mksquashfs >/dev/null || need+=(squashfs-tools)
   ls /boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1 || need+=(linux-image-cloud-amd64)
 fi
 if [ "${1:-}" = "--test" ]; then

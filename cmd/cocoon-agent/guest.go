@@ -11,15 +11,18 @@ import (
 	"time"
 
 	"cocoon.dev/cocoon/agent"
+	"cocoon.dev/cocoon/guest"
 	"cocoon.dev/cocoon/internal/vmchan"
 	"cocoon.dev/cocoon/policy"
 	"cocoon.dev/cocoon/tee"
 	"cocoon.dev/cocoon/tee/sim"
 )
 
-// isGuestInit reports whether the agent is a sandbox VM's init (the
-// initramfs runs it as /init).
-func isGuestInit() bool { return os.Getpid() == 1 && os.Args[0] == "/init" }
+// isGuestInit reports whether the agent is a sandbox VM's init (cocoon-init
+// runs it so, from the verified root filesystem).
+func isGuestInit() bool {
+	return os.Getpid() == 1 && len(os.Args) == 2 && os.Args[1] == guest.GuestFlag
+}
 
 // runGuest is the agent as a VM's init: it prepares the guest, serves the
 // agent API over the virtio-serial channel, and powers the VM off when the
@@ -29,7 +32,6 @@ func runGuest() {
 	// Guest memory is the sandbox's: keep the agent's heap small.
 	debug.SetMemoryLimit(48 << 20)
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	os.Setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
 	err := guestMain(log)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "cocoon-agent:", err)
@@ -75,8 +77,11 @@ func newGuestAgent(ch *vmchan.Guest, params map[string]string, log *slog.Logger)
 	cfg := agent.Config{
 		StateDir: agent.GuestStateDir, LayerDir: agent.GuestLayerDir, CgroupParent: "/cocoon", Runc: "/usr/bin/runc",
 		SetHostname: true, Logger: log,
-		Transport:  agent.EgressTransportDial(func(ctx context.Context) (net.Conn, error) { return ch.Dial(ctx, vmchan.TagEgress) }),
-		FetchLocal: ch.FetchTree, VolumeSource: vmchan.FindDisk,
+		Transport: agent.EgressTransportDial(func(ctx context.Context) (net.Conn, error) { return ch.Dial(ctx, vmchan.TagEgress) }),
+		FetchLocal: func(ctx context.Context, p string) (string, error) {
+			return ch.FetchTree(ctx, p, filepath.Join(agent.GuestStateDir, "local"))
+		},
+		VolumeSource: vmchan.FindDisk,
 	}
 	switch params["tee"] {
 	case "sim":

@@ -16,6 +16,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"cocoon.dev/cocoon/guest"
 )
 
 // MaxTree bounds what a guest accepts for one local image source.
@@ -92,14 +94,16 @@ func writeTree(w io.Writer, root string) error {
 	return tw.Close()
 }
 
-// FetchTree copies the host's local image source at path to the same path
-// in the guest (nothing when it is there already). Only regular files and
-// directories beneath it are created, so the host cannot write elsewhere.
-func (g *Guest) FetchTree(ctx context.Context, path string) error {
-	if _, err := os.Lstat(path); err == nil {
-		return nil // fetched before
+// FetchTree copies the host's local image source at path into the guest,
+// at the same path below root, and returns where it is (nothing is copied
+// when it is there already). Only regular files and directories beneath it
+// are created, so the host cannot write elsewhere.
+func (g *Guest) FetchTree(ctx context.Context, path, root string) (string, error) {
+	dest := filepath.Join(root, filepath.Clean("/"+path))
+	if _, err := os.Lstat(dest); err == nil {
+		return dest, nil // fetched before
 	}
-	return g.fetchTo(ctx, path, path)
+	return dest, g.fetchTo(ctx, path, dest)
 }
 
 func (g *Guest) fetchTo(ctx context.Context, path, dest string) error {
@@ -195,16 +199,9 @@ func DiskSerial(path string) string {
 
 // FindDisk returns the guest's block device for the host image at path.
 func FindDisk(path string) (string, error) {
-	want := DiskSerial(path)
-	for i := 0; i < 100; i++ {
-		ss, _ := filepath.Glob("/sys/block/*/serial")
-		for _, s := range ss {
-			b, err := os.ReadFile(s)
-			if err == nil && strings.TrimSpace(string(b)) == want {
-				return "/dev/" + filepath.Base(filepath.Dir(s)), nil
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
+	d, err := guest.FindSerial(DiskSerial(path), 2*time.Second)
+	if err != nil {
+		return "", fmt.Errorf("volume source %s: %w", path, err)
 	}
-	return "", fmt.Errorf("volume source %s: no disk with serial %s in the VM (the host did not attach it)", path, want)
+	return d, nil
 }
