@@ -23,10 +23,13 @@ func newGuestCmd(g *globals) *cobra.Command {
 		Use:   "build [--kernel FILE] [--out DIR]",
 		Short: "Build the guest kernel + initramfs pair and print its digests",
 		Long: `Build the guest image VM sandboxes boot (--isolation qemu): the kernel (by
-default Debian's linux-image-cloud-amd64 from /boot) and an initramfs that holds
-cocoon-agent (static, as /init), runc with the shared libraries it needs,
-busybox and the kernel modules the guest loads (virtio, overlay, loop, FUSE,
-dm-crypt, vsock).
+default Debian's linux-image-cloud-amd64 from /boot), an initramfs with
+cocoon-init (static, as /init) and the kernel modules the guest loads (virtio,
+overlay, loop, FUSE, dm-crypt, dm-verity, squashfs, vsock), and a read-only
+root filesystem (squashfs + dm-verity tree; the initramfs names its root hash)
+with cocoon-agent, runc and the shared libraries it needs, and busybox.
+cocoon-init is taken from next to cocoon-agent. Needs mksquashfs
+(squashfs-tools).
 
 The build is reproducible: the same inputs give the same bytes, so the
 digests it prints (and the launch measurement of 'cocoon measure --tee sim
@@ -74,8 +77,12 @@ was built from another cocoon-agent.`,
 }
 
 func printGuest(w io.Writer, img *guest.Image) {
-	fmt.Fprintf(w, "kernel   %s  %s (%s)\ninitrd   %s  %s (%d files, %d modules)\nagent    %s\n",
-		img.KernelDigest, img.Kernel, img.Release, img.InitrdDigest, img.Initrd, img.Files, len(img.Modules), img.AgentDigest)
+	fmt.Fprintf(w, "kernel   %s  %s (%s)\ninitrd   %s  %s (%d files, %d modules)\n",
+		img.KernelDigest, img.Kernel, img.Release, img.InitrdDigest, img.Initrd, img.Files, len(img.Modules))
+	if img.Verity != nil {
+		fmt.Fprintf(w, "rootfs   %s  %s (dm-verity root %s)\n", img.RootfsDigest, img.Rootfs, img.Verity.RootHash)
+	}
+	fmt.Fprintf(w, "agent    %s\n", img.AgentDigest)
 }
 
 // ensureGuest returns the guest image in dir, building it first when it is
