@@ -137,12 +137,14 @@ func QEMUArgs(c QEMUConfig) ([]string, error) {
 		if strings.ContainsAny(d.Path, ",") || strings.ContainsAny(d.Serial, ",=") || len(d.Serial) > 20 {
 			return nil, fmt.Errorf("qemu: drive %q: the path must not contain a comma, the serial at most 20 characters", d.Path)
 		}
-		ro := "off"
+		// Writable disks bypass the host's page cache (what the guest
+		// writes is on the disk when it says so); read-only ones use it.
+		ro, cache := "off", "none"
 		if d.ReadOnly {
-			ro = "on"
+			ro, cache = "on", "writeback"
 		}
 		id := "vol" + strconv.Itoa(i)
-		args = append(args, "-drive", "file="+d.Path+",format=raw,if=none,cache=none,aio=threads,readonly="+ro+",id="+id,
+		args = append(args, "-drive", "file="+d.Path+",format=raw,if=none,cache="+cache+",aio=threads,readonly="+ro+",id="+id,
 			"-device", "virtio-blk-pci,drive="+id+",serial="+d.Serial)
 	}
 	args = append(args, "-serial", "stdio")

@@ -61,7 +61,7 @@ func TestQEMUArgs(t *testing.T) {
 	for _, want := range []string{"-accel tcg,tb-size=64", "-cpu max", "virtserialport,chardev=agent,name=cocoon.agent",
 		"socket,id=agent,path=/run/cocoon/x/agent.sock,server=on,wait=off",
 		"-device virtio-balloon-pci,free-page-reporting=on",
-		"-drive file=/v/data.img,format=raw,if=none,cache=none,aio=threads,readonly=on,id=vol0 -device virtio-blk-pci,drive=vol0,serial=cv0123",
+		"-drive file=/v/data.img,format=raw,if=none,cache=writeback,aio=threads,readonly=on,id=vol0 -device virtio-blk-pci,drive=vol0,serial=cv0123",
 		"-drive file=/v/rw.img,format=raw,if=none,cache=none,aio=threads,readonly=off,id=vol1 -device virtio-blk-pci,drive=vol1,serial=cv4567"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("plain command line lacks %q:\n%s", want, s)
