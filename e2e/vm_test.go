@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io/fs"
@@ -230,5 +231,39 @@ func TestVMTamperedRootfsRefused(t *testing.T) {
 	x.noSandbox("vmt")
 	if out, _ := exec.Command("pgrep", "-f", "qemu-system.*"+x.root).Output(); len(out) > 0 {
 		t.Errorf("QEMU still runs: %s", out)
+	}
+}
+
+// TestVMEncryptedVolume: inside a VM the guest kernel has dm-crypt, so the
+// agent opens the volume (a virtio disk) with device-mapper ioctls; the
+// pod reads and writes through it, the host image holds only ciphertext,
+// and a read-only volume refuses writes.
+func TestVMEncryptedVolume(t *testing.T) {
+	x := newH(t)
+	vmReady(t)
+	x.mustRun(0, "guest", "build", "--agent", filepath.Join(env.bin, "cocoon-agent"))
+	state, addr := filepath.Join(t.TempDir(), "kbs"), freeAddr(t)
+	x.startKBS(state, addr, "--allow-sim")
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "src"), 0o755)
+	os.WriteFile(filepath.Join(dir, "src", "note.txt"), []byte("note from the data owner"), 0o644)
+	img := filepath.Join(dir, "vol.img")
+	x.mustRun(0, "volume", "create", "--size", "16M", "--fs", "ext4", "--kdf", "pbkdf2", "--kbs-resource", "kbs:///app/volume/key", "--state", state, "--from", filepath.Join(dir, "src"), img)
+	ca, _ := os.ReadFile(filepath.Join(state, "ca.pem"))
+	caB64 := base64.StdEncoding.EncodeToString(ca)
+	out, errs := x.mustRun(0, "run", "--isolation", "qemu", x.pod(encPod("vmenc", env.busybox, caB64, addr, img, "kbs:///app/volume/key", false,
+		"cat /data/note.txt; echo; grep -q ' /data ' /proc/mounts && grep ' /data ' /proc/mounts | cut -d' ' -f1 | grep -q dm- && echo opened-by-dm-crypt; echo VMVOLMARKER-written > /data/marker.txt; sync")))
+	if !strings.Contains(out, "note from the data owner") || !strings.Contains(out, "opened-by-dm-crypt") {
+		t.Fatalf("stdout %q stderr %q", out, errs)
+	}
+	raw, _ := os.ReadFile(img)
+	if bytes.Contains(raw, []byte("VMVOLMARKER")) || bytes.Contains(raw, []byte("note from the data owner")) {
+		t.Fatal("the image on the host holds plaintext")
+	}
+	x.mustRun(0, "rm", "vmenc")
+	out, _ = x.mustRun(0, "run", "--isolation", "qemu", x.pod(encPod("vmencro", env.busybox, caB64, addr, img, "kbs:///app/volume/key", true,
+		"cat /data/marker.txt; touch /data/x 2>/dev/null || echo read-only-refused")))
+	if !strings.Contains(out, "VMVOLMARKER-written") || !strings.Contains(out, "read-only-refused") {
+		t.Errorf("read-only volume: %s", out)
 	}
 }

@@ -28,11 +28,14 @@ import (
 // DefaultModules are the kernel modules the guest loads (with their
 // dependencies) when the kernel has them as modules: virtio PCI and console
 // (the agent's channel), block devices, overlay (container root
-// filesystems), loop, FUSE and dm-crypt (encrypted volumes) and vsock.
+// filesystems), loop, FUSE, dm-crypt with AES-XTS (encrypted volumes: the
+// guest has no modprobe, so the crypto templates the kernel would ask for
+// are loaded up front), dm-verity and squashfs (the root filesystem) and
+// vsock.
 func DefaultModules() []string {
 	return []string{
 		"virtio_pci", "virtio_console", "virtio_blk", "overlay", "loop", "fuse",
-		"dm_crypt", "xts", "dm_verity", "squashfs", "vmw_vsock_virtio_transport", "virtio_balloon",
+		"dm_crypt", "xts", "ecb", "aesni_intel", "dm_verity", "squashfs", "vmw_vsock_virtio_transport", "virtio_balloon",
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"cocoon.dev/cocoon/internal/dm"
 )
 
 // AgentPath is cocoon-agent in the root filesystem; cocoon-init runs it
@@ -55,9 +57,12 @@ func Init() error {
 	if err != nil {
 		return err
 	}
-	dev, err := OpenVerity("cocoon-root", disk, gc.Rootfs)
+	v := gc.Rootfs
+	dev, err := dm.Create("cocoon-root", []dm.Target{{
+		Length: uint64(v.DataBlocks) * VerityBlock / 512, Type: "verity", Params: v.Params(disk),
+	}}, true)
 	if err != nil {
-		return err
+		return fmt.Errorf("root filesystem: %w", err)
 	}
 	// Small read-ahead: the root filesystem's pages are read as the agent
 	// and runc touch them, not whole binaries up front (guest memory is

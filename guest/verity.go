@@ -24,10 +24,10 @@ type Verity struct {
 	HashStart int64 `json:"hash_start"`
 }
 
-// Table is the device-mapper table line for a device that holds both the
-// data and the tree.
-func (v *Verity) Table(dev string) string {
-	return fmt.Sprintf("verity 1 %s %s %d %d %d %d sha256 %s %s",
+// Params are the dm-verity target's parameters for a device that holds
+// both the data and the tree.
+func (v *Verity) Params(dev string) string {
+	return fmt.Sprintf("1 %s %s %d %d %d %d sha256 %s %s",
 		dev, dev, VerityBlock, VerityBlock, v.DataBlocks, v.HashStart, v.RootHash, v.Salt)
 }
 
