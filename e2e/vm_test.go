@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io/fs"
@@ -242,15 +241,7 @@ func TestVMEncryptedVolume(t *testing.T) {
 	x := newH(t)
 	vmReady(t)
 	x.mustRun(0, "guest", "build", "--agent", filepath.Join(env.bin, "cocoon-agent"))
-	state, addr := filepath.Join(t.TempDir(), "kbs"), freeAddr(t)
-	x.startKBS(state, addr, "--allow-sim")
-	dir := t.TempDir()
-	os.MkdirAll(filepath.Join(dir, "src"), 0o755)
-	os.WriteFile(filepath.Join(dir, "src", "note.txt"), []byte("note from the data owner"), 0o644)
-	img := filepath.Join(dir, "vol.img")
-	x.mustRun(0, "volume", "create", "--size", "16M", "--fs", "ext4", "--kdf", "pbkdf2", "--kbs-resource", "kbs:///app/volume/key", "--state", state, "--from", filepath.Join(dir, "src"), img)
-	ca, _ := os.ReadFile(filepath.Join(state, "ca.pem"))
-	caB64 := base64.StdEncoding.EncodeToString(ca)
+	_, addr, img, caB64 := x.volumeWithKey()
 	out, errs := x.mustRun(0, "run", "--isolation", "qemu", x.pod(encPod("vmenc", env.busybox, caB64, addr, img, "kbs:///app/volume/key", false,
 		"cat /data/note.txt; echo; grep -q ' /data ' /proc/mounts && grep ' /data ' /proc/mounts | cut -d' ' -f1 | grep -q dm- && echo opened-by-dm-crypt; echo VMVOLMARKER-written > /data/marker.txt; sync")))
 	if !strings.Contains(out, "note from the data owner") || !strings.Contains(out, "opened-by-dm-crypt") {

@@ -35,6 +35,22 @@ spec:
 `, name, addr, ca, readOnly, source, key, image, command)
 }
 
+// volumeWithKey starts a key broker and creates a LUKS2 volume holding
+// note.txt whose key is the broker's kbs:///app/volume/key; it returns the
+// broker's state and address, the image and the broker's CA (base64).
+func (x *h) volumeWithKey() (state, addr, img, caB64 string) {
+	x.t.Helper()
+	state, addr = filepath.Join(x.t.TempDir(), "kbs"), freeAddr(x.t)
+	x.startKBS(state, addr, "--allow-sim")
+	dir := x.t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "src"), 0o755)
+	os.WriteFile(filepath.Join(dir, "src", "note.txt"), []byte("note from the data owner"), 0o644)
+	img = filepath.Join(dir, "vol.img")
+	x.mustRun(0, "volume", "create", "--size", "16M", "--fs", "ext4", "--kdf", "pbkdf2", "--kbs-resource", "kbs:///app/volume/key", "--state", state, "--from", filepath.Join(dir, "src"), img)
+	ca, _ := os.ReadFile(filepath.Join(state, "ca.pem"))
+	return state, addr, img, base64.StdEncoding.EncodeToString(ca)
+}
+
 // TestEncryptedVolumeInPod: a volume created with its key in the broker is
 // opened inside the sandbox; the app reads the file; what it writes reaches
 // the image only encrypted; a read-only volume refuses writes; a wrong key
@@ -44,15 +60,7 @@ func TestEncryptedVolumeInPod(t *testing.T) {
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Skip("needs /dev/fuse")
 	}
-	state, addr := filepath.Join(t.TempDir(), "kbs"), freeAddr(t)
-	x.startKBS(state, addr, "--allow-sim")
-	dir := t.TempDir()
-	os.MkdirAll(filepath.Join(dir, "src"), 0o755)
-	os.WriteFile(filepath.Join(dir, "src", "note.txt"), []byte("note from the data owner"), 0o644)
-	img := filepath.Join(dir, "vol.img")
-	x.mustRun(0, "volume", "create", "--size", "16M", "--fs", "ext4", "--kdf", "pbkdf2", "--kbs-resource", "kbs:///app/volume/key", "--state", state, "--from", filepath.Join(dir, "src"), img)
-	ca, _ := os.ReadFile(filepath.Join(state, "ca.pem"))
-	caB64 := base64.StdEncoding.EncodeToString(ca)
+	state, addr, img, caB64 := x.volumeWithKey()
 	out, errs := x.mustRun(0, "run", x.pod(encPod("enc", env.busybox, caB64, addr, img, "kbs:///app/volume/key", false,
 		"cat /data/note.txt; echo; echo VOLMARKER-through-the-mount > /data/marker.txt; sync")))
 	if !strings.Contains(out, "note from the data owner") {
