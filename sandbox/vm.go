@@ -144,6 +144,12 @@ func (s *shim) launchVM(ctx context.Context) (*vmchan.Host, error) {
 	s.update(func(st *Status) { st.AgentPID = cmd.Process.Pid })
 	go s.watchAgent()
 	fail := func(err error) (*vmchan.Host, error) {
+		// A VM that did not come up is stopped now, not after the
+		// shutdown's grace period.
+		s.mu.Lock()
+		s.expectExit = true
+		s.mu.Unlock()
+		_ = cmd.Process.Kill()
 		return nil, fmt.Errorf("%w%s", err, consoleTail(filepath.Join(s.dir, fileAgentLg)))
 	}
 	conn, err := dialVM(ctx, qc.AgentSocket, s.agentGone)
