@@ -44,7 +44,8 @@ fetches and verifies them inside the sandbox.
 Exit codes: the container's; 125 when cocoon itself failed (bad spec, pull
 error); 137 when the sandbox's agent died.`,
 		Example: `  cocoon run examples/hello/pod.yaml
-  cocoon run -d pod.yaml && cocoon logs mypod`,
+  cocoon run -d pod.yaml && cocoon logs mypod
+  cocoon run --isolation qemu pod.yaml     # the pod in its own VM (docs/vm.md)`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runPod(cmd, g, args[0], teeKind, detach, rm, gen, vm)
