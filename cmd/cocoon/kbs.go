@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -303,6 +304,10 @@ func serveKBS(cmd *cobra.Command, g *globals, state, listen, asURL, simRoots str
 	if state == "" {
 		return errors.New("--state DIR is required (create it with cocoon kbs init)")
 	}
+	// Requests allocate (JSON, JOSE, TLS) on a small live heap: fewer
+	// collections, bounded by a soft limit, leave the CPU to the crypto.
+	debug.SetGCPercent(policy.AgentGCPercent)
+	debug.SetMemoryLimit(1 << 30)
 	if _, err := kbs.LoadConfig(state); err != nil {
 		return err
 	}
