@@ -236,7 +236,7 @@ spec:
 	}
 	x.waitPhase("svc", sandbox.PhaseRunning)
 	ps, _ := x.mustRun(0, "ps")
-	if !strings.Contains(ps, "svc") || !strings.Contains(ps, "Running") {
+	if !strings.Contains(ps, "svc") || !strings.Contains(ps, "Running") || !strings.Contains(ps, "process/sim") {
 		t.Errorf("ps: %s", ps)
 	}
 	out, _ = x.mustRun(0, "exec", "svc", "--", "cat", "/etc/hostname")

@@ -172,7 +172,7 @@ func TestVMKilledIsDetected(t *testing.T) {
 		t.Errorf("status after QEMU was killed: %+v", st)
 	}
 	out, _, _ := x.cocoon("ps")
-	if !strings.Contains(out, sandbox.PhaseAgentDied) {
+	if !strings.Contains(out, sandbox.PhaseAgentDied) || !strings.Contains(out, "qemu/sim") {
 		t.Errorf("ps: %s", out)
 	}
 	x.mustRun(0, "rm", "vmk")

@@ -32,7 +32,7 @@ func newPsCmd(g *globals) *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), list)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tPHASE\tCONTAINERS\tAGE\tMESSAGE")
+			fmt.Fprintln(tw, "NAME\tPHASE\tISOLATION\tCONTAINERS\tAGE\tMESSAGE")
 			for _, s := range list {
 				var cs []string
 				for _, c := range s.Containers {
@@ -45,7 +45,11 @@ func newPsCmd(g *globals) *cobra.Command {
 					}
 					cs = append(cs, desc)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, s.Phase, strings.Join(cs, " "),
+				iso := s.Isolation
+				if s.TEE != "" {
+					iso += "/" + s.TEE // e.g. qemu/sim: a VM with the simulated TEE
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Phase, iso, strings.Join(cs, " "),
 					time.Since(s.Created).Round(time.Second), s.Message)
 			}
 			return tw.Flush()
