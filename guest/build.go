@@ -104,7 +104,7 @@ func DefaultKernel() (string, error) {
 		ks, _ = filepath.Glob("/boot/vmlinuz-*")
 	}
 	if len(ks) == 0 {
-		return "", errors.New("no kernel in /boot: install Debian's linux-image-cloud-amd64 (apt-get install linux-image-cloud-amd64) or pass --kernel")
+		return "", errors.New("no kernel in /boot: install Debian's linux-image-cloud-amd64 (apt-get install linux-image-cloud-amd64) or build the guest image with `cocoon guest build --kernel FILE`")
 	}
 	sort.Strings(ks)
 	return ks[len(ks)-1], nil
@@ -395,7 +395,7 @@ func lookPath(name string, fallbacks ...string) string {
 func requireStatic(path, what, hint string) error {
 	f, err := elf.Open(path)
 	if err != nil {
-		return fmt.Errorf("%s (%s): %w", what, path, err)
+		return fmt.Errorf("%s (%s): %w; %s", what, path, err, hint)
 	}
 	defer f.Close()
 	for _, p := range f.Progs {
