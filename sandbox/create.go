@@ -59,8 +59,9 @@ type Options struct {
 	// BaseDir resolves relative oci: and docker-archive: image paths
 	// (the directory of the pod file).
 	BaseDir string
-	// TEE is "sim" for the simulated secure processor (the default of the
-	// process backend) or "none".
+	// TEE is "sim" for the simulated secure processor (the process
+	// backend's only one), or with Isolation "qemu" "snp" or "tdx"
+	// (default: the host's, else sim).
 	TEE string
 	// SimState is the simulated secure processor's state directory
 	// (default: <root>/sim).
@@ -270,15 +271,17 @@ func (o *Options) isolation(p *pod.Pod, cfg *config) error {
 			if host != "" {
 				cfg.TEE = host
 			}
-		case "sim", "none":
+		case "sim":
 			cfg.TEE = o.TEE
+		case "none":
+			return errors.New("--tee none: every sandbox binds its policy to a (hardware or simulated) report, so it needs a TEE; use --tee sim for development")
 		case "snp", "tdx":
 			if host != o.TEE {
 				return fmt.Errorf("--tee %s: this host cannot launch %s guests (%s); use --tee sim for development", o.TEE, strings.ToUpper(o.TEE), hostTEEWhy(o.TEE))
 			}
 			cfg.TEE = o.TEE
 		default:
-			return fmt.Errorf("--tee %q: want snp, tdx, sim or none", o.TEE)
+			return fmt.Errorf("--tee %q: want snp, tdx or sim", o.TEE)
 		}
 		if cfg.TEE == "snp" || cfg.TEE == "tdx" {
 			cfg.Firmware = o.Firmware
@@ -316,9 +319,6 @@ func (o *Options) isolation(p *pod.Pod, cfg *config) error {
 		if cfg.SimState == "" {
 			cfg.SimState = o.Root.SimState()
 		}
-	}
-	if cfg.TEE == "none" {
-		cfg.TEE = ""
 	}
 	return nil
 }

@@ -35,8 +35,8 @@ const (
 	DefaultVMMemoryMiB = 512
 )
 
-// VMCmdline is the guest kernel command line for a TEE kind ("sim" or
-// "none"); it is part of the simulated launch measurement.
+// VMCmdline is the guest kernel command line for a TEE kind ("sim", "snp"
+// or "tdx"); it is part of the launch measurement.
 func VMCmdline(teeKind string) string {
 	// Besides the console: no legacy keyboard-controller and PCI-bus
 	// probing, no crypto self-tests, a trusted TSC: seconds under
@@ -95,11 +95,7 @@ func (s *shim) launchVM(ctx context.Context) (*vmchan.Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("guest image: %w (build it with `cocoon guest build`)", err)
 	}
-	teeKind := s.cfg.TEE
-	if teeKind == "" {
-		teeKind = "none"
-	}
-	cmdline := VMCmdline(teeKind)
+	cmdline := VMCmdline(s.cfg.TEE)
 	qc := QEMUConfig{
 		KVM: s.cfg.KVM, Binary: s.cfg.QEMU, Kernel: img.Kernel, Initrd: img.Initrd, Cmdline: cmdline,
 		MemoryMiB: s.cfg.MemoryMiB, VCPUs: s.cfg.VCPUs, AgentSocket: filepath.Join(s.dir, fileVMSock),

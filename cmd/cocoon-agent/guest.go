@@ -14,7 +14,6 @@ import (
 	"cocoon.dev/cocoon/guest"
 	"cocoon.dev/cocoon/internal/vmchan"
 	"cocoon.dev/cocoon/policy"
-	"cocoon.dev/cocoon/tee"
 	"cocoon.dev/cocoon/tee/sim"
 )
 
@@ -94,8 +93,8 @@ func newGuestAgent(ch *vmchan.Guest, params map[string]string, log *slog.Logger)
 			return nil, nil, err
 		}
 		cfg.Attester = att
-		if att == nil && params["tee"] != "none" && params["tee"] != "" {
-			return nil, nil, fmt.Errorf("the host launched a %s guest but this VM has no %s device", params["tee"], tee.Kind(params["tee"]))
+		if att == nil {
+			return nil, nil, fmt.Errorf("the host launched this VM as a %q guest but it has no SEV-SNP or TDX device", params["tee"])
 		}
 	}
 	dir := filepath.Join(cfg.StateDir, "podapi")

@@ -53,7 +53,7 @@ error); 137 when the sandbox's agent died.`,
 	}
 	cmd.Flags().BoolVarP(&detach, "detach", "d", false, "run in the background and print the pod name")
 	cmd.Flags().BoolVar(&rm, "rm", false, "remove the sandbox when the pod ends (foreground only)")
-	cmd.Flags().StringVar(&teeKind, "tee", "", "TEE of the sandbox: sim (simulated secure processor, INSECURE; the process backend's only one), or with --isolation qemu snp, tdx or none (default: the host's, else sim)")
+	cmd.Flags().StringVar(&teeKind, "tee", "", "TEE of the sandbox: sim (simulated secure processor, INSECURE; the process backend's only one), or with --isolation qemu snp or tdx (default: the host's, else sim)")
 	vm.add(cmd)
 	cmd.Flags().BoolVar(&gen.generate, "generate-policy", false, "generate the pod's policy now when it has none (and say so)")
 	gen.add(cmd)
