@@ -1,18 +1,22 @@
 package agent
 
 import (
-	"cocoon.dev/cocoon/image"
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
+	runc "github.com/containerd/go-runc"
 	"golang.org/x/sys/unix"
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
+	"cocoon.dev/cocoon/image"
 )
 
 // service implements agentv1.AgentService. Requests reach it only after the
@@ -406,7 +410,7 @@ func (s *service) Stats(ctx context.Context, req *agentv1.StatsRequest) (*agentv
 	if st, _ := c.status(); st != stateRunning {
 		return nil, fmt.Errorf("container %q is %s; stats need a running container: %w", req.GetContainer(), st, errState)
 	}
-	st, err := s.a.runc.Stats(ctx, req.GetContainer())
+	st, err := s.a.stats(ctx, req.GetContainer())
 	if err != nil {
 		return nil, fmt.Errorf("stats of %q: %w", req.GetContainer(), err)
 	}
@@ -422,4 +426,26 @@ func (s *service) Stats(ctx context.Context, req *agentv1.StatsRequest) (*agentv
 func (s *service) Shutdown(_ context.Context, _ *agentv1.ShutdownRequest) (*agentv1.ShutdownResponse, error) {
 	s.a.Close()
 	return &agentv1.ShutdownResponse{}, nil
+}
+
+// stats runs `runc events --stats` and reads its whole output before
+// waiting for it (go-runc's Stats waits concurrently with its read, and
+// loses the output when runc exits first).
+func (a *Agent) stats(ctx context.Context, id string) (*runc.Stats, error) {
+	bin := a.runc.Command
+	if bin == "" {
+		bin = "runc"
+	}
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, bin, "--root", a.runc.Root, "events", "--stats", id)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("runc events --stats: %w: %s", err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	var e runc.Event
+	if err := json.Unmarshal(out, &e); err != nil || e.Stats == nil {
+		return nil, fmt.Errorf("runc events --stats: unexpected output %q", bytes.TrimSpace(out))
+	}
+	return e.Stats, nil
 }
