@@ -258,3 +258,28 @@ func TestVMEncryptedVolume(t *testing.T) {
 		t.Errorf("read-only volume: %s", out)
 	}
 }
+
+// TestVMTEERefusals: a VM sandbox without a TEE to bind its policy to, or
+// with a TEE this host cannot launch, is refused before anything starts.
+func TestVMTEERefusals(t *testing.T) {
+	x := newH(t)
+	vmReady(t)
+	for _, c := range []struct{ tee, want string }{
+		{"none", "needs a TEE"},
+		{"snp", "cannot launch SNP guests"},
+		{"tdx", "cannot launch TDX guests"},
+		{"sgx", `want snp, tdx or sim`},
+	} {
+		if sandbox.HostTEE() == c.tee {
+			continue
+		}
+		_, errs, code := x.cocoon("run", "--isolation", "qemu", "--tee", c.tee, x.pod(simplePod("vmr", env.busybox, "Never", "true")))
+		if code != 125 || !strings.Contains(errs, c.want) {
+			t.Errorf("--tee %s: exit %d, stderr %s", c.tee, code, errs)
+		}
+		x.noSandbox("vmr")
+	}
+	if out, _ := exec.Command("pgrep", "-f", "qemu-system.*"+x.root).Output(); len(out) > 0 {
+		t.Errorf("QEMU runs: %s", out)
+	}
+}
