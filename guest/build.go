@@ -10,6 +10,7 @@ package guest
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"debug/elf"
@@ -123,7 +124,11 @@ func Build(ctx context.Context, o Options) (*Image, error) {
 		o.ModulesDir = filepath.Join("/lib/modules", release)
 	}
 	if o.Runc == "" {
-		o.Runc = lookPath("runc", "/usr/sbin/runc", "/usr/bin/runc")
+		// On PATH, else where Debian's package puts it (root's PATH may
+		// lack /usr/sbin).
+		if o.Runc, err = exec.LookPath("runc"); err != nil {
+			o.Runc = "/usr/sbin/runc"
+		}
 	}
 	if o.Busybox == "" {
 		o.Busybox = "/bin/busybox"
@@ -309,26 +314,10 @@ func writeInitramfs(ctx context.Context, path string, es []entry) (digest string
 		if err := ctx.Err(); err != nil {
 			return "", 0, err
 		}
-		var r io.Reader
 		if e.mode&0o170000 == modeFile {
-			if e.data != nil {
-				e.size, r = int64(len(e.data)), strings.NewReader(string(e.data))
-			} else {
-				src, err := os.Open(e.src)
-				if err != nil {
-					return "", 0, err
-				}
-				st, err := src.Stat()
-				if err != nil {
-					src.Close()
-					return "", 0, err
-				}
-				e.size, r = st.Size(), src
-				defer src.Close()
-			}
 			files++
 		}
-		if err := cw.add(e, r); err != nil {
+		if err := addEntry(cw, e); err != nil {
 			return "", 0, fmt.Errorf("initramfs: %s: %w", e.path, err)
 		}
 	}
@@ -345,6 +334,29 @@ func writeInitramfs(ctx context.Context, path string, es []entry) (digest string
 		return "", 0, err
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil)), files, nil
+}
+
+// addEntry writes one entry, reading a regular file's bytes from e.data or
+// from its source file (closed before the next entry is opened).
+func addEntry(cw *cpioWriter, e entry) error {
+	if e.mode&0o170000 != modeFile {
+		return cw.add(e, nil)
+	}
+	if e.data != nil {
+		e.size = int64(len(e.data))
+		return cw.add(e, bytes.NewReader(e.data))
+	}
+	src, err := os.Open(e.src)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	st, err := src.Stat()
+	if err != nil {
+		return err
+	}
+	e.size = st.Size()
+	return cw.add(e, src)
 }
 
 // FileDigest is sha256:<hex> of a file.
@@ -380,16 +392,6 @@ func copyFile(src, dst string) (string, error) {
 		return "", err
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil)), os.Rename(dst+".tmp", dst)
-}
-
-func lookPath(name string, fallbacks ...string) string {
-	for _, d := range append(filepath.SplitList(os.Getenv("PATH")), "/usr/sbin", "/usr/bin", "/sbin", "/bin") {
-		p := filepath.Join(d, name)
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
-			return p
-		}
-	}
-	return fallbacks[0]
 }
 
 func requireStatic(path, what, hint string) error {

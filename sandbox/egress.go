@@ -65,9 +65,20 @@ func (p *egressProxy) handle(ctx context.Context, c net.Conn) {
 	}
 	defer up.Close()
 	io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
+	relay(up, br, c, up)
+}
+
+// relay copies src1 to dst1 and src2 to dst2 at once, half-closing each
+// destination when its source ends, until both are done.
+func relay(dst1 net.Conn, src1 io.Reader, dst2 net.Conn, src2 io.Reader) {
 	done := make(chan struct{}, 2)
-	go func() { io.Copy(up, br); closeWrite(up); done <- struct{}{} }()
-	go func() { io.Copy(c, up); closeWrite(c); done <- struct{}{} }()
+	cp := func(dst net.Conn, src io.Reader) {
+		_, _ = io.Copy(dst, src)
+		closeWrite(dst)
+		done <- struct{}{}
+	}
+	go cp(dst1, src1)
+	go cp(dst2, src2)
 	<-done
 	<-done
 }

@@ -18,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
+	"cocoon.dev/cocoon/guest"
 	"cocoon.dev/cocoon/internal/vmchan"
 	"cocoon.dev/cocoon/pod"
 )
@@ -156,10 +157,11 @@ func (s *shim) launch() error {
 	}
 	serveEgress(context.Background(), l, s.log)
 	if s.cfg.TEE == "sim" {
-		m, err := SimMeasurement(s.cfg.AgentBinary)
+		d, err := guest.FileDigest(s.cfg.AgentBinary)
 		if err != nil {
-			return err
+			return fmt.Errorf("measure cocoon-agent: %w", err)
 		}
+		m := SimMeasurement(d)
 		ln, err := s.simSocket()
 		if err != nil {
 			return err

@@ -46,13 +46,10 @@ func HostData(p *pod.Pod) ([32]byte, error) {
 }
 
 // SimMeasurement is the MEASUREMENT the simulated secure processor gives a
-// process-backend launch of the agent binary at agentPath.
-func SimMeasurement(agentPath string) ([48]byte, error) {
-	d, err := sim.FileDigest(agentPath)
-	if err != nil {
-		return [48]byte{}, fmt.Errorf("measure cocoon-agent: %w", err)
-	}
-	return sim.Measure(sim.LaunchConfig{Isolation: "process", AgentDigest: d}), nil
+// process-backend launch of the agent binary whose digest (guest.FileDigest)
+// is agentDigest.
+func SimMeasurement(agentDigest string) [48]byte {
+	return sim.Measure(sim.LaunchConfig{Isolation: "process", AgentDigest: agentDigest})
 }
 
 // startSim registers this launch (measured as m) with the simulated secure

@@ -69,9 +69,9 @@ type Status struct {
 	Measurement string    `json:"measurement,omitempty"`
 	HostData    string    `json:"hostData,omitempty"`
 	Created     time.Time `json:"createdAt"`
-	// Timings are launch phases in seconds (VM sandboxes: agent_ready_s
-	// from QEMU's start to the agent's readiness, guest_init_s the guest's
-	// uptime when its init started).
+	// Timings are launch phases in seconds since the launch began:
+	// agent_ready_s, images_ready_s, and for VM sandboxes vm_kernel_s (the
+	// guest's uptime when its init started).
 	Timings    map[string]float64 `json:"timings,omitempty"`
 	Containers []ContainerStatus  `json:"containers"`
 }

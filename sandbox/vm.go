@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -13,7 +12,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -132,7 +130,6 @@ func (s *shim) launchVM(ctx context.Context) (*vmchan.Host, error) {
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w (install QEMU: apt-get install qemu-system-x86)", args[0], err)
 	}
@@ -200,7 +197,7 @@ func (s *shim) launchVM(ctx context.Context) (*vmchan.Host, error) {
 		h.Close()
 		return fail(r.err)
 	}
-	s.log.Info("VM agent ready", "took", time.Since(start), "kvm", s.cfg.KVM, "memory_mib", qc.MemoryMiB, "vcpus", qc.VCPUs)
+	s.log.Info("VM agent ready", "took", time.Since(s.launched), "kvm", s.cfg.KVM, "memory_mib", qc.MemoryMiB, "vcpus", qc.VCPUs)
 	s.timing("agent_ready_s")
 	if k, err := strconv.ParseFloat(strings.TrimPrefix(strings.TrimSpace(kernel), "kernel_s="), 64); err == nil {
 		// The guest's uptime when its init started: the kernel's boot.
@@ -277,16 +274,7 @@ func proxyAgent(l net.Listener, h *vmchan.Host) {
 				return
 			}
 			defer st.Close()
-			var wg sync.WaitGroup
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				_, _ = io.Copy(st, c)
-				st.Close()
-			}()
-			_, _ = io.Copy(c, st)
-			c.Close()
-			wg.Wait()
+			relay(st, c, c, st)
 		}()
 	}
 }
@@ -317,10 +305,6 @@ func consoleTail(path string) string {
 
 var ansiRE = regexp.MustCompile(`\x1b(\[[0-9;?]*[A-Za-z]|[()][A-Za-z0-9]|[=>c])`)
 
-// VolumeSerial is the virtio-blk serial number under which a VM sees the
-// host disk image at path (an encrypted volume's source).
-func VolumeSerial(path string) string { return vmchan.DiskSerial(path) }
-
 // volumeDrives attaches the pod's encrypted volumes whose source is a host
 // file.
 func (s *shim) volumeDrives() []Drive {
@@ -329,7 +313,7 @@ func (s *shim) volumeDrives() []Drive {
 		if !strings.HasPrefix(v.GetSource(), "/") {
 			continue // a URL: the agent reads it through the egress channel
 		}
-		ds = append(ds, Drive{Path: v.GetSource(), Serial: VolumeSerial(v.GetSource()), ReadOnly: v.GetReadOnly()})
+		ds = append(ds, Drive{Path: v.GetSource(), Serial: vmchan.DiskSerial(v.GetSource()), ReadOnly: v.GetReadOnly()})
 	}
 	return ds
 }

@@ -17,6 +17,7 @@ import (
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
 	"cocoon.dev/cocoon/attest"
+	"cocoon.dev/cocoon/guest"
 	"cocoon.dev/cocoon/sandbox"
 	"cocoon.dev/cocoon/tee"
 	"cocoon.dev/cocoon/tee/sim"
@@ -269,7 +270,7 @@ relying parties can put it in their reference values:
 			if err != nil {
 				return err
 			}
-			d, err := sim.FileDigest(agentBin)
+			d, err := guest.FileDigest(agentBin)
 			if err != nil {
 				return err
 			}
@@ -277,11 +278,9 @@ relying parties can put it in their reference values:
 			var m [48]byte
 			switch isolation {
 			case "process":
-				if m, err = sandbox.SimMeasurement(agentBin); err != nil {
-					return err
-				}
+				m = sandbox.SimMeasurement(d)
 			case "qemu":
-				img, err := ensureGuest(cmd.Context(), g.Root().GuestDir(), agentBin, cmd.ErrOrStderr())
+				img, err := ensureGuest(cmd.Context(), g.Root().GuestDir(), agentBin, d, cmd.ErrOrStderr())
 				if err != nil {
 					return err
 				}

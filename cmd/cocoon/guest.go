@@ -86,14 +86,11 @@ func printGuest(w io.Writer, img *guest.Image) {
 }
 
 // ensureGuest returns the guest image in dir, building it first when it is
-// missing or was built from another agent binary.
-func ensureGuest(ctx context.Context, dir, agentBin string, progress io.Writer) (*guest.Image, error) {
-	img, err := guest.Load(dir)
-	if err == nil {
-		d, derr := guest.FileDigest(agentBin)
-		if derr == nil && d == img.AgentDigest {
-			return img, nil
-		}
+// missing or was built from another agent binary (agentDigest is the
+// binary's guest.FileDigest).
+func ensureGuest(ctx context.Context, dir, agentBin, agentDigest string, progress io.Writer) (*guest.Image, error) {
+	if img, err := guest.Load(dir); err == nil && img.AgentDigest == agentDigest {
+		return img, nil
 	}
 	fmt.Fprintf(progress, "cocoon: building the VM guest image in %s (cocoon guest build) ...\n", filepath.Clean(dir))
 	return guest.Build(ctx, guest.Options{Agent: agentBin, Out: dir})

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/term"
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
+	"cocoon.dev/cocoon/guest"
 	"cocoon.dev/cocoon/pod"
 	"cocoon.dev/cocoon/policy"
 	"cocoon.dev/cocoon/sandbox"
@@ -116,7 +117,11 @@ func runPod(cmd *cobra.Command, g *globals, file, teeKind string, detach, rm boo
 	}
 	root := g.Root()
 	if vm.isolation == "qemu" {
-		if _, err := ensureGuest(ctx, root.GuestDir(), agentBin, cmd.ErrOrStderr()); err != nil {
+		d, err := guest.FileDigest(agentBin)
+		if err != nil {
+			return &exitError{125, fmt.Sprintf("cocoon-agent: %v", err)}
+		}
+		if _, err := ensureGuest(ctx, root.GuestDir(), agentBin, d, cmd.ErrOrStderr()); err != nil {
 			return &exitError{125, fmt.Sprintf("guest image: %v", err)}
 		}
 	}

@@ -136,14 +136,14 @@ func NewHost(conn net.Conn, log *slog.Logger) (*Host, error) {
 
 func (h *Host) accept(log *slog.Logger) {
 	for {
-		c, err := h.s.Accept()
+		st, err := h.s.AcceptStream()
 		if err != nil {
 			for _, ch := range h.services {
 				close(ch)
 			}
 			return
 		}
-		go h.dispatch(c, log)
+		go h.dispatch(stream{st}, log)
 	}
 }
 
@@ -195,7 +195,21 @@ func (h *Host) WaitReady(ctx context.Context) (string, error) {
 }
 
 // Open opens a stream to the agent API.
-func (h *Host) Open() (net.Conn, error) { return h.s.Open() }
+func (h *Host) Open() (net.Conn, error) {
+	st, err := h.s.OpenStream()
+	if err != nil {
+		return nil, err
+	}
+	return stream{st}, nil
+}
+
+// stream is a yamux stream whose half-close has the name net.TCPConn and
+// net.UnixConn give it, so relays can end one direction and not the other
+// (yamux's Close sends FIN and keeps reading).
+type stream struct{ *yamux.Stream }
+
+// CloseWrite ends the stream's sending side.
+func (s stream) CloseWrite() error { return s.Stream.Close() }
 
 // Done is closed when the session ends.
 func (h *Host) Done() <-chan struct{} { return h.s.CloseChan() }

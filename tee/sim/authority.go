@@ -18,7 +18,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -391,16 +390,6 @@ func Measure(c LaunchConfig) [48]byte {
 	var m [48]byte
 	copy(m[:], h.Sum(nil))
 	return m
-}
-
-// FileDigest is sha256:<hex> of a file (the agent binary).
-func FileDigest(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
-	}
-	s := sha256.Sum256(b)
-	return fmt.Sprintf("sha256:%x", s), nil
 }
 
 var _ crypto.Signer = (*ecdsa.PrivateKey)(nil)
