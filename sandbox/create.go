@@ -336,8 +336,8 @@ func HostTEE() string {
 }
 
 func hostTEEWhy(kind string) string {
-	if !KVMAvailable() {
-		return "no usable /dev/kvm"
+	if err := KVMProbe(); err != nil {
+		return err.Error()
 	}
 	if kind == "snp" {
 		return "/sys/module/kvm_amd/parameters/sev_snp is not Y"

@@ -65,16 +65,6 @@ func VMSize(p *pod.Pod) (memMiB, vcpus int) {
 	return memMiB, vcpus
 }
 
-// KVMAvailable reports whether /dev/kvm can be used.
-func KVMAvailable() bool {
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		return false
-	}
-	f.Close()
-	return true
-}
-
 // SimVMMeasurement is the MEASUREMENT the simulated secure processor gives
 // a VM launch of the guest image img with the command line cmdline.
 func SimVMMeasurement(img *guest.Image, cmdline string) [48]byte {
