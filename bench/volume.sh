@@ -3,13 +3,13 @@
 # decrypted by cocoon, FUSE file + loop device + ext4) against the same ext4
 # on an unencrypted loop image and against gocryptfs, in the same run.
 # Targets: read >= 60% of plaintext, faster than gocryptfs. Needs root,
-# e2fsprogs, fuse3 and gocryptfs (apt-get install gocryptfs).
+# e2fsprogs, fuse3 and gocryptfs (installed by scripts/deps.sh --bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MB=${MB:-256}
-command -v gocryptfs >/dev/null || { echo "gocryptfs missing: apt-get install gocryptfs" >&2; exit 1; }
+scripts/deps.sh --bench
 CGO_ENABLED=0 go build -trimpath -o bin/ ./cmd/cocoon
-work=$(mktemp -d /var/tmp/cocoon-volbench.XXXX)
+work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/cocoon-volbench.XXXX")
 root="$work/root"
 cleanup() {
   bin/cocoon --root "$root" volume close "$work/luks" 2>/dev/null || true
@@ -26,7 +26,8 @@ bin/cocoon --root "$root" volume create --size "$size" --fs ext4 --kdf pbkdf2 --
 bin/cocoon --root "$root" volume open --key-file "$work/key" "$work/vol.img" "$work/luks"
 truncate -s "$size" "$work/plain.img"
 mkfs.ext4 -q -F -b 4096 "$work/plain.img"
-loop=$(losetup --find --show "$work/plain.img")
+# The plain reference gets direct I/O too, as cocoon's loop device has.
+loop=$(losetup --direct-io=on --find --show "$work/plain.img")
 mkdir -p "$work/plain" && mount "$loop" "$work/plain"
 mkdir -p "$work/gc.cipher" "$work/gcfs"
 printf pass > "$work/gcpass"
@@ -51,6 +52,7 @@ for _ in $(seq "$rounds"); do
   measure "$work/luks" >> "$work/luks.r"
   measure "$work/gcfs" >> "$work/gcfs.r"
 done
+cat "$work/plain.r" "$work/luks.r" "$work/gcfs.r" | tr "\n" " " >&2; echo >&2
 med() { awk -v c="$2" '{print $c}' "$1" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 pw=$(med "$work/plain.r" 1); pr=$(med "$work/plain.r" 2)
 lw=$(med "$work/luks.r" 1); lr=$(med "$work/luks.r" 2)

@@ -19,6 +19,9 @@ if [ "${1:-}" = "--test" ]; then
   command -v ss >/dev/null || need+=(iproute2)
   command -v pgrep >/dev/null || need+=(procps)
 fi
+if [ "${1:-}" = "--bench" ]; then
+  command -v gocryptfs >/dev/null || need+=(gocryptfs)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "cocoon needs these Debian packages: ${need[*]}; run as root (sudo) to install them" >&2

@@ -5,14 +5,25 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"sync"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
 )
 
 // Device is the plaintext view of a LUKS2 image's data segment: reads
 // decrypt and writes encrypt whole sectors (read-modify-write for partial
 // ones). It never writes plaintext to the image.
 type Device struct {
-	f        *os.File
+	f *os.File
+	// direct is a second, read-only descriptor on the image opened with
+	// O_DIRECT: ciphertext goes from the disk into our buffer without a
+	// copy through the page cache, and is not cached twice (the
+	// filesystem above caches the plaintext). nil when the image's
+	// filesystem refuses O_DIRECT; noDirect is set when a read does.
+	direct   *os.File
+	noDirect atomic.Bool
 	key      []byte
 	c        *xtsCipher
 	offset   int64
@@ -78,7 +89,48 @@ func NewDevice(f *os.File, h *Header, vk []byte, readOnly bool) (*Device, error)
 	if err != nil {
 		return nil, fmt.Errorf("aes-xts: %w", err)
 	}
-	return &Device{f: f, key: append([]byte{}, vk...), c: c, offset: off, size: size, sector: sector, readOnly: readOnly}, nil
+	d := &Device{f: f, key: append([]byte{}, vk...), c: c, offset: off, size: size, sector: sector, readOnly: readOnly}
+	d.openDirect()
+	return d, nil
+}
+
+// openDirect opens d.direct when the image is a regular file on a
+// filesystem that takes O_DIRECT. Buffered writes on d.f stay coherent
+// with direct reads: the kernel writes dirty pages back before a direct
+// read of them.
+func (d *Device) openDirect() {
+	st, err := d.f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		return
+	}
+	df, err := os.OpenFile("/proc/self/fd/"+strconv.Itoa(int(d.f.Fd())), os.O_RDONLY|syscall.O_DIRECT, 0)
+	if err == nil {
+		d.direct = df
+	}
+}
+
+// dioAlign is the alignment O_DIRECT reads use (of the buffer, the offset
+// and the length): the largest logical block size disks have.
+const dioAlign = 4096
+
+// readCipher fills buf with the image's bytes at off (short at the end of
+// the file), directly from the disk when buf and off allow it.
+func (d *Device) readCipher(buf []byte, off int64) error {
+	if d.direct != nil && !d.noDirect.Load() && len(buf) > 0 &&
+		uintptr(unsafe.Pointer(&buf[0]))%dioAlign == 0 && off%dioAlign == 0 && len(buf)%dioAlign == 0 {
+		_, err := d.direct.ReadAt(buf, off)
+		if err == nil || errors.Is(err, io.EOF) {
+			return nil
+		}
+		if !errors.Is(err, syscall.EINVAL) {
+			return err
+		}
+		d.noDirect.Store(true) // the filesystem refuses O_DIRECT after all
+	}
+	if _, err := d.f.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
 }
 
 // Size is the plaintext size in bytes.
@@ -86,25 +138,38 @@ func (d *Device) Size() int64 { return d.size }
 
 // ReadAt implements io.ReaderAt on plaintext.
 func (d *Device) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("read at negative offset %d", off)
+	}
 	if off >= d.size {
 		return 0, io.EOF
 	}
 	n := len(p)
+	if n == 0 {
+		return 0, nil
+	}
 	if off+int64(n) > d.size {
 		n = int(d.size - off)
 	}
 	ss := int64(d.sector)
 	first := off / ss * ss
 	last := (off + int64(n) + ss - 1) / ss * ss
-	buf := getBuf(int(last - first))
-	defer putBuf(buf)
-	if _, err := d.f.ReadAt(buf, d.offset+first); err != nil && !errors.Is(err, io.EOF) {
+	// Whole sectors are read and decrypted in place; a partial one
+	// through a scratch buffer.
+	buf := p[:n]
+	if first != off || last != off+int64(n) {
+		buf = getBuf(int(last - first))
+		defer putBuf(buf)
+	}
+	if err := d.readCipher(buf, d.offset+first); err != nil {
 		return 0, err
 	}
 	if err := xtsWith(d.c, buf, d.sector, uint64(first/512), true); err != nil {
 		return 0, err
 	}
-	copy(p, buf[off-first:off-first+int64(n)])
+	if len(buf) != n || &buf[0] != &p[0] {
+		copy(p, buf[off-first:off-first+int64(n)])
+	}
 	if n < len(p) {
 		return n, io.EOF
 	}
@@ -148,17 +213,28 @@ func (d *Device) Sync() error { return d.f.Sync() }
 // Close forgets the key and closes the image.
 func (d *Device) Close() error {
 	clear(d.key)
+	if d.direct != nil {
+		d.direct.Close()
+	}
 	return d.f.Close()
 }
 
-var bufs = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
+var bufs = sync.Pool{New: func() any { b := alignedBuf(1 << 20)[:0]; return &b }}
+
+// alignedBuf is a zeroed buffer of n bytes that starts on a dioAlign
+// boundary, so that direct reads can fill it.
+func alignedBuf(n int) []byte {
+	b := make([]byte, n+dioAlign)
+	a := int(-uintptr(unsafe.Pointer(&b[0])) & (dioAlign - 1))
+	return b[a : a+n : a+n]
+}
 
 // getBuf returns a scratch buffer of n bytes; putBuf clears it (it held
 // plaintext) and returns it to the pool.
 func getBuf(n int) []byte {
 	bp := bufs.Get().(*[]byte)
 	if cap(*bp) < n {
-		return make([]byte, n)
+		return alignedBuf(n)
 	}
 	return (*bp)[:n]
 }

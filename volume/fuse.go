@@ -47,12 +47,25 @@ func (d *diskFile) Open(_ context.Context, flags uint32) (fs.FileHandle, uint32,
 }
 
 func (d *diskFile) Read(_ context.Context, _ fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	n, err := d.ra.ReadAt(dest, off)
-	if err != nil && n == 0 && off < d.dev.Size() {
+	data, release, err := d.ra.view(dest, off)
+	if err != nil && len(data) == 0 && off < d.dev.Size() {
+		release()
 		return nil, syscall.EIO
 	}
-	return fuse.ReadResultData(dest[:n]), 0
+	return &chunkResult{data: data, release: release}, 0
 }
+
+// chunkResult is a FUSE read reply served straight from a read-ahead
+// chunk: go-fuse copies it to the kernel, then calls Done, which lets the
+// chunk go.
+type chunkResult struct {
+	data    []byte
+	release func()
+}
+
+func (c *chunkResult) Bytes([]byte) ([]byte, fuse.Status) { return c.data, fuse.OK }
+func (c *chunkResult) Size() int                          { return len(c.data) }
+func (c *chunkResult) Done()                              { c.release() }
 
 func (d *diskFile) Write(_ context.Context, _ fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
 	n, err := d.ra.WriteAt(data, off)
@@ -92,7 +105,7 @@ func OpenUserspace(dev *Device, fuseDir, target string) (*Userspace, error) {
 		return nil, err
 	}
 	file := &diskFile{dev: dev, ra: newReadahead(dev)}
-	opts := &fs.Options{MountOptions: fuse.MountOptions{FsName: "cocoon-volume", Name: "cocoonvol", DirectMount: true, MaxWrite: 1 << 20, MaxReadAhead: 1 << 20, DisableSplice: true, MaxBackground: 64}}
+	opts := &fs.Options{MountOptions: fuse.MountOptions{FsName: "cocoon-volume", Name: "cocoonvol", DirectMount: true, MaxWrite: 1 << 20, MaxReadAhead: 1 << 20, DisableSplice: true, MaxBackground: 64, ExtraCapabilities: fuse.CAP_ASYNC_DIO}}
 	timeout := time.Duration(0)
 	opts.EntryTimeout, opts.AttrTimeout = &timeout, &timeout
 	server, err := fs.Mount(fuseDir, &rootNode{file: file}, opts)

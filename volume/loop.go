@@ -29,8 +29,12 @@ func attachLoop(file string, readOnly bool) (string, error) {
 	defer ctl.Close()
 	var cfg unix.LoopConfig
 	cfg.Fd = uint32(backing.Fd())
+	// Direct I/O: the loop device submits its requests to the file
+	// asynchronously, several in flight, instead of one synchronous
+	// read at a time through a page cache of the file.
+	cfg.Info.Flags = unix.LO_FLAGS_DIRECT_IO
 	if readOnly {
-		cfg.Info.Flags = unix.LO_FLAGS_READ_ONLY
+		cfg.Info.Flags |= unix.LO_FLAGS_READ_ONLY
 	}
 	var lastErr error
 	for range 20 {

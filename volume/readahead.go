@@ -10,7 +10,7 @@ import (
 // round trip does not wait for the disk and AES.
 const (
 	raChunk = 1 << 20 // bytes per chunk
-	raDepth = 2       // chunks fetched ahead of a sequential reader
+	raDepth = 4       // chunks fetched ahead of a sequential reader
 )
 
 type chunk struct {
@@ -43,9 +43,21 @@ func newReadahead(d *Device) *readahead {
 // ReadAt serves p from fetched chunks when all it needs is there (or on its
 // way), else from the device; a sequential reader starts the next fetches.
 func (r *readahead) ReadAt(p []byte, off int64) (int, error) {
+	data, release, err := r.view(p, off)
+	n := copy(p, data)
+	release()
+	return n, err
+}
+
+// view is ReadAt without the last copy when one fetched chunk holds the
+// whole range: data is then a slice of that chunk's buffer, valid until
+// release is called; otherwise data is p[:n]. release must be called.
+func (r *readahead) view(p []byte, off int64) (data []byte, release func(), err error) {
 	size := r.dev.Size()
+	nop := func() {}
 	if off < 0 || off >= size || len(p) == 0 {
-		return r.dev.ReadAt(p, off)
+		n, err := r.dev.ReadAt(p, off)
+		return p[:n], nop, err
 	}
 	end := min(off+int64(len(p)), size)
 	a, b := off/raChunk, (end-1)/raChunk
@@ -72,26 +84,44 @@ func (r *readahead) ReadAt(p []byte, off int64) (int, error) {
 		}
 	}
 	r.mu.Unlock()
-	defer r.unref(cs)
+	direct := func() ([]byte, func(), error) {
+		r.unref(cs)
+		n, err := r.dev.ReadAt(p, off)
+		return p[:n], nop, err
+	}
 	if len(cs) != int(b-a+1) {
-		return r.dev.ReadAt(p, off)
+		return direct()
+	}
+	for _, c := range cs {
+		<-c.done
+		if c.err != nil && c.n == 0 {
+			return direct()
+		}
+	}
+	if len(cs) == 1 {
+		c := cs[0]
+		from, to := off-a*raChunk, min(end-a*raChunk, int64(c.n))
+		if to >= from {
+			var err error
+			if to-from < int64(len(p)) {
+				err = io.EOF
+			}
+			return c.buf[from:to], func() { r.unref(cs) }, err
+		}
 	}
 	n := 0
 	for k, c := range cs {
-		<-c.done
-		if c.err != nil && c.n == 0 {
-			return r.dev.ReadAt(p, off)
-		}
 		cstart := (a + int64(k)) * raChunk
 		from, to := max(off, cstart)-cstart, min(end, cstart+int64(c.n))-cstart
 		if to > from {
 			n += copy(p[n:], c.buf[from:to])
 		}
 	}
+	r.unref(cs)
 	if n < len(p) {
-		return n, io.EOF
+		return p[:n], nop, io.EOF
 	}
-	return n, nil
+	return p[:n], nop, nil
 }
 
 // fetch starts reading and decrypting chunk i; the caller holds r.mu.
