@@ -22,26 +22,36 @@ func BenchmarkXTSDecrypt1MiB(b *testing.B) {
 }
 
 // TestXTSMatchesXCrypto cross-checks our XTS with golang.org/x/crypto/xts on
-// random keys, sectors and data.
+// random keys, sectors and data, for every key size and for data units the
+// AES-NI path takes (whole groups of eight blocks) and those it leaves to
+// crypto/aes; and with AES-NI turned off.
 func TestXTSMatchesXCrypto(t *testing.T) {
-	for i := 0; i < 50; i++ {
-		key := make([]byte, 64)
-		rand.Read(key)
-		data := make([]byte, 4096)
-		rand.Read(data)
-		sector := mrand.Uint64()
-		ref, _ := xts.NewCipher(aes.NewCipher, key)
-		want := make([]byte, len(data))
-		ref.Encrypt(want, data, sector)
-		c, _ := newXTS(key)
-		got := append([]byte{}, data...)
-		c.crypt(got, sector, false, make([]byte, 4096))
-		if !bytes.Equal(got, want) {
-			t.Fatalf("encrypt differs (sector %d)", sector)
-		}
-		c.crypt(got, sector, true, make([]byte, 4096))
-		if !bytes.Equal(got, data) {
-			t.Fatal("decrypt does not invert")
+	for _, keySize := range []int{32, 48, 64} {
+		for _, unit := range []int{16, 48, 128, 512, 4096} {
+			for i := 0; i < 10; i++ {
+				key := make([]byte, keySize)
+				rand.Read(key)
+				data := make([]byte, unit)
+				rand.Read(data)
+				sector := mrand.Uint64()
+				ref, _ := xts.NewCipher(aes.NewCipher, key)
+				want := make([]byte, len(data))
+				ref.Encrypt(want, data, sector)
+				c, _ := newXTS(key)
+				slow := *c
+				slow.ecb = nil
+				for name, c := range map[string]*xtsCipher{"default": c, "crypto/aes only": &slow} {
+					got := append([]byte{}, data...)
+					c.crypt(got, sector, false, make([]byte, unit))
+					if !bytes.Equal(got, want) {
+						t.Fatalf("%s: %d-bit key, %d-byte unit: encryption differs (sector %d)", name, 8*keySize, unit, sector)
+					}
+					c.crypt(got, sector, true, make([]byte, unit))
+					if !bytes.Equal(got, data) {
+						t.Fatalf("%s: %d-bit key, %d-byte unit: decryption does not invert", name, 8*keySize, unit)
+					}
+				}
+			}
 		}
 	}
 }

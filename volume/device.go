@@ -213,6 +213,7 @@ func (d *Device) Sync() error { return d.f.Sync() }
 // Close forgets the key and closes the image.
 func (d *Device) Close() error {
 	clear(d.key)
+	d.c.wipe()
 	if d.direct != nil {
 		d.direct.Close()
 	}

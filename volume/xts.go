@@ -13,6 +13,8 @@ import (
 // (vectorized), and only the block cipher is applied block by block.
 type xtsCipher struct {
 	k1, k2 cipher.Block
+	// ecb is k1 as an AES-NI block loop (nil without AES instructions).
+	ecb *aesECB
 }
 
 func newXTS(key []byte) (*xtsCipher, error) {
@@ -27,7 +29,15 @@ func newXTS(key []byte) (*xtsCipher, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &xtsCipher{k1: k1, k2: k2}, nil
+	return &xtsCipher{k1: k1, k2: k2, ecb: newECB(key[:len(key)/2])}, nil
+}
+
+// wipe clears the AES-NI round keys (crypto/aes keeps its own copy of
+// the schedule, which it does not let us clear).
+func (x *xtsCipher) wipe() {
+	if x.ecb != nil {
+		x.ecb.wipe()
+	}
 }
 
 // tweaks fills t (len(unit)) with the tweak of each 16-byte block.
@@ -48,14 +58,29 @@ func (x *xtsCipher) tweaks(t []byte, sector uint64) {
 
 // crypt en/decrypts one data unit in place (len a multiple of 16).
 func (x *xtsCipher) crypt(unit []byte, sector uint64, decrypt bool, t []byte) {
+	if x.ecb != nil {
+		var iv [16]byte
+		binary.LittleEndian.PutUint64(iv[:8], sector)
+		x.k2.Encrypt(iv[:], iv[:])
+		done := x.ecb.xts(unit, &iv, decrypt)
+		clear(iv[:])
+		if done {
+			return
+		}
+	}
 	t = t[:len(unit)]
 	x.tweaks(t, sector)
 	subtle.XORBytes(unit, unit, t)
-	if decrypt {
+	switch {
+	case x.ecb != nil && decrypt:
+		x.ecb.decrypt(unit)
+	case x.ecb != nil:
+		x.ecb.encrypt(unit)
+	case decrypt:
 		for i := 0; i < len(unit); i += 16 {
 			x.k1.Decrypt(unit[i:i+16], unit[i:i+16])
 		}
-	} else {
+	default:
 		for i := 0; i < len(unit); i += 16 {
 			x.k1.Encrypt(unit[i:i+16], unit[i:i+16])
 		}
