@@ -53,6 +53,11 @@ func Init() error {
 		}
 		_ = os.Remove("/" + m) // loaded: its file would only take memory
 	}
+	// The initramfs stays in memory (tmpfs) under the new root: drop what
+	// is no longer needed. This binary keeps running from its unlinked
+	// file until the exec below frees it.
+	_ = os.Remove("/init")
+	_ = os.Remove("/" + ConfigPath)
 	disk, err := FindSerial(gc.RootfsSerial, 10*time.Second)
 	if err != nil {
 		return err
