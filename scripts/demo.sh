@@ -7,6 +7,7 @@
 # Debian's linux-image-cloud-amd64; scripts/deps.sh --vm installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/asroot.sh
 scripts/deps.sh
 echo "==> building cocoon and cocoon-agent into ./bin" >&2
 CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o bin/ ./cmd/cocoon ./cmd/cocoon-agent ./cmd/cocoon-init

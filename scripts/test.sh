@@ -4,6 +4,7 @@
 # whole test suite (end-to-end tests with real runc included; they need root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/asroot.sh
 scripts/deps.sh --test
 echo "==> gofmt" >&2
 bad=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
