@@ -44,22 +44,21 @@ measure() { # dir -> "write_MBps read_MBps"
   r=$(rate $((MB * 1048576)) $((t1 - t0)))
   rm -f "$d/f"; echo "$w $r"
 }
-# Interleaved rounds, medians: single runs on a shared 2-core VM vary by
-# tens of percent.
-rounds=${ROUNDS:-3}
-for _ in $(seq "$rounds"); do
-  measure "$work/plain" >> "$work/plain.r"
-  measure "$work/luks" >> "$work/luks.r"
-  measure "$work/gcfs" >> "$work/gcfs.r"
+# Interleaved rounds: single runs on a shared 2-core VM vary by tens of
+# percent (the host's disk above all), so each round measures the three
+# back to back and the ratios are taken within a round, then the median.
+rounds=${ROUNDS:-5}
+for i in $(seq "$rounds"); do
+  read -r pw pr < <(measure "$work/plain")
+  read -r lw lr < <(measure "$work/luks")
+  read -r gw gr < <(measure "$work/gcfs")
+  printf 'round %d (MiB/s write/read): plain %s/%s, cocoon %s/%s, gocryptfs %s/%s\n' "$i" "$pw" "$pr" "$lw" "$lr" "$gw" "$gr" >&2
+  echo "$pw $pr $lw $lr $gw $gr" >> "$work/rounds"
 done
-cat "$work/plain.r" "$work/luks.r" "$work/gcfs.r" | tr "\n" " " >&2; echo >&2
-med() { awk -v c="$2" '{print $c}' "$1" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-pw=$(med "$work/plain.r" 1); pr=$(med "$work/plain.r" 2)
-lw=$(med "$work/luks.r" 1); lr=$(med "$work/luks.r" 2)
-gw=$(med "$work/gcfs.r" 1); gr=$(med "$work/gcfs.r" 2)
+med() { awk "{print $1}" "$work/rounds" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo "medians of $rounds interleaved rounds:"
-printf 'plain ext4 on loop:        write %5s MiB/s  read %5s MiB/s\n' "$pw" "$pr"
-printf 'cocoon userspace LUKS2:    write %5s MiB/s  read %5s MiB/s\n' "$lw" "$lr"
-printf 'gocryptfs:                 write %5s MiB/s  read %5s MiB/s\n' "$gw" "$gr"
-awk -v lr="$lr" -v pr="$pr" -v gr="$gr" -v lw="$lw" -v gw="$gw" 'BEGIN {
-  printf "cocoon read = %.0f%% of plaintext (target >= 60%%); vs gocryptfs: read %.2fx, write %.2fx (target > 1)\n", 100*lr/pr, lr/gr, lw/gw }'
+printf 'plain ext4 on loop (direct I/O): write %5s MiB/s  read %5s MiB/s\n' "$(med '$1')" "$(med '$2')"
+printf 'cocoon userspace LUKS2:          write %5s MiB/s  read %5s MiB/s\n' "$(med '$3')" "$(med '$4')"
+printf 'gocryptfs:                       write %5s MiB/s  read %5s MiB/s\n' "$(med '$5')" "$(med '$6')"
+printf 'cocoon read = %.0f%% of plaintext (target >= 60%%); vs gocryptfs: read %.2fx, write %.2fx (target > 1); medians of per-round ratios\n' \
+  "$(med '100*$4/$2')" "$(med '$4/$6')" "$(med '$3/$5')"
