@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"strings"
 
@@ -12,9 +13,11 @@ import (
 )
 
 // openEncrypted opens an encrypted volume inside the sandbox: the key comes
-// from the pod's key broker (after attestation), the image is decrypted by
-// the userspace path (FUSE file + loop device) and its filesystem mounted in
-// the agent's private mount namespace, at the directory returned.
+// from the pod's key broker (after attestation), the image — a path or an
+// http(s) URL read with range requests — is decrypted by dm-crypt where the
+// kernel has it (paths only), else by the userspace path (FUSE file + loop
+// device), and its filesystem mounted in the agent's private mount
+// namespace, at the directory returned.
 func (a *Agent) openEncrypted(ctx context.Context, v *agentv1.EncryptedVolume) (string, error) {
 	repo, typ, tag, err := kbs.ParseURI(v.GetKeyUri())
 	if err != nil {
@@ -33,16 +36,23 @@ func (a *Agent) openEncrypted(ctx context.Context, v *agentv1.EncryptedVolume) (
 		}
 	}
 	var u volume.Closer
-	if volume.HasDMCrypt() {
-		// The kernel decrypts: cryptsetup with the key on a pipe.
-		if u, err = volume.OpenKernel(src, key, v.GetReadOnly(), "cocoon-"+filepath.Base(a.cfg.StateDir)+"-"+v.GetName(), target); err != nil {
-			return "", fmt.Errorf("volume %q: %w", v.GetName(), err)
-		}
-	} else {
-		dev, _, err := volume.Open(src, key, v.GetReadOnly())
-		if err != nil {
-			return "", fmt.Errorf("volume %q: %w", v.GetName(), err)
-		}
+	var dev *volume.Device
+	switch {
+	case volume.IsURL(src):
+		// Read with range requests through the sandbox's way out; only
+		// the userspace path decrypts what is not a block device.
+		dev, _, err = volume.OpenURL(ctx, src, &http.Client{Transport: a.cfg.Transport}, key)
+	case volume.HasDMCrypt():
+		// The kernel decrypts: the LUKS2 header unlocked here, the
+		// crypt table loaded with the key.
+		u, err = volume.OpenKernel(src, key, v.GetReadOnly(), "cocoon-"+filepath.Base(a.cfg.StateDir)+"-"+v.GetName(), target)
+	default:
+		dev, _, err = volume.Open(src, key, v.GetReadOnly())
+	}
+	if err != nil {
+		return "", fmt.Errorf("volume %q: %w", v.GetName(), err)
+	}
+	if dev != nil {
 		base := filepath.Join(a.cfg.StateDir, "encvol", v.GetName())
 		if u, err = volume.OpenUserspace(dev, filepath.Join(base, "fuse"), target); err != nil {
 			dev.Close()

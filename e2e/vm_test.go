@@ -252,10 +252,13 @@ func TestVMEncryptedVolume(t *testing.T) {
 		t.Fatal("the image on the host holds plaintext")
 	}
 	x.mustRun(0, "rm", "vmenc")
-	out, _ = x.mustRun(0, "run", "--isolation", "qemu", x.pod(encPod("vmencro", env.busybox, caB64, addr, img, "kbs:///app/volume/key", true,
+	// The same image on an HTTP server: read-only, through the VM's egress
+	// channel with range requests, decrypted in the guest's userspace path.
+	srvURL, ranged := serveRanges(t, img)
+	out, _ = x.mustRun(0, "run", "--isolation", "qemu", x.pod(encPod("vmencro", env.busybox, caB64, addr, srvURL, "kbs:///app/volume/key", true,
 		"cat /data/marker.txt; touch /data/x 2>/dev/null || echo read-only-refused")))
-	if !strings.Contains(out, "VMVOLMARKER-written") || !strings.Contains(out, "read-only-refused") {
-		t.Errorf("read-only volume: %s", out)
+	if !strings.Contains(out, "VMVOLMARKER-written") || !strings.Contains(out, "read-only-refused") || ranged.Load() == 0 {
+		t.Errorf("read-only volume from a URL (%d range requests): %s", ranged.Load(), out)
 	}
 }
 

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -94,4 +97,47 @@ func TestEncryptedVolumeInPod(t *testing.T) {
 	if n := mountsUnder(x.root); n != 0 {
 		t.Errorf("%d mounts left after a wrong key", n)
 	}
+}
+
+// TestEncryptedVolumeFromURL: the image is on an HTTP server (a static file
+// server), read by the agent with range requests through the sandbox's
+// egress channel; the app reads the file; the volume is read-only.
+func TestEncryptedVolumeFromURL(t *testing.T) {
+	x := newH(t)
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("needs /dev/fuse")
+	}
+	_, addr, img, caB64 := x.volumeWithKey()
+	srvURL, ranged := serveRanges(t, img)
+	out, errs := x.mustRun(0, "run", x.pod(encPod("encurl", env.busybox, caB64, addr, srvURL, "kbs:///app/volume/key", true,
+		"cat /data/note.txt; echo; touch /data/x 2>/dev/null || echo read-only-refused")))
+	if !strings.Contains(out, "note from the data owner") || !strings.Contains(out, "read-only-refused") {
+		t.Fatalf("stdout %q stderr %q", out, errs)
+	}
+	if ranged.Load() == 0 {
+		t.Error("the server saw no range request")
+	}
+	x.mustRun(0, "rm", "encurl")
+	if n := mountsUnder(x.root); n != 0 {
+		t.Errorf("%d mounts left", n)
+	}
+	// Writable is refused before anything starts.
+	_, errs = x.mustRun(125, "run", x.pod(encPod("encurlrw", env.busybox, caB64, addr, srvURL, "kbs:///app/volume/key", false, "echo must-not-run")))
+	if !strings.Contains(errs, "set csi.readOnly: true") {
+		t.Errorf("writable URL volume: %s", errs)
+	}
+}
+
+// serveRanges serves the file at path over HTTP as a static file server
+// does (with ranges) and counts the range requests.
+func serveRanges(t *testing.T, path string) (string, *atomic.Int64) {
+	var ranged atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Range") != "" {
+			ranged.Add(1)
+		}
+		http.ServeFile(w, r, path)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/vol.img", &ranged
 }

@@ -262,10 +262,10 @@ func randSuffix() string {
 
 // ResolveLocal makes the paths of oci: and docker-archive: images and of
 // encrypted volume sources absolute, relative to base (the directory of the
-// pod file).
+// pod file); URLs stay as they are.
 func (p *Pod) ResolveLocal(base string) {
 	for _, v := range p.Encrypted {
-		if base != "" && v.Source != "" && !strings.HasPrefix(v.Source, "/") {
+		if base != "" && v.Source != "" && !strings.HasPrefix(v.Source, "/") && !strings.Contains(v.Source, "://") {
 			v.Source = filepath.Join(base, v.Source)
 		}
 	}

@@ -2,6 +2,7 @@ package pod
 
 import (
 	"fmt"
+	"net/url"
 	"path"
 	"regexp"
 	"strings"
@@ -267,14 +268,24 @@ func encryptedVolume(at string, v corev1.Volume) (*agentv1.EncryptedVolume, erro
 			return nil, fmt.Errorf("%s.csi.volumeAttributes.%s is not supported (use source and key)", at, k)
 		}
 	}
-	if ev.Source == "" || strings.Contains("/"+ev.Source+"/", "/../") {
-		return nil, fmt.Errorf("%s.csi.volumeAttributes.source must be the image's path (without \"..\")", at)
+	if c.ReadOnly != nil {
+		ev.ReadOnly = *c.ReadOnly
+	}
+	if strings.HasPrefix(ev.Source, "http://") || strings.HasPrefix(ev.Source, "https://") {
+		u, err := url.Parse(ev.Source)
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("%s.csi.volumeAttributes.source: %q is not a valid http(s) URL", at, ev.Source)
+		}
+		if !ev.ReadOnly {
+			return nil, fmt.Errorf("%s: an image on an http(s) URL is read with range requests and cannot be written: set csi.readOnly: true", at)
+		}
+	} else if scheme, _, ok := strings.Cut(ev.Source, "://"); ok {
+		return nil, fmt.Errorf("%s.csi.volumeAttributes.source: %s:// is not supported: give the image's path or an http(s) URL", at, scheme)
+	} else if ev.Source == "" || strings.Contains("/"+ev.Source+"/", "/../") {
+		return nil, fmt.Errorf("%s.csi.volumeAttributes.source must be the image's path (without \"..\") or an http(s) URL", at)
 	}
 	if !strings.HasPrefix(ev.KeyUri, "kbs:///") {
 		return nil, fmt.Errorf("%s.csi.volumeAttributes.key must be a key broker resource kbs:///repo/type/tag", at)
-	}
-	if c.ReadOnly != nil {
-		ev.ReadOnly = *c.ReadOnly
 	}
 	return ev, nil
 }

@@ -16,7 +16,7 @@ import (
 // decrypt and writes encrypt whole sectors (read-modify-write for partial
 // ones). It never writes plaintext to the image.
 type Device struct {
-	f *os.File
+	f backing
 	// direct is a second, read-only descriptor on the image opened with
 	// O_DIRECT: ciphertext goes from the disk into our buffer without a
 	// copy through the page cache, and is not cached twice (the
@@ -31,6 +31,15 @@ type Device struct {
 	sector   int
 	readOnly bool
 	mu       sync.Mutex // serializes read-modify-write of partial sectors
+}
+
+// backing is where the ciphertext is: an *os.File (an image file or a
+// block device) or an image read over HTTP(S) with range requests.
+type backing interface {
+	io.ReaderAt
+	io.WriterAt
+	Sync() error
+	Close() error
 }
 
 // ErrReadOnly marks a write to a read-only volume.
@@ -67,11 +76,21 @@ func Open(path string, pass []byte, readOnly bool) (*Device, *Header, error) {
 
 // NewDevice wraps f with the volume key (copied).
 func NewDevice(f *os.File, h *Header, vk []byte, readOnly bool) (*Device, error) {
-	off, size, sector, err := h.DataSegment()
+	fsize, err := fileSize(f)
 	if err != nil {
 		return nil, err
 	}
-	fsize, err := fileSize(f)
+	d, err := newDevice(f, fsize, h, vk, readOnly)
+	if err != nil {
+		return nil, err
+	}
+	d.openDirect()
+	return d, nil
+}
+
+// newDevice wraps the ciphertext b of fsize bytes with the volume key.
+func newDevice(b backing, fsize int64, h *Header, vk []byte, readOnly bool) (*Device, error) {
+	off, size, sector, err := h.DataSegment()
 	if err != nil {
 		return nil, err
 	}
@@ -89,9 +108,7 @@ func NewDevice(f *os.File, h *Header, vk []byte, readOnly bool) (*Device, error)
 	if err != nil {
 		return nil, fmt.Errorf("aes-xts: %w", err)
 	}
-	d := &Device{f: f, key: append([]byte{}, vk...), c: c, offset: off, size: size, sector: sector, readOnly: readOnly}
-	d.openDirect()
-	return d, nil
+	return &Device{f: b, key: append([]byte{}, vk...), c: c, offset: off, size: size, sector: sector, readOnly: readOnly}, nil
 }
 
 // openDirect opens d.direct when the image is a regular file on a
@@ -99,11 +116,15 @@ func NewDevice(f *os.File, h *Header, vk []byte, readOnly bool) (*Device, error)
 // with direct reads: the kernel writes dirty pages back before a direct
 // read of them.
 func (d *Device) openDirect() {
-	st, err := d.f.Stat()
+	f, ok := d.f.(*os.File)
+	if !ok {
+		return
+	}
+	st, err := f.Stat()
 	if err != nil || !st.Mode().IsRegular() {
 		return
 	}
-	df, err := os.OpenFile("/proc/self/fd/"+strconv.Itoa(int(d.f.Fd())), os.O_RDONLY|syscall.O_DIRECT, 0)
+	df, err := os.OpenFile("/proc/self/fd/"+strconv.Itoa(int(f.Fd())), os.O_RDONLY|syscall.O_DIRECT, 0)
 	if err == nil {
 		d.direct = df
 	}

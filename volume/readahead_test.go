@@ -38,7 +38,7 @@ func TestDeviceDirectReads(t *testing.T) {
 	const size = 4 << 20
 	d := testDevice(t, size)
 	if d.direct == nil {
-		t.Fatalf("no O_DIRECT descriptor on %s: its filesystem should take O_DIRECT", d.f.Name())
+		t.Fatalf("no O_DIRECT descriptor on %s: its filesystem should take O_DIRECT", d.f.(*os.File).Name())
 	}
 	want := make([]byte, size)
 	for i := range want {
