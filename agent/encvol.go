@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
-	"cocoon.dev/cocoon/kbs"
+	"cocoon.dev/cocoon/kbs/protocol"
 	"cocoon.dev/cocoon/volume"
 )
 
@@ -19,7 +19,7 @@ import (
 // device), and its filesystem mounted in the agent's private mount
 // namespace, at the directory returned.
 func (a *Agent) openEncrypted(ctx context.Context, v *agentv1.EncryptedVolume) (string, error) {
-	repo, typ, tag, err := kbs.ParseURI(v.GetKeyUri())
+	repo, typ, tag, err := protocol.ParseURI(v.GetKeyUri())
 	if err != nil {
 		return "", fmt.Errorf("volume %q: %w: %w", v.GetName(), err, errInvalid)
 	}

@@ -39,7 +39,7 @@ func BenchmarkAttestAndResource(b *testing.B) {
 	f.admin.Put(ctx, "app/key/db", []byte("a 32-byte secret for the bench.."))
 	t := &testing.T{}
 	type prepared struct {
-		p    *protocol
+		p    *rawClient
 		body map[string]any
 	}
 	ps := make([]prepared, b.N)

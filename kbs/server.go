@@ -1,10 +1,8 @@
 package kbs
 
 import (
-	"cocoon.dev/cocoon/internal/httpjson"
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -12,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -22,12 +19,14 @@ import (
 
 	"cocoon.dev/cocoon/as"
 	"cocoon.dev/cocoon/attest"
+	"cocoon.dev/cocoon/internal/httpjson"
+	"cocoon.dev/cocoon/kbs/protocol"
 	"cocoon.dev/cocoon/tee"
 	"cocoon.dev/cocoon/token"
 )
 
 // ProtocolVersion is the KBS protocol version served.
-const ProtocolVersion = "0.4.0"
+const ProtocolVersion = protocol.Version
 
 // Config configures a Server.
 type Config struct {
@@ -156,18 +155,13 @@ func decodeStrict(r io.Reader, v any) error {
 	return nil
 }
 
-// AuthRequest is the body of POST /kbs/v0/auth.
-type AuthRequest struct {
-	Version     string `json:"version"`
-	TEE         string `json:"tee"`
-	ExtraParams any    `json:"extra-params"`
-}
-
-// Challenge is the answer to auth.
-type Challenge struct {
-	Nonce       string `json:"nonce"`
-	ExtraParams any    `json:"extra-params"`
-}
+// The protocol's bodies (package protocol, which clients link alone).
+type (
+	AuthRequest   = protocol.AuthRequest
+	Challenge     = protocol.Challenge
+	AttestRequest = protocol.AttestRequest
+	RuntimeData   = protocol.RuntimeData
+)
 
 // ParseAuth decodes an auth body strictly.
 func ParseAuth(r io.Reader) (*AuthRequest, error) {
@@ -199,20 +193,6 @@ func (s *Server) auth(w http.ResponseWriter, r *http.Request) {
 	}
 	http.SetCookie(w, &http.Cookie{Name: "kbs-session-id", Value: id, Path: "/kbs", HttpOnly: true, MaxAge: int(s.cfg.SessionTTL.Seconds())})
 	respond(w, http.StatusOK, Challenge{Nonce: nonce, ExtraParams: ""})
-}
-
-// AttestRequest is the body of POST /kbs/v0/attest.
-type AttestRequest struct {
-	InitData    json.RawMessage `json:"init-data,omitempty"`
-	RuntimeData RuntimeData     `json:"runtime-data"`
-	// TEEEvidence is the evidence envelope, as a JSON object or a string.
-	TEEEvidence json.RawMessage `json:"tee-evidence"`
-}
-
-// RuntimeData binds the nonce and the TEE's key into the evidence.
-type RuntimeData struct {
-	Nonce     string         `json:"nonce"`
-	TEEPubKey map[string]any `json:"tee-pubkey"`
 }
 
 // ParseAttest decodes an attest body strictly and checks the JWK.
@@ -309,34 +289,6 @@ func (s *Server) attest(w http.ResponseWriter, r *http.Request) {
 	respond(w, http.StatusOK, map[string]string{"token": tok})
 }
 
-var partRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}$`)
-
-// ResourcePath checks the three parts of a resource path.
-func ResourcePath(repo, typ, tag string) (string, error) {
-	for _, p := range []string{repo, typ, tag} {
-		if !partRE.MatchString(p) || p == "." || p == ".." {
-			return "", fmt.Errorf("resource path %q: each part must be 1-128 of [A-Za-z0-9_.-], not \".\" or \"..\"", repo+"/"+typ+"/"+tag)
-		}
-	}
-	return repo + "/" + typ + "/" + tag, nil
-}
-
-// ParseURI parses kbs:///repo/type/tag (or repo/type/tag).
-func ParseURI(uri string) (string, string, string, error) {
-	p := strings.TrimPrefix(strings.TrimPrefix(uri, "kbs://"), "/")
-	if i := strings.Index(p, "/"); strings.HasPrefix(uri, "kbs://") && !strings.HasPrefix(uri, "kbs:///") && i >= 0 {
-		p = p[i+1:] // kbs://host/repo/type/tag
-	}
-	parts := strings.Split(p, "/")
-	if len(parts) != 3 {
-		return "", "", "", fmt.Errorf("resource %q: want kbs:///repo/type/tag", uri)
-	}
-	if _, err := ResourcePath(parts[0], parts[1], parts[2]); err != nil {
-		return "", "", "", err
-	}
-	return parts[0], parts[1], parts[2], nil
-}
-
 // claimsOf finds the caller's verified token: the session's, or a bearer
 // token signed by the broker or a trusted attestation service.
 func (s *Server) claimsOf(r *http.Request) (map[string]any, *token.EAR, string, error) {
@@ -397,7 +349,7 @@ func jwtPayload(raw string) (map[string]any, error) {
 
 func (s *Server) getResource(w http.ResponseWriter, r *http.Request) {
 	repo, typ, tag := r.PathValue("repo"), r.PathValue("type"), r.PathValue("tag")
-	path, err := ResourcePath(repo, typ, tag)
+	path, err := protocol.ResourcePath(repo, typ, tag)
 	if err != nil {
 		fail(w, http.StatusBadRequest, "bad_path", "%v", err)
 		return
@@ -612,21 +564,8 @@ func (s *Server) checkAdmin(r *http.Request) error {
 	return nil
 }
 
-// AdminToken makes an admin bearer JWT valid for a few minutes.
-func AdminToken(key ed25519.PrivateKey) (string, error) {
-	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: key}, (&jose.SignerOptions{}).WithType("JWT"))
-	if err != nil {
-		return "", err
-	}
-	now := time.Now()
-	var jti [8]byte
-	_, _ = rand.Read(jti[:])
-	return jwt.Signed(sig).Claims(jwt.Claims{IssuedAt: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(5 * time.Minute)),
-		ID: base64.RawURLEncoding.EncodeToString(jti[:]), Subject: "admin"}).Serialize()
-}
-
 func (s *Server) putResource(w http.ResponseWriter, r *http.Request) {
-	path, err := ResourcePath(r.PathValue("repo"), r.PathValue("type"), r.PathValue("tag"))
+	path, err := protocol.ResourcePath(r.PathValue("repo"), r.PathValue("type"), r.PathValue("tag"))
 	if err != nil {
 		fail(w, http.StatusBadRequest, "bad_path", "%v", err)
 		return
@@ -646,7 +585,7 @@ func (s *Server) putResource(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) deleteResource(w http.ResponseWriter, r *http.Request) {
-	path, err := ResourcePath(r.PathValue("repo"), r.PathValue("type"), r.PathValue("tag"))
+	path, err := protocol.ResourcePath(r.PathValue("repo"), r.PathValue("type"), r.PathValue("tag"))
 	if err != nil {
 		fail(w, http.StatusBadRequest, "bad_path", "%v", err)
 		return
@@ -663,7 +602,7 @@ func (s *Server) deleteResource(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) adminGetResource(w http.ResponseWriter, r *http.Request) {
-	path, err := ResourcePath(r.PathValue("repo"), r.PathValue("type"), r.PathValue("tag"))
+	path, err := protocol.ResourcePath(r.PathValue("repo"), r.PathValue("type"), r.PathValue("tag"))
 	if err != nil {
 		fail(w, http.StatusBadRequest, "bad_path", "%v", err)
 		return

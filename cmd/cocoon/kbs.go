@@ -25,6 +25,7 @@ import (
 	"cocoon.dev/cocoon/attest"
 	"cocoon.dev/cocoon/kbs"
 	"cocoon.dev/cocoon/kbs/client"
+	"cocoon.dev/cocoon/kbs/protocol"
 	"cocoon.dev/cocoon/pod"
 	"cocoon.dev/cocoon/policy"
 	"cocoon.dev/cocoon/token"
@@ -43,7 +44,7 @@ func (f *kbsAdminFlags) add(c *cobra.Command) {
 
 // resource parses a kbs:/// URI and returns the admin client with its path.
 func (f *kbsAdminFlags) resource(uri string) (*client.Admin, string, error) {
-	r, t, tag, err := kbs.ParseURI(uri)
+	r, t, tag, err := protocol.ParseURI(uri)
 	if err != nil {
 		return nil, "", err
 	}

@@ -26,7 +26,8 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
-	"cocoon.dev/cocoon/kbs"
+	"cocoon.dev/cocoon/internal/httpjson"
+	"cocoon.dev/cocoon/kbs/protocol"
 	"cocoon.dev/cocoon/tee"
 )
 
@@ -57,7 +58,7 @@ type Client struct {
 
 func readErr(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	var e kbs.Error
+	var e httpjson.Error
 	if json.Unmarshal(b, &e) == nil && e.Type != "" {
 		return fmt.Errorf("key broker: %s (%s): %s", resp.Status, e.Type, e.Detail)
 	}
@@ -66,7 +67,7 @@ func readErr(resp *http.Response) error {
 
 // Resource runs the protocol and returns the plaintext of repo/type/tag.
 func (c *Client) Resource(ctx context.Context, repo, typ, tag string) ([]byte, error) {
-	if _, err := kbs.ResourcePath(repo, typ, tag); err != nil {
+	if _, err := protocol.ResourcePath(repo, typ, tag); err != nil {
 		return nil, err
 	}
 	if c.Attester == nil {
@@ -93,8 +94,8 @@ func (c *Client) Resource(ctx context.Context, repo, typ, tag string) ([]byte, e
 		}
 		return json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out)
 	}
-	var ch kbs.Challenge
-	if err := post("/kbs/v0/auth", kbs.AuthRequest{Version: kbs.ProtocolVersion, TEE: string(c.Attester.Kind()), ExtraParams: ""}, &ch); err != nil {
+	var ch protocol.Challenge
+	if err := post("/kbs/v0/auth", protocol.AuthRequest{Version: protocol.Version, TEE: string(c.Attester.Kind()), ExtraParams: ""}, &ch); err != nil {
 		return nil, err
 	}
 	// The ephemeral key exists only in this process, inside the TEE.
@@ -105,7 +106,7 @@ func (c *Client) Resource(ctx context.Context, repo, typ, tag string) ([]byte, e
 	pubJSON, _ := jose.JSONWebKey{Key: &priv.PublicKey}.MarshalJSON()
 	var pub map[string]any
 	_ = json.Unmarshal(pubJSON, &pub)
-	rd := kbs.RuntimeData{Nonce: ch.Nonce, TEEPubKey: pub}
+	rd := protocol.RuntimeData{Nonce: ch.Nonce, TEEPubKey: pub}
 	canon, err := tee.CanonicalJSON(map[string]any{"nonce": rd.Nonce, "tee-pubkey": rd.TEEPubKey})
 	if err != nil {
 		return nil, err
@@ -166,7 +167,7 @@ type Admin struct {
 }
 
 func (a *Admin) do(ctx context.Context, method, path string, body []byte) ([]byte, error) {
-	tok, err := kbs.AdminToken(a.Key)
+	tok, err := protocol.AdminToken(a.Key)
 	if err != nil {
 		return nil, err
 	}
