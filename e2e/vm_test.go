@@ -19,6 +19,18 @@ import (
 
 // vmReady skips (or, in CI, fails) a test when QEMU or the guest kernel is
 // missing.
+// guestBuild builds the guest image with the agent binary: with Debian's
+// cloud kernel, or with the kernel COCOON_TEST_GUEST_KERNEL names (one with
+// everything built in, from scripts/guest-kernel.sh).
+func (x *h) guestBuild(agent string) {
+	x.t.Helper()
+	args := []string{"guest", "build", "--agent", agent}
+	if k := os.Getenv("COCOON_TEST_GUEST_KERNEL"); k != "" {
+		args = append(args, "--kernel", k, "--modules", "none")
+	}
+	x.mustRun(0, args...)
+}
+
 func vmReady(t *testing.T) {
 	t.Helper()
 	var missing []string
@@ -74,7 +86,7 @@ func TestVMSandbox(t *testing.T) {
 	x := newH(t)
 	vmReady(t)
 	agent := filepath.Join(env.bin, "cocoon-agent")
-	x.mustRun(0, "guest", "build", "--agent", agent)
+	x.guestBuild(agent)
 	x.mustRun(0, "run", "-d", "--isolation", "qemu", "--debug", x.pod(vmPod("vm")))
 	st := x.waitPhaseFor("vm", sandbox.PhaseRunning, 3*time.Minute)
 	if st.Isolation != "qemu" || st.TEE != "sim" {
@@ -161,7 +173,7 @@ func TestVMSandbox(t *testing.T) {
 func TestVMKilledIsDetected(t *testing.T) {
 	x := newH(t)
 	vmReady(t)
-	x.mustRun(0, "guest", "build", "--agent", filepath.Join(env.bin, "cocoon-agent"))
+	x.guestBuild(filepath.Join(env.bin, "cocoon-agent"))
 	x.mustRun(0, "run", "-d", "--isolation", "qemu", x.pod(simplePod("vmk", env.busybox, "Never", "exec sleep 1000")))
 	st := x.waitPhaseFor("vmk", sandbox.PhaseRunning, 3*time.Minute)
 	if err := syscall.Kill(st.AgentPID, syscall.SIGKILL); err != nil {
@@ -211,7 +223,7 @@ func grepTree(dirs []string, s string) []string {
 func TestVMTamperedRootfsRefused(t *testing.T) {
 	x := newH(t)
 	vmReady(t)
-	x.mustRun(0, "guest", "build", "--agent", filepath.Join(env.bin, "cocoon-agent"))
+	x.guestBuild(filepath.Join(env.bin, "cocoon-agent"))
 	img := filepath.Join(sandbox.Root(x.root).GuestDir(), "rootfs.img")
 	f, err := os.OpenFile(img, os.O_RDWR, 0)
 	if err != nil {
@@ -240,7 +252,7 @@ func TestVMTamperedRootfsRefused(t *testing.T) {
 func TestVMEncryptedVolume(t *testing.T) {
 	x := newH(t)
 	vmReady(t)
-	x.mustRun(0, "guest", "build", "--agent", filepath.Join(env.bin, "cocoon-agent"))
+	x.guestBuild(filepath.Join(env.bin, "cocoon-agent"))
 	_, addr, img, caB64 := x.volumeWithKey()
 	out, errs := x.mustRun(0, "run", "--isolation", "qemu", x.pod(encPod("vmenc", env.busybox, caB64, addr, img, "kbs:///app/volume/key", false,
 		"cat /data/note.txt; echo; grep -q ' /data ' /proc/mounts && grep ' /data ' /proc/mounts | cut -d' ' -f1 | grep -q dm- && echo opened-by-dm-crypt; echo VMVOLMARKER-written > /data/marker.txt; sync")))

@@ -189,9 +189,11 @@ func Build(ctx context.Context, o Options) (*Image, error) {
 	for _, d := range []string{"dev", "proc", "sys", "sysroot"} {
 		es = append(es, entry{path: d, mode: modeDir | 0o755})
 	}
-	mods, err := moduleClosure(o.ModulesDir, o.Modules)
-	if err != nil {
-		return nil, err
+	var mods []string
+	if len(o.Modules) > 0 { // none for a kernel with everything built in
+		if mods, err = moduleClosure(o.ModulesDir, o.Modules); err != nil {
+			return nil, err
+		}
 	}
 	gc := Config{Rootfs: img.Verity, RootfsSerial: RootfsSerial}
 	for _, m := range mods {

@@ -38,7 +38,8 @@ digests it prints (and the launch measurement of 'cocoon measure --tee sim
 'cocoon run --isolation qemu' builds the image itself when it is missing or
 was built from another cocoon-agent.`,
 		Example: `  cocoon guest build
-  cocoon guest build --kernel /boot/vmlinuz-6.1.0-57-cloud-amd64 --out /tmp/guest -o json`,
+  cocoon guest build --kernel /boot/vmlinuz-6.1.0-57-cloud-amd64 --out /tmp/guest -o json
+  cocoon guest build --kernel guest-kernel/bzImage --modules none   # scripts/guest-kernel.sh`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			agentBin, err := g.agentBinary()
@@ -49,7 +50,10 @@ was built from another cocoon-agent.`,
 			if o.Out == "" {
 				o.Out = g.Root().GuestDir()
 			}
-			if modules != nil {
+			switch {
+			case len(modules) == 1 && modules[0] == "none":
+				o.Modules = []string{} // a kernel with everything built in
+			case modules != nil:
 				o.Modules = modules
 			}
 			start := time.Now()
@@ -71,7 +75,7 @@ was built from another cocoon-agent.`,
 	f.StringVar(&o.Runc, "runc-binary", "", "runc to put in the guest (default: runc on PATH)")
 	f.StringVar(&o.Busybox, "busybox", "", "static busybox (default: /bin/busybox)")
 	f.StringVar(&o.Out, "out", "", "output directory (default: ROOT/guest)")
-	f.StringSliceVar(&modules, "modules", nil, "kernel modules to load at boot (default: virtio, overlay, loop, fuse, dm-crypt, vsock)")
+	f.StringSliceVar(&modules, "modules", nil, "kernel modules to load at boot (default: virtio, overlay, loop, fuse, dm-crypt, vsock; \"none\" for a kernel with them built in, as scripts/guest-kernel.sh builds)")
 	cmd.AddCommand(build)
 	return cmd
 }

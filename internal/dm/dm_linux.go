@@ -4,6 +4,8 @@
 package dm
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -23,13 +25,67 @@ type Target struct {
 }
 
 // Available reports whether the kernel has device-mapper and the target
-// type (its module loaded, or built in).
+// type (its module loaded, or built in): the targets the kernel lists
+// (DM_LIST_VERSIONS, as `dmsetup targets`), or a loaded module when the
+// list cannot be had.
 func Available(target string) bool {
 	if _, err := os.Stat("/dev/mapper/control"); err != nil {
 		return false
 	}
+	if ts, err := Targets(); err == nil {
+		for _, t := range ts {
+			if t == target {
+				return true
+			}
+		}
+		return false
+	}
 	_, err := os.Stat("/sys/module/dm_" + target)
 	return err == nil
+}
+
+// Targets lists the device-mapper target types the kernel has now.
+func Targets() ([]string, error) {
+	ctl, err := control()
+	if err != nil {
+		return nil, err
+	}
+	defer ctl.Close()
+	for size := 16 << 10; size <= 1<<20; size *= 4 {
+		buf := make([]byte, size)
+		h := (*unix.DmIoctl)(unsafe.Pointer(&buf[0]))
+		h.Version = [3]uint32{4, 0, 0}
+		h.Data_size = uint32(len(buf))
+		h.Data_start = unix.SizeofDmIoctl
+		if _, _, e := unix.Syscall(unix.SYS_IOCTL, ctl.Fd(), unix.DM_LIST_VERSIONS, uintptr(unsafe.Pointer(&buf[0]))); e != 0 {
+			return nil, fmt.Errorf("device-mapper: list targets: %w", e)
+		}
+		if h.Flags&unix.DM_BUFFER_FULL_FLAG != 0 {
+			continue
+		}
+		return parseTargets(buf[min(int(h.Data_start), len(buf)):min(int(h.Data_size), len(buf))]), nil
+	}
+	return nil, errors.New("device-mapper: the target list does not fit in 1 MiB")
+}
+
+// parseTargets reads struct dm_target_versions entries: next (offset of
+// the next entry from this one, 0 for the last), version[3], name (NUL
+// terminated).
+func parseTargets(b []byte) []string {
+	var names []string
+	for off := 0; off+16 < len(b); {
+		next := int(binary.NativeEndian.Uint32(b[off:]))
+		name := b[off+16:]
+		if i := bytes.IndexByte(name, 0); i >= 0 {
+			name = name[:i]
+		}
+		names = append(names, string(name))
+		if next <= 0 {
+			break
+		}
+		off += next
+	}
+	return names
 }
 
 func control() (*os.File, error) {
