@@ -13,6 +13,8 @@
 # Target: at most 128 MiB per VM sandbox.
 #
 # Needs root, QEMU and Debian's cloud kernel (scripts/deps.sh --vm).
+# GUEST_KERNEL=FILE measures with another guest kernel, one with everything
+# built in (scripts/guest-kernel.sh builds one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${RUNS:-5}
@@ -38,7 +40,13 @@ pod bench-vm '"true"' > "$work/vm.yaml"
 pod bench-proc '"true"' > "$work/proc.yaml"
 pod bench-mem '"sh", "-c", "sleep 2; grep -E \"MemTotal|MemAvailable\" /proc/meminfo; exec sleep 600"' > "$work/mem.yaml"
 for f in vm proc mem; do $C policy generate "$work/$f.yaml" >/dev/null 2>&1; done
-$C guest build >/dev/null 2>&1
+kernel="Debian's cloud kernel"
+if [ -n "${GUEST_KERNEL:-}" ]; then
+  $C guest build --kernel "$GUEST_KERNEL" --modules none >/dev/null
+  kernel="$GUEST_KERNEL"
+else
+  $C guest build >/dev/null
+fi
 # KVM as cocoon judges it: /dev/kvm and a CPU with vmx or svm (sandbox.KVMProbe).
 kvm=no; [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo && kvm=yes
 now() { date +%s%N; }
@@ -64,7 +72,7 @@ print("%d %d %d %d" % (t.get("vm_kernel_s",0)*1000, t.get("agent_ready_s",0)*100
 done
 col() { awk -v c="$1" '{print $c}' "$work/vm.phases" | median; }
 v=$(median < "$work/vm.ms"); p=$(median < "$work/proc.ms")
-echo "VM sandbox startup (KVM: $kvm), median of $runs runs, ms since the launch began:"
+echo "VM sandbox startup (KVM: $kvm; guest kernel: $kernel), median of $runs runs, ms since the launch began:"
 printf '  guest kernel booted (init started)  %6d\n' "$(col 1)"
 printf '  agent ready                         %6d\n' "$(col 2)"
 printf '  image ready (pulled in the VM)      %6d\n' "$(col 3)"

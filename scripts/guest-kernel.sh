@@ -38,8 +38,9 @@ make -s olddefconfig 2>/dev/null
 missing=$(grep '^CONFIG_.*=y$' "$frag" | while read -r l; do grep -qx "$l" .config || echo "${l%=y}"; done)
 [ -z "$missing" ] || { echo "the kernel configuration lacks: $missing" >&2; exit 1; }
 echo "==> building bzImage with $(nproc) jobs" >&2
-# Reproducible: fixed build identity and timestamp.
-KBUILD_BUILD_USER=cocoon KBUILD_BUILD_HOST=cocoon KBUILD_BUILD_TIMESTAMP="1970-01-01" \
+# A fixed build identity (user, host, timestamp, build number) rather than
+# this machine's.
+KBUILD_BUILD_USER=cocoon KBUILD_BUILD_HOST=cocoon KBUILD_BUILD_TIMESTAMP="1970-01-01" KBUILD_BUILD_VERSION=1 \
   make -s -j"$(nproc)" bzImage
 mkdir -p "$out"
 cp arch/x86/boot/bzImage "$out/vmlinuz-cocoon"
