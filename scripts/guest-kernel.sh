@@ -2,8 +2,9 @@
 # Builds a guest kernel tailored to cocoon's VM sandboxes from Debian's
 # linux-source-6.1: `make tinyconfig` plus guest/kernel/cocoon-guest.config
 # (virtio, the verity root, dm-crypt, FUSE, runc's needs, KVM / SEV-SNP / TDX
-# guest support), everything built in. It is a few MiB instead of the generic
-# cloud kernel's tens, which is most of a VM sandbox's memory overhead.
+# guest support), everything built in. It is 4.5 MiB instead of the generic
+# cloud kernel's 14 (and ~23 MiB of guest memory instead of ~41), which
+# brings a small VM sandbox under 128 MiB of overhead (docs/vm.md).
 #
 #   scripts/guest-kernel.sh [OUT]      # default OUT: ./guest-kernel
 #   bin/cocoon guest build --kernel OUT/vmlinuz-cocoon --modules none
