@@ -265,7 +265,7 @@ func randSuffix() string {
 // pod file); URLs stay as they are.
 func (p *Pod) ResolveLocal(base string) {
 	for _, v := range p.Encrypted {
-		if base != "" && v.Source != "" && !strings.HasPrefix(v.Source, "/") && !strings.Contains(v.Source, "://") {
+		if base != "" && v.Source != "" && !strings.HasPrefix(v.Source, "/") && !IsURL(v.Source) {
 			v.Source = filepath.Join(base, v.Source)
 		}
 	}

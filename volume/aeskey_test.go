@@ -2,10 +2,7 @@ package volume
 
 import (
 	"bytes"
-	"crypto/aes"
-	"crypto/rand"
 	"encoding/hex"
-	"runtime"
 	"testing"
 )
 
@@ -28,40 +25,6 @@ func TestExpandKeyFIPS197(t *testing.T) {
 		}
 		if !bytes.Equal(enc[0][:], key[:16]) || dec[0] != enc[nr] || dec[nr] != enc[0] {
 			t.Errorf("%d-bit key: first or inverse round keys misplaced", 8*len(key))
-		}
-	}
-}
-
-// TestECBMatchesCryptoAES: the AES-NI block loop equals crypto/aes block by
-// block, for every key size and for lengths around its eight-block stride.
-func TestECBMatchesCryptoAES(t *testing.T) {
-	if newECB(make([]byte, 32)) == nil {
-		if runtime.GOARCH == "amd64" {
-			t.Log("no AES-NI on this CPU (or a purego build): the crypto/aes path is used")
-		}
-		return
-	}
-	for _, ks := range []int{16, 24, 32} {
-		for _, blocks := range []int{1, 7, 8, 9, 16, 17, 256} {
-			key := make([]byte, ks)
-			rand.Read(key)
-			data := make([]byte, 16*blocks)
-			rand.Read(data)
-			ref, _ := aes.NewCipher(key)
-			want := make([]byte, len(data))
-			for i := 0; i < len(data); i += 16 {
-				ref.Encrypt(want[i:], data[i:i+16])
-			}
-			e := newECB(key)
-			got := append([]byte{}, data...)
-			e.encrypt(got)
-			if !bytes.Equal(got, want) {
-				t.Fatalf("%d-bit key, %d blocks: encryption differs from crypto/aes", 8*ks, blocks)
-			}
-			e.decrypt(got)
-			if !bytes.Equal(got, data) {
-				t.Fatalf("%d-bit key, %d blocks: decryption does not invert", 8*ks, blocks)
-			}
 		}
 	}
 }

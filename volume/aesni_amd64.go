@@ -4,23 +4,23 @@ package volume
 
 import "golang.org/x/sys/cpu"
 
-// aesECB runs AES over whole 16-byte blocks in place with AES-NI, eight
-// blocks at a time so that the instructions pipeline (crypto/aes offers
-// only one block per call, which leaves most of the AES unit idle).
-type aesECB struct {
+// aesNI is AES-XTS's data-unit cipher with AES-NI, eight blocks at a time
+// so that the instructions pipeline (crypto/aes offers only one block per
+// call, which leaves most of the AES unit idle).
+type aesNI struct {
 	nr       int
 	enc, dec [15][16]byte
 }
 
-// newECB returns nil where the CPU has no AES instructions or the key is
+// newAESNI returns nil where the CPU has no AES instructions or the key is
 // not an AES key; the caller then uses crypto/aes.
-func newECB(key []byte) *aesECB {
+func newAESNI(key []byte) *aesNI {
 	nr := aesRounds(key)
 	if nr == 0 || !cpu.X86.HasAES {
 		return nil
 	}
 	enc, dec := expandKey(key)
-	e := &aesECB{nr: nr}
+	e := &aesNI{nr: nr}
 	copy(e.enc[:], enc)
 	copy(e.dec[:], dec)
 	clear(enc)
@@ -28,21 +28,9 @@ func newECB(key []byte) *aesECB {
 	return e
 }
 
-func (e *aesECB) encrypt(buf []byte) {
-	if len(buf) >= 16 {
-		ecbEncAsm(e.nr, &e.enc[0][0], buf)
-	}
-}
-
-func (e *aesECB) decrypt(buf []byte) {
-	if len(buf) >= 16 {
-		ecbDecAsm(e.nr, &e.dec[0][0], buf)
-	}
-}
-
 // xts en/decrypts one XTS data unit in place whose first tweak is t,
 // when the unit is whole groups of eight blocks; it reports whether it did.
-func (e *aesECB) xts(unit []byte, t *[16]byte, decrypt bool) bool {
+func (e *aesNI) xts(unit []byte, t *[16]byte, decrypt bool) bool {
 	if len(unit) == 0 || len(unit)%128 != 0 {
 		return false
 	}
@@ -55,22 +43,10 @@ func (e *aesECB) xts(unit []byte, t *[16]byte, decrypt bool) bool {
 }
 
 // wipe clears the round keys.
-func (e *aesECB) wipe() {
+func (e *aesNI) wipe() {
 	clear(e.enc[:])
 	clear(e.dec[:])
 }
-
-// ecbEncAsm encrypts the whole 16-byte blocks of buf in place with the nr+1
-// round keys at xk.
-//
-//go:noescape
-func ecbEncAsm(nr int, xk *byte, buf []byte)
-
-// ecbDecAsm decrypts the whole 16-byte blocks of buf in place with the
-// nr+1 inverse-cipher round keys at xk.
-//
-//go:noescape
-func ecbDecAsm(nr int, xk *byte, buf []byte)
 
 // xtsEncAsm and xtsDecAsm run XTS over buf (whole groups of eight blocks)
 // in place, the first block's tweak being tweak.

@@ -178,7 +178,8 @@ func (d *Device) ReadAt(p []byte, off int64) (int, error) {
 	// Whole sectors are read and decrypted in place; a partial one
 	// through a scratch buffer.
 	buf := p[:n]
-	if first != off || last != off+int64(n) {
+	scratch := first != off || last != off+int64(n)
+	if scratch {
 		buf = getBuf(int(last - first))
 		defer putBuf(buf)
 	}
@@ -188,7 +189,7 @@ func (d *Device) ReadAt(p []byte, off int64) (int, error) {
 	if err := xtsWith(d.c, buf, d.sector, uint64(first/512), true); err != nil {
 		return 0, err
 	}
-	if len(buf) != n || &buf[0] != &p[0] {
+	if scratch {
 		copy(p, buf[off-first:off-first+int64(n)])
 	}
 	if n < len(p) {

@@ -12,12 +12,6 @@ import (
 	"time"
 )
 
-// IsURL reports whether an encrypted volume's source is an http(s) URL
-// rather than a path.
-func IsURL(source string) bool {
-	return strings.HasPrefix(source, "https://") || strings.HasPrefix(source, "http://")
-}
-
 // httpImage is a LUKS2 image read over HTTP(S) with range requests, one
 // request per read. It is read-only. The server is as untrusted as the
 // host's disk: what it returns is checked for shape (the range asked for)
@@ -44,26 +38,35 @@ func OpenURL(ctx context.Context, rawURL string, hc *http.Client, pass []byte) (
 		hc = http.DefaultClient
 	}
 	img := &httpImage{url: rawURL, hc: hc}
-	// A one-byte range gives the size and shows that ranges work.
-	size, err := img.probe(ctx)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", redactURL(u), err)
-	}
-	img.size = size
-	h, err := ReadHeader(img)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", redactURL(u), err)
-	}
-	vk, err := h.Unlock(img, pass)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", redactURL(u), err)
-	}
-	defer clear(vk)
-	d, err := newDevice(img, size, h, vk, true)
+	d, h, err := img.open(ctx, pass)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", redactURL(u), err)
 	}
 	return d, h, nil
+}
+
+// open sizes the image, reads its header and unlocks it.
+func (h *httpImage) open(ctx context.Context, pass []byte) (*Device, *Header, error) {
+	// A one-byte range gives the size and shows that ranges work.
+	size, err := h.probe(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	h.size = size
+	hdr, err := ReadHeader(h)
+	if err != nil {
+		return nil, nil, err
+	}
+	vk, err := hdr.Unlock(h, pass)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer clear(vk)
+	d, err := newDevice(h, size, hdr, vk, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	return d, hdr, nil
 }
 
 // redactURL drops credentials and the query (a signed URL's signature)

@@ -84,18 +84,18 @@ func (r *readahead) view(p []byte, off int64) (data []byte, release func(), err 
 		}
 	}
 	r.mu.Unlock()
-	direct := func() ([]byte, func(), error) {
+	fromDevice := func() ([]byte, func(), error) {
 		r.unref(cs)
 		n, err := r.dev.ReadAt(p, off)
 		return p[:n], nop, err
 	}
 	if len(cs) != int(b-a+1) {
-		return direct()
+		return fromDevice()
 	}
 	for _, c := range cs {
 		<-c.done
 		if c.err != nil && c.n == 0 {
-			return direct()
+			return fromDevice()
 		}
 	}
 	if len(cs) == 1 {

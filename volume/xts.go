@@ -8,13 +8,15 @@ import (
 	"errors"
 )
 
-// xtsCipher is AES-XTS (IEEE 1619) for whole data units: all tweaks of a
-// unit are computed first, so the two XORs run over the whole unit at once
-// (vectorized), and only the block cipher is applied block by block.
+// xtsCipher is AES-XTS (IEEE 1619) for whole data units. With AES-NI a
+// unit of whole eight-block groups (every LUKS2 sector) runs in one
+// assembly loop; otherwise all tweaks of the unit are computed first, so
+// the two XORs run over the whole unit at once (vectorized), and crypto/aes
+// is applied block by block.
 type xtsCipher struct {
 	k1, k2 cipher.Block
-	// ecb is k1 as an AES-NI block loop (nil without AES instructions).
-	ecb *aesECB
+	// ni is k1 with AES-NI (nil without AES instructions).
+	ni *aesNI
 }
 
 func newXTS(key []byte) (*xtsCipher, error) {
@@ -29,23 +31,20 @@ func newXTS(key []byte) (*xtsCipher, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &xtsCipher{k1: k1, k2: k2, ecb: newECB(key[:len(key)/2])}, nil
+	return &xtsCipher{k1: k1, k2: k2, ni: newAESNI(key[:len(key)/2])}, nil
 }
 
 // wipe clears the AES-NI round keys (crypto/aes keeps its own copy of
 // the schedule, which it does not let us clear).
 func (x *xtsCipher) wipe() {
-	if x.ecb != nil {
-		x.ecb.wipe()
+	if x.ni != nil {
+		x.ni.wipe()
 	}
 }
 
-// tweaks fills t (len(unit)) with the tweak of each 16-byte block.
-func (x *xtsCipher) tweaks(t []byte, sector uint64) {
-	var iv [16]byte
-	binary.LittleEndian.PutUint64(iv[:8], sector)
-	x.k2.Encrypt(iv[:], iv[:])
-	lo, hi := binary.LittleEndian.Uint64(iv[:8]), binary.LittleEndian.Uint64(iv[8:])
+// tweaks fills t with the tweak of each 16-byte block, the first being t0.
+func tweaks(t []byte, t0 *[16]byte) {
+	lo, hi := binary.LittleEndian.Uint64(t0[:8]), binary.LittleEndian.Uint64(t0[8:])
 	for i := 0; i < len(t); i += 16 {
 		binary.LittleEndian.PutUint64(t[i:], lo)
 		binary.LittleEndian.PutUint64(t[i+8:], hi)
@@ -56,31 +55,24 @@ func (x *xtsCipher) tweaks(t []byte, sector uint64) {
 	}
 }
 
-// crypt en/decrypts one data unit in place (len a multiple of 16).
+// crypt en/decrypts one data unit in place (len a multiple of 16); t is
+// scratch for the tweaks, at least len(unit) long.
 func (x *xtsCipher) crypt(unit []byte, sector uint64, decrypt bool, t []byte) {
-	if x.ecb != nil {
-		var iv [16]byte
-		binary.LittleEndian.PutUint64(iv[:8], sector)
-		x.k2.Encrypt(iv[:], iv[:])
-		done := x.ecb.xts(unit, &iv, decrypt)
-		clear(iv[:])
-		if done {
-			return
-		}
+	var t0 [16]byte // the encrypted IV: the first block's tweak
+	binary.LittleEndian.PutUint64(t0[:8], sector)
+	x.k2.Encrypt(t0[:], t0[:])
+	defer clear(t0[:])
+	if x.ni != nil && x.ni.xts(unit, &t0, decrypt) {
+		return
 	}
 	t = t[:len(unit)]
-	x.tweaks(t, sector)
+	tweaks(t, &t0)
 	subtle.XORBytes(unit, unit, t)
-	switch {
-	case x.ecb != nil && decrypt:
-		x.ecb.decrypt(unit)
-	case x.ecb != nil:
-		x.ecb.encrypt(unit)
-	case decrypt:
+	if decrypt {
 		for i := 0; i < len(unit); i += 16 {
 			x.k1.Decrypt(unit[i:i+16], unit[i:i+16])
 		}
-	default:
+	} else {
 		for i := 0; i < len(unit); i += 16 {
 			x.k1.Encrypt(unit[i:i+16], unit[i:i+16])
 		}

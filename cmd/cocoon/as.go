@@ -17,7 +17,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -28,7 +27,6 @@ import (
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
 	"cocoon.dev/cocoon/as"
 	"cocoon.dev/cocoon/attest"
-	"cocoon.dev/cocoon/policy"
 	"cocoon.dev/cocoon/sandbox"
 	"cocoon.dev/cocoon/tee"
 	"cocoon.dev/cocoon/tee/sim"
@@ -67,7 +65,7 @@ contraindicated according to the reference values (docs/attestation-service.md).
 			if state == "" {
 				return errors.New("--state DIR is required")
 			}
-			debug.SetGCPercent(policy.AgentGCPercent) // see cocoon kbs serve
+			tuneServerGC()
 			if err := os.MkdirAll(state, 0o700); err != nil {
 				return err
 			}

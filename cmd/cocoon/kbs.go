@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -305,10 +304,7 @@ func serveKBS(cmd *cobra.Command, g *globals, state, listen, asURL, simRoots str
 	if state == "" {
 		return errors.New("--state DIR is required (create it with cocoon kbs init)")
 	}
-	// Requests allocate (JSON, JOSE, TLS) on a small live heap: fewer
-	// collections, bounded by a soft limit, leave the CPU to the crypto.
-	debug.SetGCPercent(policy.AgentGCPercent)
-	debug.SetMemoryLimit(1 << 30)
+	tuneServerGC()
 	if _, err := kbs.LoadConfig(state); err != nil {
 		return err
 	}

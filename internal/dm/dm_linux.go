@@ -53,12 +53,9 @@ func Targets() ([]string, error) {
 	defer ctl.Close()
 	for size := 16 << 10; size <= 1<<20; size *= 4 {
 		buf := make([]byte, size)
-		h := (*unix.DmIoctl)(unsafe.Pointer(&buf[0]))
-		h.Version = [3]uint32{4, 0, 0}
-		h.Data_size = uint32(len(buf))
-		h.Data_start = unix.SizeofDmIoctl
-		if _, _, e := unix.Syscall(unix.SYS_IOCTL, ctl.Fd(), unix.DM_LIST_VERSIONS, uintptr(unsafe.Pointer(&buf[0]))); e != 0 {
-			return nil, fmt.Errorf("device-mapper: list targets: %w", e)
+		h := header(buf)
+		if err := call(ctl, unix.DM_LIST_VERSIONS, buf); err != nil {
+			return nil, fmt.Errorf("device-mapper: list targets: %w", err)
 		}
 		if h.Flags&unix.DM_BUFFER_FULL_FLAG != 0 {
 			continue
@@ -96,15 +93,30 @@ func control() (*os.File, error) {
 	return f, nil
 }
 
+// header sets up the struct dm_ioctl at the start of buf, its data area
+// the rest of buf.
+func header(buf []byte) *unix.DmIoctl {
+	h := (*unix.DmIoctl)(unsafe.Pointer(&buf[0]))
+	h.Version = [3]uint32{4, 0, 0}
+	h.Data_size = uint32(len(buf))
+	h.Data_start = unix.SizeofDmIoctl
+	return h
+}
+
+// call runs the device-mapper ioctl cmd on buf (a header and its data).
+func call(ctl *os.File, cmd uintptr, buf []byte) error {
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, ctl.Fd(), cmd, uintptr(unsafe.Pointer(&buf[0]))); e != 0 {
+		return e
+	}
+	return nil
+}
+
 // ioctl runs one device-mapper ioctl with payload after the header; the
 // buffer (which may hold a key) is cleared afterwards.
 func ioctl(ctl *os.File, cmd uintptr, name string, flags uint32, targets int, payload []byte) (*unix.DmIoctl, error) {
 	buf := make([]byte, unix.SizeofDmIoctl+len(payload)+8)
 	defer clear(buf)
-	h := (*unix.DmIoctl)(unsafe.Pointer(&buf[0]))
-	h.Version = [3]uint32{4, 0, 0}
-	h.Data_size = uint32(len(buf))
-	h.Data_start = unix.SizeofDmIoctl
+	h := header(buf)
 	h.Target_count = uint32(targets)
 	h.Flags = flags
 	if len(name) >= len(h.Name) {
@@ -112,8 +124,8 @@ func ioctl(ctl *os.File, cmd uintptr, name string, flags uint32, targets int, pa
 	}
 	copy(h.Name[:], name)
 	copy(buf[unix.SizeofDmIoctl:], payload)
-	if _, _, e := unix.Syscall(unix.SYS_IOCTL, ctl.Fd(), cmd, uintptr(unsafe.Pointer(&buf[0]))); e != 0 {
-		return nil, e
+	if err := call(ctl, cmd, buf); err != nil {
+		return nil, err
 	}
 	out := *h
 	return &out, nil
