@@ -1,28 +1,37 @@
 package agent
 
 import (
-	"cocoon.dev/cocoon/internal/httpjson"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
+
+	"cocoon.dev/cocoon/internal/httpjson"
+	"cocoon.dev/cocoon/tee"
 )
 
 // The in-pod API: what containers (unmodified, no SDK) use to get evidence,
 // served on 127.0.0.1:8006 in the pod network and on a unix socket mounted
-// into every container at /run/cocoon/api.sock.
+// into every container at /run/cocoon/api.sock — never on an address the
+// host or the pod network reaches: ServePodAPI refuses any other listener and
+// every request from a non-loopback peer is refused.
 //
-//	GET  /cocoon/v1/evidence?runtime_data=<base64url>   evidence envelope
-//	GET  /aa/evidence?runtime_data=<string>            (Confidential Containers alias)
+//	GET  /cocoon/v1/evidence?runtime_data=<base64url>   evidence envelope,
+//	     REPORT_DATA bound under cocoon/v1/workload
+//	GET  /aa/evidence?runtime_data=<string>            (Confidential Containers alias,
+//	     bound under cocoon/v1/workload as well)
 //	POST /attest/raw {"runtime_data": "<base64>"}      (Azure SKR sidecar alias:
-//	     REPORT_DATA = SHA-256(runtime_data); answers {"report": "<hex>"})
+//	     REPORT_DATA = SHA-256(runtime_data) then 32 zero bytes, which no
+//	     SHA-512 binding can equal; answers {"report": "<hex>"})
 const (
 	// PodAPIAddr is the in-pod API's TCP address in the pod network.
 	PodAPIAddr = "127.0.0.1:8006"
@@ -64,21 +73,61 @@ func (a *Agent) podAPI() http.Handler {
 			apiFail(w, http.StatusBadRequest, "bad_runtime_data", "runtime_data must be base64: "+err.Error())
 			return
 		}
+		if len(rd) > maxRuntimeData {
+			apiFail(w, http.StatusBadRequest, "bad_runtime_data", fmt.Sprintf("runtime_data is %d bytes; at most %d", len(rd), maxRuntimeData))
+			return
+		}
 		var reportData [64]byte
 		h := sha256.Sum256(rd)
 		copy(reportData[:], h[:])
-		ev, err := a.evidenceFor(r.Context(), rd, reportData)
+		ev, err := a.evidenceFor(r.Context(), reportData)
 		if err != nil {
 			apiFail(w, statusFor(err), "evidence_unavailable", err.Error())
 			return
 		}
 		respondJSON(w, http.StatusOK, map[string]string{"report": hex.EncodeToString(ev.Report)})
 	})
-	return mux
+	return podOnly(mux)
+}
+
+// podOnly refuses a request from anything but the pod itself: a unix socket
+// peer (the socket is mounted only into the pod's containers) or a loopback
+// address. A listener on another address is refused by ServePodAPI; this is
+// the second wall, should one ever be added.
+func podOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !fromPod(r.RemoteAddr) {
+			apiFail(w, http.StatusForbidden, "not_from_pod", "the in-pod API answers only the pod's own containers (loopback or its socket)")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// fromPod: a unix-socket peer ("" or "@") or a loopback IP.
+func fromPod(remote string) bool {
+	if remote == "" || remote == "@" {
+		return true
+	}
+	ap, err := netip.ParseAddrPort(remote)
+	return err == nil && ap.Addr().Unmap().IsLoopback()
+}
+
+// podListener: a unix socket or a TCP listener on a loopback address.
+func podListener(l net.Listener) error {
+	switch addr := l.Addr().(type) {
+	case *net.UnixAddr:
+		return nil
+	case *net.TCPAddr:
+		if ip, ok := netip.AddrFromSlice(addr.IP); ok && ip.Unmap().IsLoopback() {
+			return nil
+		}
+	}
+	return fmt.Errorf("the in-pod API may listen only on loopback or a unix socket, not %s %s", l.Addr().Network(), l.Addr())
 }
 
 func (a *Agent) serveEvidence(w http.ResponseWriter, ctx context.Context, rd []byte) {
-	ev, err := a.evidence(ctx, rd)
+	ev, err := a.evidence(ctx, tee.BindWorkload, rd)
 	if err != nil {
 		apiFail(w, statusFor(err), "evidence_unavailable", err.Error())
 		return
@@ -104,8 +153,16 @@ func decodeB64(s string) ([]byte, error) {
 	return base64.RawStdEncoding.DecodeString(s)
 }
 
-// ServePodAPI serves the in-pod API on each listener until ctx ends.
-func (a *Agent) ServePodAPI(ctx context.Context, ls ...net.Listener) {
+// ServePodAPI serves the in-pod API on each listener until ctx ends. It
+// refuses (and serves nothing) when a listener is not loopback or a unix
+// socket: the in-pod API must never be reachable by the host or the pod
+// network.
+func (a *Agent) ServePodAPI(ctx context.Context, ls ...net.Listener) error {
+	for _, l := range ls {
+		if err := podListener(l); err != nil {
+			return err
+		}
+	}
 	hs := &http.Server{Handler: a.podAPI(), ReadHeaderTimeout: 5 * time.Second}
 	for _, l := range ls {
 		go func() { _ = hs.Serve(l) }()
@@ -114,6 +171,7 @@ func (a *Agent) ServePodAPI(ctx context.Context, ls ...net.Listener) {
 		<-ctx.Done()
 		hs.Close()
 	}()
+	return nil
 }
 
 // serveResource fetches a secret from the pod's key broker (the one its

@@ -299,6 +299,9 @@ func (s *service) ExecProcess(ctx context.Context, req *agentv1.ExecProcessReque
 	if len(req.GetArgs()) == 0 {
 		return nil, fmt.Errorf("exec needs a command: %w", errInvalid)
 	}
+	if t := req.GetTimeoutSeconds(); t < 0 || t > maxExecTimeout {
+		return nil, fmt.Errorf("exec timeout %d s: give 1 to %d (0 for the default, 60 s): %w", t, maxExecTimeout, errInvalid)
+	}
 	return s.a.exec(ctx, c, req)
 }
 
@@ -321,6 +324,9 @@ func (s *service) SignalContainer(ctx context.Context, req *agentv1.SignalContai
 }
 
 const maxWait = 30 * time.Second
+
+// maxExecTimeout bounds how long a host may hold an exec (seconds).
+const maxExecTimeout = 3600
 
 func clampWait(ms int32) time.Duration {
 	d := time.Duration(ms) * time.Millisecond

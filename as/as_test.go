@@ -97,7 +97,7 @@ func simRequest(t testing.TB, nonce string, launch sim.Launch) map[string]any {
 	json.Unmarshal(jwk, &pub)
 	structured := map[string]any{"nonce": nonce, "tee-pubkey": pub}
 	canon, _ := tee.CanonicalJSON(structured)
-	raw, err := authority(t).Report(launch, tee.ReportData(canon))
+	raw, err := authority(t).Report(launch, tee.BindAttestationService.ReportData(canon))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,9 +273,18 @@ func FuzzAttestationRequest(f *testing.F) {
 		if err != nil {
 			return
 		}
-		rd, _, err := boundReportData(req)
-		if err == nil && len(rd) != 64 {
-			t.Fatalf("REPORT_DATA of %d bytes", len(rd))
+		data, structured, err := boundData(req)
+		if err != nil {
+			return
+		}
+		if req.RuntimeDataHashAlgorithm != "" && req.RuntimeDataHashAlgorithm != "sha512" {
+			t.Fatalf("hash algorithm %q accepted", req.RuntimeDataHashAlgorithm)
+		}
+		if structured != nil && structured["nonce"] != req.Nonce {
+			t.Fatalf("structured runtime data without the request's nonce accepted: %v", structured)
+		}
+		if data == nil && (req.RuntimeData.Raw != "" || req.RuntimeData.Structured != nil) {
+			t.Fatal("runtime data given but nothing bound")
 		}
 	})
 }

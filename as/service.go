@@ -6,15 +6,12 @@ package as
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/sha512"
 	"crypto/subtle"
 	_ "embed"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"log/slog"
 	"net/http"
@@ -211,13 +208,18 @@ func b64(s string) ([]byte, error) {
 	return base64.RawStdEncoding.DecodeString(s)
 }
 
-// boundReportData checks that the runtime data binds the nonce and returns
-// what REPORT_DATA must be.
-func boundReportData(req *Request) ([]byte, map[string]any, error) {
+// boundData checks that the runtime data binds the nonce and returns what
+// REPORT_DATA must bind under tee.BindAttestationService: the canonical
+// structured runtime data, or the raw nonce's bytes.
+func boundData(req *Request) ([]byte, map[string]any, error) {
 	if req.RuntimeData.Raw == "" && req.RuntimeData.Structured == nil {
 		return nil, nil, nil // no nonce, nothing bound (AllowNoNonce)
 	}
-	var data []byte
+	switch req.RuntimeDataHashAlgorithm {
+	case "", "sha512":
+	default:
+		return nil, nil, fmt.Errorf("runtime_data_hash_algorithm %q: this service accepts only its own binding, SHA-512 over %q, NUL and the runtime data (docs/attestation.md, REPORT_DATA bindings)", req.RuntimeDataHashAlgorithm, tee.BindAttestationService)
+	}
 	if req.RuntimeData.Structured != nil {
 		if n, _ := req.RuntimeData.Structured["nonce"].(string); n != req.Nonce {
 			return nil, nil, fmt.Errorf(`runtime_data.structured.nonce is %q, expected the request's nonce %q`, n, req.Nonce)
@@ -226,33 +228,17 @@ func boundReportData(req *Request) ([]byte, map[string]any, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		data = c
-	} else {
-		raw, err := b64(req.RuntimeData.Raw)
-		if err != nil {
-			return nil, nil, fmt.Errorf("runtime_data.raw is not base64url: %w", err)
-		}
-		nonce, err := b64(req.Nonce)
-		if err != nil || subtle.ConstantTimeCompare(raw, nonce) != 1 {
-			return nil, nil, errors.New("runtime_data.raw must be the nonce's bytes (or use runtime_data.structured with a nonce)")
-		}
-		data = raw
+		return c, req.RuntimeData.Structured, nil
 	}
-	var h hash.Hash
-	switch req.RuntimeDataHashAlgorithm {
-	case "", "sha512":
-		h = sha512.New()
-	case "sha384":
-		h = sha512.New384()
-	case "sha256":
-		h = sha256.New()
-	default:
-		return nil, nil, fmt.Errorf("runtime_data_hash_algorithm %q: want sha256, sha384 or sha512", req.RuntimeDataHashAlgorithm)
+	raw, err := b64(req.RuntimeData.Raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("runtime_data.raw is not base64url: %w", err)
 	}
-	h.Write(data)
-	rd := make([]byte, 64)
-	copy(rd, h.Sum(nil))
-	return rd, req.RuntimeData.Structured, nil
+	nonce, err := b64(req.Nonce)
+	if err != nil || subtle.ConstantTimeCompare(raw, nonce) != 1 {
+		return nil, nil, errors.New("runtime_data.raw must be the nonce's bytes (or use runtime_data.structured with a nonce)")
+	}
+	return raw, nil, nil
 }
 
 func (s *Service) attestation(w http.ResponseWriter, r *http.Request) {
@@ -266,7 +252,7 @@ func (s *Service) attestation(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusUnauthorized, "bad_nonce", "the nonce is unknown, already used or expired; get a fresh one from POST /challenge")
 		return
 	}
-	rd, structured, err := boundReportData(req)
+	bound, structured, err := boundData(req)
 	if err != nil {
 		s.metrics.verdict("refused")
 		fail(w, http.StatusBadRequest, "unbound_runtime_data", "%v", err)
@@ -286,7 +272,7 @@ func (s *Service) attestation(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "bad_evidence", "the request says tee %q but the evidence is %q", req.TEE, ev.TEE)
 		return
 	}
-	tok, ear, err := s.Issue(r.Context(), ev, rd, structured, req.Nonce)
+	tok, ear, err := s.Issue(r.Context(), ev, tee.BindAttestationService, bound, structured, req.Nonce)
 	switch {
 	case errors.Is(err, attest.ErrVerification):
 		s.metrics.verdict("refused")
@@ -307,15 +293,18 @@ func (s *Service) attestation(w http.ResponseWriter, r *http.Request) {
 
 var errBadKey = errors.New("runtime_data.structured.tee-pubkey is not a valid JWK")
 
-// Issue verifies evidence whose REPORT_DATA must be reportData (nil: not
-// checked), appraises it and signs a token carrying nonce and, when the
-// structured runtime data has one, the TEE's public key. Verification
-// failures wrap attest.ErrVerification.
-func (s *Service) Issue(ctx context.Context, ev *tee.Evidence, reportData []byte, structured map[string]any, nonce string) (string, *token.EAR, error) {
+// Issue verifies evidence whose REPORT_DATA must bind data under b (nil
+// data: not checked), appraises it and signs a token carrying nonce and,
+// when the structured runtime data has one, the TEE's public key.
+// Verification failures wrap attest.ErrVerification; evidence made for
+// another consumer (a host's challenge, say) is one of them.
+func (s *Service) Issue(ctx context.Context, ev *tee.Evidence, b tee.Binding, data []byte, structured map[string]any, nonce string) (string, *token.EAR, error) {
 	e := *ev
-	e.RuntimeData = nil // the caller's runtime data is what is bound
+	if data == nil {
+		e.RuntimeData = nil // nothing bound (AllowNoNonce)
+	}
 	o := s.cfg.Verify
-	o.ReportData = reportData
+	o.Binding, o.BoundData = b, data
 	o.Reference = nil // appraisal, not verification, judges reference values
 	o.AllowDebug = true
 	claims, err := s.verifier.Verify(ctx, &e, o)

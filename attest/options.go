@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/google/go-sev-guest/kds"
+
+	"cocoon.dev/cocoon/tee"
 )
 
 // Options configure Verify.
@@ -25,6 +27,15 @@ type Options struct {
 	SimRoots []byte
 	// ReportData, when set, must equal the report's REPORT_DATA.
 	ReportData []byte
+	// Binding is the one REPORT_DATA binding this caller accepts (see
+	// tee.Binding). With BoundData set, REPORT_DATA must be
+	// Binding.ReportData(BoundData); otherwise the envelope's runtime data,
+	// when it has some, must be bound so. Evidence bound for another
+	// consumer is refused with a reason that names it.
+	Binding tee.Binding
+	// BoundData is the data the caller expects bound under Binding (e.g. the
+	// KBS protocol's canonical runtime data).
+	BoundData []byte
 	// MinTCB is the minimum SNP TCB (reported TCB, by component).
 	MinTCB *kds.TCBParts
 	// VMPL, when set, is the required SNP VMPL.

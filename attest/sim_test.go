@@ -22,11 +22,11 @@ func authority(t testing.TB) *sim.Authority { return testsim.Authority(t) }
 func simEvidence(t testing.TB, runtime []byte) (*tee.Evidence, sim.Launch) {
 	a := authority(t)
 	l := sim.Launch{Measurement: sim.Measure(sim.LaunchConfig{Isolation: "process", AgentDigest: "sha256:00"}), HostData: sha256.Sum256([]byte("policy"))}
-	raw, err := a.Report(l, tee.ReportData(runtime))
+	raw, err := a.Report(l, tee.BindHostChallenge.ReportData(runtime))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &tee.Evidence{TEE: tee.Sim, Report: raw, Certs: map[string][]byte{"vcek": a.Vcek.Raw}, RuntimeData: runtime}, l
+	return &tee.Evidence{TEE: tee.Sim, Report: raw, Certs: map[string][]byte{"vcek": a.Vcek.Raw}, RuntimeData: runtime, Binding: tee.BindHostChallenge}, l
 }
 
 func TestSimEvidence(t *testing.T) {
@@ -35,7 +35,7 @@ func TestSimEvidence(t *testing.T) {
 	if _, err := Verify(ctx, ev, Options{}); err == nil || !strings.Contains(err.Error(), "simulated TEE") {
 		t.Fatalf("untrusted sim evidence: %v", err)
 	}
-	o := Options{TrustSim: true, SimRoots: authority(t).RootsPEM()}
+	o := Options{TrustSim: true, SimRoots: authority(t).RootsPEM(), Binding: tee.BindHostChallenge}
 	c, err := Verify(ctx, ev, o)
 	if err != nil {
 		t.Fatal(err)

@@ -56,12 +56,8 @@ func (v *Verifier) Verify(ctx context.Context, ev *tee.Evidence, o Options) (*Cl
 			return c, fmt.Errorf("%w: report_data: found %s, expected %s", ErrVerification, c.ReportData, hex.EncodeToString(want))
 		}
 	}
-	if len(ev.RuntimeData) > 0 {
-		// The envelope's runtime data must be what REPORT_DATA binds.
-		want := tee.ReportData(ev.RuntimeData)
-		if c.ReportData != hex.EncodeToString(want[:]) {
-			return c, fmt.Errorf("%w: report_data: found %s, expected SHA-512(runtime_data) = %s", ErrVerification, c.ReportData, hex.EncodeToString(want[:]))
-		}
+	if err := checkBinding(c, ev, &o); err != nil {
+		return c, err
 	}
 	if o.Reference != nil {
 		if err := o.Reference.Check(c); err != nil {
@@ -69,4 +65,38 @@ func (v *Verifier) Verify(ctx context.Context, ev *tee.Evidence, o Options) (*Cl
 		}
 	}
 	return c, nil
+}
+
+// checkBinding checks REPORT_DATA against the one binding the caller
+// accepts: over BoundData when given, else over the envelope's runtime data.
+// Evidence bound for another consumer (a host's challenge relayed to a key
+// broker, say) is refused with a reason naming what it was made for.
+func checkBinding(c *Claims, ev *tee.Evidence, o *Options) error {
+	data := o.BoundData
+	if data == nil {
+		if len(ev.RuntimeData) == 0 {
+			return nil
+		}
+		data = ev.RuntimeData
+	}
+	if o.Binding == "" {
+		return fmt.Errorf("%w: the evidence carries runtime data but the verifier names no binding to check it under", ErrVerification)
+	}
+	if ev.Binding != "" && ev.Binding != o.Binding {
+		return fmt.Errorf("%w: the evidence says it was made for %s; only %s is accepted here", ErrVerification, ev.Binding, o.Binding)
+	}
+	got, _ := hex.DecodeString(c.ReportData)
+	want := o.Binding.ReportData(data)
+	if bytes.Equal(got, want[:]) {
+		return nil
+	}
+	if b, ok := tee.Identify(got, data); ok {
+		return fmt.Errorf("%w: report_data binds this runtime data for %s, not for %s: evidence made for another consumer is refused", ErrVerification, b, o.Binding)
+	}
+	if len(ev.RuntimeData) > 0 && o.BoundData != nil {
+		if b, ok := tee.Identify(got, ev.RuntimeData); ok {
+			return fmt.Errorf("%w: report_data binds the envelope's runtime data for %s, not this request's for %s: evidence made for another consumer is refused", ErrVerification, b, o.Binding)
+		}
+	}
+	return fmt.Errorf("%w: report_data: found %s, expected %s over the runtime data = %s", ErrVerification, c.ReportData, o.Binding, hex.EncodeToString(want[:]))
 }

@@ -85,7 +85,7 @@ spec:
 			}
 		}
 		ev, err := tee.ParseEvidence([]byte(line))
-		if err != nil || string(ev.RuntimeData) != "hello" || ev.TEE != tee.Sim {
+		if err != nil || string(ev.RuntimeData) != "hello" || ev.TEE != tee.Sim || ev.Binding != tee.BindWorkload {
 			t.Errorf("%s: %v %q (stderr %s)", c, err, line, errs)
 		}
 	}
@@ -97,7 +97,12 @@ spec:
 		if strings.HasPrefix(l, "[tcp] ") {
 			f := filepath.Join(t.TempDir(), "ev.json")
 			os.WriteFile(f, []byte(strings.TrimPrefix(l, "[tcp] ")), 0o644)
-			x.mustRun(0, "verify", "--trust-sim", f)
+			x.mustRun(0, "verify", "--trust-sim", "--binding", "workload", f)
+			// Workload evidence is not a host challenge's answer.
+			_, errs := x.mustRun(1, "verify", "--trust-sim", f)
+			if !strings.Contains(errs, "made for cocoon/v1/workload") {
+				t.Errorf("workload evidence as a host challenge: %s", errs)
+			}
 		}
 	}
 }

@@ -241,7 +241,7 @@ func (p *rawClient) pub() map[string]any {
 // REPORT_DATA, sent the one in the request.
 func (p *rawClient) attestBody(nonce string, bound, sent map[string]any, tamper bool) map[string]any {
 	canon, _ := tee.CanonicalJSON(map[string]any{"nonce": nonce, "tee-pubkey": bound})
-	ev, _ := (&simAttester{auth: authority(p.t), tamper: tamper}).Evidence(context.Background(), tee.ReportData(canon))
+	ev, _ := (&simAttester{auth: authority(p.t), tamper: tamper}).Evidence(context.Background(), tee.BindKeyBroker.ReportData(canon))
 	evJSON, _ := json.Marshal(ev)
 	return map[string]any{"runtime-data": map[string]any{"nonce": nonce, "tee-pubkey": sent}, "tee-evidence": json.RawMessage(evJSON)}
 }

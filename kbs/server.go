@@ -271,8 +271,7 @@ func (s *Server) attest(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "bad_request", "%v", err)
 		return
 	}
-	rd := tee.ReportData(canon)
-	tok, ear, err := s.cfg.Attestation.Issue(r.Context(), ev, rd[:], structured, a.RuntimeData.Nonce)
+	tok, ear, err := s.cfg.Attestation.Issue(r.Context(), ev, tee.BindKeyBroker, canon, structured, a.RuntimeData.Nonce)
 	if err != nil {
 		s.audit(auditLine{Event: "attest", Verdict: "refused", Reason: err.Error(), TEE: string(ev.TEE)})
 		code := http.StatusInternalServerError

@@ -75,6 +75,7 @@ cc_exact if {
 	input.privileged == false
 	input.capabilities == c.capabilities
 	input.mounts == c.mounts
+	input.resources == c.resources
 }
 
 cc_deny contains sprintf("create_container %q: no such container in the policy (policy has %s)", [input.name, j(object.keys(p.containers))]) if {
@@ -169,6 +170,11 @@ cc_field_deny contains sprintf("create_container %q: mounts = %s, policy allows 
 	{x | some x in input.mounts} != {x | some x in c.mounts}
 }
 
+cc_field_deny contains sprintf("create_container %q: resources = %s, policy allows %s", [input.name, j(input.resources), j(c.resources)]) if {
+	c := p.containers[input.name]
+	input.resources != c.resources
+}
+
 # --- Container lifecycle -----------------------------------------------------
 
 start_container := decision(sc_deny)
@@ -219,6 +225,28 @@ ex_deny contains sprintf("exec_process %q: args = %s, policy allows %s", [input.
 	c := p.containers[input.container]
 	not c.exec_any
 	not input.args in c.exec
+}
+
+# An exec inherits the container's pinned environment, working directory and
+# user; the host may not change them, nor feed an allowed command a script on
+# standard input unless the policy says so.
+ex_deny contains sprintf("exec_process %q: env = [%s], policy allows none (an exec inherits the container's environment)", [input.container, concat(", ", [env_shown(e) | some e in input.env])]) if {
+	c := p.containers[input.container]
+	not c.exec_any
+	count(input.env) > 0
+}
+
+ex_deny contains sprintf("exec_process %q: working_dir = %q, policy allows none (an exec runs in the container's working directory)", [input.container, input.working_dir]) if {
+	c := p.containers[input.container]
+	not c.exec_any
+	input.working_dir != ""
+}
+
+ex_deny contains sprintf("exec_process %q: stdin of %d bytes, policy allows none (exec_stdin = false)", [input.container, input.stdin_bytes]) if {
+	c := p.containers[input.container]
+	not c.exec_any
+	input.stdin
+	not c.exec_stdin
 }
 
 exec_allowed_text(c) := "no exec" if count(c.exec) == 0

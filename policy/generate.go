@@ -106,7 +106,8 @@ func containerPolicy(c pod.Container, img Image, hostname string, o GenerateOpti
 		RunAsUser:   -1, RunAsGroup: -1, RunAsNonRoot: s.GetRunAsNonRoot(),
 		ReadOnlyRootFilesystem: s.GetReadOnlyRootFilesystem(), NoNewPrivileges: s.GetNoNewPrivileges(),
 		Capabilities: nonNil(caps), Mounts: MountsOf(s.GetMounts()),
-		Exec: append([][]string{}, o.Settings.Exec...), ExecAny: o.Debug,
+		Resources: ResourcesOf(s.GetResources()),
+		Exec:      append([][]string{}, o.Settings.Exec...), ExecAny: o.Debug, ExecStdin: o.Settings.ExecStdin || o.Debug,
 		Signals: append([]int{}, o.Settings.Signals...), Stdio: !o.DisableStdio || o.Debug,
 	}
 	if s.GetHasRunAsUser() {

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/hex"
 	"fmt"
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
@@ -32,6 +33,10 @@ func strs(s []string) []any {
 // request: what the agent will really do, with the command line and the
 // environment resolved as the runtime resolves them (from the policy's copy
 // of the pinned image config). hostname is the sandbox's.
+//
+// Every field of every request is in the input (TestEveryRequestFieldIsPoliced
+// walks the API's descriptor to hold this), or the request is refused here
+// when a field is set that the agent would ignore.
 func Input(p *Policy, method string, req any, st *State, pulled map[string]PulledImage, hostname string) (map[string]any, error) {
 	switch r := req.(type) {
 	case *agentv1.CreateSandboxRequest:
@@ -47,11 +52,12 @@ func Input(p *Policy, method string, req any, st *State, pulled map[string]Pulle
 		for _, v := range r.GetEncryptedVolumes() {
 			enc = append(enc, map[string]any{"name": v.GetName(), "source": v.GetSource(), "key": v.GetKeyUri(), "read_only": v.GetReadOnly()})
 		}
-		return map[string]any{"name": r.GetName(), "hostname": host, "volumes": vols, "encrypted_volumes": enc}, nil
+		return map[string]any{"name": r.GetName(), "hostname": host, "volumes": vols, "encrypted_volumes": enc,
+			"policy_sha256": HashHex(r.GetPolicy(), "sim")}, nil
 	case *agentv1.PullImageRequest:
 		return map[string]any{"image": r.GetImage()}, nil
 	case *agentv1.CreateContainerRequest:
-		return createInput(p, r.GetSpec(), st, pulled, hostname), nil
+		return createInput(p, r.GetSpec(), st, pulled, hostname)
 	case *agentv1.StartContainerRequest:
 		return containerInput(r.GetContainer(), st), nil
 	case *agentv1.RemoveContainerRequest:
@@ -59,20 +65,36 @@ func Input(p *Policy, method string, req any, st *State, pulled map[string]Pulle
 	case *agentv1.ExecProcessRequest:
 		in := containerInput(r.GetContainer(), st)
 		in["args"] = strs(r.GetArgs())
+		env := []any{}
+		for _, e := range r.GetEnv() {
+			env = append(env, e.GetName()+"="+e.GetValue())
+		}
+		in["env"] = env
+		in["working_dir"] = r.GetWorkingDir()
+		in["stdin"] = len(r.GetStdin()) > 0
+		in["stdin_bytes"] = len(r.GetStdin())
+		in["timeout_seconds"] = int(r.GetTimeoutSeconds())
 		return in, nil
 	case *agentv1.SignalContainerRequest:
 		in := containerInput(r.GetContainer(), st)
 		in["signal"] = int(r.GetSignal())
+		in["all"] = r.GetAll()
 		return in, nil
 	case *agentv1.ReadLogsRequest:
-		return containerInput(r.GetContainer(), st), nil
+		in := containerInput(r.GetContainer(), st)
+		in["offset"], in["max_bytes"], in["wait_ms"] = r.GetOffset(), int(r.GetMaxBytes()), int(r.GetWaitMs())
+		return in, nil
 	case *agentv1.WaitContainerRequest:
-		return containerInput(r.GetContainer(), st), nil
+		in := containerInput(r.GetContainer(), st)
+		in["timeout_ms"] = int(r.GetTimeoutMs())
+		return in, nil
 	case *agentv1.StatsRequest:
 		return containerInput(r.GetContainer(), st), nil
 	case *agentv1.PullProgressRequest:
 		return map[string]any{"image": r.GetImage()}, nil
-	case *agentv1.ListContainersRequest, *agentv1.ShutdownRequest, *agentv1.GetEvidenceRequest:
+	case *agentv1.GetEvidenceRequest:
+		return map[string]any{"runtime_data": hex.EncodeToString(r.GetRuntimeData()), "binding": r.GetBinding().String()}, nil
+	case *agentv1.ListContainersRequest, *agentv1.ShutdownRequest:
 		return map[string]any{}, nil
 	}
 	return nil, fmt.Errorf("%s: no policy input for request type %T", method, req)
@@ -82,7 +104,15 @@ func containerInput(name string, st *State) map[string]any {
 	return map[string]any{"container": name, "state": map[string]any{"created": st.Created[name], "running": st.Running[name]}}
 }
 
-func createInput(p *Policy, s *agentv1.ContainerSpec, st *State, pulled map[string]PulledImage, hostname string) map[string]any {
+func createInput(p *Policy, s *agentv1.ContainerSpec, st *State, pulled map[string]PulledImage, hostname string) (map[string]any, error) {
+	// Fields the agent reads only with their flag: a value without it would
+	// be ignored, so it is refused rather than silently unpoliced.
+	if !s.GetHasRunAsUser() && s.GetRunAsUser() != 0 {
+		return nil, fmt.Errorf("container %q: run_as_user is set without has_run_as_user", s.GetName())
+	}
+	if !s.GetHasRunAsGroup() && s.GetRunAsGroup() != 0 {
+		return nil, fmt.Errorf("container %q: run_as_group is set without has_run_as_group", s.GetName())
+	}
 	img := p.Images[s.GetImage()] // zero when the image is not in the policy
 	caps, err := resolve.Caps(s.GetCapabilitiesAdd(), s.GetCapabilitiesDrop())
 	if err != nil {
@@ -101,6 +131,7 @@ func createInput(p *Policy, s *agentv1.ContainerSpec, st *State, pulled map[stri
 	}
 	pi := pulled[s.GetImage()]
 	env := resolve.Env(img.Env, EnvOf(s.GetEnv()), hostname)
+	res := ResourcesOf(s.GetResources())
 	return map[string]any{
 		"name": s.GetName(), "image": s.GetImage(),
 		"image_digest": pi.Digest, "config_digest": pi.ConfigDigest,
@@ -110,6 +141,12 @@ func createInput(p *Policy, s *agentv1.ContainerSpec, st *State, pulled map[stri
 		"run_as_user": user, "run_as_group": group, "run_as_non_root": s.GetRunAsNonRoot(),
 		"read_only_root_filesystem": s.GetReadOnlyRootFilesystem(), "no_new_privileges": s.GetNoNewPrivileges(),
 		"privileged": s.GetPrivileged(), "capabilities": strs(caps), "mounts": mounts,
-		"state": map[string]any{"created": st.Created[s.GetName()]},
-	}
+		"resources": map[string]any{"memory_limit_bytes": res.MemoryLimitBytes, "cpu_limit_millis": res.CPULimitMillis},
+		"state":     map[string]any{"created": st.Created[s.GetName()]},
+	}, nil
+}
+
+// ResourcesOf converts API resource limits (nil: none).
+func ResourcesOf(r *agentv1.Resources) Resources {
+	return Resources{MemoryLimitBytes: r.GetMemoryLimitBytes(), CPULimitMillis: r.GetCpuLimitMillis()}
 }

@@ -82,6 +82,12 @@ type Image struct {
 	User       string   `json:"user"`
 }
 
+// Resources are a container's limits.
+type Resources struct {
+	MemoryLimitBytes int64 `json:"memory_limit_bytes"`
+	CPULimitMillis   int64 `json:"cpu_limit_millis"`
+}
+
 // Mount is a volume mount of a container.
 type Mount struct {
 	Volume   string `json:"volume"`
@@ -110,10 +116,16 @@ type Container struct {
 	NoNewPrivileges        bool     `json:"no_new_privileges"`
 	Capabilities           []string `json:"capabilities"`
 	Mounts                 []Mount  `json:"mounts"`
+	// Resources are the container's limits (0: none), as the pod spec
+	// sets them.
+	Resources Resources `json:"resources"`
 	// Exec lists the exact command lines the host may exec (none by
-	// default); ExecAny allows every command (debug policies).
-	Exec    [][]string `json:"exec"`
-	ExecAny bool       `json:"exec_any"`
+	// default); ExecAny allows every command (debug policies). An exec
+	// never sets env or a working directory (it inherits the container's);
+	// ExecStdin lets the host feed it standard input.
+	Exec      [][]string `json:"exec"`
+	ExecAny   bool       `json:"exec_any"`
+	ExecStdin bool       `json:"exec_stdin"`
 	// Signals the host may send.
 	Signals []int `json:"signals"`
 	// Stdio: whether the host may read the container's output.

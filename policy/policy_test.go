@@ -156,6 +156,43 @@ func TestDecisions(t *testing.T) {
 	if ok, _ := decide(t, dbg, "ExecProcess", &agentv1.ExecProcessRequest{Container: "web", Args: []string{"sh"}}, running); !ok {
 		t.Error("debug policy refused exec")
 	}
+	// An allowed exec (a health check) cannot be given env, a working
+	// directory or a script on stdin: the attack was BASH_ENV=/proc/self/fd/0
+	// with a script as stdin.
+	hc := &Settings{Signals: []int{15}, Exec: [][]string{{"/bin/check"}}}
+	execEv := evaluator(t, p, GenerateOptions{Settings: hc})
+	execCases := []struct {
+		name string
+		req  *agentv1.ExecProcessRequest
+		want string
+	}{
+		{"allowed", &agentv1.ExecProcessRequest{Container: "web", Args: []string{"/bin/check"}}, ""},
+		{"env", &agentv1.ExecProcessRequest{Container: "web", Args: []string{"/bin/check"}, Env: []*agentv1.EnvVar{{Name: "BASH_ENV", Value: "/proc/self/fd/0"}}}, `env = [BASH_ENV=<redacted>], policy allows none`},
+		{"working dir", &agentv1.ExecProcessRequest{Container: "web", Args: []string{"/bin/check"}, WorkingDir: "/tmp"}, `working_dir = "/tmp", policy allows none`},
+		{"stdin", &agentv1.ExecProcessRequest{Container: "web", Args: []string{"/bin/check"}, Stdin: []byte("cat /secret\n")}, "stdin of 12 bytes, policy allows none"},
+	}
+	for _, tc := range execCases {
+		ok, reasons := decide(t, execEv, "ExecProcess", tc.req, running)
+		if tc.want == "" {
+			if !ok {
+				t.Errorf("exec %s: denied: %v", tc.name, reasons)
+			}
+			continue
+		}
+		if ok || !strings.Contains(strings.Join(reasons, "; "), tc.want) {
+			t.Errorf("exec %s: %v %v, want a denial with %q", tc.name, ok, reasons, tc.want)
+		}
+	}
+	hc.ExecStdin = true
+	if ok, r := decide(t, evaluator(t, p, GenerateOptions{Settings: hc}), "ExecProcess", execCases[3].req, running); !ok {
+		t.Errorf("exec_stdin = true refused stdin: %v", r)
+	}
+	// Resources are pinned as the pod spec sets them.
+	if ok, r := decide(t, ev, "CreateContainer", clone(func(s *agentv1.ContainerSpec) {
+		s.Resources = &agentv1.Resources{MemoryLimitBytes: 1 << 20}
+	}), nil); ok || !strings.Contains(strings.Join(r, ""), `resources = {"cpu_limit_millis":0,"memory_limit_bytes":1048576}`) {
+		t.Errorf("changed resources: %v %v", ok, r)
+	}
 	stdio := evaluator(t, p, GenerateOptions{DisableStdio: true})
 	if ok, r := decide(t, stdio, "ReadLogs", &agentv1.ReadLogsRequest{Container: "web"}, running); ok || !strings.Contains(r[0], "stdio = false") {
 		t.Errorf("stdio disabled: %v %v", ok, r)

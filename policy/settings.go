@@ -19,6 +19,9 @@ type Settings struct {
 	Signals []int `json:"signals"`
 	// Exec lists command lines allowed in every container (default none).
 	Exec [][]string `json:"exec"`
+	// ExecStdin lets the host pass standard input to those commands
+	// (default false: an allowed command cannot be fed a script).
+	ExecStdin bool `json:"exec_stdin"`
 }
 
 //go:embed settings.json

@@ -6,7 +6,6 @@ package tee
 import (
 	"bytes"
 	"context"
-	"crypto/sha512"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,19 +24,22 @@ const (
 	Sim Kind = "sim"
 )
 
-// Evidence is the envelope of DESIGN.md §5:
+// Evidence is the JSON envelope that carries a report to a verifier:
 //
-//	{"tee":"snp|tdx|sim", "report":"<b64 raw>", "certs":{...}, "runtime_data":"<b64>"}
+//	{"tee":"snp|tdx|sim", "report":"<b64 raw>", "certs":{...},
+//	 "runtime_data":"<b64>", "binding":"cocoon/v1/host-challenge"}
 //
 // Report is the raw hardware report (SNP, sim) or quote (TDX). Certs holds
 // certificates by role ("vcek", "ask", "ark", "vlek") as DER. RuntimeData is
-// what the report's REPORT_DATA binds: by default REPORT_DATA =
-// SHA-512(runtime_data).
+// what the report's REPORT_DATA binds, under Binding: REPORT_DATA =
+// Binding.ReportData(runtime_data). A verifier decides which binding it
+// accepts; the envelope's word only names it.
 type Evidence struct {
 	TEE         Kind              `json:"tee"`
 	Report      []byte            `json:"report"`
 	Certs       map[string][]byte `json:"certs,omitempty"`
 	RuntimeData []byte            `json:"runtime_data,omitempty"`
+	Binding     Binding           `json:"binding,omitempty"`
 }
 
 // Attester produces evidence from the TEE it runs in.
@@ -46,12 +48,6 @@ type Attester interface {
 	Kind() Kind
 	// Evidence returns a fresh report whose REPORT_DATA is reportData.
 	Evidence(ctx context.Context, reportData [64]byte) (*Evidence, error)
-}
-
-// ReportData is the default binding of runtime data into a report:
-// SHA-512(runtimeData).
-func ReportData(runtimeData []byte) [64]byte {
-	return sha512.Sum512(runtimeData)
 }
 
 // MaxEvidenceBytes bounds an evidence envelope; real ones are under 16 KiB.
@@ -81,6 +77,11 @@ func ParseEvidence(b []byte) (*Evidence, error) {
 	}
 	if len(e.Report) == 0 {
 		return nil, errors.New(`evidence envelope: "report" is empty`)
+	}
+	if e.Binding != "" {
+		if _, err := ParseBinding(string(e.Binding)); err != nil {
+			return nil, fmt.Errorf("evidence envelope: %w", err)
+		}
 	}
 	return &e, nil
 }

@@ -82,7 +82,7 @@ func run(bin string, count int, maxTime time.Duration, workers int) error {
 		nonce := ch["nonce"].(string)
 		structured := map[string]any{"nonce": nonce}
 		canon, _ := tee.CanonicalJSON(structured)
-		rep, err := auth.Report(sim.Launch{}, tee.ReportData(canon))
+		rep, err := auth.Report(sim.Launch{}, tee.BindAttestationService.ReportData(canon))
 		if err != nil {
 			return nil, err
 		}

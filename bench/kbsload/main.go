@@ -106,7 +106,7 @@ func run(bin string, n int, maxTime time.Duration, workers int) error {
 		json.Unmarshal(j, &pub)
 		rd := map[string]any{"nonce": ch.Nonce, "tee-pubkey": pub}
 		canon, _ := tee.CanonicalJSON(rd)
-		rep, err := auth.Report(sim.Launch{}, tee.ReportData(canon))
+		rep, err := auth.Report(sim.Launch{}, tee.BindKeyBroker.ReportData(canon))
 		if err != nil {
 			return nil, err
 		}

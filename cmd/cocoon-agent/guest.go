@@ -66,9 +66,12 @@ func guestMain(log *slog.Logger) error {
 		return err
 	}
 	go agent.ReapOrphans(ctx, 5*time.Second)
+	if err := a.ServePodAPI(ctx, pod...); err != nil {
+		ready("error: " + err.Error())
+		return err
+	}
 	ready("ready kernel_s=" + params["kernel_s"])
 	log.Info("agent ready in the VM", "tee", params["tee"])
-	a.ServePodAPI(ctx, pod...)
 	return a.Serve(ctx, ch.Listener())
 }
 

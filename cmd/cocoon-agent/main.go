@@ -128,12 +128,14 @@ func run() error {
 	if err := os.Chmod(*socket, 0o600); err != nil {
 		return fail(err)
 	}
+	if err := a.ServePodAPI(ctx, podListeners...); err != nil {
+		return fail(err)
+	}
 	log.Info("agent ready", "socket", *socket, "pid", os.Getpid())
 	if ready != nil {
 		fmt.Fprintln(ready, "ready")
 		ready.Close()
 	}
-	a.ServePodAPI(ctx, podListeners...)
 	return a.Serve(ctx, l)
 }
 

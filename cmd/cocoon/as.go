@@ -193,17 +193,13 @@ func attestWithAS(ctx context.Context, g *globals, podName, url string, out io.W
 		return err
 	}
 	nonce, _ := ch["nonce"].(string)
-	structured := map[string]any{"nonce": nonce}
-	rd, err := tee.CanonicalJSON(structured)
-	if err != nil {
-		return err
-	}
 	cl, err := g.Root().Dial(ctx, podName)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	resp, err := cl.GetEvidence(ctx, &agentv1.GetEvidenceRequest{RuntimeData: rd})
+	// The agent wraps the nonce itself: the host cannot have a key bound.
+	resp, err := cl.GetEvidence(ctx, &agentv1.GetEvidenceRequest{RuntimeData: []byte(nonce), Binding: agentv1.EvidenceBinding_ATTESTATION_SERVICE_NONCE})
 	if err != nil {
 		return fmt.Errorf("evidence from %s: %s", podName, sandbox.Message(err))
 	}
@@ -213,7 +209,7 @@ func attestWithAS(ctx context.Context, g *globals, podName, url string, out io.W
 	}
 	res, err := post("/attestation", map[string]any{
 		"tee": ev.TEE, "evidence": base64.RawURLEncoding.EncodeToString(resp.GetEvidence()), "nonce": nonce,
-		"runtime_data": map[string]any{"structured": structured}, "runtime_data_hash_algorithm": "sha512",
+		"runtime_data": map[string]any{"structured": map[string]any{"nonce": nonce}},
 	})
 	if err != nil {
 		return err

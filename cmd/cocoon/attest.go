@@ -29,11 +29,15 @@ func newAttestCmd(g *globals) *cobra.Command {
 		Use:   "attest POD [--nonce HEX | --as URL]",
 		Short: "Get fresh attestation evidence from a running sandbox",
 		Long: `Ask the sandbox's agent for fresh evidence from its TEE. The evidence's
-REPORT_DATA is SHA-512 of the runtime data, here the nonce (random when not
-given). The JSON evidence envelope is printed; check it with cocoon verify.
+REPORT_DATA binds the runtime data, here the nonce (random when not given),
+under the host's own label: SHA-512("cocoon/v1/host-challenge", NUL, nonce).
+It proves the sandbox is live and what it runs; no key broker or attestation
+service accepts it, so it can never be relayed to obtain the pod's secrets.
+The JSON evidence envelope is printed; check it with cocoon verify.
 
-With --as URL, cocoon gets a challenge from that attestation service, binds its
-nonce into fresh evidence and prints the token the service issues.`,
+With --as URL, cocoon gets a challenge from that attestation service and the
+agent binds {"nonce": NONCE} under the service's label; the token it issues
+carries no TEE key, so no key broker releases anything to it.`,
 		Example: `  cocoon attest hello --nonce $(openssl rand -hex 32) > evidence.json
   cocoon verify --trust-sim evidence.json`,
 		Args: cobra.ExactArgs(1),
@@ -77,6 +81,7 @@ type verifyFlags struct {
 	snpReport, vcek, tdxQuote, collateral string
 	offline, allowDebug, trustSim         bool
 	at, reference, simRoots, nonce        string
+	binding                               string
 }
 
 func newVerifyCmd(g *globals) *cobra.Command {
@@ -117,6 +122,7 @@ does neither.`,
 	fl.BoolVar(&f.trustSim, "trust-sim", false, "accept evidence from the simulated TEE (INSECURE, development only)")
 	fl.StringVar(&f.simRoots, "sim-roots", "", "the simulated TEE's roots (default: SIM_STATE/roots.pem)")
 	fl.StringVar(&f.nonce, "nonce", "", "expected runtime data (hex), e.g. the nonce given to cocoon attest")
+	fl.StringVar(&f.binding, "binding", "host-challenge", "the REPORT_DATA binding to accept: host-challenge (cocoon attest) or workload (the in-pod API)")
 	return cmd
 }
 
@@ -199,6 +205,9 @@ func runVerify(cmd *cobra.Command, g *globals, f *verifyFlags, args []string) er
 		if o.Reference, err = attest.LoadReferenceValues(f.reference); err != nil {
 			return &exitError{2, err.Error()}
 		}
+	}
+	if o.Binding, err = tee.ParseBinding(f.binding); err != nil {
+		return &exitError{2, "--binding: " + err.Error()}
 	}
 	if f.nonce != "" {
 		n, err := hex.DecodeString(f.nonce)

@@ -111,10 +111,11 @@ func (c *Client) Resource(ctx context.Context, repo, typ, tag string) ([]byte, e
 	if err != nil {
 		return nil, err
 	}
-	ev, err := c.Attester.Evidence(ctx, tee.ReportData(canon))
+	ev, err := c.Attester.Evidence(ctx, tee.BindKeyBroker.ReportData(canon))
 	if err != nil {
 		return nil, err
 	}
+	ev.Binding = tee.BindKeyBroker
 	evJSON, _ := json.Marshal(ev)
 	var tokResp map[string]string
 	if err := post("/kbs/v0/attest", map[string]any{"runtime-data": rd, "tee-evidence": json.RawMessage(evJSON)}, &tokResp); err != nil {

@@ -24,6 +24,58 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// EvidenceBinding is what a host's evidence request is bound for.
+type EvidenceBinding int32
+
+const (
+	// REPORT_DATA = SHA-512("cocoon/v1/host-challenge" || 0 || runtime_data).
+	EvidenceBinding_HOST_CHALLENGE EvidenceBinding = 0
+	// runtime_data is an attestation service's nonce (printable, at most 256
+	// bytes); the agent binds {"nonce": runtime_data} (canonical JSON) under
+	// cocoon/v1/attestation-service. The service then issues a token that
+	// carries no TEE key, which no key broker releases anything to.
+	EvidenceBinding_ATTESTATION_SERVICE_NONCE EvidenceBinding = 1
+)
+
+// Enum value maps for EvidenceBinding.
+var (
+	EvidenceBinding_name = map[int32]string{
+		0: "HOST_CHALLENGE",
+		1: "ATTESTATION_SERVICE_NONCE",
+	}
+	EvidenceBinding_value = map[string]int32{
+		"HOST_CHALLENGE":            0,
+		"ATTESTATION_SERVICE_NONCE": 1,
+	}
+)
+
+func (x EvidenceBinding) Enum() *EvidenceBinding {
+	p := new(EvidenceBinding)
+	*p = x
+	return p
+}
+
+func (x EvidenceBinding) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EvidenceBinding) Descriptor() protoreflect.EnumDescriptor {
+	return file_agent_proto_enumTypes[0].Descriptor()
+}
+
+func (EvidenceBinding) Type() protoreflect.EnumType {
+	return &file_agent_proto_enumTypes[0]
+}
+
+func (x EvidenceBinding) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EvidenceBinding.Descriptor instead.
+func (EvidenceBinding) EnumDescriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{0}
+}
+
 type EmptyDir struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1971,7 +2023,8 @@ func (*ShutdownResponse) Descriptor() ([]byte, []int) {
 type GetEvidenceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// At most 1 KiB; typically a verifier's nonce.
-	RuntimeData   []byte `protobuf:"bytes,1,opt,name=runtime_data,json=runtimeData,proto3" json:"runtime_data,omitempty"`
+	RuntimeData   []byte          `protobuf:"bytes,1,opt,name=runtime_data,json=runtimeData,proto3" json:"runtime_data,omitempty"`
+	Binding       EvidenceBinding `protobuf:"varint,2,opt,name=binding,proto3,enum=cocoon.agent.v1.EvidenceBinding" json:"binding,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2011,6 +2064,13 @@ func (x *GetEvidenceRequest) GetRuntimeData() []byte {
 		return x.RuntimeData
 	}
 	return nil
+}
+
+func (x *GetEvidenceRequest) GetBinding() EvidenceBinding {
+	if x != nil {
+		return x.Binding
+	}
+	return EvidenceBinding_HOST_CHALLENGE
 }
 
 type GetEvidenceResponse struct {
@@ -2202,11 +2262,15 @@ const file_agent_proto_rawDesc = "" +
 	"\fmemory_bytes\x18\x02 \x01(\x04R\vmemoryBytes\x12\x12\n" +
 	"\x04pids\x18\x03 \x01(\x04R\x04pids\"\x11\n" +
 	"\x0fShutdownRequest\"\x12\n" +
-	"\x10ShutdownResponse\"7\n" +
+	"\x10ShutdownResponse\"s\n" +
 	"\x12GetEvidenceRequest\x12!\n" +
-	"\fruntime_data\x18\x01 \x01(\fR\vruntimeData\"1\n" +
+	"\fruntime_data\x18\x01 \x01(\fR\vruntimeData\x12:\n" +
+	"\abinding\x18\x02 \x01(\x0e2 .cocoon.agent.v1.EvidenceBindingR\abinding\"1\n" +
 	"\x13GetEvidenceResponse\x12\x1a\n" +
-	"\bevidence\x18\x01 \x01(\fR\bevidence2\x8e\n" +
+	"\bevidence\x18\x01 \x01(\fR\bevidence*D\n" +
+	"\x0fEvidenceBinding\x12\x12\n" +
+	"\x0eHOST_CHALLENGE\x10\x00\x12\x1d\n" +
+	"\x19ATTESTATION_SERVICE_NONCE\x10\x012\x8e\n" +
 	"\n" +
 	"\x05Agent\x12^\n" +
 	"\rCreateSandbox\x12%.cocoon.agent.v1.CreateSandboxRequest\x1a&.cocoon.agent.v1.CreateSandboxResponse\x12R\n" +
@@ -2236,86 +2300,89 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
+var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_agent_proto_goTypes = []any{
-	(*EmptyDir)(nil),                // 0: cocoon.agent.v1.EmptyDir
-	(*CreateSandboxRequest)(nil),    // 1: cocoon.agent.v1.CreateSandboxRequest
-	(*EncryptedVolume)(nil),         // 2: cocoon.agent.v1.EncryptedVolume
-	(*CreateSandboxResponse)(nil),   // 3: cocoon.agent.v1.CreateSandboxResponse
-	(*PullImageRequest)(nil),        // 4: cocoon.agent.v1.PullImageRequest
-	(*PullImageResponse)(nil),       // 5: cocoon.agent.v1.PullImageResponse
-	(*PullProgressRequest)(nil),     // 6: cocoon.agent.v1.PullProgressRequest
-	(*PullProgressResponse)(nil),    // 7: cocoon.agent.v1.PullProgressResponse
-	(*EnvVar)(nil),                  // 8: cocoon.agent.v1.EnvVar
-	(*VolumeMount)(nil),             // 9: cocoon.agent.v1.VolumeMount
-	(*Resources)(nil),               // 10: cocoon.agent.v1.Resources
-	(*ContainerSpec)(nil),           // 11: cocoon.agent.v1.ContainerSpec
-	(*CreateContainerRequest)(nil),  // 12: cocoon.agent.v1.CreateContainerRequest
-	(*CreateContainerResponse)(nil), // 13: cocoon.agent.v1.CreateContainerResponse
-	(*StartContainerRequest)(nil),   // 14: cocoon.agent.v1.StartContainerRequest
-	(*StartContainerResponse)(nil),  // 15: cocoon.agent.v1.StartContainerResponse
-	(*RemoveContainerRequest)(nil),  // 16: cocoon.agent.v1.RemoveContainerRequest
-	(*RemoveContainerResponse)(nil), // 17: cocoon.agent.v1.RemoveContainerResponse
-	(*ExecProcessRequest)(nil),      // 18: cocoon.agent.v1.ExecProcessRequest
-	(*ExecProcessResponse)(nil),     // 19: cocoon.agent.v1.ExecProcessResponse
-	(*SignalContainerRequest)(nil),  // 20: cocoon.agent.v1.SignalContainerRequest
-	(*SignalContainerResponse)(nil), // 21: cocoon.agent.v1.SignalContainerResponse
-	(*WaitContainerRequest)(nil),    // 22: cocoon.agent.v1.WaitContainerRequest
-	(*WaitContainerResponse)(nil),   // 23: cocoon.agent.v1.WaitContainerResponse
-	(*ReadLogsRequest)(nil),         // 24: cocoon.agent.v1.ReadLogsRequest
-	(*ReadLogsResponse)(nil),        // 25: cocoon.agent.v1.ReadLogsResponse
-	(*ListContainersRequest)(nil),   // 26: cocoon.agent.v1.ListContainersRequest
-	(*ContainerStatus)(nil),         // 27: cocoon.agent.v1.ContainerStatus
-	(*ListContainersResponse)(nil),  // 28: cocoon.agent.v1.ListContainersResponse
-	(*StatsRequest)(nil),            // 29: cocoon.agent.v1.StatsRequest
-	(*StatsResponse)(nil),           // 30: cocoon.agent.v1.StatsResponse
-	(*ShutdownRequest)(nil),         // 31: cocoon.agent.v1.ShutdownRequest
-	(*ShutdownResponse)(nil),        // 32: cocoon.agent.v1.ShutdownResponse
-	(*GetEvidenceRequest)(nil),      // 33: cocoon.agent.v1.GetEvidenceRequest
-	(*GetEvidenceResponse)(nil),     // 34: cocoon.agent.v1.GetEvidenceResponse
+	(EvidenceBinding)(0),            // 0: cocoon.agent.v1.EvidenceBinding
+	(*EmptyDir)(nil),                // 1: cocoon.agent.v1.EmptyDir
+	(*CreateSandboxRequest)(nil),    // 2: cocoon.agent.v1.CreateSandboxRequest
+	(*EncryptedVolume)(nil),         // 3: cocoon.agent.v1.EncryptedVolume
+	(*CreateSandboxResponse)(nil),   // 4: cocoon.agent.v1.CreateSandboxResponse
+	(*PullImageRequest)(nil),        // 5: cocoon.agent.v1.PullImageRequest
+	(*PullImageResponse)(nil),       // 6: cocoon.agent.v1.PullImageResponse
+	(*PullProgressRequest)(nil),     // 7: cocoon.agent.v1.PullProgressRequest
+	(*PullProgressResponse)(nil),    // 8: cocoon.agent.v1.PullProgressResponse
+	(*EnvVar)(nil),                  // 9: cocoon.agent.v1.EnvVar
+	(*VolumeMount)(nil),             // 10: cocoon.agent.v1.VolumeMount
+	(*Resources)(nil),               // 11: cocoon.agent.v1.Resources
+	(*ContainerSpec)(nil),           // 12: cocoon.agent.v1.ContainerSpec
+	(*CreateContainerRequest)(nil),  // 13: cocoon.agent.v1.CreateContainerRequest
+	(*CreateContainerResponse)(nil), // 14: cocoon.agent.v1.CreateContainerResponse
+	(*StartContainerRequest)(nil),   // 15: cocoon.agent.v1.StartContainerRequest
+	(*StartContainerResponse)(nil),  // 16: cocoon.agent.v1.StartContainerResponse
+	(*RemoveContainerRequest)(nil),  // 17: cocoon.agent.v1.RemoveContainerRequest
+	(*RemoveContainerResponse)(nil), // 18: cocoon.agent.v1.RemoveContainerResponse
+	(*ExecProcessRequest)(nil),      // 19: cocoon.agent.v1.ExecProcessRequest
+	(*ExecProcessResponse)(nil),     // 20: cocoon.agent.v1.ExecProcessResponse
+	(*SignalContainerRequest)(nil),  // 21: cocoon.agent.v1.SignalContainerRequest
+	(*SignalContainerResponse)(nil), // 22: cocoon.agent.v1.SignalContainerResponse
+	(*WaitContainerRequest)(nil),    // 23: cocoon.agent.v1.WaitContainerRequest
+	(*WaitContainerResponse)(nil),   // 24: cocoon.agent.v1.WaitContainerResponse
+	(*ReadLogsRequest)(nil),         // 25: cocoon.agent.v1.ReadLogsRequest
+	(*ReadLogsResponse)(nil),        // 26: cocoon.agent.v1.ReadLogsResponse
+	(*ListContainersRequest)(nil),   // 27: cocoon.agent.v1.ListContainersRequest
+	(*ContainerStatus)(nil),         // 28: cocoon.agent.v1.ContainerStatus
+	(*ListContainersResponse)(nil),  // 29: cocoon.agent.v1.ListContainersResponse
+	(*StatsRequest)(nil),            // 30: cocoon.agent.v1.StatsRequest
+	(*StatsResponse)(nil),           // 31: cocoon.agent.v1.StatsResponse
+	(*ShutdownRequest)(nil),         // 32: cocoon.agent.v1.ShutdownRequest
+	(*ShutdownResponse)(nil),        // 33: cocoon.agent.v1.ShutdownResponse
+	(*GetEvidenceRequest)(nil),      // 34: cocoon.agent.v1.GetEvidenceRequest
+	(*GetEvidenceResponse)(nil),     // 35: cocoon.agent.v1.GetEvidenceResponse
 }
 var file_agent_proto_depIdxs = []int32{
-	0,  // 0: cocoon.agent.v1.CreateSandboxRequest.volumes:type_name -> cocoon.agent.v1.EmptyDir
-	2,  // 1: cocoon.agent.v1.CreateSandboxRequest.encrypted_volumes:type_name -> cocoon.agent.v1.EncryptedVolume
-	8,  // 2: cocoon.agent.v1.ContainerSpec.env:type_name -> cocoon.agent.v1.EnvVar
-	9,  // 3: cocoon.agent.v1.ContainerSpec.mounts:type_name -> cocoon.agent.v1.VolumeMount
-	10, // 4: cocoon.agent.v1.ContainerSpec.resources:type_name -> cocoon.agent.v1.Resources
-	11, // 5: cocoon.agent.v1.CreateContainerRequest.spec:type_name -> cocoon.agent.v1.ContainerSpec
-	8,  // 6: cocoon.agent.v1.ExecProcessRequest.env:type_name -> cocoon.agent.v1.EnvVar
-	27, // 7: cocoon.agent.v1.ListContainersResponse.containers:type_name -> cocoon.agent.v1.ContainerStatus
-	1,  // 8: cocoon.agent.v1.Agent.CreateSandbox:input_type -> cocoon.agent.v1.CreateSandboxRequest
-	4,  // 9: cocoon.agent.v1.Agent.PullImage:input_type -> cocoon.agent.v1.PullImageRequest
-	6,  // 10: cocoon.agent.v1.Agent.PullProgress:input_type -> cocoon.agent.v1.PullProgressRequest
-	12, // 11: cocoon.agent.v1.Agent.CreateContainer:input_type -> cocoon.agent.v1.CreateContainerRequest
-	14, // 12: cocoon.agent.v1.Agent.StartContainer:input_type -> cocoon.agent.v1.StartContainerRequest
-	16, // 13: cocoon.agent.v1.Agent.RemoveContainer:input_type -> cocoon.agent.v1.RemoveContainerRequest
-	18, // 14: cocoon.agent.v1.Agent.ExecProcess:input_type -> cocoon.agent.v1.ExecProcessRequest
-	20, // 15: cocoon.agent.v1.Agent.SignalContainer:input_type -> cocoon.agent.v1.SignalContainerRequest
-	22, // 16: cocoon.agent.v1.Agent.WaitContainer:input_type -> cocoon.agent.v1.WaitContainerRequest
-	24, // 17: cocoon.agent.v1.Agent.ReadLogs:input_type -> cocoon.agent.v1.ReadLogsRequest
-	26, // 18: cocoon.agent.v1.Agent.ListContainers:input_type -> cocoon.agent.v1.ListContainersRequest
-	29, // 19: cocoon.agent.v1.Agent.Stats:input_type -> cocoon.agent.v1.StatsRequest
-	31, // 20: cocoon.agent.v1.Agent.Shutdown:input_type -> cocoon.agent.v1.ShutdownRequest
-	33, // 21: cocoon.agent.v1.Agent.GetEvidence:input_type -> cocoon.agent.v1.GetEvidenceRequest
-	3,  // 22: cocoon.agent.v1.Agent.CreateSandbox:output_type -> cocoon.agent.v1.CreateSandboxResponse
-	5,  // 23: cocoon.agent.v1.Agent.PullImage:output_type -> cocoon.agent.v1.PullImageResponse
-	7,  // 24: cocoon.agent.v1.Agent.PullProgress:output_type -> cocoon.agent.v1.PullProgressResponse
-	13, // 25: cocoon.agent.v1.Agent.CreateContainer:output_type -> cocoon.agent.v1.CreateContainerResponse
-	15, // 26: cocoon.agent.v1.Agent.StartContainer:output_type -> cocoon.agent.v1.StartContainerResponse
-	17, // 27: cocoon.agent.v1.Agent.RemoveContainer:output_type -> cocoon.agent.v1.RemoveContainerResponse
-	19, // 28: cocoon.agent.v1.Agent.ExecProcess:output_type -> cocoon.agent.v1.ExecProcessResponse
-	21, // 29: cocoon.agent.v1.Agent.SignalContainer:output_type -> cocoon.agent.v1.SignalContainerResponse
-	23, // 30: cocoon.agent.v1.Agent.WaitContainer:output_type -> cocoon.agent.v1.WaitContainerResponse
-	25, // 31: cocoon.agent.v1.Agent.ReadLogs:output_type -> cocoon.agent.v1.ReadLogsResponse
-	28, // 32: cocoon.agent.v1.Agent.ListContainers:output_type -> cocoon.agent.v1.ListContainersResponse
-	30, // 33: cocoon.agent.v1.Agent.Stats:output_type -> cocoon.agent.v1.StatsResponse
-	32, // 34: cocoon.agent.v1.Agent.Shutdown:output_type -> cocoon.agent.v1.ShutdownResponse
-	34, // 35: cocoon.agent.v1.Agent.GetEvidence:output_type -> cocoon.agent.v1.GetEvidenceResponse
-	22, // [22:36] is the sub-list for method output_type
-	8,  // [8:22] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	1,  // 0: cocoon.agent.v1.CreateSandboxRequest.volumes:type_name -> cocoon.agent.v1.EmptyDir
+	3,  // 1: cocoon.agent.v1.CreateSandboxRequest.encrypted_volumes:type_name -> cocoon.agent.v1.EncryptedVolume
+	9,  // 2: cocoon.agent.v1.ContainerSpec.env:type_name -> cocoon.agent.v1.EnvVar
+	10, // 3: cocoon.agent.v1.ContainerSpec.mounts:type_name -> cocoon.agent.v1.VolumeMount
+	11, // 4: cocoon.agent.v1.ContainerSpec.resources:type_name -> cocoon.agent.v1.Resources
+	12, // 5: cocoon.agent.v1.CreateContainerRequest.spec:type_name -> cocoon.agent.v1.ContainerSpec
+	9,  // 6: cocoon.agent.v1.ExecProcessRequest.env:type_name -> cocoon.agent.v1.EnvVar
+	28, // 7: cocoon.agent.v1.ListContainersResponse.containers:type_name -> cocoon.agent.v1.ContainerStatus
+	0,  // 8: cocoon.agent.v1.GetEvidenceRequest.binding:type_name -> cocoon.agent.v1.EvidenceBinding
+	2,  // 9: cocoon.agent.v1.Agent.CreateSandbox:input_type -> cocoon.agent.v1.CreateSandboxRequest
+	5,  // 10: cocoon.agent.v1.Agent.PullImage:input_type -> cocoon.agent.v1.PullImageRequest
+	7,  // 11: cocoon.agent.v1.Agent.PullProgress:input_type -> cocoon.agent.v1.PullProgressRequest
+	13, // 12: cocoon.agent.v1.Agent.CreateContainer:input_type -> cocoon.agent.v1.CreateContainerRequest
+	15, // 13: cocoon.agent.v1.Agent.StartContainer:input_type -> cocoon.agent.v1.StartContainerRequest
+	17, // 14: cocoon.agent.v1.Agent.RemoveContainer:input_type -> cocoon.agent.v1.RemoveContainerRequest
+	19, // 15: cocoon.agent.v1.Agent.ExecProcess:input_type -> cocoon.agent.v1.ExecProcessRequest
+	21, // 16: cocoon.agent.v1.Agent.SignalContainer:input_type -> cocoon.agent.v1.SignalContainerRequest
+	23, // 17: cocoon.agent.v1.Agent.WaitContainer:input_type -> cocoon.agent.v1.WaitContainerRequest
+	25, // 18: cocoon.agent.v1.Agent.ReadLogs:input_type -> cocoon.agent.v1.ReadLogsRequest
+	27, // 19: cocoon.agent.v1.Agent.ListContainers:input_type -> cocoon.agent.v1.ListContainersRequest
+	30, // 20: cocoon.agent.v1.Agent.Stats:input_type -> cocoon.agent.v1.StatsRequest
+	32, // 21: cocoon.agent.v1.Agent.Shutdown:input_type -> cocoon.agent.v1.ShutdownRequest
+	34, // 22: cocoon.agent.v1.Agent.GetEvidence:input_type -> cocoon.agent.v1.GetEvidenceRequest
+	4,  // 23: cocoon.agent.v1.Agent.CreateSandbox:output_type -> cocoon.agent.v1.CreateSandboxResponse
+	6,  // 24: cocoon.agent.v1.Agent.PullImage:output_type -> cocoon.agent.v1.PullImageResponse
+	8,  // 25: cocoon.agent.v1.Agent.PullProgress:output_type -> cocoon.agent.v1.PullProgressResponse
+	14, // 26: cocoon.agent.v1.Agent.CreateContainer:output_type -> cocoon.agent.v1.CreateContainerResponse
+	16, // 27: cocoon.agent.v1.Agent.StartContainer:output_type -> cocoon.agent.v1.StartContainerResponse
+	18, // 28: cocoon.agent.v1.Agent.RemoveContainer:output_type -> cocoon.agent.v1.RemoveContainerResponse
+	20, // 29: cocoon.agent.v1.Agent.ExecProcess:output_type -> cocoon.agent.v1.ExecProcessResponse
+	22, // 30: cocoon.agent.v1.Agent.SignalContainer:output_type -> cocoon.agent.v1.SignalContainerResponse
+	24, // 31: cocoon.agent.v1.Agent.WaitContainer:output_type -> cocoon.agent.v1.WaitContainerResponse
+	26, // 32: cocoon.agent.v1.Agent.ReadLogs:output_type -> cocoon.agent.v1.ReadLogsResponse
+	29, // 33: cocoon.agent.v1.Agent.ListContainers:output_type -> cocoon.agent.v1.ListContainersResponse
+	31, // 34: cocoon.agent.v1.Agent.Stats:output_type -> cocoon.agent.v1.StatsResponse
+	33, // 35: cocoon.agent.v1.Agent.Shutdown:output_type -> cocoon.agent.v1.ShutdownResponse
+	35, // 36: cocoon.agent.v1.Agent.GetEvidence:output_type -> cocoon.agent.v1.GetEvidenceResponse
+	23, // [23:37] is the sub-list for method output_type
+	9,  // [9:23] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -2328,13 +2395,14 @@ func file_agent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      1,
 			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_agent_proto_goTypes,
 		DependencyIndexes: file_agent_proto_depIdxs,
+		EnumInfos:         file_agent_proto_enumTypes,
 		MessageInfos:      file_agent_proto_msgTypes,
 	}.Build()
 	File_agent_proto = out.File

@@ -1,0 +1,83 @@
+package tee
+
+import (
+	"crypto/sha512"
+	"fmt"
+)
+
+// Binding names one consumer of a report's REPORT_DATA. Every consumer has
+// its own: REPORT_DATA = SHA-512(label || 0x00 || data), so evidence made
+// for one consumer never satisfies another's check (the labels hold no NUL,
+// so no (label, data) pair hashes the same input as another pair). The
+// table in docs/attestation.md lists who produces each and who accepts it.
+type Binding string
+
+// The bindings cocoon produces and accepts.
+const (
+	// BindHostChallenge binds the runtime data of a host request
+	// (GetEvidence, `cocoon attest`): the host's freshness challenge. No
+	// key broker or attestation service accepts it.
+	BindHostChallenge Binding = "cocoon/v1/host-challenge"
+	// BindKeyBroker binds the KBS protocol's canonical runtime data
+	// {"nonce", "tee-pubkey"}: produced only by the agent's own key broker
+	// client, accepted only by the key broker.
+	BindKeyBroker Binding = "cocoon/v1/key-broker"
+	// BindAttestationService binds the attestation service's canonical
+	// structured runtime data (or the raw nonce): accepted only by the
+	// attestation service. A host request may have it made only over a
+	// nonce the agent wraps itself (never a key).
+	BindAttestationService Binding = "cocoon/v1/attestation-service"
+	// BindWorkload binds runtime data a container asked for through the
+	// in-pod API: for the workload's own relying parties.
+	BindWorkload Binding = "cocoon/v1/workload"
+)
+
+// Bindings lists every binding, for diagnosis and tests.
+func Bindings() []Binding {
+	return []Binding{BindHostChallenge, BindKeyBroker, BindAttestationService, BindWorkload}
+}
+
+// ReportData is the REPORT_DATA that binds data under b.
+func (b Binding) ReportData(data []byte) [64]byte {
+	h := sha512.New()
+	h.Write([]byte(b))
+	h.Write([]byte{0})
+	h.Write(data)
+	var out [64]byte
+	h.Sum(out[:0])
+	return out
+}
+
+// ParseBinding accepts a binding's label or its short name (the label's
+// last component: host-challenge, key-broker, attestation-service,
+// workload).
+func ParseBinding(s string) (Binding, error) {
+	for _, b := range Bindings() {
+		if s == string(b) || s == b.Short() {
+			return b, nil
+		}
+	}
+	return "", fmt.Errorf("unknown binding %q; want host-challenge, key-broker, attestation-service or workload", s)
+}
+
+// Short is the binding's last label component (e.g. "host-challenge").
+func (b Binding) Short() string {
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] == '/' {
+			return string(b[i+1:])
+		}
+	}
+	return string(b)
+}
+
+// Identify reports which binding makes reportData from data, if any: it
+// names what a piece of evidence was made for when a consumer refuses it.
+func Identify(reportData, data []byte) (Binding, bool) {
+	for _, b := range Bindings() {
+		rd := b.ReportData(data)
+		if string(rd[:]) == string(reportData) {
+			return b, true
+		}
+	}
+	return "", false
+}
