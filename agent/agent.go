@@ -60,7 +60,10 @@ type Config struct {
 	// VolumeSource, when set, maps an encrypted volume's host path to the
 	// device the agent opens (a VM's virtio disk).
 	VolumeSource func(path string) (string, error)
-	Logger       *slog.Logger
+	// MaxLayerBytes bounds a layer's uncompressed size when the policy
+	// pins none (0: image.DefaultMaxLayerBytes).
+	MaxLayerBytes int64
+	Logger        *slog.Logger
 }
 
 // Agent is the in-sandbox agent.
@@ -113,7 +116,7 @@ func New(cfg Config) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger, ctx: ctx, cancel: cancel,
 		runc:       &runc.Runc{Command: cfg.Runc, Root: filepath.Join(cfg.StateDir, "runc")},
-		puller:     &image.Puller{Store: store, Transport: cfg.Transport},
+		puller:     &image.Puller{Store: store, Transport: cfg.Transport, MaxLayerBytes: cfg.MaxLayerBytes},
 		images:     map[string]*image.Image{},
 		pulls:      map[string]*image.Progress{},
 		containers: map[string]*container{},
@@ -123,6 +126,7 @@ func New(cfg Config) (*Agent, error) {
 	if a.cfg.Enforcer == nil {
 		a.cfg.Enforcer = policy.NewEngine(a.bindPolicy, a.pulledImages)
 	}
+	a.puller.LayerSize = a.pinnedLayerSize
 	return a, nil
 }
 

@@ -72,3 +72,20 @@ func (a *Agent) pulledImages() map[string]policy.PulledImage {
 	}
 	return out
 }
+
+// pinnedLayerSize is a layer's uncompressed size as the loaded policy pins
+// it: a pull stops a layer that grows past it.
+func (a *Agent) pinnedLayerSize(diffID string) (int64, bool) {
+	e, ok := a.cfg.Enforcer.(*policy.Engine)
+	if !ok || e.Loaded() == nil {
+		return 0, false
+	}
+	for _, img := range e.Loaded().Policy.Images {
+		for i, d := range img.Layers {
+			if d == diffID && i < len(img.LayerSizes) {
+				return img.LayerSizes[i], true
+			}
+		}
+	}
+	return 0, false
+}

@@ -17,6 +17,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sync/errgroup"
 )
 
 // Image is a pulled, verified, unpacked image.
@@ -78,6 +79,26 @@ type Puller struct {
 	Transport http.RoundTripper
 	// Parallel is how many layers are fetched at once (default 4).
 	Parallel int
+	// MaxLayerBytes bounds a layer's uncompressed size (0:
+	// DefaultMaxLayerBytes).
+	MaxLayerBytes int64
+	// LayerSize, when set, gives a layer's uncompressed size as the policy
+	// pins it (ok false: not pinned); the layer is then cut off as soon as
+	// it grows past that size.
+	LayerSize func(diffID string) (size int64, ok bool)
+}
+
+// layerLimit is the bound of one layer's uncompressed size.
+func (p *Puller) layerLimit(diffID string) int64 {
+	if p.LayerSize != nil {
+		if n, ok := p.LayerSize(diffID); ok {
+			return n
+		}
+	}
+	if p.MaxLayerBytes > 0 {
+		return p.MaxLayerBytes
+	}
+	return DefaultMaxLayerBytes
 }
 
 // Pull fetches and verifies the image named by raw: the manifest against a
@@ -114,45 +135,29 @@ func (p *Puller) Pull(ctx context.Context, raw string, prog *Progress) (img *Ima
 	prog.layersTotal.Store(int32(n))
 	prog.layersDone.Store(int32(img.CachedLayers))
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	par := p.Parallel
 	if par <= 0 {
 		par = 4
 	}
-	sem := make(chan struct{}, par)
-	var wg sync.WaitGroup
-	var once sync.Once
-	var firstErr error
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(par)
 	for _, i := range todo {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				return
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err
 			}
-			defer func() { <-sem }()
-			if ctx.Err() != nil {
-				return
-			}
-			if err := p.fetchLayer(ctx, res, img, i, prog); err != nil {
-				once.Do(func() {
-					firstErr = fmt.Errorf("%s: layer %d/%d (%s): %w", what, i+1, n, layerName(res, img, i), err)
-					cancel()
-				})
-				return
+			if err := p.fetchLayer(gctx, res, img, i, prog); err != nil {
+				return fmt.Errorf("%s: layer %d/%d (%s): %w", what, i+1, n, layerName(res, img, i), err)
 			}
 			prog.layersDone.Add(1)
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
-	if firstErr != nil {
-		return nil, firstErr
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
+	if err := g.Wait(); err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%s: %w", what, ctx.Err())
+		}
+		return nil, err
 	}
 	return img, nil
 }
@@ -184,8 +189,9 @@ func (p *Puller) fetchLayer(ctx context.Context, res *resolved, img *Image, i in
 	}
 	defer rc.Close()
 	diffID := img.DiffIDs[i]
+	limit := p.layerLimit(diffID)
 	if res.uncompressed {
-		_, err := p.Store.Put(diffID, ctxReader{ctx, rc}, nil)
+		_, err := p.Store.Put(diffID, ctxReader{ctx, rc}, nil, limit)
 		return err
 	}
 	desc := res.manifest.Layers[i]
@@ -208,7 +214,7 @@ func (p *Puller) fetchLayer(ctx context.Context, res *resolved, img *Image, i in
 		}
 		return nil
 	}
-	_, err = p.Store.Put(diffID, ur, verify)
+	_, err = p.Store.Put(diffID, ur, verify, limit)
 	if err != nil && !errors.Is(err, ErrDigestMismatch) {
 		// A stream cut short by tampering often surfaces as a decode
 		// error; say whether the compressed digest also failed.
@@ -282,35 +288,29 @@ func Inspect(ctx context.Context, raw string, tr http.RoundTripper) (*Inspection
 
 // VerifyLayers streams every layer (parallel at a time), checking each
 // compressed digest against the manifest and each uncompressed sha256
-// against the config's diff_ids, without unpacking anything.
-func (in *Inspection) VerifyLayers(ctx context.Context, parallel int) error {
+// against the config's diff_ids, without unpacking anything. It returns each
+// layer's uncompressed size, for a policy to pin.
+func (in *Inspection) VerifyLayers(ctx context.Context, parallel int) ([]int64, error) {
 	if parallel <= 0 {
 		parallel = 4
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	sem := make(chan struct{}, parallel)
-	errs := make([]error, len(in.DiffIDs))
-	var wg sync.WaitGroup
+	sizes := make([]int64, len(in.DiffIDs))
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(parallel)
 	for i := range in.DiffIDs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			if err := verifyLayer(ctx, in.res, in.DiffIDs[i], i); err != nil {
-				errs[i] = fmt.Errorf("image %s: layer %d/%d (%s): %w", in.Ref.Raw, i+1, len(in.DiffIDs), layerNameOf(in.res, in.DiffIDs[i], i), err)
-				cancel()
+		g.Go(func() error {
+			n, err := verifyLayer(ctx, in.res, in.DiffIDs[i], i)
+			if err != nil {
+				return fmt.Errorf("image %s: layer %d/%d (%s): %w", in.Ref.Raw, i+1, len(in.DiffIDs), layerNameOf(in.res, in.DiffIDs[i], i), err)
 			}
-		}()
+			sizes[i] = n
+			return nil
+		})
 	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil && !errors.Is(err, context.Canceled) {
-			return err
-		}
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
-	return errors.Join(errs...)
+	return sizes, nil
 }
 
 func layerNameOf(res *resolved, diffID string, i int) string {
@@ -320,16 +320,17 @@ func layerNameOf(res *resolved, diffID string, i int) string {
 	return res.manifest.Layers[i].Digest.String()
 }
 
-func verifyLayer(ctx context.Context, res *resolved, diffID string, i int) error {
+func verifyLayer(ctx context.Context, res *resolved, diffID string, i int) (int64, error) {
 	rc, err := res.layer(i)
 	if err != nil {
-		return fmt.Errorf("fetch: %w", err)
+		return 0, fmt.Errorf("fetch: %w", err)
 	}
 	defer rc.Close()
 	uh := sha256.New()
+	var n int64
 	if res.uncompressed {
-		if _, err := io.Copy(uh, ctxReader{ctx, rc}); err != nil {
-			return err
+		if n, err = io.Copy(uh, ctxReader{ctx, rc}); err != nil {
+			return 0, err
 		}
 	} else {
 		desc := res.manifest.Layers[i]
@@ -337,26 +338,26 @@ func verifyLayer(ctx context.Context, res *resolved, diffID string, i int) error
 		br := bufio.NewReaderSize(ctxReader{ctx, hr}, 1<<20)
 		ur, closeZ, err := decompress(br)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		defer closeZ()
-		if _, err := io.CopyBuffer(uh, ur, make([]byte, 256<<10)); err != nil {
-			return fmt.Errorf("read: %w", err)
+		if n, err = io.CopyBuffer(uh, ur, make([]byte, 256<<10)); err != nil {
+			return 0, fmt.Errorf("read: %w", err)
 		}
 		if _, err := io.Copy(io.Discard, br); err != nil {
-			return err
+			return 0, err
 		}
 		if hr.n != desc.Size {
-			return fmt.Errorf("compressed size is %d bytes but the manifest says %d: %w", hr.n, desc.Size, ErrDigestMismatch)
+			return 0, fmt.Errorf("compressed size is %d bytes but the manifest says %d: %w", hr.n, desc.Size, ErrDigestMismatch)
 		}
 		if got := "sha256:" + hex.EncodeToString(hr.h.Sum(nil)); got != desc.Digest.String() {
-			return fmt.Errorf("compressed content is %s but the manifest says %s: %w", got, desc.Digest, ErrDigestMismatch)
+			return 0, fmt.Errorf("compressed content is %s but the manifest says %s: %w", got, desc.Digest, ErrDigestMismatch)
 		}
 	}
 	if got := "sha256:" + hex.EncodeToString(uh.Sum(nil)); got != diffID {
-		return fmt.Errorf("uncompressed content is %s but the config's diff_id is %s: %w", got, diffID, ErrDigestMismatch)
+		return 0, fmt.Errorf("uncompressed content is %s but the config's diff_id is %s: %w", got, diffID, ErrDigestMismatch)
 	}
-	return nil
+	return n, nil
 }
 
 // decompress returns the uncompressed stream of a layer (gzip, zstd or

@@ -50,10 +50,20 @@ func (s *LayerStore) Has(diffID string) bool {
 // manifest or config claims.
 var ErrDigestMismatch = errors.New("digest mismatch")
 
-// Put unpacks the uncompressed layer tar read from r, checks that its sha256
-// equals diffID and, only if it does and verify (when given) returns nil,
-// commits it to the store.
-func (s *LayerStore) Put(diffID string, r io.Reader, verify func() error) (UnpackStats, error) {
+// ErrLayerTooLarge marks a layer that expands past its bound.
+var ErrLayerTooLarge = errors.New("layer too large")
+
+// DefaultMaxLayerBytes bounds a layer's uncompressed size when nothing
+// pins it (4 GiB).
+const DefaultMaxLayerBytes int64 = 4 << 30
+
+// Put unpacks the uncompressed layer tar read from r into a staging
+// directory, checks that its sha256 equals diffID and, only if it does and
+// verify (when given) returns nil, applies the deferred directory times and
+// commits it to the store. A stream longer than limit bytes (> 0) is cut off
+// there and refused: a small compressed layer cannot expand without bound
+// before its digest is compared. Nothing of a refused layer stays.
+func (s *LayerStore) Put(diffID string, r io.Reader, verify func() error, limit int64) (UnpackStats, error) {
 	if !digestRE.MatchString(diffID) {
 		return UnpackStats{}, fmt.Errorf("diff_id %q is not sha256:<64 hex>", diffID)
 	}
@@ -70,7 +80,10 @@ func (s *LayerStore) Put(diffID string, r io.Reader, verify func() error) (Unpac
 		}
 	}()
 	h := sha256.New()
-	st, err := Unpack(io.TeeReader(r, h), filepath.Join(tmp, "fs"))
+	if limit > 0 {
+		r = &boundedReader{r: r, left: limit, limit: limit}
+	}
+	pend, st, err := extract(io.TeeReader(r, h), filepath.Join(tmp, "fs"))
 	if err != nil {
 		return st, err
 	}
@@ -85,6 +98,9 @@ func (s *LayerStore) Put(diffID string, r io.Reader, verify func() error) (Unpac
 		if err := verify(); err != nil {
 			return st, err
 		}
+	}
+	if err := pend.finish(); err != nil {
+		return st, err
 	}
 	final := filepath.Dir(s.Path(diffID))
 	if err := os.Rename(tmp, final); err != nil {
@@ -103,6 +119,31 @@ func (s *LayerStore) Remove(diffID string) error {
 		return fmt.Errorf("diff_id %q is not sha256:<64 hex>", diffID)
 	}
 	return os.RemoveAll(filepath.Dir(s.Path(diffID)))
+}
+
+// boundedReader fails once more than limit bytes were read.
+type boundedReader struct {
+	r           io.Reader
+	left, limit int64
+}
+
+func (b *boundedReader) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		// One byte more tells a stream of exactly limit bytes from a
+		// longer one.
+		var one [1]byte
+		n, err := b.r.Read(one[:])
+		if n == 0 {
+			return 0, err
+		}
+		return 0, fmt.Errorf("the uncompressed layer is larger than %d bytes, its bound: %w", b.limit, ErrLayerTooLarge)
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	return n, err
 }
 
 // hashingReader hashes and counts what is read through it.

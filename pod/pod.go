@@ -94,7 +94,7 @@ func Parse(data []byte) (*Pod, error) {
 	if docs := splitDocs(data); len(docs) != 1 {
 		return nil, fmt.Errorf("expected one YAML document, found %d; put each workload in its own file", len(docs))
 	}
-	js, err := yaml.YAMLToJSON(data)
+	js, err := yaml.YAMLToJSONStrict(data) // duplicate keys are refused, as kubectl does
 	if err != nil {
 		return nil, fmt.Errorf("parse YAML: %w", err)
 	}

@@ -127,4 +127,3 @@ func leafValue(f protoreflect.FieldDescriptor) protoreflect.Value {
 	}
 	panic("unhandled field kind " + f.Kind().String())
 }
-

@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -183,23 +184,45 @@ func inspectImage(ctx context.Context, ref string, o GenerateOptions) (Image, er
 	if err != nil {
 		return Image{}, err
 	}
-	marker := ""
-	if o.CacheDir != "" && image.ValidDigest(in.ManifestDigest) {
-		marker = filepath.Join(o.CacheDir, strings.TrimPrefix(in.ManifestDigest, "sha256:"))
-	}
-	if _, err := os.Stat(marker); marker == "" || err != nil {
-		if err := in.VerifyLayers(ctx, o.Parallel); err != nil {
-			return Image{}, err
-		}
-		if marker != "" && os.MkdirAll(o.CacheDir, 0o700) == nil {
-			_ = os.WriteFile(marker, []byte(in.ConfigDigest+"\n"), 0o644)
-		}
+	sizes, err := verifiedSizes(ctx, in, o)
+	if err != nil {
+		return Image{}, err
 	}
 	c := in.Config.Config
 	return Image{
-		Digest: in.ManifestDigest, ConfigDigest: in.ConfigDigest, Layers: in.DiffIDs,
+		Digest: in.ManifestDigest, ConfigDigest: in.ConfigDigest, Layers: in.DiffIDs, LayerSizes: sizes,
 		Entrypoint: nonNil(c.Entrypoint), Cmd: nonNil(c.Cmd), Env: nonNil(c.Env), WorkingDir: c.WorkingDir, User: c.User,
 	}, nil
+}
+
+// cacheEntry is what the generator remembers of an image whose layers it
+// verified, by manifest digest.
+type cacheEntry struct {
+	ConfigDigest string  `json:"config_digest"`
+	LayerSizes   []int64 `json:"layer_sizes"`
+}
+
+// verifiedSizes verifies every layer of in (or finds it verified in the
+// cache) and returns the layers' uncompressed sizes.
+func verifiedSizes(ctx context.Context, in *image.Inspection, o GenerateOptions) ([]int64, error) {
+	marker := ""
+	if o.CacheDir != "" && image.ValidDigest(in.ManifestDigest) {
+		marker = filepath.Join(o.CacheDir, strings.TrimPrefix(in.ManifestDigest, "sha256:"))
+		var e cacheEntry
+		if b, err := os.ReadFile(marker); err == nil && json.Unmarshal(b, &e) == nil &&
+			e.ConfigDigest == in.ConfigDigest && len(e.LayerSizes) == len(in.DiffIDs) {
+			return e.LayerSizes, nil
+		}
+	}
+	sizes, err := in.VerifyLayers(ctx, o.Parallel)
+	if err != nil {
+		return nil, err
+	}
+	if marker != "" && os.MkdirAll(o.CacheDir, 0o700) == nil {
+		b, _ := json.Marshal(cacheEntry{ConfigDigest: in.ConfigDigest, LayerSizes: sizes})
+		_ = os.WriteFile(marker, b, 0o644)
+	}
+	return sizes, nil
 }
 
 func nonNil(s []string) []string {

@@ -74,6 +74,10 @@ type Image struct {
 	Digest       string   `json:"digest"`
 	ConfigDigest string   `json:"config_digest"`
 	Layers       []string `json:"layers"`
+	// LayerSizes are the layers' uncompressed sizes: the agent stops
+	// unpacking a layer that grows past its size (absent in policies of
+	// older releases: the agent's default bound applies).
+	LayerSizes []int64 `json:"layer_sizes,omitempty"`
 	// The image config fields that decide what runs.
 	Entrypoint []string `json:"entrypoint"`
 	Cmd        []string `json:"cmd"`
@@ -181,6 +185,16 @@ func Parse(text []byte) (*Policy, error) {
 	}
 	if len(p.Containers) == 0 {
 		return nil, errors.New("policy allows no container")
+	}
+	for ref, img := range p.Images {
+		if len(img.LayerSizes) != 0 && len(img.LayerSizes) != len(img.Layers) {
+			return nil, fmt.Errorf("policy image %q pins %d layer sizes for %d layers", ref, len(img.LayerSizes), len(img.Layers))
+		}
+		for i, n := range img.LayerSizes {
+			if n < 1024 {
+				return nil, fmt.Errorf("policy image %q: layer %d has size %d; a layer tar is at least 1024 bytes", ref, i+1, n)
+			}
+		}
 	}
 	for name, c := range p.Containers {
 		if c == nil {

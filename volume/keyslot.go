@@ -43,13 +43,13 @@ func deriveKey(k KDF, pass []byte, n int) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		if k.Iterations < 1 {
-			return nil, errors.New("pbkdf2 needs iterations")
+		if err := checkKDF(k, 0); err != nil {
+			return nil, err
 		}
 		return pbkdf2.Key(pass, salt, k.Iterations, n, h), nil
 	case "argon2id", "argon2i":
-		if k.Time < 1 || k.Memory < 8 || k.CPUs < 1 || k.Memory > 4<<20 || k.CPUs > 255 {
-			return nil, fmt.Errorf("argon2 parameters out of range (time %d, memory %d KiB, cpus %d)", k.Time, k.Memory, k.CPUs)
+		if err := checkKDF(k, 0); err != nil {
+			return nil, err
 		}
 		if k.Type == "argon2i" {
 			return argon2.Key(pass, salt, uint32(k.Time), uint32(k.Memory), uint8(k.CPUs), uint32(n)), nil
@@ -147,11 +147,40 @@ func xtsSerial(c *xtsCipher, buf []byte, sectorSize int, firstIV uint64, decrypt
 	return nil
 }
 
+// checkCosts refuses a header whose unlock would cost more than the bounds
+// allow, before any key derivation: too many keyslots for the digest, or a
+// keyslot's or the digest's KDF parameters out of range. The error names
+// the keyslot and the parameter.
+func (h *Header) checkCosts(d *Digest, memBudgetKiB int64) error {
+	if len(d.Keyslots) > MaxKeyslotsTried {
+		return fmt.Errorf("%w: the digest lists %d keyslots; cocoon tries at most %d", ErrHeaderLimit, len(d.Keyslots), MaxKeyslotsTried)
+	}
+	if err := checkKDF(KDF{Type: "pbkdf2", Iterations: d.Iterations}, 0); err != nil {
+		return fmt.Errorf("%w: digest: %w", ErrHeaderLimit, err)
+	}
+	for _, id := range d.Keyslots {
+		ks := h.Metadata.Keyslots[id]
+		if ks == nil {
+			continue
+		}
+		if err := checkKDF(ks.KDF, memBudgetKiB); err != nil {
+			return fmt.Errorf("%w: keyslot %s: %w", ErrHeaderLimit, id, err)
+		}
+	}
+	return nil
+}
+
+// ErrHeaderLimit marks a LUKS2 header refused for the cost it would set.
+var ErrHeaderLimit = errors.New("LUKS2 header past cocoon's limits")
+
 // Unlock finds a keyslot that opens with pass and returns the volume key.
 func (h *Header) Unlock(r io.ReaderAt, pass []byte) ([]byte, error) {
 	d := h.digestFor("0")
 	if d == nil {
 		return nil, errors.New("no digest covers segment 0")
+	}
+	if err := h.checkCosts(d, argon2MemoryBudget()); err != nil {
+		return nil, err
 	}
 	var lastErr error = ErrWrongKey
 	for _, id := range d.Keyslots {
@@ -206,6 +235,9 @@ func checkDigest(d *Digest, vk []byte) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	if err := checkKDF(KDF{Type: "pbkdf2", Iterations: d.Iterations}, 0); err != nil {
+		return false, fmt.Errorf("digest: %w", err)
+	}
 	got := pbkdf2.Key(vk, salt, d.Iterations, len(want), hf)
 	return subtle.ConstantTimeCompare(got, want) == 1, nil
 }
@@ -225,8 +257,11 @@ func (h *Header) openKeyslot(r io.ReaderAt, ks *Keyslot, pass []byte) ([]byte, e
 	if err != nil {
 		return nil, err
 	}
-	if ks.KeySize <= 0 || ks.KeySize > 128 || ks.AF.Stripes < 1 || ks.AF.Stripes > 100000 {
-		return nil, errors.New("keyslot sizes out of range")
+	if ks.KeySize <= 0 || ks.KeySize > 128 {
+		return nil, fmt.Errorf("keyslot key_size = %d; cocoon accepts 1 to 128", ks.KeySize)
+	}
+	if ks.AF.Stripes < 1 || ks.AF.Stripes > MaxAFStripes {
+		return nil, fmt.Errorf("af stripes = %d; cocoon accepts 1 to %d", ks.AF.Stripes, MaxAFStripes)
 	}
 	n := ks.KeySize * ks.AF.Stripes
 	n = (n + 511) / 512 * 512
