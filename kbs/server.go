@@ -35,9 +35,10 @@ type Config struct {
 	// mode); its signer's keys are the broker's token keys.
 	Attestation *as.Service
 	Signer      *token.Signer
-	// TrustedJWKS are further token issuers (passport mode: tokens from a
-	// trusted attestation service).
-	TrustedJWKS []*jose.JSONWebKeySet
+	// TrustedIssuers are further token issuers (passport mode: tokens from
+	// a trusted attestation service), e.g. a token.RemoteKeySet that
+	// refetches the service's JWKS when it rotates its signing key.
+	TrustedIssuers []token.KeySource
 	// AdminKey verifies admin requests (Bearer JWT signed with Ed25519).
 	AdminKey ed25519.PublicKey
 	// AllowSim makes the default policy accept the simulated TEE.
@@ -308,12 +309,11 @@ func (s *Server) claimsOf(r *http.Request) (map[string]any, *token.EAR, string, 
 		return v.claims, v.ear, raw, nil
 	}
 	s.tokMu.Unlock()
-	sets := append([]*jose.JSONWebKeySet{}, s.cfg.TrustedJWKS...)
 	own := s.cfg.Signer.JWKS()
-	sets = append([]*jose.JSONWebKeySet{&own}, sets...)
+	sources := append([]token.KeySource{token.StaticKeySet{Set: &own}}, s.cfg.TrustedIssuers...)
 	var lastErr error
-	for _, set := range sets {
-		ear, err := token.Verify(r.Context(), raw, token.VerifyOptions{KeySet: set})
+	for _, src := range sources {
+		ear, err := token.Verify(r.Context(), raw, token.VerifyOptions{Keys: src})
 		if err != nil {
 			lastErr = err
 			continue

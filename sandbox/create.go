@@ -15,7 +15,9 @@ import (
 	"syscall"
 	"time"
 
+	"cocoon.dev/cocoon/internal/proc"
 	"cocoon.dev/cocoon/pod"
+	"golang.org/x/sys/unix"
 )
 
 // config is what the shim needs besides the pod (config.json).
@@ -189,13 +191,15 @@ func (r Root) ask(name string, req request) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !alive(st.ShimPID) {
-		return st, nil
+	shim, err := st.shim().Open()
+	if err != nil {
+		return st, nil // gone: nothing to ask
 	}
+	defer shim.Close()
 	if err := writeJSONAtomic(filepath.Join(r.Dir(name), fileRequest), req); err != nil {
 		return nil, err
 	}
-	if err := syscall.Kill(st.ShimPID, syscall.SIGUSR1); err != nil {
+	if err := shim.Signal(unix.SIGUSR1); err != nil && !errors.Is(err, proc.ErrGone) {
 		return nil, fmt.Errorf("signal runtime process: %w", err)
 	}
 	return st, nil
@@ -229,7 +233,7 @@ func (r Root) Remove(ctx context.Context, name string, grace time.Duration) erro
 	if err != nil {
 		return err
 	}
-	for alive(st.ShimPID) {
+	for st.shim().Alive() {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("sandbox %q: runtime process still running: %w", name, ctx.Err())
@@ -237,9 +241,7 @@ func (r Root) Remove(ctx context.Context, name string, grace time.Duration) erro
 		}
 	}
 	// A shim that died uncleanly may leave the agent behind.
-	if st.AgentPID > 0 && alive(st.AgentPID) {
-		_ = syscall.Kill(st.AgentPID, syscall.SIGKILL)
-	}
+	_ = st.agent().Signal(unix.SIGKILL)
 	var cfg config
 	if b, err := os.ReadFile(filepath.Join(r.Dir(name), fileConfig)); err == nil && json.Unmarshal(b, &cfg) == nil {
 		removeCgroups(cfg.CgroupParent)

@@ -9,12 +9,14 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"cocoon.dev/cocoon/internal/proc"
 )
 
 // startProcessAgent is the "process" isolation backend: cocoon-agent becomes
 // the init of fresh mount, pid, ipc, uts and network namespaces, with a
 // private tmpfs state directory. It returns once the agent listens.
-func startProcessAgent(cfg *config, dir, layers string) (*exec.Cmd, error) {
+func startProcessAgent(cfg *config, dir, layers string) (*proc.Child, error) {
 	logf, err := os.OpenFile(filepath.Join(dir, fileAgentLg), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
@@ -48,7 +50,8 @@ func startProcessAgent(cfg *config, dir, layers string) (*exec.Cmd, error) {
 			syscall.CLONE_NEWUTS | syscall.CLONE_NEWNET,
 		Pdeathsig: syscall.SIGKILL,
 	}
-	if err := cmd.Start(); err != nil {
+	child, err := proc.StartPinned(cmd)
+	if err != nil {
 		pw.Close()
 		return nil, fmt.Errorf("start cocoon-agent (%s): %w", cfg.AgentBinary, err)
 	}
@@ -61,17 +64,17 @@ func startProcessAgent(cfg *config, dir, layers string) (*exec.Cmd, error) {
 	select {
 	case l := <-line:
 		if l == "ready" {
-			return cmd, nil
+			return child, nil
 		}
 		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		_ = child.Wait()
 		if l == "" {
 			l = "exited before it was ready"
 		}
 		return nil, fmt.Errorf("cocoon-agent: %s (see %s)", strings.TrimPrefix(l, "error: "), filepath.Join(dir, fileAgentLg))
 	case <-time.After(20 * time.Second):
 		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		_ = child.Wait()
 		return nil, fmt.Errorf("cocoon-agent did not become ready in 20s (see %s)", filepath.Join(dir, fileAgentLg))
 	}
 }

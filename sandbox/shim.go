@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"sync"
@@ -19,6 +18,7 @@ import (
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
 	"cocoon.dev/cocoon/guest"
+	"cocoon.dev/cocoon/internal/proc"
 	"cocoon.dev/cocoon/internal/vmchan"
 	"cocoon.dev/cocoon/pod"
 )
@@ -26,14 +26,15 @@ import (
 // shim is the per-sandbox runtime process: it owns the agent process, the
 // egress channel and the pod's lifecycle (init containers, restarts, stop).
 type shim struct {
-	dir  string
-	cfg  config
-	pod  *pod.Pod
-	log  *slog.Logger
-	cl   *Client
-	cmd  *exec.Cmd
-	root Root
-	vm   *vmchan.Host // the VM channel (qemu backend)
+	dir string
+	cfg config
+	pod *pod.Pod
+	log *slog.Logger
+	cl  *Client
+	// agentProc is cocoon-agent (process backend) or QEMU (VM backend).
+	agentProc *proc.Child
+	root      Root
+	vm        *vmchan.Host // the VM channel (qemu backend)
 	// launched is when the launch began (timings are relative to it).
 	launched time.Time
 
@@ -100,7 +101,11 @@ func newShim(dir string, log *slog.Logger) (*shim, error) {
 	if err := json.Unmarshal(b, &s.st); err != nil {
 		return nil, err
 	}
-	s.st.ShimPID = os.Getpid()
+	self, err := proc.Of(os.Getpid())
+	if err != nil {
+		return nil, err
+	}
+	s.st.ShimPID, s.st.ShimStart, s.st.Boot = self.PID, self.Start, self.Boot
 	for _, c := range append(append([]pod.Container{}, s.pod.Init...), s.pod.Main...) {
 		s.st.Containers = append(s.st.Containers, ContainerStatus{Name: c.Spec.GetName(), Kind: c.Kind, Image: c.Spec.GetImage(), State: "waiting"})
 	}
@@ -115,6 +120,16 @@ func (s *shim) update(f func(*Status)) {
 	if err := writeJSONAtomic(filepath.Join(s.dir, fileStatus), s.st); err != nil {
 		s.log.Error("write status", "error", err)
 	}
+}
+
+// recordAgent records the agent's (or QEMU's) PID with its start time, so
+// that a later `rm` signals it only if it is still that process.
+func (s *shim) recordAgent(pid int) {
+	id, err := proc.Of(pid)
+	if err != nil {
+		s.log.Warn("record the agent's identity", "pid", pid, "error", err)
+	}
+	s.update(func(st *Status) { st.AgentPID, st.AgentStart = pid, id.Start })
 }
 
 func (s *shim) container(name string, f func(*ContainerStatus)) {
@@ -170,12 +185,12 @@ func (s *shim) launch() error {
 			return err
 		}
 	}
-	cmd, err := startProcessAgent(&s.cfg, s.dir, s.root.Layers())
+	child, err := startProcessAgent(&s.cfg, s.dir, s.root.Layers())
 	if err != nil {
 		return err
 	}
-	s.cmd = cmd
-	s.update(func(st *Status) { st.AgentPID = cmd.Process.Pid })
+	s.agentProc = child
+	s.recordAgent(child.Cmd.Process.Pid)
 	go s.watchAgent()
 	s.timing("agent_ready_s")
 	return s.createSandbox()
@@ -203,7 +218,7 @@ func (s *shim) createSandbox() error {
 }
 
 func (s *shim) watchAgent() {
-	err := s.cmd.Wait()
+	err := s.agentProc.Wait()
 	s.mu.Lock()
 	expected := s.expectExit
 	s.mu.Unlock()
@@ -293,11 +308,11 @@ func (s *shim) shutdown() {
 		cancel()
 		s.cl.Close()
 	}
-	if s.cmd != nil {
+	if s.agentProc != nil {
 		select {
 		case <-s.agentGone:
 		case <-time.After(15 * time.Second):
-			_ = s.cmd.Process.Kill()
+			_ = s.agentProc.Cmd.Process.Kill()
 			<-s.agentGone
 		}
 	}
@@ -313,7 +328,7 @@ func (s *shim) shutdown() {
 		if !Terminal(st.Phase) {
 			st.Phase = PhaseStopped
 		}
-		st.ShimPID = 0
+		st.ShimPID, st.ShimStart = 0, 0
 	})
 }
 

@@ -11,10 +11,9 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
-	"strings"
-	"syscall"
 	"time"
+
+	"cocoon.dev/cocoon/internal/proc"
 )
 
 // Phases of a sandbox, as in Kubernetes plus the runtime's own.
@@ -56,13 +55,19 @@ type ContainerStatus struct {
 
 // Status is the sandbox state written by the shim (status.json).
 type Status struct {
-	Name      string `json:"name"`
-	Phase     string `json:"phase"`
-	Message   string `json:"message,omitempty"`
-	ExitCode  int    `json:"exitCode"`
-	ShimPID   int    `json:"shimPid"`
-	AgentPID  int    `json:"agentPid"`
-	Isolation string `json:"isolation"`
+	Name     string `json:"name"`
+	Phase    string `json:"phase"`
+	Message  string `json:"message,omitempty"`
+	ExitCode int    `json:"exitCode"`
+	ShimPID  int    `json:"shimPid"`
+	AgentPID int    `json:"agentPid"`
+	// ShimStart and AgentStart are the processes' start times and Boot the
+	// boot they ran in: with the PIDs they name the processes across PID
+	// reuse and reboots (internal/proc), so no signal reaches another.
+	ShimStart  uint64 `json:"shimStart,omitempty"`
+	AgentStart uint64 `json:"agentStart,omitempty"`
+	Boot       string `json:"boot,omitempty"`
+	Isolation  string `json:"isolation"`
 	// TEE, Measurement and HostData describe the launch as the (simulated)
 	// secure processor measured it.
 	TEE         string    `json:"tee,omitempty"`
@@ -137,7 +142,7 @@ func (r Root) Load(name string) (*Status, error) {
 	if err := json.Unmarshal(b, &st); err != nil {
 		return nil, fmt.Errorf("sandbox %q: corrupt status: %w", name, err)
 	}
-	if !Terminal(st.Phase) && !alive(st.ShimPID) {
+	if !Terminal(st.Phase) && !st.shim().Alive() {
 		st.Phase = PhaseUnknown
 		st.Message = fmt.Sprintf("the runtime process (pid %d) is gone; see %s", st.ShimPID, filepath.Join(r.Dir(name), fileShimLog))
 	}
@@ -168,19 +173,11 @@ func (r Root) List() ([]*Status, error) {
 	return out, nil
 }
 
-// alive reports whether pid is a running (non-zombie) cocoon process.
-func alive(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
-		return false
-	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i > 0 && len(s) > i+2 && s[i+2] != 'Z'
+// shim and agent are the recorded processes of a sandbox.
+func (st *Status) shim() proc.Identity {
+	return proc.Identity{PID: st.ShimPID, Start: st.ShimStart, Boot: st.Boot}
+}
+
+func (st *Status) agent() proc.Identity {
+	return proc.Identity{PID: st.AgentPID, Start: st.AgentStart, Boot: st.Boot}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"cocoon.dev/cocoon/guest"
+	"cocoon.dev/cocoon/internal/proc"
 	"cocoon.dev/cocoon/internal/vmchan"
 	"cocoon.dev/cocoon/pod"
 	"cocoon.dev/cocoon/policy"
@@ -122,11 +123,12 @@ func (s *shim) launchVM(ctx context.Context) (*vmchan.Host, error) {
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	child, err := proc.StartPinned(cmd)
+	if err != nil {
 		return nil, fmt.Errorf("start %s: %w (install QEMU: apt-get install qemu-system-x86)", args[0], err)
 	}
-	s.cmd = cmd
-	s.update(func(st *Status) { st.AgentPID = cmd.Process.Pid })
+	s.agentProc = child
+	s.recordAgent(cmd.Process.Pid)
 	go s.watchAgent()
 	fail := func(err error) (*vmchan.Host, error) {
 		// A VM that did not come up is stopped now, not after the

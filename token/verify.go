@@ -21,6 +21,9 @@ type VerifyOptions struct {
 	JWKS string
 	// KeySet, when set, is used instead of fetching JWKS.
 	KeySet *jose.JSONWebKeySet
+	// Keys, when set, gives the keys by the token's kid (a cached remote
+	// JWKS that refetches on an unknown kid); it comes before KeySet.
+	Keys KeySource
 	// Issuer and Audience, when set, must match.
 	Issuer, Audience string
 	// Nonce, when set, must be the token's eat_nonce.
@@ -81,8 +84,17 @@ func Verify(ctx context.Context, raw string, o VerifyOptions) (*EAR, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
+	if len(tok.Headers) != 1 {
+		return nil, fmt.Errorf("%w: want one signature", ErrInvalid)
+	}
+	kid := tok.Headers[0].KeyID
 	set := o.KeySet
-	if set == nil {
+	switch {
+	case o.Keys != nil:
+		if set, err = o.Keys.KeySet(ctx, kid); err != nil {
+			return nil, err
+		}
+	case set == nil:
 		if o.JWKS == "" {
 			return nil, errors.New("no JWKS to verify the token with")
 		}
@@ -90,10 +102,6 @@ func Verify(ctx context.Context, raw string, o VerifyOptions) (*EAR, error) {
 			return nil, err
 		}
 	}
-	if len(tok.Headers) != 1 {
-		return nil, fmt.Errorf("%w: want one signature", ErrInvalid)
-	}
-	kid := tok.Headers[0].KeyID
 	keys := set.Key(kid)
 	if len(keys) == 0 {
 		return nil, fmt.Errorf("%w: signed with key %q, which the issuer's JWKS does not hold (another issuer, or an expired key)", ErrInvalid, kid)

@@ -353,11 +353,13 @@ func serveKBS(cmd *cobra.Command, g *globals, state, listen, asURL, simRoots str
 		cfg.ReleasePolicy = string(b)
 	}
 	if asURL != "" {
-		ks, err := token.LoadKeySet(ctx, strings.TrimRight(asURL, "/")+"/.well-known/jwks.json", nil)
-		if err != nil {
+		// Fetched now (to fail early on a wrong URL) and again whenever a
+		// token names a key the cache lacks (the service rotated).
+		ks := &token.RemoteKeySet{URL: strings.TrimRight(asURL, "/") + "/.well-known/jwks.json"}
+		if _, err := ks.KeySet(ctx, ""); err != nil {
 			return err
 		}
-		cfg.TrustedJWKS = append(cfg.TrustedJWKS, ks)
+		cfg.TrustedIssuers = append(cfg.TrustedIssuers, ks)
 	}
 	srv, err := kbs.NewServer(ctx, cfg)
 	if err != nil {

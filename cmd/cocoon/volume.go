@@ -18,7 +18,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
+	"cocoon.dev/cocoon/internal/proc"
 	"cocoon.dev/cocoon/volume"
 )
 
@@ -39,7 +41,8 @@ func readKeyFile(path string) ([]byte, error) {
 type openState struct {
 	Target string `json:"target"`
 	Image  string `json:"image"`
-	PID    int    `json:"pid"`
+	// The volume server, named across PID reuse and reboots.
+	proc.Identity
 }
 
 func volumeStatePath(g *globals, target string) string {
@@ -141,12 +144,24 @@ state directory) instead of a key file.`,
 			if err := json.Unmarshal(b, &st); err != nil {
 				return err
 			}
-			_ = syscall.Kill(st.PID, syscall.SIGTERM)
-			for i := 0; i < 200 && syscall.Kill(st.PID, 0) == nil && !isZombie(st.PID); i++ {
+			h, err := st.Identity.Open()
+			if errors.Is(err, proc.ErrGone) {
+				// Already gone (or the PID is another process now):
+				// nothing to signal; forget the state.
+				return os.Remove(p)
+			}
+			if err != nil {
+				return err
+			}
+			defer h.Close()
+			if err := h.Signal(unix.SIGTERM); err != nil && !errors.Is(err, proc.ErrGone) {
+				return err
+			}
+			for i := 0; i < 200 && h.Alive(); i++ {
 				time.Sleep(25 * time.Millisecond)
 			}
-			if syscall.Kill(st.PID, 0) == nil && !isZombie(st.PID) {
-				return fmt.Errorf("the volume server (pid %d) did not stop", st.PID)
+			if h.Alive() {
+				return fmt.Errorf("the volume server (pid %d) did not stop within 5 s", st.PID)
 			}
 			return os.Remove(p)
 		},
@@ -204,16 +219,6 @@ state directory) instead of a key file.`,
 	return cmd
 }
 
-func isZombie(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i > 0 && len(s) > i+2 && s[i+2] == 'Z'
-}
-
 // openVolume starts the volume server (which holds the key and serves FUSE)
 // and records it so `cocoon volume close` finds it.
 func openVolume(g *globals, image, target string, pass []byte, readOnly bool, stderr io.Writer) error {
@@ -253,6 +258,10 @@ func openVolume(g *globals, image, target string, pass []byte, readOnly bool, st
 		return errors.New(strings.TrimPrefix(line, "error: "))
 	}
 	go func() { _ = c.Wait() }()
-	b, _ := json.Marshal(openState{Target: abs, Image: image, PID: c.Process.Pid})
+	id, err := proc.Of(c.Process.Pid)
+	if err != nil {
+		return err
+	}
+	b, _ := json.Marshal(openState{Target: abs, Image: image, Identity: id})
 	return os.WriteFile(statePath, b, 0o600)
 }
