@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	agentv1 "cocoon.dev/cocoon/api/agent/v1"
 	"cocoon.dev/cocoon/tee"
 )
 
@@ -92,4 +93,39 @@ func TestPodAPIAnswersOnlyThePod(t *testing.T) {
 	if err := a.ServePodAPI(ctx, l); err != nil {
 		t.Errorf("loopback listener refused: %v", err)
 	}
+}
+
+// FuzzHostEvidence: whatever a host sends, its evidence is bound under the
+// host's label, or under the attestation service's over exactly
+// {"nonce": <printable nonce>} — never over data carrying a key.
+func FuzzHostEvidence(f *testing.F) {
+	f.Add([]byte("nonce"), int32(0))
+	f.Add([]byte(`{"nonce":"n","tee-pubkey":{"kty":"EC"}}`), int32(1))
+	f.Add([]byte("a\x00b"), int32(1))
+	f.Add([]byte{}, int32(7))
+	att := &countingAttester{}
+	a := &Agent{cfg: Config{Attester: att}}
+	f.Fuzz(func(t *testing.T, rd []byte, binding int32) {
+		ev, err := a.hostEvidence(context.Background(), &agentv1.GetEvidenceRequest{RuntimeData: rd, Binding: agentv1.EvidenceBinding(binding)})
+		if err != nil {
+			return
+		}
+		got := att.last.Load().([64]byte)
+		switch ev.Binding {
+		case tee.BindHostChallenge:
+			if got != tee.BindHostChallenge.ReportData(rd) {
+				t.Fatal("host challenge bound otherwise")
+			}
+		case tee.BindAttestationService:
+			var m map[string]any
+			if err := json.Unmarshal(ev.RuntimeData, &m); err != nil || len(m) != 1 || m["nonce"] != string(rd) {
+				t.Fatalf("attestation-service data %q is not {nonce} over the host's bytes", ev.RuntimeData)
+			}
+			if got != tee.BindAttestationService.ReportData(ev.RuntimeData) {
+				t.Fatal("attestation-service evidence bound otherwise")
+			}
+		default:
+			t.Fatalf("a host request got binding %q", ev.Binding)
+		}
+	})
 }

@@ -283,7 +283,7 @@ func (s *Service) attestation(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "bad_runtime_data", "%v", err)
 		return
 	case err != nil:
-		fail(w, http.StatusInternalServerError, "internal", "%v", err)
+		httpjson.Internal(w, s.log, "attestation", err)
 		return
 	}
 	app := ear.CPU()
@@ -469,7 +469,7 @@ func (s *Service) putReference(w http.ResponseWriter, r *http.Request) {
 
 func (s *Service) rotate(w http.ResponseWriter, _ *http.Request) {
 	if err := s.cfg.Signer.Rotate(); err != nil {
-		fail(w, http.StatusInternalServerError, "rotate_failed", "%v", err)
+		httpjson.Internal(w, s.log, "key rotation", err)
 		return
 	}
 	respond(w, http.StatusOK, map[string]string{"kid": s.cfg.Signer.KeyID()})

@@ -2,6 +2,7 @@ package attest
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -37,6 +38,8 @@ func FuzzParseEvidence(f *testing.F) {
 	f.Add([]byte(`{"tee":"sim","report":"AAAA","certs":{"vcek":"AAAA"},"runtime_data":"aGk="}`))
 	f.Add([]byte(`{"tee":"snp","report":""}`))
 	f.Add([]byte(`{"tee":"tdx","report":"AQID","extra":1}`))
+	f.Add([]byte(`{"tee":"sim","report":"AAAA","runtime_data":"aGk=","binding":"cocoon/v1/host-challenge"}`))
+	f.Add([]byte(`{"tee":"sim","report":"AAAA","binding":"cocoon/v1/key-broker\u0000"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ev, err := tee.ParseEvidence(b)
 		if err != nil {
@@ -44,6 +47,9 @@ func FuzzParseEvidence(f *testing.F) {
 		}
 		if ev.TEE != tee.SNP && ev.TEE != tee.TDX && ev.TEE != tee.Sim || len(ev.Report) == 0 {
 			t.Fatalf("accepted bad envelope %+v", ev)
+		}
+		if ev.Binding != "" && !slices.Contains(tee.Bindings(), ev.Binding) {
+			t.Fatalf("accepted an unknown binding %q", ev.Binding)
 		}
 	})
 }

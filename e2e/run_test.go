@@ -1,16 +1,19 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"cocoon.dev/cocoon/internal/proc"
 	"cocoon.dev/cocoon/sandbox"
 )
 
@@ -314,6 +317,21 @@ func TestAgentDiesMidRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := x.waitPhase("doomed", sandbox.PhaseRunning)
+	x.waitContainerState("doomed", "main", "running")
+	// This sandbox's own container processes: the agent's descendants
+	// (other pods on the machine may run the same command), named by
+	// start time so a reused PID is not mistaken for one of them.
+	var ours []proc.Identity
+	for _, pid := range descendants(st.AgentPID) {
+		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); bytes.Equal(b, []byte("sleep\x001000\x00")) {
+			if id, err := proc.Of(pid); err == nil {
+				ours = append(ours, id)
+			}
+		}
+	}
+	if len(ours) != 1 {
+		t.Fatalf("found %d container processes under the agent (pid %d), want 1", len(ours), st.AgentPID)
+	}
 	if err := syscall.Kill(st.AgentPID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -334,8 +352,10 @@ func TestAgentDiesMidRun(t *testing.T) {
 	}
 	// Nothing of the sandbox keeps running: the container died with the
 	// agent's pid namespace.
-	if b, _ := exec.Command("pgrep", "-f", "sleep 1000").Output(); len(b) > 0 {
-		t.Errorf("container process survived the agent: %s", b)
+	for _, id := range ours {
+		if id.Alive() {
+			t.Errorf("container process %d survived the agent", id.PID)
+		}
 	}
 	ps, _ := x.mustRun(0, "ps")
 	if !strings.Contains(ps, "AgentDied") {
@@ -345,4 +365,21 @@ func TestAgentDiesMidRun(t *testing.T) {
 	if n := mountsUnder(x.root); n != 0 {
 		t.Errorf("%d mounts left", n)
 	}
+}
+
+// descendants lists every process below pid (children, recursively), from
+// /proc/PID/task/TID/children.
+func descendants(pid int) []int {
+	var out []int
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, tk := range tasks {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, tk.Name()))
+		for _, f := range strings.Fields(string(b)) {
+			if c, err := strconv.Atoi(f); err == nil {
+				out = append(out, c)
+				out = append(out, descendants(c)...)
+			}
+		}
+	}
+	return out
 }

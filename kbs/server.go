@@ -274,12 +274,15 @@ func (s *Server) attest(w http.ResponseWriter, r *http.Request) {
 	}
 	tok, ear, err := s.cfg.Attestation.Issue(r.Context(), ev, tee.BindKeyBroker, canon, structured, a.RuntimeData.Nonce)
 	if err != nil {
-		s.audit(auditLine{Event: "attest", Verdict: "refused", Reason: err.Error(), TEE: string(ev.TEE)})
-		code := http.StatusInternalServerError
-		if errors.Is(err, attest.ErrVerification) {
-			code = http.StatusForbidden
+		if !errors.Is(err, attest.ErrVerification) {
+			s.audit(auditLine{Event: "attest", Verdict: "error", Reason: "internal failure (see the service log)", TEE: string(ev.TEE)})
+			httpjson.Internal(w, s.log, "attestation", err)
+			return
 		}
-		fail(w, code, "attestation_failed", "%v", err)
+		// A verification failure is about the caller's evidence: it is
+		// told what was wrong with it.
+		s.audit(auditLine{Event: "attest", Verdict: "refused", Reason: err.Error(), TEE: string(ev.TEE)})
+		fail(w, http.StatusForbidden, "attestation_failed", "%v", err)
 		return
 	}
 	s.sessions.setToken(c.Value, tok)
@@ -369,9 +372,9 @@ func (s *Server) getResource(w http.ResponseWriter, r *http.Request) {
 	s.mu.RUnlock()
 	allow, reasons, err := s.decide(r.Context(), pol, raw, claims, repo, typ, tag)
 	if err != nil {
-		line.Verdict, line.Reason = "error", err.Error()
+		line.Verdict, line.Reason = "error", "release policy evaluation failed (see the service log)"
 		s.audit(line)
-		fail(w, http.StatusInternalServerError, "policy_error", "%v", err)
+		httpjson.Internal(w, s.log, "the release policy", err)
 		return
 	}
 	if !allow {
@@ -397,7 +400,9 @@ func (s *Server) getResource(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		fail(w, http.StatusInternalServerError, "store", "%v", err)
+		line.Verdict, line.Reason = "error", "the store failed (see the service log)"
+		s.audit(line)
+		httpjson.Internal(w, s.log, "reading the resource", err)
 		return
 	}
 	enc, err := s.encrypterFor(raw, cpu.KeyAttestation.PublicKey)
@@ -410,7 +415,9 @@ func (s *Server) getResource(w http.ResponseWriter, r *http.Request) {
 	}
 	clear(data)
 	if err != nil {
-		fail(w, http.StatusBadRequest, "no_tee_key", "%v", err)
+		line.Verdict, line.Reason = "refused", "the token's TEE key cannot be encrypted to"
+		s.audit(line)
+		fail(w, http.StatusBadRequest, "no_tee_key", "the token's TEE key cannot be encrypted to: %v", err)
 		return
 	}
 	line.Verdict = "released"
@@ -575,7 +582,7 @@ func (s *Server) putResource(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.cfg.Store.Put(r.Context(), path, data); err != nil {
-		fail(w, http.StatusInternalServerError, "store", "%v", err)
+		httpjson.Internal(w, s.log, "the store", err)
 		return
 	}
 	clear(data)
@@ -593,7 +600,7 @@ func (s *Server) deleteResource(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusNotFound, "not_found", "no resource %s", path)
 		return
 	} else if err != nil {
-		fail(w, http.StatusInternalServerError, "store", "%v", err)
+		httpjson.Internal(w, s.log, "the store", err)
 		return
 	}
 	s.audit(auditLine{Event: "admin_delete", Resource: path, Verdict: "deleted"})
@@ -611,7 +618,7 @@ func (s *Server) adminGetResource(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusNotFound, "not_found", "no resource %s", path)
 		return
 	} else if err != nil {
-		fail(w, http.StatusInternalServerError, "store", "%v", err)
+		httpjson.Internal(w, s.log, "the store", err)
 		return
 	}
 	s.audit(auditLine{Event: "admin_get", Resource: path, Verdict: "read"})
@@ -622,7 +629,7 @@ func (s *Server) adminGetResource(w http.ResponseWriter, r *http.Request) {
 func (s *Server) listResources(w http.ResponseWriter, r *http.Request) {
 	list, err := s.cfg.Store.List(r.Context())
 	if err != nil {
-		fail(w, http.StatusInternalServerError, "store", "%v", err)
+		httpjson.Internal(w, s.log, "the store", err)
 		return
 	}
 	if list == nil {
@@ -660,7 +667,7 @@ func (s *Server) setPolicy(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.cfg.OnPolicyChange != nil {
 		if err := s.cfg.OnPolicyChange(string(text)); err != nil {
-			fail(w, http.StatusInternalServerError, "store", "%v", err)
+			httpjson.Internal(w, s.log, "the store", err)
 			return
 		}
 	}

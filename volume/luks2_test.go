@@ -199,8 +199,22 @@ func FuzzReadHeader(f *testing.F) {
 	f.Add([]byte("LUKS\xba\xbe\x00\x02"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := ReadHeader(bytes.NewReader(b))
-		if err == nil {
-			_, _, _, _ = h.DataSegment()
+		if err != nil {
+			return
+		}
+		_, _, _, _ = h.DataSegment()
+		// What passes the cost check is within every bound.
+		d := h.digestFor("0")
+		if d == nil || h.checkCosts(d, 1<<20) != nil {
+			return
+		}
+		if len(d.Keyslots) > MaxKeyslotsTried || d.Iterations > MaxPBKDF2Iterations {
+			t.Fatalf("digest past the bounds passed: %+v", d)
+		}
+		for _, id := range d.Keyslots {
+			if ks := h.Metadata.Keyslots[id]; ks != nil && (ks.KDF.Iterations > MaxPBKDF2Iterations || ks.KDF.Time > MaxArgon2Time || ks.KDF.Memory > 1<<20 || ks.KDF.CPUs > MaxArgon2Threads) {
+				t.Fatalf("keyslot %s past the bounds passed: %+v", id, ks.KDF)
+			}
 		}
 	})
 }

@@ -3,8 +3,11 @@
 package httpjson
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 )
 
@@ -12,6 +15,8 @@ import (
 type Error struct {
 	Type   string `json:"type"`
 	Detail string `json:"detail"`
+	// RequestID names an internal failure in the service's log.
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // Respond writes v as JSON with the status code.
@@ -24,4 +29,17 @@ func Respond(w http.ResponseWriter, code int, v any) {
 // Fail writes an Error.
 func Fail(w http.ResponseWriter, code int, typ, format string, args ...any) {
 	Respond(w, code, Error{Type: typ, Detail: fmt.Sprintf(format, args...)})
+}
+
+// Internal answers a failure of the service itself (its store, its policy
+// engine, its signer) without the error's text, which may name paths,
+// queries or key material: the caller gets what failed and a request id,
+// the log gets the cause under that id.
+func Internal(w http.ResponseWriter, log *slog.Logger, what string, err error) {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	id := hex.EncodeToString(b[:])
+	log.Error(what+" failed", "request_id", id, "error", err)
+	Respond(w, http.StatusInternalServerError, Error{Type: "internal",
+		Detail: what + " failed inside the service; retry, and if it persists give its operator the request id", RequestID: id})
 }
