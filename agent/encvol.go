@@ -9,7 +9,6 @@ import (
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
 	"cocoon.dev/cocoon/kbs/protocol"
-	"cocoon.dev/cocoon/pod"
 	"cocoon.dev/cocoon/volume"
 )
 
@@ -39,7 +38,7 @@ func (a *Agent) openEncrypted(ctx context.Context, v *agentv1.EncryptedVolume) (
 	var u volume.Closer
 	var dev *volume.Device
 	switch {
-	case pod.IsURL(src):
+	case volume.IsURL(src):
 		// Read with range requests through the sandbox's way out; only
 		// the userspace path decrypts what is not a block device.
 		dev, _, err = volume.OpenURL(ctx, src, &http.Client{Transport: a.cfg.Transport}, key)

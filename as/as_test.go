@@ -21,13 +21,13 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"cocoon.dev/cocoon/attest"
-	"cocoon.dev/cocoon/internal/testdata"
+	"cocoon.dev/cocoon/internal/vectors"
 	"cocoon.dev/cocoon/tee"
 	"cocoon.dev/cocoon/tee/sim"
 	"cocoon.dev/cocoon/token"
 )
 
-var evidenceDir = testdata.EvidenceDir()
+var evidenceDir = vectors.EvidenceDir()
 
 func authority(t testing.TB) *sim.Authority { return testsim.Authority(t) }
 

@@ -12,17 +12,17 @@ import (
 
 	"github.com/google/go-sev-guest/kds"
 
-	"cocoon.dev/cocoon/internal/testdata"
+	"cocoon.dev/cocoon/internal/vectors"
 	"cocoon.dev/cocoon/tee"
 )
 
-var evidenceDir = testdata.EvidenceDir()
+var evidenceDir = vectors.EvidenceDir()
 
 func readEvidence(t testing.TB, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(evidenceDir, name))
 	if err != nil {
-		t.Fatalf("real evidence missing (%v); it lives in ../shared/testdata/evidence", err)
+		t.Fatalf("real evidence missing (%v); it lives in attest/testdata/evidence", err)
 	}
 	return b
 }

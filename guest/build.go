@@ -24,6 +24,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"cocoon.dev/cocoon/guestinit"
 )
 
 // DefaultModules are the kernel modules the guest loads (with their
@@ -65,35 +67,18 @@ type Options struct {
 
 // Image is a built guest image (manifest.json in the output directory).
 type Image struct {
-	Kernel       string   `json:"kernel"`
-	Initrd       string   `json:"initrd"`
-	KernelDigest string   `json:"kernel_digest"`
-	InitrdDigest string   `json:"initrd_digest"`
-	Rootfs       string   `json:"rootfs"`
-	RootfsDigest string   `json:"rootfs_digest"`
-	Verity       *Verity  `json:"verity"`
-	AgentDigest  string   `json:"agent_digest"`
-	Release      string   `json:"kernel_release"`
-	Modules      []string `json:"modules"`
-	Files        int      `json:"files"`
+	Kernel       string            `json:"kernel"`
+	Initrd       string            `json:"initrd"`
+	KernelDigest string            `json:"kernel_digest"`
+	InitrdDigest string            `json:"initrd_digest"`
+	Rootfs       string            `json:"rootfs"`
+	RootfsDigest string            `json:"rootfs_digest"`
+	Verity       *guestinit.Verity `json:"verity"`
+	AgentDigest  string            `json:"agent_digest"`
+	Release      string            `json:"kernel_release"`
+	Modules      []string          `json:"modules"`
+	Files        int               `json:"files"`
 }
-
-// Config is /etc/cocoon/guest.json inside the initramfs: what the guest's
-// init does before it starts the agent.
-type Config struct {
-	// Modules are initramfs paths of kernel modules, in load order.
-	Modules []string `json:"modules"`
-	// Rootfs is the root filesystem's dm-verity description; the disk
-	// whose virtio serial number is RootfsSerial holds data and tree.
-	Rootfs       *Verity `json:"rootfs"`
-	RootfsSerial string  `json:"rootfs_serial"`
-}
-
-// RootfsSerial is the virtio-blk serial number of the root filesystem disk.
-const RootfsSerial = "cocoon-rootfs"
-
-// ConfigPath is where the guest config lives in the initramfs.
-const ConfigPath = "etc/cocoon/guest.json"
 
 // Manifest is the manifest's file name in a guest image directory.
 const Manifest = "manifest.json"
@@ -195,7 +180,7 @@ func Build(ctx context.Context, o Options) (*Image, error) {
 			return nil, err
 		}
 	}
-	gc := Config{Rootfs: img.Verity, RootfsSerial: RootfsSerial}
+	gc := guestinit.Config{Rootfs: img.Verity, RootfsSerial: guestinit.RootfsSerial}
 	for _, m := range mods {
 		p := filepath.Join("lib/modules", release, m)
 		gc.Modules = append(gc.Modules, p)
@@ -203,7 +188,7 @@ func Build(ctx context.Context, o Options) (*Image, error) {
 	}
 	img.Modules = gc.Modules
 	cj, _ := json.MarshalIndent(gc, "", "  ")
-	es = append(es, entry{path: ConfigPath, mode: modeFile | 0o644, data: append(cj, '\n')})
+	es = append(es, entry{path: guestinit.ConfigPath, mode: modeFile | 0o644, data: append(cj, '\n')})
 	if img.KernelDigest, err = copyFile(o.Kernel, img.Kernel); err != nil {
 		return nil, fmt.Errorf("kernel: %w", err)
 	}
@@ -224,7 +209,7 @@ func Build(ctx context.Context, o Options) (*Image, error) {
 // reproducible uncompressed squashfs of it (sorted, owned by root, dated 0)
 // and appends its dm-verity tree. The salt is derived from the content, so
 // the same inputs give the same image.
-func buildRootfs(ctx context.Context, path string, es []entry) (*Verity, string, error) {
+func buildRootfs(ctx context.Context, path string, es []entry) (*guestinit.Verity, string, error) {
 	stage, err := os.MkdirTemp(filepath.Dir(path), ".rootfs-")
 	if err != nil {
 		return nil, "", err

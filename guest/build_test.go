@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"cocoon.dev/cocoon/guestinit"
 )
 
 // fakeKernel lays out a kernel file and a modules directory.
@@ -117,12 +119,12 @@ func TestBuildReproducibleAndComplete(t *testing.T) {
 	if _, ok := data["usr/bin/cocoon-agent"]; ok {
 		t.Error("the agent is in the initramfs; it belongs to the verity root filesystem")
 	}
-	var gc Config
-	if err := json.Unmarshal(data[ConfigPath], &gc); err != nil {
+	var gc guestinit.Config
+	if err := json.Unmarshal(data[guestinit.ConfigPath], &gc); err != nil {
 		t.Fatal(err)
 	}
 	// The initramfs (measured) names the root filesystem by its root hash.
-	if gc.Rootfs == nil || gc.Rootfs.RootHash != img.Verity.RootHash || gc.RootfsSerial != RootfsSerial {
+	if gc.Rootfs == nil || gc.Rootfs.RootHash != img.Verity.RootHash || gc.RootfsSerial != guestinit.RootfsSerial {
 		t.Errorf("guest config rootfs %+v, manifest %+v", gc.Rootfs, img.Verity)
 	}
 	// Dependencies first; absent and unrequested modules left out.

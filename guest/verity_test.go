@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"cocoon.dev/cocoon/guestinit"
 )
 
 // TestVerityMatchesVeritysetup compares the tree and root hash with
@@ -23,7 +25,7 @@ func TestVerityMatchesVeritysetup(t *testing.T) {
 	salt := bytes.Repeat([]byte{0x5a}, 32)
 	for _, blocks := range []int64{2, 127, 128, 129, 300, 128*128 + 5} {
 		d := t.TempDir()
-		data := make([]byte, blocks*VerityBlock-100) // not block aligned
+		data := make([]byte, blocks*guestinit.VerityBlock-100) // not block aligned
 		rand.Read(data)
 		mine := filepath.Join(d, "mine")
 		os.WriteFile(mine, data, 0o644)
@@ -46,8 +48,8 @@ func TestVerityMatchesVeritysetup(t *testing.T) {
 		}
 		got, _ := os.ReadFile(mine)
 		want, _ := os.ReadFile(filepath.Join(d, "hash"))
-		if v.DataBlocks != blocks || v.HashStart != blocks || !bytes.Equal(got[blocks*VerityBlock:], want) {
-			t.Errorf("%d blocks: tree differs (%d bytes, veritysetup %d)", blocks, len(got)-int(blocks*VerityBlock), len(want))
+		if v.DataBlocks != blocks || v.HashStart != blocks || !bytes.Equal(got[blocks*guestinit.VerityBlock:], want) {
+			t.Errorf("%d blocks: tree differs (%d bytes, veritysetup %d)", blocks, len(got)-int(blocks*guestinit.VerityBlock), len(want))
 		}
 	}
 }

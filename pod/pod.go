@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
+	"cocoon.dev/cocoon/volume"
 )
 
 // Kind of a container in the pod.
@@ -265,7 +266,7 @@ func randSuffix() string {
 // pod file); URLs stay as they are.
 func (p *Pod) ResolveLocal(base string) {
 	for _, v := range p.Encrypted {
-		if base != "" && v.Source != "" && !strings.HasPrefix(v.Source, "/") && !IsURL(v.Source) {
+		if base != "" && v.Source != "" && !strings.HasPrefix(v.Source, "/") && !volume.IsURL(v.Source) {
 			v.Source = filepath.Join(base, v.Source)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
+	"cocoon.dev/cocoon/volume"
 )
 
 var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
@@ -249,12 +250,6 @@ func expand(s string, env map[string]string) string {
 	return b.String()
 }
 
-// IsURL reports whether an encrypted volume's source is an http(s) URL
-// (read with range requests) rather than a path.
-func IsURL(source string) bool {
-	return strings.HasPrefix(source, "https://") || strings.HasPrefix(source, "http://")
-}
-
 // EncryptedDriver is the CSI driver name of cocoon's encrypted volumes.
 const EncryptedDriver = "volume.cocoon.dev"
 
@@ -277,7 +272,7 @@ func encryptedVolume(at string, v corev1.Volume) (*agentv1.EncryptedVolume, erro
 	if c.ReadOnly != nil {
 		ev.ReadOnly = *c.ReadOnly
 	}
-	if IsURL(ev.Source) {
+	if volume.IsURL(ev.Source) {
 		u, err := url.Parse(ev.Source)
 		if err != nil || u.Host == "" {
 			return nil, fmt.Errorf("%s.csi.volumeAttributes.source: %q is not a valid http(s) URL", at, ev.Source)

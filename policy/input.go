@@ -137,7 +137,7 @@ func createInput(p *Policy, s *agentv1.ContainerSpec, st *State, pulled map[stri
 		"image_digest": pi.Digest, "config_digest": pi.ConfigDigest,
 		"args":        strs(resolve.Args(s.GetCommand(), s.GetArgs(), img.Entrypoint, img.Cmd)),
 		"env":         strs(env),
-		"working_dir": workingDir(s.GetWorkingDir(), img.WorkingDir),
+		"working_dir": WorkingDir(s.GetWorkingDir(), img.WorkingDir),
 		"run_as_user": user, "run_as_group": group, "run_as_non_root": s.GetRunAsNonRoot(),
 		"read_only_root_filesystem": s.GetReadOnlyRootFilesystem(), "no_new_privileges": s.GetNoNewPrivileges(),
 		"privileged": s.GetPrivileged(), "capabilities": strs(caps), "mounts": mounts,
@@ -149,4 +149,34 @@ func createInput(p *Policy, s *agentv1.ContainerSpec, st *State, pulled map[stri
 // ResourcesOf converts API resource limits (nil: none).
 func ResourcesOf(r *agentv1.Resources) Resources {
 	return Resources{MemoryLimitBytes: r.GetMemoryLimitBytes(), CPULimitMillis: r.GetCpuLimitMillis()}
+}
+
+// WorkingDir is the working directory a container runs in: the spec's, else
+// the image's, else "/".
+func WorkingDir(spec, image string) string {
+	switch {
+	case spec != "":
+		return spec
+	case image != "":
+		return image
+	}
+	return "/"
+}
+
+// EnvOf converts API env vars.
+func EnvOf(env []*agentv1.EnvVar) []resolve.EnvVar {
+	out := make([]resolve.EnvVar, len(env))
+	for i, e := range env {
+		out[i] = resolve.EnvVar{Name: e.GetName(), Value: e.GetValue()}
+	}
+	return out
+}
+
+// MountsOf converts API volume mounts.
+func MountsOf(ms []*agentv1.VolumeMount) []Mount {
+	out := make([]Mount, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, Mount{Volume: m.GetVolume(), Path: m.GetMountPath(), ReadOnly: m.GetReadOnly(), SubPath: m.GetSubPath()})
+	}
+	return out
 }

@@ -1,7 +1,8 @@
-// Package policy is cocoon's security policy: the model, the generator (pod
-// spec + images -> policy), the embedded Rego framework and the engine that
-// evaluates every host request inside the sandbox with OPA, with denials that
-// say what was asked and what the policy allows.
+// Package policy is cocoon's security policy as the agent enforces it: the
+// model, the embedded Rego framework and the engine that evaluates every host
+// request inside the sandbox with OPA, with denials that say what was asked
+// and what the policy allows. It is part of the TCB; the generator (pod spec
+// + images -> policy) is package policygen, on the host.
 //
 // A policy is Rego text: the package cocoon.policy with the framework version
 // and one JSON data document. Its SHA-256 (SNP, sim) or SHA-384 (TDX) is the

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"cocoon.dev/cocoon/guest"
+	"cocoon.dev/cocoon/guestinit"
 	"cocoon.dev/cocoon/internal/proc"
 	"cocoon.dev/cocoon/internal/vmchan"
 	"cocoon.dev/cocoon/pod"
@@ -90,7 +91,7 @@ func (s *shim) launchVM(ctx context.Context) (*vmchan.Host, error) {
 	qc := QEMUConfig{
 		KVM: s.cfg.KVM, Binary: s.cfg.QEMU, Kernel: img.Kernel, Initrd: img.Initrd, Cmdline: cmdline,
 		MemoryMiB: s.cfg.MemoryMiB, VCPUs: s.cfg.VCPUs, AgentSocket: filepath.Join(s.dir, fileVMSock),
-		Drives: append([]Drive{{Path: img.Rootfs, Serial: guest.RootfsSerial, ReadOnly: true}}, s.volumeDrives()...),
+		Drives: append([]Drive{{Path: img.Rootfs, Serial: guestinit.RootfsSerial, ReadOnly: true}}, s.volumeDrives()...),
 	}
 	switch s.cfg.TEE {
 	case "snp", "tdx":

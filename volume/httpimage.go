@@ -26,6 +26,12 @@ type httpImage struct {
 // httpReadTimeout bounds one range request (a read of at most a few MiB).
 const httpReadTimeout = 60 * time.Second
 
+// IsURL reports whether an encrypted volume's source is an http(s) URL
+// (read with range requests) rather than a path.
+func IsURL(source string) bool {
+	return strings.HasPrefix(source, "https://") || strings.HasPrefix(source, "http://")
+}
+
 // OpenURL opens the LUKS2 image at an http(s) URL, read with range
 // requests, with pass; the device is read-only. hc carries the requests
 // (nil: http.DefaultClient).

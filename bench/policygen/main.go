@@ -21,6 +21,7 @@ import (
 	"cocoon.dev/cocoon/internal/testimage"
 	"cocoon.dev/cocoon/pod"
 	"cocoon.dev/cocoon/policy"
+	"cocoon.dev/cocoon/policygen"
 )
 
 func main() {
@@ -94,7 +95,7 @@ func run(runs int) error {
 	var gen, ref []time.Duration
 	for i := 0; i < runs; i++ {
 		start := time.Now()
-		pol, err := policy.Generate(context.Background(), p, policy.GenerateOptions{})
+		pol, err := policygen.Generate(context.Background(), p, policygen.GenerateOptions{})
 		if err != nil {
 			return err
 		}
@@ -110,11 +111,11 @@ func run(runs int) error {
 	}
 	// A second generation with the cache is instant.
 	cache := filepath.Join(work, "cache")
-	if _, err := policy.Generate(context.Background(), p, policy.GenerateOptions{CacheDir: cache}); err != nil {
+	if _, err := policygen.Generate(context.Background(), p, policygen.GenerateOptions{CacheDir: cache}); err != nil {
 		return err
 	}
 	start := time.Now()
-	if _, err := policy.Generate(context.Background(), p, policy.GenerateOptions{CacheDir: cache}); err != nil {
+	if _, err := policygen.Generate(context.Background(), p, policygen.GenerateOptions{CacheDir: cache}); err != nil {
 		return err
 	}
 	cached := time.Since(start)

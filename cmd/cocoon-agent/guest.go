@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"cocoon.dev/cocoon/agent"
-	"cocoon.dev/cocoon/guest"
+	"cocoon.dev/cocoon/guestinit"
 	"cocoon.dev/cocoon/internal/vmchan"
 	"cocoon.dev/cocoon/policy"
 	"cocoon.dev/cocoon/tee/sim"
@@ -20,7 +20,7 @@ import (
 // isGuestInit reports whether the agent is a sandbox VM's init (cocoon-init
 // runs it so, from the verified root filesystem).
 func isGuestInit() bool {
-	return os.Getpid() == 1 && len(os.Args) == 2 && os.Args[1] == guest.GuestFlag
+	return os.Getpid() == 1 && len(os.Args) == 2 && os.Args[1] == guestinit.GuestFlag
 }
 
 // runGuest is the agent as a VM's init: it prepares the guest, serves the

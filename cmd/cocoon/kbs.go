@@ -26,7 +26,7 @@ import (
 	"cocoon.dev/cocoon/kbs/client"
 	"cocoon.dev/cocoon/kbs/protocol"
 	"cocoon.dev/cocoon/pod"
-	"cocoon.dev/cocoon/policy"
+	"cocoon.dev/cocoon/policygen"
 	"cocoon.dev/cocoon/token"
 )
 
@@ -271,8 +271,8 @@ both, so the host cannot point the sandbox at another broker.`,
 				return err
 			}
 			out, err := pod.SetAnnotations(y, map[string]string{
-				policy.AnnotationKBS: cfg.URL, policy.AnnotationKBSCA: base64.StdEncoding.EncodeToString(ca),
-			}, []string{policy.AnnotationKBS, policy.AnnotationKBSCA})
+				policygen.AnnotationKBS: cfg.URL, policygen.AnnotationKBSCA: base64.StdEncoding.EncodeToString(ca),
+			}, []string{policygen.AnnotationKBS, policygen.AnnotationKBSCA})
 			if err != nil {
 				return err
 			}

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"cocoon.dev/cocoon/internal/regoval"
+	"cocoon.dev/cocoon/policygen"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -40,11 +41,11 @@ func generate(cmd *cobra.Command, g *globals, file string, y []byte, f *genFlags
 		return nil, nil, fmt.Errorf("%s: %w", file, err)
 	}
 	p.ResolveLocal(baseDir(file))
-	st, err := policy.LoadSettings(f.settings)
+	st, err := policygen.LoadSettings(f.settings)
 	if err != nil {
 		return nil, nil, err
 	}
-	pol, err := policy.Generate(cmd.Context(), p, policy.GenerateOptions{
+	pol, err := policygen.Generate(cmd.Context(), p, policygen.GenerateOptions{
 		Settings: st, Debug: f.debug, DisableStdio: f.disableStdio,
 		CacheDir: filepath.Join(g.root, "cache", "policy"),
 	})
@@ -140,7 +141,7 @@ func newPolicySettingsCmd(*globals) *cobra.Command {
 the host may run in every container (none by default).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, err := cmd.OutOrStdout().Write(policy.DefaultSettingsJSON())
+			_, err := cmd.OutOrStdout().Write(policygen.DefaultSettingsJSON())
 			return err
 		},
 	}

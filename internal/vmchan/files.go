@@ -17,7 +17,7 @@ import (
 	"strings"
 	"time"
 
-	"cocoon.dev/cocoon/guest"
+	"cocoon.dev/cocoon/guestinit"
 )
 
 // MaxTree bounds what a guest accepts for one local image source.
@@ -199,7 +199,7 @@ func DiskSerial(path string) string {
 
 // FindDisk returns the guest's block device for the host image at path.
 func FindDisk(path string) (string, error) {
-	d, err := guest.FindSerial(DiskSerial(path), 2*time.Second)
+	d, err := guestinit.FindSerial(DiskSerial(path), 2*time.Second)
 	if err != nil {
 		return "", fmt.Errorf("volume source %s: %w", path, err)
 	}

@@ -1,4 +1,7 @@
-package policy
+// Package policygen generates a pod's policy on the host: it verifies every
+// image the pod names (each layer against its digests), pins what decides
+// what runs, and writes the policy package policy enforces in the agent.
+package policygen
 
 import (
 	"context"
@@ -11,9 +14,9 @@ import (
 	"strings"
 	"sync"
 
-	agentv1 "cocoon.dev/cocoon/api/agent/v1"
 	"cocoon.dev/cocoon/image"
 	"cocoon.dev/cocoon/pod"
+	"cocoon.dev/cocoon/policy"
 	"cocoon.dev/cocoon/resolve"
 )
 
@@ -43,7 +46,7 @@ type GenerateOptions struct {
 // Generate builds the policy of a pod: for each image its digests and the
 // config fields that decide what runs (every layer is verified against its
 // digests, in parallel), and for each container exactly what may run.
-func Generate(ctx context.Context, p *pod.Pod, o GenerateOptions) (*Policy, error) {
+func Generate(ctx context.Context, p *pod.Pod, o GenerateOptions) (*policy.Policy, error) {
 	if o.Settings == nil {
 		o.Settings = DefaultSettings()
 	}
@@ -51,16 +54,16 @@ func Generate(ctx context.Context, p *pod.Pod, o GenerateOptions) (*Policy, erro
 	if err != nil {
 		return nil, err
 	}
-	pol := &Policy{
-		FrameworkVersion: FrameworkVersion, Debug: o.Debug,
-		Sandbox:    Sandbox{Name: p.Name, Hostname: p.Hostname, Volumes: []Volume{}},
-		Containers: map[string]*Container{}, Images: imgs,
+	pol := &policy.Policy{
+		FrameworkVersion: policy.FrameworkVersion, Debug: o.Debug,
+		Sandbox:    policy.Sandbox{Name: p.Name, Hostname: p.Hostname, Volumes: []policy.Volume{}},
+		Containers: map[string]*policy.Container{}, Images: imgs,
 	}
 	if u := p.Annotations[AnnotationKBS]; u != "" {
 		if !strings.HasPrefix(u, "https://") {
 			return nil, fmt.Errorf("annotation %s = %q: the key broker must be an https:// URL", AnnotationKBS, u)
 		}
-		pol.KBS = &KBS{URL: u}
+		pol.KBS = &policy.KBS{URL: u}
 		if ca := p.Annotations[AnnotationKBSCA]; ca != "" {
 			b, err := base64.StdEncoding.DecodeString(ca)
 			if err != nil {
@@ -69,15 +72,15 @@ func Generate(ctx context.Context, p *pod.Pod, o GenerateOptions) (*Policy, erro
 			pol.KBS.CA = string(b)
 		}
 	}
-	pol.Sandbox.EncryptedVolumes = []EncryptedVolume{}
+	pol.Sandbox.EncryptedVolumes = []policy.EncryptedVolume{}
 	for _, v := range p.Encrypted {
 		if pol.KBS == nil {
 			return nil, fmt.Errorf("encrypted volume %q needs a key broker: add the annotation %s (cocoon kbs annotate)", v.GetName(), AnnotationKBS)
 		}
-		pol.Sandbox.EncryptedVolumes = append(pol.Sandbox.EncryptedVolumes, EncryptedVolume{Name: v.GetName(), Source: v.GetSource(), Key: v.GetKeyUri(), ReadOnly: v.GetReadOnly()})
+		pol.Sandbox.EncryptedVolumes = append(pol.Sandbox.EncryptedVolumes, policy.EncryptedVolume{Name: v.GetName(), Source: v.GetSource(), Key: v.GetKeyUri(), ReadOnly: v.GetReadOnly()})
 	}
 	for _, v := range p.Volumes {
-		pol.Sandbox.Volumes = append(pol.Sandbox.Volumes, Volume{Name: v.GetName(), SizeLimitBytes: v.GetSizeLimitBytes()})
+		pol.Sandbox.Volumes = append(pol.Sandbox.Volumes, policy.Volume{Name: v.GetName(), SizeLimitBytes: v.GetSizeLimitBytes()})
 	}
 	for _, c := range append(append([]pod.Container{}, p.Init...), p.Main...) {
 		pc, err := containerPolicy(c, imgs[c.Spec.GetImage()], p.Hostname, o)
@@ -89,7 +92,7 @@ func Generate(ctx context.Context, p *pod.Pod, o GenerateOptions) (*Policy, erro
 	return pol, nil
 }
 
-func containerPolicy(c pod.Container, img Image, hostname string, o GenerateOptions) (*Container, error) {
+func containerPolicy(c pod.Container, img policy.Image, hostname string, o GenerateOptions) (*policy.Container, error) {
 	s := c.Spec
 	if s.GetPrivileged() {
 		return nil, fmt.Errorf("container %q is privileged: a privileged container can reach the sandbox's kernel and devices, so it cannot be part of a confidential pod", s.GetName())
@@ -98,16 +101,16 @@ func containerPolicy(c pod.Container, img Image, hostname string, o GenerateOpti
 	if err != nil {
 		return nil, fmt.Errorf("container %q: %w", s.GetName(), err)
 	}
-	pc := &Container{
+	pc := &policy.Container{
 		Kind: c.Kind, Image: s.GetImage(),
 		Args:        resolve.Args(s.GetCommand(), s.GetArgs(), img.Entrypoint, img.Cmd),
-		Env:         resolve.Env(img.Env, EnvOf(s.GetEnv()), hostname),
+		Env:         resolve.Env(img.Env, policy.EnvOf(s.GetEnv()), hostname),
 		EnvPatterns: append([]string{}, o.Settings.EnvPatterns...),
-		WorkingDir:  workingDir(s.GetWorkingDir(), img.WorkingDir),
+		WorkingDir:  policy.WorkingDir(s.GetWorkingDir(), img.WorkingDir),
 		RunAsUser:   -1, RunAsGroup: -1, RunAsNonRoot: s.GetRunAsNonRoot(),
 		ReadOnlyRootFilesystem: s.GetReadOnlyRootFilesystem(), NoNewPrivileges: s.GetNoNewPrivileges(),
-		Capabilities: nonNil(caps), Mounts: MountsOf(s.GetMounts()),
-		Resources: ResourcesOf(s.GetResources()),
+		Capabilities: nonNil(caps), Mounts: policy.MountsOf(s.GetMounts()),
+		Resources: policy.ResourcesOf(s.GetResources()),
 		Exec:      append([][]string{}, o.Settings.Exec...), ExecAny: o.Debug, ExecStdin: o.Settings.ExecStdin || o.Debug,
 		Signals: append([]int{}, o.Settings.Signals...), Stdio: !o.DisableStdio || o.Debug,
 	}
@@ -123,36 +126,8 @@ func containerPolicy(c pod.Container, img Image, hostname string, o GenerateOpti
 	return pc, nil
 }
 
-func workingDir(spec, image string) string {
-	switch {
-	case spec != "":
-		return spec
-	case image != "":
-		return image
-	}
-	return "/"
-}
-
-// EnvOf converts API env vars.
-func EnvOf(env []*agentv1.EnvVar) []resolve.EnvVar {
-	out := make([]resolve.EnvVar, len(env))
-	for i, e := range env {
-		out[i] = resolve.EnvVar{Name: e.GetName(), Value: e.GetValue()}
-	}
-	return out
-}
-
-// MountsOf converts API volume mounts.
-func MountsOf(ms []*agentv1.VolumeMount) []Mount {
-	out := make([]Mount, 0, len(ms))
-	for _, m := range ms {
-		out = append(out, Mount{Volume: m.GetVolume(), Path: m.GetMountPath(), ReadOnly: m.GetReadOnly(), SubPath: m.GetSubPath()})
-	}
-	return out
-}
-
-func inspectAll(ctx context.Context, refs []string, o GenerateOptions) (map[string]Image, error) {
-	out := make(map[string]Image, len(refs))
+func inspectAll(ctx context.Context, refs []string, o GenerateOptions) (map[string]policy.Image, error) {
+	out := make(map[string]policy.Image, len(refs))
 	errs := make([]error, len(refs))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -179,17 +154,17 @@ func inspectAll(ctx context.Context, refs []string, o GenerateOptions) (map[stri
 	return out, nil
 }
 
-func inspectImage(ctx context.Context, ref string, o GenerateOptions) (Image, error) {
+func inspectImage(ctx context.Context, ref string, o GenerateOptions) (policy.Image, error) {
 	in, err := image.Inspect(ctx, ref, o.Transport)
 	if err != nil {
-		return Image{}, err
+		return policy.Image{}, err
 	}
 	sizes, err := verifiedSizes(ctx, in, o)
 	if err != nil {
-		return Image{}, err
+		return policy.Image{}, err
 	}
 	c := in.Config.Config
-	return Image{
+	return policy.Image{
 		Digest: in.ManifestDigest, ConfigDigest: in.ConfigDigest, Layers: in.DiffIDs, LayerSizes: sizes,
 		Entrypoint: nonNil(c.Entrypoint), Cmd: nonNil(c.Cmd), Env: nonNil(c.Env), WorkingDir: c.WorkingDir, User: c.User,
 	}, nil

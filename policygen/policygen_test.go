@@ -1,4 +1,4 @@
-package policy
+package policygen
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
 	"cocoon.dev/cocoon/internal/testimage"
 	"cocoon.dev/cocoon/pod"
+	"cocoon.dev/cocoon/policy"
 )
 
 // fixture writes a two-layer image into an OCI layout and a pod using it.
@@ -49,37 +50,37 @@ func fixture(t testing.TB, containers int) (*pod.Pod, string) {
 	return p, dir
 }
 
-func evaluator(t testing.TB, p *pod.Pod, o GenerateOptions) *Evaluator {
+func evaluator(t testing.TB, p *pod.Pod, o GenerateOptions) *policy.Evaluator {
 	t.Helper()
 	pol, err := Generate(context.Background(), p, o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	text, err := Render(pol)
+	text, err := policy.Render(pol)
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, _ := Render(pol)
+	again, _ := policy.Render(pol)
 	if string(again) != string(text) {
 		t.Fatal("rendering is not deterministic")
 	}
-	ev, err := NewEvaluator(context.Background(), text)
+	ev, err := policy.NewEvaluator(context.Background(), text)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return ev
 }
 
-func decide(t testing.TB, ev *Evaluator, method string, req any, st *State) (bool, []string) {
+func decide(t testing.TB, ev *policy.Evaluator, method string, req any, st *policy.State) (bool, []string) {
 	t.Helper()
 	if st == nil {
-		st = &State{Created: map[string]bool{}, Running: map[string]bool{}}
+		st = &policy.State{Created: map[string]bool{}, Running: map[string]bool{}}
 	}
-	pulled := map[string]PulledImage{}
+	pulled := map[string]policy.PulledImage{}
 	for ref, img := range ev.Policy.Images {
-		pulled[ref] = PulledImage{Digest: img.Digest, ConfigDigest: img.ConfigDigest}
+		pulled[ref] = policy.PulledImage{Digest: img.Digest, ConfigDigest: img.ConfigDigest}
 	}
-	in, err := Input(ev.Policy, method, req, st, pulled, ev.Policy.Sandbox.Hostname)
+	in, err := policy.Input(ev.Policy, method, req, st, pulled, ev.Policy.Sandbox.Hostname)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,12 +100,12 @@ func TestDecisions(t *testing.T) {
 		mut(s)
 		return &agentv1.CreateContainerRequest{Spec: s}
 	}
-	running := &State{Created: map[string]bool{"web": true}, Running: map[string]bool{"web": true}}
+	running := &policy.State{Created: map[string]bool{"web": true}, Running: map[string]bool{"web": true}}
 	cases := []struct {
 		name   string
 		method string
 		req    any
-		st     *State
+		st     *policy.State
 		want   string // "" = allowed
 	}{
 		{"create as generated", "CreateContainer", clone(func(*agentv1.ContainerSpec) {}), nil, ""},
@@ -202,14 +203,14 @@ func TestDecisions(t *testing.T) {
 func TestParseRefusesBadPolicies(t *testing.T) {
 	p, _ := fixture(t, 1)
 	pol, _ := Generate(context.Background(), p, GenerateOptions{})
-	text, _ := Render(pol)
+	text, _ := policy.Render(pol)
 	for name, bad := range map[string]string{
 		"not rego":       "hello",
 		"unknown field":  strings.Replace(string(text), `"debug": false`, `"debug": false, "extra": 1`, 1),
 		"other version":  strings.Replace(string(text), `"framework_version": "1"`, `"framework_version": "9"`, 1),
 		"unpinned image": strings.Replace(string(text), `"image": "oci:`, `"image": "x`, 1),
 	} {
-		if _, err := Parse([]byte(bad)); err == nil {
+		if _, err := policy.Parse([]byte(bad)); err == nil {
 			t.Errorf("%s: parsed", name)
 		}
 	}
@@ -236,8 +237,8 @@ func TestGenerateCacheAndSettings(t *testing.T) {
 func FuzzEngineInput(f *testing.F) {
 	p, _ := fixture(f, 1)
 	ev := evaluator(f, p, GenerateOptions{})
-	methods := make([]string, 0, len(Rules()))
-	for m := range Rules() {
+	methods := make([]string, 0, len(policy.Rules()))
+	for m := range policy.Rules() {
 		methods = append(methods, m)
 	}
 	sort.Strings(methods)
@@ -258,8 +259,8 @@ func FuzzEngineInput(f *testing.F) {
 		if !ok {
 			return
 		}
-		st := &State{Created: map[string]bool{name: created}, Running: map[string]bool{name: created}}
-		in, err := Input(ev.Policy, method, req, st, nil, "shop")
+		st := &policy.State{Created: map[string]bool{name: created}, Running: map[string]bool{name: created}}
+		in, err := policy.Input(ev.Policy, method, req, st, nil, "shop")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -279,18 +280,18 @@ func FuzzEngineInput(f *testing.F) {
 // BenchmarkDecide measures decision latency with a 10-container policy and
 // reports p50 and p99.
 func BenchmarkDecide(b *testing.B) {
-	// As cocoon-agent runs (see AgentGCPercent).
-	defer debug.SetGCPercent(debug.SetGCPercent(AgentGCPercent))
+	// As cocoon-agent runs (see policy.AgentGCPercent).
+	defer debug.SetGCPercent(debug.SetGCPercent(policy.AgentGCPercent))
 	p, _ := fixture(b, 10)
 	ev := evaluator(b, p, GenerateOptions{})
 	web := p.Main[3].Spec
-	running := &State{Created: map[string]bool{web.Name: true}, Running: map[string]bool{web.Name: true}}
+	running := &policy.State{Created: map[string]bool{web.Name: true}, Running: map[string]bool{web.Name: true}}
 	for _, bc := range []struct {
 		method string
 		req    any
-		st     *State
+		st     *policy.State
 	}{
-		{"CreateContainer", &agentv1.CreateContainerRequest{Spec: web}, &State{Created: map[string]bool{}, Running: map[string]bool{}}},
+		{"CreateContainer", &agentv1.CreateContainerRequest{Spec: web}, &policy.State{Created: map[string]bool{}, Running: map[string]bool{}}},
 		{"ExecProcess", &agentv1.ExecProcessRequest{Container: web.Name, Args: []string{"sh"}}, running},
 	} {
 		b.Run(bc.method, func(b *testing.B) {

@@ -1,4 +1,9 @@
-package guest
+// Package guestinit is what runs in a VM guest before the agent: cocoon-init
+// (the initramfs's /init) opens the dm-verity root filesystem the measured
+// initramfs names and starts cocoon-agent from it. It is part of the TCB;
+// the image builder that writes its configuration is package guest, on the
+// host.
+package guestinit
 
 import (
 	"encoding/json"

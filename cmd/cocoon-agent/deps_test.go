@@ -1,0 +1,40 @@
+package main
+
+import (
+	"testing"
+
+	"cocoon.dev/cocoon/internal/deptest"
+)
+
+// TCBForbidden are packages the TEE's binaries must never link: Kubernetes
+// types, the host runtime, the CLI, the guest image builder, the policy
+// generator, the key broker's and attestation service's servers and their
+// stores. docs/architecture.md lists what the agent does link and why.
+var TCBForbidden = []string{
+	"k8s.io", "sigs.k8s.io",
+	"github.com/spf13/cobra", "github.com/spf13/pflag",
+	"go.etcd.io/bbolt",
+	"cocoon.dev/cocoon/cmd/cocoon",
+	"cocoon.dev/cocoon/sandbox",
+	"cocoon.dev/cocoon/pod",
+	"cocoon.dev/cocoon/policygen",
+	"cocoon.dev/cocoon/guest",
+	"cocoon.dev/cocoon/kbs", // the broker; kbs/client and kbs/protocol are allowed below
+	"cocoon.dev/cocoon/as",
+	"cocoon.dev/cocoon/attest",
+	"cocoon.dev/cocoon/token",
+	"cocoon.dev/cocoon/internal/testimage",
+	"cocoon.dev/cocoon/internal/deptest",
+}
+
+// TCBAllowed are the parts of forbidden trees the agent needs: the key
+// broker's client and wire types (not its server or store).
+var TCBAllowed = []string{"cocoon.dev/cocoon/kbs/client", "cocoon.dev/cocoon/kbs/protocol"}
+
+func TestAgentDeps(t *testing.T) {
+	deptest.Forbid(t, "cocoon.dev/cocoon/cmd/cocoon-agent", TCBForbidden, TCBAllowed)
+}
+
+func TestInitDeps(t *testing.T) {
+	deptest.Forbid(t, "cocoon.dev/cocoon/cmd/cocoon-init", TCBForbidden, nil)
+}
