@@ -9,11 +9,15 @@ scripts/deps.sh --test
 echo "==> gofmt" >&2
 bad=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$bad" ]; then echo "not gofmt-formatted: $bad" >&2; exit 1; fi
+echo "==> go mod tidy -diff" >&2
+go mod tidy -diff
 echo "==> go vet" >&2
 go vet ./...
 echo "==> staticcheck" >&2
 go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 echo "==> go test -race (concurrent packages)" >&2
 go test -race -count=1 ./agent/... ./image/... ./sandbox/... ./attest/... ./tee/... ./policy/... ./policygen/... ./as/... ./token/... ./kbs/... ./volume/... ./internal/vmchan/...
+echo "==> go test -tags purego ./volume (the AES-XTS fallback)" >&2
+go test -count=1 -tags purego ./volume
 echo "==> go test ./..." >&2
 go test -count=1 ./...
