@@ -22,7 +22,7 @@ func (a *Agent) bindPolicy(ctx context.Context, text []byte) error {
 	if att == nil {
 		return fmt.Errorf("%w: the policy cannot be bound to a hardware report", errNoTEE)
 	}
-	want := policy.Hash(text, string(att.Kind()))
+	want := policy.Hash(text, att.Kind())
 	ev, err := att.Evidence(ctx, [64]byte{})
 	if err != nil {
 		return fmt.Errorf("get a report to bind the policy: %w", err)

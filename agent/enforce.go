@@ -46,14 +46,8 @@ func (DefaultEnforcer) Check(_ context.Context, method string, req any) error {
 }
 
 // APIMethods lists every method of the agent API, as the enforcement hook
-// sees them. A test checks it against the generated service.
-func APIMethods() []string {
-	return []string{
-		"CreateSandbox", "PullImage", "PullProgress", "CreateContainer", "StartContainer",
-		"RemoveContainer", "ExecProcess", "SignalContainer", "WaitContainer", "ReadLogs",
-		"ListContainers", "Stats", "Shutdown", "GetEvidence",
-	}
-}
+// sees them: agentv1.Methods, from the protobuf descriptor.
+func APIMethods() []string { return agentv1.Methods() }
 
 // interceptor runs the Enforcer on every decoded request.
 func interceptor(e Enforcer) ttrpc.UnaryServerInterceptor {

@@ -285,7 +285,7 @@ func TestVMTEERefusals(t *testing.T) {
 		{"tdx", "cannot launch TDX guests"},
 		{"sgx", `want snp, tdx or sim`},
 	} {
-		if sandbox.HostTEE() == c.tee {
+		if string(sandbox.HostTEE()) == c.tee {
 			continue
 		}
 		_, errs, code := x.cocoon("run", "--isolation", "qemu", "--tee", c.tee, x.pod(simplePod("vmr", env.busybox, "Never", "true")))

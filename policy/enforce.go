@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
+	"cocoon.dev/cocoon/tee"
 )
 
 // ErrDenied marks a request the policy refused.
@@ -98,7 +99,7 @@ func (e *Engine) load(ctx context.Context, req any) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.ev != nil {
-		return deny(m, "a policy is already loaded (sha256 %s); a policy can be set once", HashHex(e.ev.Text, "sim"))
+		return deny(m, "a policy is already loaded (sha256 %s); a policy can be set once", HashHex(e.ev.Text, tee.Sim))
 	}
 	if len(r.GetPolicy()) == 0 {
 		return deny(m, "the request carries no policy; generate one with `cocoon policy generate` (or run with --generate-policy)")

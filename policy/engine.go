@@ -6,11 +6,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
+	"unicode"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 
+	agentv1 "cocoon.dev/cocoon/api/agent/v1"
 	"cocoon.dev/cocoon/internal/regoval"
 )
 
@@ -18,53 +21,39 @@ import (
 var frameworkRego string
 
 // Rules maps every agent API method to its enforcement point (a rule of the
-// framework). A method without one is denied; a test compares this list
-// with the API.
+// framework named as the method in snake case: ExecProcess -> exec_process).
+// The methods come from the API's descriptor (agentv1.Methods); a method the
+// framework has no rule for is denied, and a test compares the two.
 func Rules() map[string]string {
 	m := map[string]string{}
-	for _, method := range methods {
-		m[method] = ruleFor(method)
+	for _, method := range agentv1.Methods() {
+		m[method] = snake(method)
 	}
 	return m
 }
 
-var methods = [...]string{"CreateSandbox", "PullImage", "PullProgress", "CreateContainer", "StartContainer",
-	"RemoveContainer", "ExecProcess", "SignalContainer", "WaitContainer", "ReadLogs", "ListContainers",
-	"Stats", "Shutdown", "GetEvidence"}
-
 // ruleFor is the enforcement point of an API method ("" for none).
 func ruleFor(method string) string {
-	switch method {
-	case "CreateSandbox":
-		return "create_sandbox"
-	case "PullImage":
-		return "pull_image"
-	case "PullProgress":
-		return "pull_progress"
-	case "CreateContainer":
-		return "create_container"
-	case "StartContainer":
-		return "start_container"
-	case "RemoveContainer":
-		return "remove_container"
-	case "ExecProcess":
-		return "exec_process"
-	case "SignalContainer":
-		return "signal_container"
-	case "WaitContainer":
-		return "wait_container"
-	case "ReadLogs":
-		return "read_logs"
-	case "ListContainers":
-		return "list_containers"
-	case "Stats":
-		return "stats"
-	case "Shutdown":
-		return "shutdown"
-	case "GetEvidence":
-		return "get_evidence"
+	for _, m := range agentv1.Methods() {
+		if m == method {
+			return snake(method)
+		}
 	}
 	return ""
+}
+
+func snake(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		if unicode.IsUpper(r) {
+			if i > 0 {
+				b.WriteByte('_')
+			}
+			r = unicode.ToLower(r)
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // AgentGCPercent is the GOGC cocoon-agent runs with (and a 256 MiB soft

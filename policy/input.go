@@ -6,6 +6,7 @@ import (
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
 	"cocoon.dev/cocoon/resolve"
+	"cocoon.dev/cocoon/tee"
 )
 
 // State is what the engine knows of containers: created (and not removed)
@@ -53,7 +54,7 @@ func Input(p *Policy, method string, req any, st *State, pulled map[string]Pulle
 			enc = append(enc, map[string]any{"name": v.GetName(), "source": v.GetSource(), "key": v.GetKeyUri(), "read_only": v.GetReadOnly()})
 		}
 		return map[string]any{"name": r.GetName(), "hostname": host, "volumes": vols, "encrypted_volumes": enc,
-			"policy_sha256": HashHex(r.GetPolicy(), "sim")}, nil
+			"policy_sha256": HashHex(r.GetPolicy(), tee.Sim)}, nil
 	case *agentv1.PullImageRequest:
 		return map[string]any{"image": r.GetImage()}, nil
 	case *agentv1.CreateContainerRequest:

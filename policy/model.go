@@ -18,6 +18,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+
+	"cocoon.dev/cocoon/tee"
 )
 
 // FrameworkVersion is the version of the embedded Rego rules a policy needs.
@@ -210,8 +212,8 @@ func Parse(text []byte) (*Policy, error) {
 
 // Hash is the policy's hash as the hardware carries it: SHA-256 for SNP and
 // sim (HOST_DATA), SHA-384 for TDX (MRCONFIGID).
-func Hash(text []byte, tee string) []byte {
-	if tee == "tdx" {
+func Hash(text []byte, kind tee.Kind) []byte {
+	if kind == tee.TDX {
 		h := sha512.Sum384(text)
 		return h[:]
 	}
@@ -220,4 +222,4 @@ func Hash(text []byte, tee string) []byte {
 }
 
 // HashHex is Hash in hex.
-func HashHex(text []byte, tee string) string { return hex.EncodeToString(Hash(text, tee)) }
+func HashHex(text []byte, kind tee.Kind) string { return hex.EncodeToString(Hash(text, kind)) }

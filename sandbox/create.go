@@ -17,6 +17,7 @@ import (
 
 	"cocoon.dev/cocoon/internal/proc"
 	"cocoon.dev/cocoon/pod"
+	"cocoon.dev/cocoon/tee"
 	"golang.org/x/sys/unix"
 )
 
@@ -30,7 +31,7 @@ type config struct {
 	BaseDir string `json:"baseDir,omitempty"`
 	// TEE is the sandbox's TEE: "sim" (the simulated secure processor,
 	// run by the shim) or "" for none.
-	TEE string `json:"tee,omitempty"`
+	TEE tee.Kind `json:"tee,omitempty"`
 	// SimState is the simulated secure processor's state directory.
 	SimState string `json:"simState,omitempty"`
 	// VM sandboxes (isolation "qemu"): the guest image directory, QEMU,
@@ -64,7 +65,7 @@ type Options struct {
 	// TEE is "sim" for the simulated secure processor (the process
 	// backend's only one), or with Isolation "qemu" "snp" or "tdx"
 	// (default: the host's, else sim).
-	TEE string
+	TEE tee.Kind
 	// SimState is the simulated secure processor's state directory
 	// (default: <root>/sim).
 	SimState string
@@ -258,40 +259,40 @@ func (o *Options) isolation(p *pod.Pod, cfg *config) error {
 	switch o.Isolation {
 	case "", "process":
 		switch o.TEE {
-		case "", "sim":
+		case "", tee.Sim:
 		default:
 			return fmt.Errorf("--tee %q is not available with the process backend: its TEE is the simulated secure processor (sim); SEV-SNP and TDX need --isolation qemu on a host that has them", o.TEE)
 		}
-		cfg.TEE = "sim"
+		cfg.TEE = tee.Sim
 	case "qemu":
 		cfg.Isolation = "qemu"
 		cfg.KVM = KVMAvailable()
 		host := HostTEE()
 		switch o.TEE {
 		case "":
-			cfg.TEE = "sim"
+			cfg.TEE = tee.Sim
 			if host != "" {
 				cfg.TEE = host
 			}
-		case "sim":
+		case tee.Sim:
 			cfg.TEE = o.TEE
 		case "none":
 			return errors.New("--tee none: every sandbox binds its policy to a (hardware or simulated) report, so it needs a TEE; use --tee sim for development")
-		case "snp", "tdx":
+		case tee.SNP, tee.TDX:
 			if host != o.TEE {
-				return fmt.Errorf("--tee %s: this host cannot launch %s guests (%s); use --tee sim for development", o.TEE, strings.ToUpper(o.TEE), hostTEEWhy(o.TEE))
+				return fmt.Errorf("--tee %s: this host cannot launch %s guests (%s); use --tee sim for development", o.TEE, strings.ToUpper(string(o.TEE)), hostTEEWhy(o.TEE))
 			}
 			cfg.TEE = o.TEE
 		default:
 			return fmt.Errorf("--tee %q: want snp, tdx or sim", o.TEE)
 		}
-		if cfg.TEE == "snp" || cfg.TEE == "tdx" {
+		if cfg.TEE == tee.SNP || cfg.TEE == tee.TDX {
 			cfg.Firmware = o.Firmware
 			if cfg.Firmware == "" {
 				cfg.Firmware = defaultFirmware(cfg.TEE)
 			}
 			if _, err := os.Stat(cfg.Firmware); err != nil {
-				return fmt.Errorf("--tee %s needs guest firmware with %s support: %w (pass --firmware)", cfg.TEE, strings.ToUpper(cfg.TEE), err)
+				return fmt.Errorf("--tee %s needs guest firmware with %s support: %w (pass --firmware)", cfg.TEE, strings.ToUpper(string(cfg.TEE)), err)
 			}
 		}
 		cfg.GuestDir, cfg.QEMU = o.GuestDir, o.QEMU
@@ -316,7 +317,7 @@ func (o *Options) isolation(p *pod.Pod, cfg *config) error {
 	default:
 		return fmt.Errorf("--isolation %q: want process or qemu", o.Isolation)
 	}
-	if cfg.TEE == "sim" {
+	if cfg.TEE == tee.Sim {
 		cfg.SimState = o.SimState
 		if cfg.SimState == "" {
 			cfg.SimState = o.Root.SimState()
@@ -327,21 +328,21 @@ func (o *Options) isolation(p *pod.Pod, cfg *config) error {
 
 // HostTEE is the confidential guest type this host can launch: "snp" when
 // KVM has SEV-SNP enabled, "tdx" when it has TDX, else "".
-func HostTEE() string {
+func HostTEE() tee.Kind {
 	if b, err := os.ReadFile("/sys/module/kvm_amd/parameters/sev_snp"); err == nil && strings.TrimSpace(string(b)) == "Y" {
-		return "snp"
+		return tee.SNP
 	}
 	if b, err := os.ReadFile("/sys/module/kvm_intel/parameters/tdx"); err == nil && strings.TrimSpace(string(b)) == "Y" {
-		return "tdx"
+		return tee.TDX
 	}
 	return ""
 }
 
-func hostTEEWhy(kind string) string {
+func hostTEEWhy(kind tee.Kind) string {
 	if err := KVMProbe(); err != nil {
 		return err.Error()
 	}
-	if kind == "snp" {
+	if kind == tee.SNP {
 		return "/sys/module/kvm_amd/parameters/sev_snp is not Y"
 	}
 	return "/sys/module/kvm_intel/parameters/tdx is not Y"
@@ -349,8 +350,8 @@ func hostTEEWhy(kind string) string {
 
 // defaultFirmware is where Debian's ovmf package puts the firmware builds
 // for confidential guests.
-func defaultFirmware(kind string) string {
-	if kind == "tdx" {
+func defaultFirmware(kind tee.Kind) string {
+	if kind == tee.TDX {
 		return "/usr/share/ovmf/OVMF.inteltdx.fd"
 	}
 	return "/usr/share/ovmf/OVMF.amdsev.fd"

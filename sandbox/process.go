@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"cocoon.dev/cocoon/internal/proc"
+	"cocoon.dev/cocoon/tee"
 )
 
 // startProcessAgent is the "process" isolation backend: cocoon-agent becomes
@@ -38,7 +39,7 @@ func startProcessAgent(cfg *config, dir, layers string) (*proc.Child, error) {
 	if cfg.Runc != "" {
 		args = append(args, "--runc", cfg.Runc)
 	}
-	if cfg.TEE == "sim" {
+	if cfg.TEE == tee.Sim {
 		args = append(args, "--sim-sp", filepath.Join(dir, fileSimSP))
 	}
 	cmd := exec.Command(cfg.AgentBinary, args...)

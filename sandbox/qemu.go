@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"cocoon.dev/cocoon/tee"
 )
 
 // QEMUConfig describes one sandbox VM (the "qemu" isolation backend, which
@@ -13,7 +15,7 @@ import (
 type QEMUConfig struct {
 	// TEE is "snp", "tdx" or "" (a plain VM whose agent gets simulated
 	// evidence from the host).
-	TEE string
+	TEE tee.Kind
 	// KVM uses /dev/kvm; without it QEMU emulates (TCG), which works for
 	// plain VMs only.
 	KVM     bool
@@ -74,7 +76,7 @@ func QEMUArgs(c QEMUConfig) ([]string, error) {
 		"-m", mem, "-smp", strconv.Itoa(c.VCPUs),
 		"-kernel", c.Kernel, "-initrd", c.Initrd, "-append", c.Cmdline}
 	switch c.TEE {
-	case "snp":
+	case tee.SNP:
 		if !c.KVM {
 			return nil, errors.New("qemu: SEV-SNP needs KVM")
 		}
@@ -90,7 +92,7 @@ func QEMUArgs(c QEMUConfig) ([]string, error) {
 			"-object", fmt.Sprintf("sev-snp-guest,id=sev0,cbitpos=%d,reduced-phys-bits=%d,kernel-hashes=on,host-data=%s",
 				c.CBitPos, c.ReducedPhysBits, base64.StdEncoding.EncodeToString(c.HostData)),
 			"-bios", c.Firmware)
-	case "tdx":
+	case tee.TDX:
 		if !c.KVM {
 			return nil, errors.New("qemu: TDX needs KVM")
 		}

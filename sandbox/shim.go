@@ -21,6 +21,7 @@ import (
 	"cocoon.dev/cocoon/internal/proc"
 	"cocoon.dev/cocoon/internal/vmchan"
 	"cocoon.dev/cocoon/pod"
+	"cocoon.dev/cocoon/tee"
 )
 
 // shim is the per-sandbox runtime process: it owns the agent process, the
@@ -171,7 +172,7 @@ func (s *shim) launch() error {
 		return fmt.Errorf("egress channel: %w", err)
 	}
 	serveEgress(context.Background(), l, s.log)
-	if s.cfg.TEE == "sim" {
+	if s.cfg.TEE == tee.Sim {
 		d, err := guest.FileDigest(s.cfg.AgentBinary)
 		if err != nil {
 			return fmt.Errorf("measure cocoon-agent: %w", err)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 
 	"cocoon.dev/cocoon/pod"
+	"cocoon.dev/cocoon/tee"
 	"cocoon.dev/cocoon/tee/sim"
 )
 
@@ -67,7 +68,7 @@ func (s *shim) startSim(m [48]byte, ln net.Listener) error {
 	_, _ = rand.Read(l.ReportID[:])
 	go func() { _ = sim.NewServer(auth, l).Serve(context.Background(), ln) }()
 	s.update(func(st *Status) {
-		st.TEE, st.Measurement, st.HostData = "sim", hex.EncodeToString(m[:]), hex.EncodeToString(hd[:])
+		st.TEE, st.Measurement, st.HostData = tee.Sim, hex.EncodeToString(m[:]), hex.EncodeToString(hd[:])
 	})
 	s.log.Info("simulated secure processor ready (INSECURE: development only)", "measurement", hex.EncodeToString(m[:]))
 	return nil

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"cocoon.dev/cocoon/internal/proc"
+	"cocoon.dev/cocoon/tee"
 )
 
 // Phases of a sandbox, as in Kubernetes plus the runtime's own.
@@ -70,7 +71,7 @@ type Status struct {
 	Isolation  string `json:"isolation"`
 	// TEE, Measurement and HostData describe the launch as the (simulated)
 	// secure processor measured it.
-	TEE         string    `json:"tee,omitempty"`
+	TEE         tee.Kind  `json:"tee,omitempty"`
 	Measurement string    `json:"measurement,omitempty"`
 	HostData    string    `json:"hostData,omitempty"`
 	Created     time.Time `json:"createdAt"`

@@ -21,6 +21,7 @@ import (
 	"cocoon.dev/cocoon/internal/vmchan"
 	"cocoon.dev/cocoon/pod"
 	"cocoon.dev/cocoon/policy"
+	"cocoon.dev/cocoon/tee"
 	"cocoon.dev/cocoon/tee/sim"
 )
 
@@ -37,7 +38,7 @@ const (
 
 // VMCmdline is the guest kernel command line for a TEE kind ("sim", "snp"
 // or "tdx"); it is part of the launch measurement.
-func VMCmdline(teeKind string) string {
+func VMCmdline(teeKind tee.Kind) string {
 	// Besides the console: no legacy keyboard-controller and PCI-bus
 	// probing, no crypto self-tests, a trusted TSC: seconds under
 	// emulation, tens of milliseconds under KVM. Free guest pages go back
@@ -45,7 +46,7 @@ func VMCmdline(teeKind string) string {
 	// the default, 2 MiB, leaves a fragmented guest's free memory resident).
 	return "console=ttyS0 panic=-1 quiet loglevel=3 random.trust_cpu=on tsc=reliable no_timer_check " +
 		"i8042.direct=1 i8042.dumbkbd=1 i8042.nopnp=1 i8042.noaux=1 cryptomgr.notests pci=lastbus=0 " +
-		"rcupdate.rcu_expedited=1 page_reporting.page_reporting_order=5 cocoon.tee=" + teeKind
+		"rcupdate.rcu_expedited=1 page_reporting.page_reporting_order=5 cocoon.tee=" + string(teeKind)
 }
 
 // VMSize derives a VM sandbox's memory and vCPUs from its pod's container
@@ -94,7 +95,7 @@ func (s *shim) launchVM(ctx context.Context) (*vmchan.Host, error) {
 		Drives: append([]Drive{{Path: img.Rootfs, Serial: guestinit.RootfsSerial, ReadOnly: true}}, s.volumeDrives()...),
 	}
 	switch s.cfg.TEE {
-	case "snp", "tdx":
+	case tee.SNP, tee.TDX:
 		// The launch binds the policy: SEV-SNP's HOST_DATA is its SHA-256,
 		// TDX's MRCONFIGID its SHA-384; the agent refuses any other policy.
 		text, err := PolicyText(s.pod)
@@ -105,10 +106,10 @@ func (s *shim) launchVM(ctx context.Context) (*vmchan.Host, error) {
 			return nil, errors.New("a confidential VM needs a policy to bind to its launch")
 		}
 		qc.TEE, qc.Firmware = s.cfg.TEE, s.cfg.Firmware
-		if s.cfg.TEE == "snp" {
-			qc.HostData = policy.Hash(text, "snp")
+		if s.cfg.TEE == tee.SNP {
+			qc.HostData = policy.Hash(text, tee.SNP)
 		} else {
-			qc.MRConfigID = policy.Hash(text, "tdx")
+			qc.MRConfigID = policy.Hash(text, tee.TDX)
 		}
 	}
 	args, err := QEMUArgs(qc)
@@ -149,7 +150,7 @@ func (s *shim) launchVM(ctx context.Context) (*vmchan.Host, error) {
 		conn.Close()
 		return fail(err)
 	}
-	if s.cfg.TEE == "sim" {
+	if s.cfg.TEE == tee.Sim {
 		if err := s.startSim(SimVMMeasurement(img, cmdline), h.Service(vmchan.TagSim)); err != nil {
 			h.Close()
 			return nil, err

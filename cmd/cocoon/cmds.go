@@ -47,7 +47,7 @@ func newPsCmd(g *globals) *cobra.Command {
 				}
 				iso := s.Isolation
 				if s.TEE != "" {
-					iso += "/" + s.TEE // e.g. qemu/sim: a VM with the simulated TEE
+					iso += "/" + string(s.TEE) // e.g. qemu/sim: a VM with the simulated TEE
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Phase, iso, strings.Join(cs, " "),
 					time.Since(s.Created).Round(time.Second), s.Message)

@@ -12,10 +12,10 @@ import (
 
 	"cocoon.dev/cocoon/internal/regoval"
 	"cocoon.dev/cocoon/policygen"
+	"cocoon.dev/cocoon/tee"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
 	"cocoon.dev/cocoon/pod"
@@ -60,7 +60,7 @@ func generate(cmd *cobra.Command, g *globals, file string, y []byte, f *genFlags
 func annotate(y, text []byte) ([]byte, error) {
 	return pod.SetAnnotations(y, map[string]string{
 		sandbox.PolicyAnnotation:     base64.StdEncoding.EncodeToString(text),
-		sandbox.PolicyHashAnnotation: policy.HashHex(text, "sim"),
+		sandbox.PolicyHashAnnotation: policy.HashHex(text, tee.Sim),
 	}, []string{sandbox.PolicyAnnotation, sandbox.PolicyHashAnnotation})
 }
 
@@ -120,9 +120,9 @@ digest: generating again is instant.`,
 				fmt.Fprintln(cmd.ErrOrStderr(), "warning: this is a DEBUG policy: the host may exec any command and read every log")
 			}
 			if g.json() {
-				return printJSON(cmd.OutOrStdout(), map[string]any{"file": dst, "sha256": policy.HashHex(text, "sim"), "sha384": policy.HashHex(text, "tdx"), "containers": len(pol.Containers), "images": len(pol.Images)})
+				return printJSON(cmd.OutOrStdout(), map[string]any{"file": dst, "sha256": policy.HashHex(text, tee.Sim), "sha384": policy.HashHex(text, tee.TDX), "containers": len(pol.Containers), "images": len(pol.Images)})
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: policy sha256 %s (%d containers, %d images)\n", dst, policy.HashHex(text, "sim"), len(pol.Containers), len(pol.Images))
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: policy sha256 %s (%d containers, %d images)\n", dst, policy.HashHex(text, tee.Sim), len(pol.Containers), len(pol.Images))
 			return nil
 		},
 	}
@@ -168,23 +168,6 @@ func loadPolicyFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s has no %s annotation; generate it with cocoon policy generate", path, sandbox.PolicyAnnotation)
 	}
 	return text, nil
-}
-
-var requestTypes = map[string]func() proto.Message{
-	"CreateSandbox":   func() proto.Message { return &agentv1.CreateSandboxRequest{} },
-	"PullImage":       func() proto.Message { return &agentv1.PullImageRequest{} },
-	"PullProgress":    func() proto.Message { return &agentv1.PullProgressRequest{} },
-	"CreateContainer": func() proto.Message { return &agentv1.CreateContainerRequest{} },
-	"StartContainer":  func() proto.Message { return &agentv1.StartContainerRequest{} },
-	"RemoveContainer": func() proto.Message { return &agentv1.RemoveContainerRequest{} },
-	"ExecProcess":     func() proto.Message { return &agentv1.ExecProcessRequest{} },
-	"SignalContainer": func() proto.Message { return &agentv1.SignalContainerRequest{} },
-	"WaitContainer":   func() proto.Message { return &agentv1.WaitContainerRequest{} },
-	"ReadLogs":        func() proto.Message { return &agentv1.ReadLogsRequest{} },
-	"ListContainers":  func() proto.Message { return &agentv1.ListContainersRequest{} },
-	"Stats":           func() proto.Message { return &agentv1.StatsRequest{} },
-	"Shutdown":        func() proto.Message { return &agentv1.ShutdownRequest{} },
-	"GetEvidence":     func() proto.Message { return &agentv1.GetEvidenceRequest{} },
 }
 
 // explainRequest is the file cocoon policy explain reads.
@@ -235,11 +218,10 @@ digests. Exit code: 0 allowed, 2 denied.`,
 			if err := dec.Decode(&er); err != nil {
 				return fmt.Errorf("%s: %w", reqFile, err)
 			}
-			mk, ok := requestTypes[er.Method]
-			if !ok {
-				return fmt.Errorf("%s: method %q is not an agent API method", reqFile, er.Method)
+			req, err := agentv1.NewRequest(er.Method)
+			if err != nil {
+				return fmt.Errorf("%s: %w", reqFile, err)
 			}
-			req := mk()
 			if len(er.Request) > 0 {
 				if err := protojson.Unmarshal(er.Request, req); err != nil {
 					return fmt.Errorf("%s: request: %w", reqFile, err)

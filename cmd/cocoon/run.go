@@ -20,6 +20,7 @@ import (
 	"cocoon.dev/cocoon/pod"
 	"cocoon.dev/cocoon/policy"
 	"cocoon.dev/cocoon/sandbox"
+	"cocoon.dev/cocoon/tee"
 )
 
 func newRunCmd(g *globals) *cobra.Command {
@@ -109,7 +110,7 @@ func runPod(cmd *cobra.Command, g *globals, file, teeKind string, detach, rm boo
 		if y, err = annotate(y, text); err != nil {
 			return &exitError{125, err.Error()}
 		}
-		fmt.Fprintf(cmd.ErrOrStderr(), "cocoon: generated a policy for %s (sha256 %s)\n", parsed.Name, policy.HashHex(text, "sim"))
+		fmt.Fprintf(cmd.ErrOrStderr(), "cocoon: generated a policy for %s (sha256 %s)\n", parsed.Name, policy.HashHex(text, tee.Sim))
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -127,7 +128,7 @@ func runPod(cmd *cobra.Command, g *globals, file, teeKind string, detach, rm boo
 	}
 	p, err := sandbox.Create(ctx, sandbox.Options{
 		Root: root, PodYAML: y, ShimCommand: []string{self, "--root", g.root, "shim"},
-		AgentBinary: agentBin, Runc: g.runc, BaseDir: baseDir(file), TEE: teeKind, SimState: g.sim(),
+		AgentBinary: agentBin, Runc: g.runc, BaseDir: baseDir(file), TEE: tee.Kind(teeKind), SimState: g.sim(),
 		Isolation: vm.isolation, QEMU: vm.qemu, Firmware: vm.firmware, BootTimeout: vm.bootTimeout,
 	})
 	if err != nil {
