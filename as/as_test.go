@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -160,9 +161,16 @@ func TestNonces(t *testing.T) {
 	if code == 200 || out["token"] != nil {
 		t.Errorf("nonce not bound: %d %v", code, out)
 	}
-	short := newFixture(t, func(c *Config) { c.NonceTTL = time.Millisecond })
+	now := time.Now()
+	var clockMu sync.Mutex
+	short := newFixture(t, func(c *Config) {
+		c.NonceTTL = time.Minute
+		c.Now = func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
+	})
 	n = short.nonce(t)
-	time.Sleep(5 * time.Millisecond)
+	clockMu.Lock()
+	now = now.Add(time.Minute + time.Second)
+	clockMu.Unlock()
 	code, out = short.post(t, "/attestation", simRequest(t, n, sim.Launch{}))
 	if code != http.StatusUnauthorized {
 		t.Errorf("expired nonce: %d %v", code, out)

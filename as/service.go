@@ -47,6 +47,8 @@ type Config struct {
 	AdminToken string
 	// NonceTTL is how long a challenge nonce is valid (default 5 minutes).
 	NonceTTL time.Duration
+	// Now is the nonces' clock (nil: time.Now).
+	Now func() time.Time
 	// AllowNoNonce accepts requests without a nonce (for evidence captured
 	// elsewhere, whose REPORT_DATA cannot bind a fresh nonce); their tokens
 	// carry no eat_nonce, so relying parties see they prove no freshness.
@@ -112,7 +114,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("appraisal policy: %w", err)
 	}
 	return &Service{
-		cfg: cfg, verifier: attest.NewVerifier(), nonces: newNonceStore(cfg.NonceTTL, 1<<20),
+		cfg: cfg, verifier: attest.NewVerifier(), nonces: newNonceStore(cfg.NonceTTL, 1<<20, cfg.Now),
 		policy: q, metrics: newMetrics(), log: cfg.Logger, ref: cfg.Reference,
 	}, nil
 }

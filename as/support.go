@@ -15,14 +15,18 @@ import (
 // nonceStore issues single-use nonces that expire.
 type nonceStore struct {
 	ttl    time.Duration
+	now    func() time.Time
 	max    int
 	mu     sync.Mutex
 	m      map[string]time.Time
 	issued int
 }
 
-func newNonceStore(ttl time.Duration, max int) *nonceStore {
-	return &nonceStore{ttl: ttl, max: max, m: map[string]time.Time{}}
+func newNonceStore(ttl time.Duration, max int, now func() time.Time) *nonceStore {
+	if now == nil {
+		now = time.Now
+	}
+	return &nonceStore{ttl: ttl, max: max, now: now, m: map[string]time.Time{}}
 }
 
 func (n *nonceStore) issue() (string, time.Time, error) {
@@ -31,7 +35,7 @@ func (n *nonceStore) issue() (string, time.Time, error) {
 		return "", time.Time{}, err
 	}
 	s := base64.RawURLEncoding.EncodeToString(b[:])
-	now := time.Now()
+	now := n.now()
 	exp := now.Add(n.ttl)
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -59,7 +63,7 @@ func (n *nonceStore) consume(nonce string) bool {
 		return false
 	}
 	delete(n.m, nonce)
-	return time.Now().Before(exp)
+	return n.now().Before(exp)
 }
 
 // metrics are the service's Prometheus metrics, in the text format.

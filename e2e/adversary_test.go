@@ -52,10 +52,13 @@ spec:
 	}
 	defer cl.Close()
 	// Wait for job to finish, then remove it as a host may.
-	for {
+	for i := 0; ; i++ {
 		w, err := cl.WaitContainer(ctx, &agentv1.WaitContainerRequest{Container: "job", TimeoutMs: 5000})
 		if err == nil && w.GetExited() {
 			break
+		}
+		if i == 12 {
+			t.Fatalf("job did not exit within a minute: %v", err)
 		}
 	}
 	x.waitContainerState("adv", "job", "exited")

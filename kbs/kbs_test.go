@@ -247,7 +247,8 @@ func (p *rawClient) attestBody(nonce string, bound, sent map[string]any, tamper 
 }
 
 func TestProtocolNegatives(t *testing.T) {
-	f := newFixture(t, true, func(c *kbs.Config) { c.SessionTTL = 300 * time.Millisecond })
+	clock := &fakeClock{t: time.Now()}
+	f := newFixture(t, true, func(c *kbs.Config) { c.SessionTTL = 5 * time.Minute; c.Now = clock.Now })
 	ctx := context.Background()
 	f.admin.Put(ctx, "app/key/db", []byte("s3cret"))
 	p := newProtocol(t, f)
@@ -296,17 +297,30 @@ func TestProtocolNegatives(t *testing.T) {
 	}
 	// Expired session.
 	n = p.auth()
-	time.Sleep(400 * time.Millisecond)
+	clock.Advance(5*time.Minute + time.Second)
 	if code, m := p.post("/kbs/v0/attest", p.attestBody(n, p.pub(), p.pub(), false)); code != 401 || !strings.Contains(m["detail"].(string), "expired") {
 		t.Errorf("expired session: %d %v", code, m)
 	}
 	// A token from an untrusted issuer as bearer.
 	stranger, _ := token.NewSigner("", jose.ES256, time.Minute)
-	forged, _ := stranger.Sign(&token.EAR{Profile: token.Profile, IssuedAt: time.Now().Unix(), Expiry: time.Now().Add(time.Minute).Unix(),
+	if stranger == nil {
+		t.Fatal("no signer for the forged token")
+	}
+	forged, err := stranger.Sign(&token.EAR{Profile: token.Profile, IssuedAt: time.Now().Unix(), Expiry: time.Now().Add(time.Minute).Unix(),
 		Submods: map[string]token.Appraisal{"cpu0": {Status: "affirming", KeyAttestation: &token.KeyAttestation{PublicKey: p.pub()}}}})
-	req, _ := http.NewRequest(http.MethodGet, f.srv.URL+"/kbs/v0/resource/app/key/db", nil)
+	if err != nil || strings.Count(forged, ".") != 2 {
+		t.Fatalf("the forged token was not made (%v): %q", err, forged)
+	}
+	req, err := http.NewRequest(http.MethodGet, f.srv.URL+"/kbs/v0/resource/app/key/db", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	req.Header.Set("Authorization", "Bearer "+forged)
-	resp, _ = http.DefaultClient.Do(req)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("the forged token was not sent: %v", err)
+	}
+	resp.Body.Close()
 	if resp.StatusCode != 401 {
 		t.Errorf("untrusted issuer: %d", resp.StatusCode)
 	}
@@ -431,3 +445,13 @@ func attestToken(tb testing.TB, f *fixture) string {
 	}
 	return m["token"].(string)
 }
+
+// fakeClock is an injected clock for expiry tests.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+
+func (c *fakeClock) Advance(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }

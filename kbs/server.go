@@ -50,6 +50,8 @@ type Config struct {
 	ReleasePolicy  string
 	Logger         *slog.Logger
 	OnPolicyChange func(text string) error
+	// Now is the sessions' clock (nil: time.Now).
+	Now func() time.Time
 }
 
 // Server is the key broker.
@@ -114,7 +116,7 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, log: cfg.Logger, sessions: newSessions(cfg.SessionTTL), policy: p}, nil
+	return &Server{cfg: cfg, log: cfg.Logger, sessions: newSessions(cfg.SessionTTL, cfg.Now), policy: p}, nil
 }
 
 // Handler serves the KBS protocol and the admin API.

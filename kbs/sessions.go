@@ -23,12 +23,18 @@ type session struct {
 // token the attestation earned, all expiring.
 type sessions struct {
 	ttl     time.Duration
+	now     func() time.Time
 	mu      sync.Mutex
 	m       map[string]*session
 	created int
 }
 
-func newSessions(ttl time.Duration) *sessions { return &sessions{ttl: ttl, m: map[string]*session{}} }
+func newSessions(ttl time.Duration, now func() time.Time) *sessions {
+	if now == nil {
+		now = time.Now
+	}
+	return &sessions{ttl: ttl, now: now, m: map[string]*session{}}
+}
 
 const maxSessions = 1 << 20
 
@@ -40,7 +46,7 @@ func rand32() string {
 
 func (s *sessions) create(kind tee.Kind) (string, string, error) {
 	id, nonce := rand32(), rand32()
-	now := time.Now()
+	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// Sweep expired sessions now and then (amortized), and always when full.
@@ -63,7 +69,7 @@ func (s *sessions) get(id string) (*session, error) {
 	if !ok {
 		return nil, errors.New("unknown session: call POST /kbs/v0/auth again")
 	}
-	if time.Now().After(v.expires) {
+	if s.now().After(v.expires) {
 		delete(s.m, id)
 		return nil, errors.New("the session expired: call POST /kbs/v0/auth again")
 	}
