@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -141,7 +142,7 @@ func TestDenialLeavesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, ref, _ := reg.Push("bb:v1", img)
-	a, cl := startAgent(t, DefaultEnforcer{})
+	a, cl := startAgent(t, testEnforcer{})
 	ctx := context.Background()
 	if _, err := cl.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{Name: "p"}); err != nil {
 		t.Fatal(err)
@@ -168,7 +169,7 @@ func TestContainerLifecycle(t *testing.T) {
 	defer reg.Close()
 	img, _ := testimage.Busybox()
 	_, ref, _ := reg.Push("bb:v1", img)
-	_, cl := startAgent(t, DefaultEnforcer{})
+	_, cl := startAgent(t, testEnforcer{})
 	ctx := context.Background()
 	if _, err := cl.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{Name: "p", Volumes: []*agentv1.EmptyDir{{Name: "v"}}}); err != nil {
 		t.Fatal(err)
@@ -277,4 +278,16 @@ func TestEveryMethodHasAPolicyRule(t *testing.T) {
 	if len(rules) != len(APIMethods()) {
 		t.Errorf("policy rules %d, API methods %d", len(rules), len(APIMethods()))
 	}
+}
+
+// testEnforcer serves every request except privileged containers: it lets
+// the agent's mechanics be tested without a policy bound to a TEE. The
+// agent itself never uses it (its enforcer is the policy engine).
+type testEnforcer struct{}
+
+func (testEnforcer) Check(_ context.Context, method string, req any) error {
+	if r, ok := req.(*agentv1.CreateContainerRequest); ok && r.GetSpec().GetPrivileged() {
+		return &DenyError{Method: method, Reason: fmt.Sprintf("container %q asks to be privileged; privileged containers could reach the sandbox's kernel and devices and are refused", r.GetSpec().GetName())}
+	}
+	return nil
 }

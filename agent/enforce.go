@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/containerd/ttrpc"
 	"google.golang.org/grpc/codes"
@@ -31,18 +30,6 @@ type DenyError = policy.DenyError
 // allowed (the policy engine keeps container state that way).
 type Observer interface {
 	Observe(method string, req any, err error)
-}
-
-// DefaultEnforcer is the policy used before the policy engine is configured:
-// it serves every request except privileged containers, which it refuses.
-type DefaultEnforcer struct{}
-
-// Check implements Enforcer.
-func (DefaultEnforcer) Check(_ context.Context, method string, req any) error {
-	if r, ok := req.(*agentv1.CreateContainerRequest); ok && r.GetSpec().GetPrivileged() {
-		return &DenyError{Method: method, Reason: fmt.Sprintf("container %q asks to be privileged; privileged containers could reach the sandbox's kernel and devices and are refused", r.GetSpec().GetName())}
-	}
-	return nil
 }
 
 // APIMethods lists every method of the agent API, as the enforcement hook

@@ -35,7 +35,7 @@ func (c *countingAttester) Evidence(_ context.Context, rd [64]byte) (*tee.Eviden
 // cannot be served on a listener the host or the pod network reaches.
 func TestPodAPIAnswersOnlyThePod(t *testing.T) {
 	att := &countingAttester{}
-	a, _ := startAgentWith(t, func(c *Config) { c.Attester = att; c.Enforcer = DefaultEnforcer{} })
+	a, _ := startAgentWith(t, func(c *Config) { c.Attester = att; c.Enforcer = testEnforcer{} })
 	h := a.podAPI()
 	rd := base64.RawURLEncoding.EncodeToString([]byte("workload-nonce"))
 	cases := []struct {

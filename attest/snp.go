@@ -118,8 +118,9 @@ func (v *Verifier) verifySNP(ctx context.Context, ev *tee.Evidence, o *Options) 
 		}
 	}
 	claims := snpClaims(ev.TEE, r, product)
-	// The policy, TCB, VMPL and REPORT_DATA checks of go-sev-guest's
-	// validate, with the debug switch.
+	// The guest policy, TCB and VMPL checks of go-sev-guest's validate,
+	// with the debug switch. REPORT_DATA is checked afterwards against the
+	// one binding the caller accepts (checkBinding).
 	va := &validate.Options{
 		GuestPolicy: abi.SnpPolicy{Debug: o.AllowDebug, SMT: true, MigrateMA: true, CXLAllowed: true},
 		VMPL:        o.VMPL,

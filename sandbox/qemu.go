@@ -31,9 +31,8 @@ type QEMUConfig struct {
 	// MRConfigID is TDX's (48 bytes: the policy's SHA-384).
 	HostData   []byte
 	MRConfigID []byte
-	// VsockCID selects vhost-vsock for the agent API; else AgentSocket is
-	// a unix socket behind a virtio-serial port named cocoon.agent.
-	VsockCID    uint32
+	// AgentSocket is a unix socket behind a virtio-serial port named
+	// cocoon.agent: the agent's channel (there is no vsock channel).
 	AgentSocket string
 	// Drives are disk images given to the guest (encrypted volumes).
 	Drives []Drive
@@ -123,8 +122,6 @@ func QEMUArgs(c QEMUConfig) ([]string, error) {
 		return nil, fmt.Errorf("qemu: TEE %q: want snp, tdx or none", c.TEE)
 	}
 	switch {
-	case c.VsockCID >= 3:
-		args = append(args, "-device", "vhost-vsock-pci,guest-cid="+strconv.FormatUint(uint64(c.VsockCID), 10))
 	case c.AgentSocket != "":
 		if strings.ContainsAny(c.AgentSocket, ",") {
 			return nil, errors.New("qemu: the agent socket path must not contain a comma")

@@ -22,7 +22,7 @@ func joined(t *testing.T, c QEMUConfig) string {
 // TestQEMUArgs checks the command line of each TEE variant against the
 // documented QEMU options.
 func TestQEMUArgs(t *testing.T) {
-	base := QEMUConfig{Kernel: "/g/vmlinuz", Initrd: "/g/initrd", Cmdline: "console=ttyS0", MemoryMiB: 256, VCPUs: 2, VsockCID: 7}
+	base := QEMUConfig{Kernel: "/g/vmlinuz", Initrd: "/g/initrd", Cmdline: "console=ttyS0", MemoryMiB: 256, VCPUs: 2, AgentSocket: "/run/cocoon/x/agent.sock"}
 	hd := bytes.Repeat([]byte{0xab}, 32)
 	cid := bytes.Repeat([]byte{0xcd}, 48)
 
@@ -34,7 +34,7 @@ func TestQEMUArgs(t *testing.T) {
 		"-object memory-backend-memfd,id=ram1,size=256M,share=true",
 		"sev-snp-guest,id=sev0,cbitpos=51,reduced-phys-bits=1,kernel-hashes=on,host-data=" + base64.StdEncoding.EncodeToString(hd),
 		"-bios /usr/share/ovmf/OVMF.fd", "-kernel /g/vmlinuz -initrd /g/initrd -append console=ttyS0",
-		"-device vhost-vsock-pci,guest-cid=7", "-m 256M -smp 2",
+		"name=cocoon.agent", "-m 256M -smp 2",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("SNP command line lacks %q:\n%s", want, s)
@@ -55,7 +55,7 @@ func TestQEMUArgs(t *testing.T) {
 		t.Errorf("a confidential VM has a balloon (its memory is private): %s", s)
 	}
 	plain := base
-	plain.VsockCID, plain.AgentSocket = 0, "/run/cocoon/x/agent.sock"
+	plain.AgentSocket = "/run/cocoon/x/agent.sock"
 	plain.Drives = []Drive{{Path: "/v/data.img", Serial: "cv0123", ReadOnly: true}, {Path: "/v/rw.img", Serial: "cv4567"}}
 	s = joined(t, plain)
 	for _, want := range []string{"-accel tcg,tb-size=64", "-cpu max", "virtserialport,chardev=agent,name=cocoon.agent",
@@ -72,15 +72,15 @@ func TestQEMUArgs(t *testing.T) {
 	}
 	// Refusals.
 	for name, c := range map[string]QEMUConfig{
-		"snp without kvm":      {TEE: "snp", Kernel: "k", Initrd: "i", HostData: hd, Firmware: "f", VsockCID: 3},
-		"snp short host-data":  {TEE: "snp", KVM: true, Kernel: "k", Initrd: "i", HostData: hd[:8], Firmware: "f", VsockCID: 3},
-		"tdx short mrconfigid": {TEE: "tdx", KVM: true, Kernel: "k", Initrd: "i", MRConfigID: hd, Firmware: "f", VsockCID: 3},
-		"tdx without firmware": {TEE: "tdx", KVM: true, Kernel: "k", Initrd: "i", MRConfigID: cid, VsockCID: 3},
+		"snp without kvm":      {TEE: "snp", Kernel: "k", Initrd: "i", HostData: hd, Firmware: "f", AgentSocket: "/a.sock"},
+		"snp short host-data":  {TEE: "snp", KVM: true, Kernel: "k", Initrd: "i", HostData: hd[:8], Firmware: "f", AgentSocket: "/a.sock"},
+		"tdx short mrconfigid": {TEE: "tdx", KVM: true, Kernel: "k", Initrd: "i", MRConfigID: hd, Firmware: "f", AgentSocket: "/a.sock"},
+		"tdx without firmware": {TEE: "tdx", KVM: true, Kernel: "k", Initrd: "i", MRConfigID: cid, AgentSocket: "/a.sock"},
 		"no channel":           {Kernel: "k", Initrd: "i"},
-		"no kernel":            {VsockCID: 3},
-		"unknown tee":          {TEE: "sgx", Kernel: "k", Initrd: "i", VsockCID: 3},
-		"comma in drive":       {Kernel: "k", Initrd: "i", VsockCID: 3, Drives: []Drive{{Path: "/a,b", Serial: "s"}}},
-		"long serial":          {Kernel: "k", Initrd: "i", VsockCID: 3, Drives: []Drive{{Path: "/a", Serial: strings.Repeat("s", 21)}}},
+		"no kernel":            {AgentSocket: "/a.sock"},
+		"unknown tee":          {TEE: "sgx", Kernel: "k", Initrd: "i", AgentSocket: "/a.sock"},
+		"comma in drive":       {Kernel: "k", Initrd: "i", AgentSocket: "/a.sock", Drives: []Drive{{Path: "/a,b", Serial: "s"}}},
+		"long serial":          {Kernel: "k", Initrd: "i", AgentSocket: "/a.sock", Drives: []Drive{{Path: "/a", Serial: strings.Repeat("s", 21)}}},
 	} {
 		if _, err := QEMUArgs(c); err == nil {
 			t.Errorf("%s: accepted", name)
