@@ -25,6 +25,8 @@ var TCBForbidden = []string{
 	"cocoon.dev/cocoon/token",
 	"cocoon.dev/cocoon/internal/testimage",
 	"cocoon.dev/cocoon/internal/deptest",
+	"cocoon.dev/cocoon/internal/proc",
+	"cocoon.dev/cocoon/volume/hostmount",
 }
 
 // TCBAllowed are the parts of forbidden trees the agent needs: the key

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -13,7 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -26,7 +23,9 @@ import (
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
 	"cocoon.dev/cocoon/as"
+	asclient "cocoon.dev/cocoon/as/client"
 	"cocoon.dev/cocoon/attest"
+	"cocoon.dev/cocoon/internal/serving"
 	"cocoon.dev/cocoon/sandbox"
 	"cocoon.dev/cocoon/tee"
 	"cocoon.dev/cocoon/tee/sim"
@@ -65,7 +64,6 @@ contraindicated according to the reference values (docs/attestation-service.md).
 			if state == "" {
 				return errors.New("--state DIR is required")
 			}
-			tuneServerGC()
 			if err := os.MkdirAll(state, 0o700); err != nil {
 				return err
 			}
@@ -108,28 +106,12 @@ contraindicated according to the reference values (docs/attestation-service.md).
 			if err != nil {
 				return err
 			}
-			hs := &http.Server{Handler: svc.Handler(), ReadHeaderTimeout: 10 * time.Second}
-			go func() {
-				<-ctx.Done()
-				sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				_ = hs.Shutdown(sctx)
-			}()
 			fmt.Fprintf(cmd.ErrOrStderr(), "cocoon as: serving on %s://%s (issuer %s)", scheme, l.Addr(), issuer)
 			if trustSim {
 				fmt.Fprint(cmd.ErrOrStderr(), "; TRUSTING THE SIMULATED TEE (development only)")
 			}
 			fmt.Fprintln(cmd.ErrOrStderr())
-			if cert != "" {
-				hs.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-				err = hs.ServeTLS(l, cert, key)
-			} else {
-				err = hs.Serve(l)
-			}
-			if errors.Is(err, http.ErrServerClosed) {
-				return nil
-			}
-			return err
+			return serving.Serve(ctx, l, svc.Handler(), cert, key)
 		},
 	}
 	f := serve.Flags()
@@ -164,52 +146,31 @@ func adminToken(path string) (string, error) {
 	return t, nil
 }
 
-// attestWithAS gets a token for a running sandbox from an attestation service.
+// attestWithAS gets a token for a running sandbox from an attestation
+// service. The agent binds the service's nonce itself ({"nonce": N}), so the
+// token carries no TEE key.
 func attestWithAS(ctx context.Context, g *globals, podName, url string, out io.Writer) error {
-	url = strings.TrimRight(url, "/")
-	post := func(path string, body any) (map[string]any, error) {
-		b, _ := json.Marshal(body)
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+path, bytes.NewReader(b))
-		if err != nil {
-			return nil, err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return nil, fmt.Errorf("attestation service: %w", err)
-		}
-		defer resp.Body.Close()
-		var m map[string]any
-		if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&m); err != nil {
-			return nil, fmt.Errorf("attestation service %s: %s", path, resp.Status)
-		}
-		if resp.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("attestation service refused (%s): %v: %v", resp.Status, m["type"], m["detail"])
-		}
-		return m, nil
-	}
-	ch, err := post("/challenge", nil)
+	c := &asclient.Client{URL: url}
+	nonce, err := c.Challenge(ctx)
 	if err != nil {
 		return err
 	}
-	nonce, _ := ch["nonce"].(string)
 	cl, err := g.Root().Dial(ctx, podName)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	// The agent wraps the nonce itself: the host cannot have a key bound.
 	resp, err := cl.GetEvidence(ctx, &agentv1.GetEvidenceRequest{RuntimeData: []byte(nonce), Binding: agentv1.EvidenceBinding_ATTESTATION_SERVICE_NONCE})
 	if err != nil {
 		return fmt.Errorf("evidence from %s: %s", podName, sandbox.Message(err))
 	}
 	var ev tee.Evidence
 	if err := json.Unmarshal(resp.GetEvidence(), &ev); err != nil {
-		return err
+		return fmt.Errorf("the agent sent malformed evidence: %w", err)
 	}
-	res, err := post("/attestation", map[string]any{
-		"tee": ev.TEE, "evidence": base64.RawURLEncoding.EncodeToString(resp.GetEvidence()), "nonce": nonce,
-		"runtime_data": map[string]any{"structured": map[string]any{"nonce": nonce}},
+	res, err := c.Attest(ctx, &asclient.Attestation{
+		TEE: string(ev.TEE), Evidence: base64.RawURLEncoding.EncodeToString(resp.GetEvidence()), Nonce: nonce,
+		RuntimeData: map[string]any{"structured": map[string]any{"nonce": nonce}},
 	})
 	if err != nil {
 		return err
@@ -217,7 +178,7 @@ func attestWithAS(ctx context.Context, g *globals, podName, url string, out io.W
 	if g.json() {
 		return printJSON(out, res)
 	}
-	fmt.Fprintln(out, res["token"])
+	fmt.Fprintln(out, res.Token)
 	return nil
 }
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -22,6 +20,7 @@ import (
 
 	"cocoon.dev/cocoon/as"
 	"cocoon.dev/cocoon/attest"
+	"cocoon.dev/cocoon/internal/serving"
 	"cocoon.dev/cocoon/kbs"
 	"cocoon.dev/cocoon/kbs/client"
 	"cocoon.dev/cocoon/kbs/protocol"
@@ -304,7 +303,6 @@ func serveKBS(cmd *cobra.Command, g *globals, state, listen, asURL, simRoots str
 	if state == "" {
 		return errors.New("--state DIR is required (create it with cocoon kbs init)")
 	}
-	tuneServerGC()
 	if _, err := kbs.LoadConfig(state); err != nil {
 		return err
 	}
@@ -369,21 +367,10 @@ func serveKBS(cmd *cobra.Command, g *globals, state, listen, asURL, simRoots str
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = hs.Shutdown(sctx)
-	}()
 	fmt.Fprintf(cmd.ErrOrStderr(), "cocoon kbs: serving on https://%s", l.Addr())
 	if allowSim {
 		fmt.Fprint(cmd.ErrOrStderr(), "; --allow-sim: RELEASING SECRETS TO THE SIMULATED TEE (INSECURE, development only)")
 	}
 	fmt.Fprintln(cmd.ErrOrStderr())
-	err = hs.ServeTLS(l, filepath.Join(state, kbs.FileTLSCert), filepath.Join(state, kbs.FileTLSKey))
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
-	}
-	return err
+	return serving.Serve(ctx, l, srv.Handler(), filepath.Join(state, kbs.FileTLSCert), filepath.Join(state, kbs.FileTLSKey))
 }

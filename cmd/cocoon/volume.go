@@ -1,27 +1,20 @@
 package main
 
 import (
-	"bufio"
 	cryptorand "crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
-	"cocoon.dev/cocoon/internal/proc"
 	"cocoon.dev/cocoon/volume"
+	"cocoon.dev/cocoon/volume/hostmount"
 )
 
 func readKeyFile(path string) ([]byte, error) {
@@ -36,19 +29,6 @@ func readKeyFile(path string) ([]byte, error) {
 		return nil, errors.New("the key file is empty")
 	}
 	return b, nil
-}
-
-type openState struct {
-	Target string `json:"target"`
-	Image  string `json:"image"`
-	// The volume server, named across PID reuse and reboots.
-	proc.Identity
-}
-
-func volumeStatePath(g *globals, target string) string {
-	abs, _ := filepath.Abs(target)
-	s := sha256.Sum256([]byte(abs))
-	return filepath.Join(g.root, "volumes", hex.EncodeToString(s[:8])+".json")
 }
 
 func newVolumeCmd(g *globals) *cobra.Command {
@@ -125,7 +105,7 @@ state directory) instead of a key file.`,
 				return err
 			}
 			defer clear(pass)
-			return openVolume(g, args[0], args[1], pass, readOnly, cmd.ErrOrStderr())
+			return openVolume(g, args[0], args[1], pass, readOnly)
 		},
 	}
 	open.Flags().StringVar(&keyFile, "key-file", "", "the key file")
@@ -135,35 +115,7 @@ state directory) instead of a key file.`,
 		Short: "Unmount, detach and forget the key of an opened volume",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p := volumeStatePath(g, args[0])
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return fmt.Errorf("%s is not a volume opened by cocoon (%w)", args[0], err)
-			}
-			var st openState
-			if err := json.Unmarshal(b, &st); err != nil {
-				return err
-			}
-			h, err := st.Identity.Open()
-			if errors.Is(err, proc.ErrGone) {
-				// Already gone (or the PID is another process now):
-				// nothing to signal; forget the state.
-				return os.Remove(p)
-			}
-			if err != nil {
-				return err
-			}
-			defer h.Close()
-			if err := h.Signal(unix.SIGTERM); err != nil && !errors.Is(err, proc.ErrGone) {
-				return err
-			}
-			for i := 0; i < 200 && h.Alive(); i++ {
-				time.Sleep(25 * time.Millisecond)
-			}
-			if h.Alive() {
-				return fmt.Errorf("the volume server (pid %d) did not stop within 5 s", st.PID)
-			}
-			return os.Remove(p)
+			return hostmount.Close(g.root, args[0])
 		},
 	}
 	inspect := &cobra.Command{
@@ -219,49 +171,18 @@ state directory) instead of a key file.`,
 	return cmd
 }
 
-// openVolume starts the volume server (which holds the key and serves FUSE)
-// and records it so `cocoon volume close` finds it.
-func openVolume(g *globals, image, target string, pass []byte, readOnly bool, stderr io.Writer) error {
+// openVolume starts the volume server (`cocoon volume serve`, which holds
+// the key and serves FUSE) and records it so `cocoon volume close` finds it.
+func openVolume(g *globals, image, target string, pass []byte, readOnly bool) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	abs, _ := filepath.Abs(target)
-	statePath := volumeStatePath(g, abs)
-	if _, err := os.Stat(statePath); err == nil {
-		return fmt.Errorf("%s already has a volume open; close it first", target)
-	}
-	fuseDir := statePath + ".fuse"
-	args := []string{"--root", g.root, "volume", "serve", image, fuseDir, abs}
-	if readOnly {
-		args = append(args, "--read-only")
-	}
-	c := exec.Command(self, args...)
-	c.Stdin = strings.NewReader(string(pass))
-	out, _ := c.StdoutPipe()
-	c.Stderr = stderr
-	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := os.MkdirAll(filepath.Dir(statePath), 0o700); err != nil {
-		return err
-	}
-	if err := c.Start(); err != nil {
-		return err
-	}
-	line, _ := bufio.NewReader(out).ReadString('\n')
-	line = strings.TrimSpace(line)
-	if line != "ready" {
-		_ = c.Process.Kill()
-		_ = c.Wait()
-		if line == "" {
-			line = "the volume server exited"
+	return hostmount.Open(g.root, image, target, pass, func(fuseDir, abs string) *exec.Cmd {
+		args := []string{"--root", g.root, "volume", "serve", image, fuseDir, abs}
+		if readOnly {
+			args = append(args, "--read-only")
 		}
-		return errors.New(strings.TrimPrefix(line, "error: "))
-	}
-	go func() { _ = c.Wait() }()
-	id, err := proc.Of(c.Process.Pid)
-	if err != nil {
-		return err
-	}
-	b, _ := json.Marshal(openState{Target: abs, Image: image, Identity: id})
-	return os.WriteFile(statePath, b, 0o600)
+		return exec.Command(self, args...)
+	})
 }
