@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CGO_ENABLED=0 go build -trimpath -o bin/ ./cmd/cocoon
+[ -n "${BENCH_SHORT:-}" ] && set -- -n 300 -time 15s "$@"
 exec go run ./bench/asload "$@"

@@ -5,4 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v umoci >/dev/null || { echo "umoci missing: apt-get install umoci" >&2; exit 1; }
+[ -n "${BENCH_SHORT:-}" ] && set -- -runs 1 "$@"
 exec go run ./bench/unpack "$@"

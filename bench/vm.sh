@@ -18,6 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${RUNS:-5}
+[ -n "${BENCH_SHORT:-}" ] && runs=${RUNS:-1}
 scripts/deps.sh --vm
 work=$(mktemp -d)
 C="bin/cocoon --root $work/root"

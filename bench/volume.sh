@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MB=${MB:-256}
+[ -n "${BENCH_SHORT:-}" ] && MB=${MB_SHORT:-32} && ROUNDS=${ROUNDS:-1}
 scripts/deps.sh --bench
 CGO_ENABLED=0 go build -trimpath -o bin/ ./cmd/cocoon
 work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/cocoon-volbench.XXXX")

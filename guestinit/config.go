@@ -40,4 +40,3 @@ func (v *Verity) Params(dev string) string {
 	return fmt.Sprintf("1 %s %s %d %d %d %d sha256 %s %s",
 		dev, dev, VerityBlock, VerityBlock, v.DataBlocks, v.HashStart, v.RootHash, v.Salt)
 }
-
