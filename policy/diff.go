@@ -5,16 +5,16 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-
-	"cocoon.dev/cocoon/internal/regoval"
 )
 
 // Diff lists the differing leaves of two policies, a the annotated one and
 // b a freshly generated one, as "path: annotated X, fresh Y", sorted.
 func Diff(a, b *Policy) []string {
 	fa, fb := map[string]string{}, map[string]string{}
-	flatten("", regoval.Plain(a), fa)
-	flatten("", regoval.Plain(b), fb)
+	pa, _ := toJSON(a)
+	flatten("", pa, fa)
+	pb, _ := toJSON(b)
+	flatten("", pb, fb)
 	keys := map[string]bool{}
 	for k := range fa {
 		keys[k] = true

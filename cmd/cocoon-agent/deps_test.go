@@ -14,6 +14,9 @@ var TCBForbidden = []string{
 	"k8s.io", "sigs.k8s.io",
 	"github.com/spf13/cobra", "github.com/spf13/pflag",
 	"go.etcd.io/bbolt",
+	"github.com/open-policy-agent/opa", // the framework is evaluated natively (policy/native.go)
+	"cocoon.dev/cocoon/internal/regoval",
+	"cocoon.dev/cocoon/policy/rego",
 	"cocoon.dev/cocoon/cmd/cocoon",
 	"cocoon.dev/cocoon/sandbox",
 	"cocoon.dev/cocoon/pod",

@@ -1,4 +1,4 @@
-package policy
+package rego
 
 import (
 	"testing"
@@ -6,6 +6,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
+	"cocoon.dev/cocoon/policy"
 )
 
 // TestFrameworkHasEveryRule: the embedded framework defines the rule of
@@ -26,11 +27,11 @@ func TestFrameworkHasEveryRule(t *testing.T) {
 		t.Fatalf("only %d methods in the descriptor", len(methods))
 	}
 	for _, m := range methods {
-		if !defined[Rules()[m]] {
-			t.Errorf("API method %s: the framework has no rule %q", m, Rules()[m])
+		if !defined[policy.Rules()[m]] {
+			t.Errorf("API method %s: the framework has no rule %q", m, policy.Rules()[m])
 		}
 	}
-	if ruleFor("NoSuchMethod") != "" {
+	if policy.Rules()["NoSuchMethod"] != "" {
 		t.Error("a method the API lacks has a rule")
 	}
 }
