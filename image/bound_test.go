@@ -53,6 +53,7 @@ func TestExpansionBounded(t *testing.T) {
 	if len(bomb) > 64<<10 {
 		t.Fatalf("the bomb is %d bytes; want a small one", len(bomb))
 	}
+	t.Logf("a %d-byte zstd layer that expands to %d bytes", len(bomb), len(plain))
 	sum := sha256.Sum256(plain)
 	diffID := "sha256:" + hex.EncodeToString(sum[:])
 	s, err := NewLayerStore(t.TempDir())
