@@ -366,5 +366,16 @@ func followLog(ctx context.Context, cl *sandbox.Client, name, prefix string, w i
 			flush(nil, true)
 			return
 		}
+		if resp.GetEof() && len(resp.GetData()) == 0 {
+			// The container exited and every byte was read: wait for the
+			// pod to end (or the container to restart) instead of asking
+			// again at once.
+			select {
+			case <-ctx.Done():
+				return
+			case <-done:
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
 	}
 }
