@@ -383,3 +383,19 @@ func descendants(pid int) []int {
 	}
 	return out
 }
+
+// TestRunTrace: --trace lays out every phase of the launch in order.
+func TestRunTrace(t *testing.T) {
+	x := newH(t)
+	p := x.pod(simplePod("traced", env.busybox, "Never", "true"))
+	_, errs := x.mustRun(0, "run", "--trace", p)
+	last := -1
+	for _, want := range []string{"cocoon run started", "launch began", "agent ready", "sandbox created (policy bound",
+		"images pulled and verified", "container main created", "container main started", "container main exited", "cocoon run returned"} {
+		i := strings.Index(errs, want)
+		if i < 0 || i < last {
+			t.Fatalf("trace lacks %q after the previous phase:\n%s", want, errs)
+		}
+		last = i
+	}
+}

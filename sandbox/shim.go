@@ -157,6 +157,7 @@ func (s *shim) timing(phase string) {
 // launch starts the egress channel and the agent, and creates the sandbox.
 func (s *shim) launch() error {
 	s.launched = time.Now()
+	s.update(func(st *Status) { st.LaunchedAt = s.launched })
 	if s.cfg.Isolation == "qemu" {
 		h, err := s.launchVM(context.Background())
 		if err != nil {
@@ -215,6 +216,7 @@ func (s *shim) createSandbox() error {
 	if err != nil {
 		return fmt.Errorf("create sandbox: %s", Message(err))
 	}
+	s.timing("sandbox_created_s") // the policy bound to the report and loaded, volumes opened
 	return nil
 }
 

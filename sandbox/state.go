@@ -75,9 +75,13 @@ type Status struct {
 	Measurement string    `json:"measurement,omitempty"`
 	HostData    string    `json:"hostData,omitempty"`
 	Created     time.Time `json:"createdAt"`
-	// Timings are launch phases in seconds since the launch began:
-	// agent_ready_s, images_ready_s, and for VM sandboxes vm_kernel_s (the
-	// guest's uptime when its init started).
+	// LaunchedAt is when the runtime process began the launch.
+	LaunchedAt time.Time `json:"launchedAt,omitzero"`
+	// Timings are phases in seconds since LaunchedAt: agent_ready_s,
+	// sandbox_created_s (policy bound and loaded), images_ready_s, per
+	// container container_NAME_created_s, _started_s and _exited_s, and
+	// for VM sandboxes vm_kernel_s (the guest's uptime when its init
+	// started). `cocoon run --trace` prints them.
 	Timings    map[string]float64 `json:"timings,omitempty"`
 	Containers []ContainerStatus  `json:"containers"`
 }

@@ -46,14 +46,23 @@ func (s *shim) supervise(ctx context.Context, c pod.Container, policy corev1.Res
 		if _, err := s.cl.CreateContainer(ctx, &agentv1.CreateContainerRequest{Spec: c.Spec}); err != nil {
 			return fail("CreateError: " + Message(err))
 		}
+		if attempt == 0 {
+			s.timing("container_" + name + "_created_s")
+		}
 		if _, err := s.cl.StartContainer(ctx, &agentv1.StartContainerRequest{Container: name}); err != nil {
 			return fail("StartError: " + Message(err))
+		}
+		if attempt == 0 {
+			s.timing("container_" + name + "_started_s")
 		}
 		s.container(name, func(cs *ContainerStatus) {
 			cs.State, cs.Started, cs.Reason, cs.Restarts = "running", time.Now(), "", attempt
 		})
 		var reason string
 		code, reason = s.waitExit(ctx, name)
+		if attempt == 0 {
+			s.timing("container_" + name + "_exited_s")
+		}
 		s.container(name, func(cs *ContainerStatus) {
 			cs.State, cs.ExitCode, cs.Reason, cs.Finished = "exited", code, reason, time.Now()
 		})

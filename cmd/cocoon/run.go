@@ -24,7 +24,7 @@ import (
 )
 
 func newRunCmd(g *globals) *cobra.Command {
-	var detach, rm bool
+	var detach, rm, trace bool
 	var teeKind string
 	gen := &runGen{}
 	vm := &vmFlags{}
@@ -50,11 +50,17 @@ error); 137 when the sandbox's agent died.`,
   cocoon run --isolation qemu pod.yaml     # the pod in its own VM (docs/vm.md)`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runPod(cmd, g, args[0], teeKind, detach, rm, gen, vm)
+			start := time.Now()
+			err := runPod(cmd, g, args[0], teeKind, detach, rm, gen, vm)
+			if trace && !detach {
+				printTrace(cmd.ErrOrStderr(), g, args[0], start)
+			}
+			return err
 		},
 	}
 	cmd.Flags().BoolVarP(&detach, "detach", "d", false, "run in the background and print the pod name")
 	cmd.Flags().BoolVar(&rm, "rm", false, "remove the sandbox when the pod ends (foreground only)")
+	cmd.Flags().BoolVar(&trace, "trace", false, "print where the time went when the pod ends: launch, agent ready, policy bound, images, each container's create, start and exit")
 	cmd.Flags().StringVar(&teeKind, "tee", "", "TEE of the sandbox: sim (simulated secure processor, INSECURE; the process backend's only one), or with --isolation qemu snp or tdx (default: the host's, else sim)")
 	vm.add(cmd)
 	cmd.Flags().BoolVar(&gen.generate, "generate-policy", false, "generate the pod's policy now when it has none (and say so)")
@@ -379,3 +385,30 @@ func followLog(ctx context.Context, cl *sandbox.Client, name, prefix string, w i
 		}
 	}
 }
+
+// printTrace prints the pod's launch timeline (cocoon run --trace), in ms
+// since the command started, with the time each step took.
+func printTrace(w io.Writer, g *globals, file string, start time.Time) {
+	end := time.Now()
+	y, err := os.ReadFile(file)
+	if err != nil {
+		return
+	}
+	p, err := pod.Parse(y)
+	if err != nil {
+		return
+	}
+	st, err := g.Root().Load(p.Name)
+	if err != nil {
+		fmt.Fprintf(w, "trace: %v (with --rm the sandbox's timings are gone: run without it)\n", err)
+		return
+	}
+	fmt.Fprintf(w, "trace of %s (ms since cocoon run started; step = since the line before):\n", p.Name)
+	prev := time.Duration(0)
+	for _, e := range st.Trace(start, end) {
+		fmt.Fprintf(w, "  %8.1f  %+7.1f  %s\n", ms(e.At), ms(e.At-prev), e.What)
+		prev = e.At
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
