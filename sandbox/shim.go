@@ -173,19 +173,28 @@ func (s *shim) launch() error {
 		return fmt.Errorf("egress channel: %w", err)
 	}
 	serveEgress(context.Background(), l, s.log)
+	// The simulated secure processor measures the agent binary (hashing
+	// it) while the agent starts: the agent asks it for a report only when
+	// the sandbox is created, and that waits for it below. Its socket
+	// exists before the agent does, so the agent's connection waits in the
+	// listen queue, never fails.
+	simReady := make(chan error, 1)
 	if s.cfg.TEE == tee.Sim {
-		d, err := guest.FileDigest(s.cfg.AgentBinary)
-		if err != nil {
-			return fmt.Errorf("measure cocoon-agent: %w", err)
-		}
-		m := SimMeasurement(d)
 		ln, err := s.simSocket()
 		if err != nil {
 			return err
 		}
-		if err := s.startSim(m, ln); err != nil {
-			return err
-		}
+		go func() {
+			d, err := guest.FileDigest(s.cfg.AgentBinary)
+			if err != nil {
+				ln.Close()
+				simReady <- fmt.Errorf("measure cocoon-agent: %w", err)
+				return
+			}
+			simReady <- s.startSim(SimMeasurement(d), ln)
+		}()
+	} else {
+		simReady <- nil
 	}
 	child, err := startProcessAgent(&s.cfg, s.dir, s.root.Layers())
 	if err != nil {
@@ -194,6 +203,9 @@ func (s *shim) launch() error {
 	s.agentProc = child
 	s.recordAgent(child.Cmd.Process.Pid)
 	go s.watchAgent()
+	if err := <-simReady; err != nil {
+		return err
+	}
 	s.timing("agent_ready_s")
 	return s.createSandbox()
 }
