@@ -177,8 +177,8 @@ func (n *native) createSandbox(in jsonObj, d *denials) {
 	if !setEq(arr(in["volumes"]), arr(sb["volumes"])) {
 		d.add("create_sandbox: volumes = %s, policy allows %s", j(in["volumes"]), j(sb["volumes"]))
 	}
-	enc, ok := sb["encrypted_volumes"]
-	if !ok || enc == nil {
+	enc, ok := sb["encrypted_volumes"] // object.get(p.sandbox, "encrypted_volumes", [])
+	if !ok {
 		enc = []any{}
 	}
 	if !setEq(arr(in["encrypted_volumes"]), arr(enc)) {

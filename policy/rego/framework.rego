@@ -16,6 +16,11 @@ allow := {"allowed": true, "reasons": []}
 
 j(x) := json.marshal(x)
 
+# list is a policy list, or [] where a policy leaves it null.
+list(x) := x if is_array(x)
+
+list(x) := [] if not is_array(x)
+
 env_shown(e) := e if p.debug
 
 env_shown(e) := concat("=", [split(e, "=")[0], "<redacted>"]) if not p.debug
@@ -109,14 +114,14 @@ cc_field_deny contains sprintf("create_container %q: image config = %s, policy a
 
 cc_field_deny contains sprintf("create_container %q: args[%d] = %q, policy allows %q", [input.name, i, input.args[i], c.args[i]]) if {
 	c := p.containers[input.name]
-	count(input.args) == count(c.args)
-	some i, a in c.args
+	count(input.args) == count(list(c.args))
+	some i, a in list(c.args)
 	input.args[i] != a
 }
 
 cc_field_deny contains sprintf("create_container %q: args = %s, policy allows %s", [input.name, j(input.args), j(c.args)]) if {
 	c := p.containers[input.name]
-	count(input.args) != count(c.args)
+	count(input.args) != count(list(c.args))
 }
 
 # Entries of the environment that are not exact entries of the policy
@@ -224,7 +229,7 @@ ex_deny contains sprintf("exec_process %q: the container is not running", [input
 ex_deny contains sprintf("exec_process %q: args = %s, policy allows %s", [input.container, j(input.args), exec_allowed_text(c)]) if {
 	c := p.containers[input.container]
 	not c.exec_any
-	not input.args in c.exec
+	not input.args in list(c.exec)
 }
 
 # An exec inherits the container's pinned environment, working directory and
@@ -249,9 +254,9 @@ ex_deny contains sprintf("exec_process %q: stdin of %d bytes, policy allows none
 	not c.exec_stdin
 }
 
-exec_allowed_text(c) := "no exec" if count(c.exec) == 0
+exec_allowed_text(c) := "no exec" if count(list(c.exec)) == 0
 
-exec_allowed_text(c) := j(c.exec) if count(c.exec) > 0
+exec_allowed_text(c) := j(c.exec) if count(list(c.exec)) > 0
 
 signal_container := decision(sg_deny)
 
@@ -261,7 +266,7 @@ sg_deny contains sprintf("signal_container %q: no such container in the policy",
 
 sg_deny contains sprintf("signal_container %q: signal = %d, policy allows %s", [input.container, input.signal, j(c.signals)]) if {
 	c := p.containers[input.container]
-	not input.signal in c.signals
+	not input.signal in list(c.signals)
 }
 
 read_logs := decision(rl_deny)
