@@ -66,3 +66,70 @@ spec:
 		t.Errorf("explain allowed: %s", out)
 	}
 }
+
+// TestPolicyGenerateManifest: a Deployment (with runtimeClassName, as every
+// Kubernetes pod for cocoon has), its Service and ConfigMap, and a Job, in
+// one file: each workload gets its policy, the other documents are kept,
+// and the Deployment's policy is the one it gets alone (it then runs).
+func TestPolicyGenerateManifest(t *testing.T) {
+	x := newH(t)
+	dep := `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  template:
+    spec:
+      runtimeClassName: cocoon
+      restartPolicy: Never
+      containers: [{name: web, image: "` + env.busybox + `", command: ["echo", "deployed"]}]
+`
+	svc := `apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  ports: [{port: 80}]
+`
+	cm := `apiVersion: v1
+kind: ConfigMap
+metadata: {name: cfg}
+data: {greeting: hello}
+`
+	job := `apiVersion: batch/v1
+kind: Job
+metadata: {name: once}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: job, image: "` + env.busybox + `", command: ["true"]}]
+`
+	m := x.pod(dep + "---\n" + svc + "---\n" + cm + "---\n" + job)
+	out, _ := x.mustRun(0, "policy", "generate", m)
+	if !strings.Contains(out, "Deployment/web: policy sha256") || !strings.Contains(out, "Job/once: policy sha256") {
+		t.Errorf("summary: %s", out)
+	}
+	b, _ := os.ReadFile(m)
+	docs := strings.Split(string(b), "\n---\n")
+	if len(docs) != 4 {
+		t.Fatalf("%d documents after generation:\n%s", len(docs), b)
+	}
+	if strings.TrimSpace(docs[1]) != strings.TrimSpace(svc) || strings.TrimSpace(docs[2]) != strings.TrimSpace(cm) {
+		t.Errorf("the Service or ConfigMap changed:\n%s", b)
+	}
+	for _, i := range []int{0, 3} {
+		if !strings.Contains(docs[i], "cocoon.dev/policy:") || !strings.Contains(docs[i], "cocoon.dev/policy-hash:") {
+			t.Errorf("workload %d not annotated:\n%s", i, docs[i])
+		}
+	}
+	// The same policy as the Deployment alone, and it runs.
+	alone := x.pod(dep)
+	x.mustRun(0, "policy", "generate", alone)
+	if policyHash(t, alone) != policyHash(t, x.pod(docs[0])) {
+		t.Error("the Deployment's policy differs from the one it gets alone")
+	}
+	run, _ := x.mustRun(0, "run", "--rm", x.pod(docs[0]))
+	if !strings.Contains(run, "deployed") {
+		t.Errorf("run: %s", run)
+	}
+}

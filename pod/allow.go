@@ -21,9 +21,12 @@ var containerFields = []string{
 
 func allowedPaths() map[string]bool {
 	m := map[string]bool{
-		"spec.restartPolicy":                  true,
-		"spec.hostname":                       true,
-		"spec.terminationGracePeriodSeconds":  true,
+		"spec.restartPolicy":                 true,
+		"spec.hostname":                      true,
+		"spec.terminationGracePeriodSeconds": true,
+		// The RuntimeClass that selects cocoon under Kubernetes: it picks
+		// the runtime on the node and is not part of the sandbox.
+		"spec.runtimeClassName":               true,
 		"spec.volumes[].name":                 true,
 		"spec.volumes[].emptyDir.medium":      true,
 		"spec.volumes[].emptyDir.sizeLimit":   true,

@@ -85,14 +85,22 @@ config, verify every layer, and write the policy into the annotations
 cocoon.dev/policy (base64 Rego) and cocoon.dev/policy-hash of POD.yaml, in place
 (-o FILE writes elsewhere, -o json prints a summary as JSON; --print prints the
 Rego instead). Images are cached by
-digest: generating again is instant.`,
+digest: generating again is instant.
+
+A manifest of several documents (a Deployment with its Service and ConfigMap)
+gets a policy in each workload's pod template (Pod, Deployment, StatefulSet,
+DaemonSet, ReplicaSet, Job); the other documents are kept as they are.`,
 		Example: `  cocoon policy generate examples/hello/pod.yaml
-  cocoon policy generate --print pod.yaml | less`,
+  cocoon policy generate --print pod.yaml | less
+  cocoon policy generate app.yaml     # Deployment + Service + ConfigMap: each workload annotated`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			y, err := os.ReadFile(args[0])
 			if err != nil {
 				return err
+			}
+			if docs, err := pod.Documents(y); err == nil && len(docs) > 1 {
+				return generateManifest(cmd, g, args[0], docs, f, print)
 			}
 			pol, text, err := generate(cmd, g, args[0], y, f)
 			if err != nil {
@@ -313,4 +321,55 @@ it with the one in its annotation, field by field. Exit code: 0 same, 2 differen
 	}
 	f.add(cmd)
 	return cmd
+}
+
+// generateManifest annotates every workload of a multi-document manifest
+// and keeps the other documents as they are.
+func generateManifest(cmd *cobra.Command, g *globals, file string, docs []pod.Document, f *genFlags, print bool) error {
+	var out [][]byte
+	var summary []map[string]any
+	for _, d := range docs {
+		if !d.Workload() {
+			out = append(out, d.Text)
+			continue
+		}
+		what := d.Kind + "/" + d.Name
+		pol, text, err := generate(cmd, g, file, d.Text, f)
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		if print {
+			fmt.Fprintf(cmd.OutOrStdout(), "# policy of %s\n%s", what, text)
+			continue
+		}
+		annotated, err := annotate(d.Text, text)
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		out = append(out, annotated)
+		if pol.Debug {
+			fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s has a DEBUG policy: the host may exec any command and read every log\n", what)
+		}
+		summary = append(summary, map[string]any{"workload": what, "sha256": policy.HashHex(text, tee.Sim), "sha384": policy.HashHex(text, tee.TDX), "containers": len(pol.Containers), "images": len(pol.Images)})
+	}
+	if print {
+		return nil
+	}
+	if len(summary) == 0 {
+		return fmt.Errorf("%s has no workload (Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet or Job)", file)
+	}
+	dst := file
+	if g.outFile != "" {
+		dst = g.outFile
+	}
+	if err := os.WriteFile(dst, pod.JoinDocuments(out), 0o644); err != nil {
+		return err
+	}
+	if g.json() {
+		return printJSON(cmd.OutOrStdout(), map[string]any{"file": dst, "workloads": summary})
+	}
+	for _, w := range summary {
+		fmt.Fprintf(cmd.OutOrStdout(), "%s: %s: policy sha256 %s (%d containers, %d images)\n", dst, w["workload"], w["sha256"], w["containers"], w["images"])
+	}
+	return nil
 }
