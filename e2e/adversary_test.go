@@ -46,11 +46,7 @@ spec:
 	x.mustRun(0, "run", "-d", p)
 	x.waitContainerState("adv", "app", "running")
 	ctx := context.Background()
-	cl, err := sandbox.DialSocket(ctx, sandbox.Root(x.root).AgentSocket("adv"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := x.dialAgent("adv")
 	// Wait for job to finish, then remove it as a host may.
 	for i := 0; ; i++ {
 		w, err := cl.WaitContainer(ctx, &agentv1.WaitContainerRequest{Container: "job", TimeoutMs: 5000})

@@ -11,7 +11,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
-	"cocoon.dev/cocoon/sandbox"
 )
 
 // TestExecFieldsPoliced plays the exec attack: the policy allows two
@@ -40,11 +39,7 @@ spec:
 	x.mustRun(0, "run", "-d", p)
 	x.waitContainerState("execatk", "app", "running")
 	ctx := context.Background()
-	cl, err := sandbox.DialSocket(ctx, sandbox.Root(x.root).AgentSocket("execatk"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := x.dialAgent("execatk")
 	script := []byte("cat /data/secret; touch /data/pwned\n")
 	attacks := []struct {
 		name string

@@ -17,6 +17,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"cocoon.dev/cocoon/internal/testimage"
+	"cocoon.dev/cocoon/sandbox"
 )
 
 var env struct {
@@ -166,6 +167,18 @@ func (x *h) pod(yaml string) string {
 		x.t.Fatal(err)
 	}
 	return p
+}
+
+// dialAgent connects to a running pod's agent API as the host may, closed
+// at the end of the test.
+func (x *h) dialAgent(pod string) *sandbox.Client {
+	x.t.Helper()
+	cl, err := sandbox.DialSocket(context.Background(), sandbox.Root(x.root).AgentSocket(pod))
+	if err != nil {
+		x.t.Fatal(err)
+	}
+	x.t.Cleanup(func() { cl.Close() })
+	return cl
 }
 
 // mustRun runs cocoon and fails the test unless it exits with want.

@@ -23,7 +23,6 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
-	"cocoon.dev/cocoon/sandbox"
 	"cocoon.dev/cocoon/tee"
 )
 
@@ -52,11 +51,7 @@ func TestEvidenceRelayRefused(t *testing.T) {
 	x.mustRun(0, "run", "-d", p)
 	x.waitContainerState("relay", "app", "running")
 	ctx := context.Background()
-	cl, err := sandbox.DialSocket(ctx, sandbox.Root(x.root).AgentSocket("relay"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := x.dialAgent("relay")
 
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(ca) {

@@ -1,7 +1,6 @@
 package volume
 
 import (
-	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -35,19 +34,7 @@ func TestKDFCostsBounded(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			p, pass, _ := format(t, tc.kdf, 1<<20)
-			f, err := os.OpenFile(p, os.O_RDWR, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			h, err := ReadHeader(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			tc.mut(h)
-			if err := writeHeader(f, &h.Metadata, h.UUID, h.Label, h.SeqID+1); err != nil {
-				t.Fatal(err)
-			}
-			f.Close()
+			rewriteHeader(t, p, tc.mut)
 			var before, after runtime.MemStats
 			runtime.GC()
 			runtime.ReadMemStats(&before)

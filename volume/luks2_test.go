@@ -221,20 +221,27 @@ func FuzzReadHeader(f *testing.F) {
 
 func TestUnsupportedCipherRefused(t *testing.T) {
 	p, pass, _ := format(t, "pbkdf2", 1<<20)
-	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	rewriteHeader(t, p, func(h *Header) { h.Metadata.Segments["0"].Encryption = "aes-cbc-essiv:sha256" })
+	if _, _, err := Open(p, pass, true); err == nil || !strings.Contains(err.Error(), `cipher "aes-cbc-essiv:sha256" is not supported`) {
+		t.Fatalf("unsupported cipher: %v", err)
+	}
+}
+
+// rewriteHeader changes the LUKS2 header of the image at path as mut says,
+// writing a valid header (checksums and both copies) with the change.
+func rewriteHeader(t *testing.T, path string, mut func(*Header)) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer f.Close()
 	h, err := ReadHeader(f)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.Metadata.Segments["0"].Encryption = "aes-cbc-essiv:sha256"
+	mut(h)
 	if err := writeHeader(f, &h.Metadata, h.UUID, h.Label, h.SeqID+1); err != nil {
 		t.Fatal(err)
-	}
-	f.Close()
-	if _, _, err := Open(p, pass, true); err == nil || !strings.Contains(err.Error(), `cipher "aes-cbc-essiv:sha256" is not supported`) {
-		t.Fatalf("unsupported cipher: %v", err)
 	}
 }
