@@ -20,7 +20,6 @@ import (
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
 	"cocoon.dev/cocoon/internal/testimage"
-	"cocoon.dev/cocoon/policy"
 )
 
 // recorder is an Enforcer that records every method it saw and denies the
@@ -88,7 +87,7 @@ func TestEveryMethodIsEnforced(t *testing.T) {
 	for i := 0; i < it.NumMethod(); i++ {
 		generated = append(generated, it.Method(i).Name)
 	}
-	listed := slices.Clone(APIMethods())
+	listed := slices.Clone(agentv1.Methods())
 	sort.Strings(generated)
 	sort.Strings(listed)
 	if !slices.Equal(generated, listed) {
@@ -263,20 +262,6 @@ func TestContainerLifecycle(t *testing.T) {
 	spec.Command = []string{"true"}
 	if _, err := cl.CreateContainer(ctx, &agentv1.CreateContainerRequest{Spec: spec}); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// TestEveryMethodHasAPolicyRule: the policy engine has an enforcement point
-// for every API method.
-func TestEveryMethodHasAPolicyRule(t *testing.T) {
-	rules := policy.Rules()
-	for _, m := range APIMethods() {
-		if rules[m] == "" {
-			t.Errorf("API method %s has no policy enforcement point", m)
-		}
-	}
-	if len(rules) != len(APIMethods()) {
-		t.Errorf("policy rules %d, API methods %d", len(rules), len(APIMethods()))
 	}
 }
 

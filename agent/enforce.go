@@ -8,7 +8,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	agentv1 "cocoon.dev/cocoon/api/agent/v1"
 	"cocoon.dev/cocoon/policy"
 )
 
@@ -31,10 +30,6 @@ type DenyError = policy.DenyError
 type Observer interface {
 	Observe(method string, req any, err error)
 }
-
-// APIMethods lists every method of the agent API, as the enforcement hook
-// sees them: agentv1.Methods, from the protobuf descriptor.
-func APIMethods() []string { return agentv1.Methods() }
 
 // interceptor runs the Enforcer on every decoded request.
 func interceptor(e Enforcer) ttrpc.UnaryServerInterceptor {

@@ -384,14 +384,15 @@ func descendants(pid int) []int {
 	return out
 }
 
-// TestRunTrace: --trace lays out every phase of the launch in order.
+// TestRunTrace: --trace lays out every phase of the launch in order (with
+// --rm too: it is printed before the sandbox goes).
 func TestRunTrace(t *testing.T) {
 	x := newH(t)
 	p := x.pod(simplePod("traced", env.busybox, "Never", "true"))
-	_, errs := x.mustRun(0, "run", "--trace", p)
+	_, errs := x.mustRun(0, "run", "--rm", "--trace", p)
 	last := -1
 	for _, want := range []string{"cocoon run started", "launch began", "agent ready", "sandbox created (policy bound",
-		"images pulled and verified", "container main created", "container main started", "container main exited", "cocoon run returned"} {
+		"images pulled and verified", "container main created", "container main started", "container main exited", "pod ended (seen by cocoon run)"} {
 		i := strings.Index(errs, want)
 		if i < 0 || i < last {
 			t.Fatalf("trace lacks %q after the previous phase:\n%s", want, errs)

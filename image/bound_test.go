@@ -187,9 +187,11 @@ func TestDirTimesStayInTheLayer(t *testing.T) {
 	}
 }
 
-// TestDeferredOpsOnlyAfterVerification: a layer whose digest does not match
-// gets none of its deferred directory times applied (its staging directory
-// is discarded first).
+// TestDeferredOpsOnlyAfterVerification: directory times, the deferred
+// operation, are not applied while the layer is being checked (the verify
+// step still sees the directory as extraction left it) and are applied once
+// it passed; a layer whose digest does not match is discarded with none of
+// its deferred operations run.
 func TestDeferredOpsOnlyAfterVerification(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("unpacking needs root")
@@ -198,11 +200,47 @@ func TestDeferredOpsOnlyAfterVerification(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	layer := tarOf(t, []entry{{name: "dir/", typ: tar.TypeDir}, {name: "dir/f", data: "x"}})
-	finished := false
-	_, err = s.Put("sha256:"+strings.Repeat("0", 64), bytes.NewReader(layer), func() error { finished = true; return nil }, 0)
-	if !errors.Is(err, ErrDigestMismatch) || finished {
-		t.Fatalf("Put of a mismatching layer: %v (verify ran: %v)", err, finished)
+	mt := time.Unix(1234567890, 0)
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Name: "dir/", Typeflag: tar.TypeDir, Mode: 0o755, ModTime: mt})
+	tw.WriteHeader(&tar.Header{Name: "dir/f", Typeflag: tar.TypeReg, Mode: 0o644, Size: 1, ModTime: mt})
+	tw.Write([]byte("x"))
+	tw.Close()
+	layer := buf.Bytes()
+	sum := sha256.Sum256(layer)
+	diffID := "sha256:" + hex.EncodeToString(sum[:])
+	dirMtime := func(pattern string) int64 {
+		t.Helper()
+		m, _ := filepath.Glob(pattern)
+		if len(m) != 1 {
+			t.Fatalf("%s: %v", pattern, m)
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(m[0], &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Mtim.Sec
+	}
+	verified := false
+	_, err = s.Put(diffID, bytes.NewReader(layer), func() error {
+		verified = true
+		if got := dirMtime(filepath.Join(s.dir, "tmp", "*", "fs", "dir")); got == mt.Unix() {
+			t.Error("directory times were applied before the layer was verified")
+		}
+		return nil
+	}, 0)
+	if err != nil || !verified {
+		t.Fatalf("Put: %v (verified %v)", err, verified)
+	}
+	if got := dirMtime(filepath.Join(s.Path(diffID), "dir")); got != mt.Unix() {
+		t.Errorf("directory time after commit: %d, want %d", got, mt.Unix())
+	}
+	// A mismatching layer: never verified, nothing left.
+	verified = false
+	_, err = s.Put("sha256:"+strings.Repeat("0", 64), bytes.NewReader(layer), func() error { verified = true; return nil }, 0)
+	if !errors.Is(err, ErrDigestMismatch) || verified {
+		t.Fatalf("Put of a mismatching layer: %v (verify ran: %v)", err, verified)
 	}
 	if ents, _ := os.ReadDir(filepath.Join(s.dir, "tmp")); len(ents) != 0 {
 		t.Errorf("staging left behind: %v", ents)

@@ -21,14 +21,12 @@ func Rules() map[string]string {
 	return m
 }
 
-// ruleFor is the enforcement point of an API method ("" for none).
-func ruleFor(method string) string {
-	for _, m := range agentv1.Methods() {
-		if m == method {
-			return snake(method)
-		}
+// RuleFor is the enforcement point of an API method ("" for none).
+func RuleFor(method string) string {
+	if !agentv1.HasMethod(method) {
+		return ""
 	}
-	return ""
+	return snake(method)
 }
 
 func snake(s string) string {
@@ -74,7 +72,7 @@ func NewEvaluator(_ context.Context, text []byte) (*Evaluator, error) {
 // Decide evaluates the enforcement point of method on input and returns
 // whether it is allowed and, if not, why.
 func (e *Evaluator) Decide(_ context.Context, method string, input map[string]any) (bool, []string, error) {
-	rule := ruleFor(method)
+	rule := RuleFor(method)
 	if rule == "" {
 		return false, []string{fmt.Sprintf("%s: no enforcement point for this method", method)}, nil
 	}

@@ -25,7 +25,7 @@ func (st *Status) Trace(start, end time.Time) []TraceEvent {
 		}
 	}
 	if !end.IsZero() {
-		ev = append(ev, TraceEvent{end.Sub(start), "cocoon run returned"})
+		ev = append(ev, TraceEvent{end.Sub(start), "pod ended (seen by cocoon run)"})
 	}
 	sort.SliceStable(ev, func(i, j int) bool { return ev[i].At < ev[j].At })
 	return ev

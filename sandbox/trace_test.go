@@ -21,7 +21,7 @@ func TestTrace(t *testing.T) {
 		{150 * time.Millisecond, "container app created (policy decision, rootfs, OCI spec)"},
 		{230 * time.Millisecond, "container app started (runc create + start)"},
 		{235 * time.Millisecond, "container app exited (seen by the runtime)"},
-		{240 * time.Millisecond, "cocoon run returned"},
+		{240 * time.Millisecond, "pod ended (seen by cocoon run)"},
 	}
 	if len(ev) != len(want) {
 		t.Fatalf("events %v", ev)

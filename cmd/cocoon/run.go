@@ -50,12 +50,11 @@ error); 137 when the sandbox's agent died.`,
   cocoon run --isolation qemu pod.yaml     # the pod in its own VM (docs/vm.md)`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			start := time.Now()
-			err := runPod(cmd, g, args[0], teeKind, detach, rm, gen, vm)
-			if trace && !detach {
-				printTrace(cmd.ErrOrStderr(), g, args[0], start)
+			var start time.Time
+			if trace {
+				start = time.Now()
 			}
-			return err
+			return runPod(cmd, g, args[0], teeKind, detach, rm, start, gen, vm)
 		},
 	}
 	cmd.Flags().BoolVarP(&detach, "detach", "d", false, "run in the background and print the pod name")
@@ -91,7 +90,9 @@ func (v *vmFlags) add(cmd *cobra.Command) {
 	f.DurationVar(&v.bootTimeout, "boot-timeout", 0, "how long a VM may take to boot to a ready agent (default 20s with KVM, 3m under emulation)")
 }
 
-func runPod(cmd *cobra.Command, g *globals, file, teeKind string, detach, rm bool, gen *runGen, vm *vmFlags) error {
+// runPod runs the pod in file; with a non-zero traceStart (--trace) it
+// prints the launch's timeline from then when the pod ends.
+func runPod(cmd *cobra.Command, g *globals, file, teeKind string, detach, rm bool, traceStart time.Time, gen *runGen, vm *vmFlags) error {
 	ctx := cmd.Context()
 	y, err := os.ReadFile(file)
 	if err != nil {
@@ -177,6 +178,9 @@ func runPod(cmd *cobra.Command, g *globals, file, teeKind string, detach, rm boo
 
 	showPullProgress(ctx, root, cl, p, cmd.ErrOrStderr())
 	st := followPod(ctx, root, cl, p, cmd.OutOrStdout())
+	if !traceStart.IsZero() {
+		printTrace(cmd.ErrOrStderr(), p.Name, st, traceStart)
+	}
 	switch st.Phase {
 	case sandbox.PhaseSucceeded, sandbox.PhaseStopped:
 	default:
@@ -388,24 +392,10 @@ func followLog(ctx context.Context, cl *sandbox.Client, name, prefix string, w i
 
 // printTrace prints the pod's launch timeline (cocoon run --trace), in ms
 // since the command started, with the time each step took.
-func printTrace(w io.Writer, g *globals, file string, start time.Time) {
-	end := time.Now()
-	y, err := os.ReadFile(file)
-	if err != nil {
-		return
-	}
-	p, err := pod.Parse(y)
-	if err != nil {
-		return
-	}
-	st, err := g.Root().Load(p.Name)
-	if err != nil {
-		fmt.Fprintf(w, "trace: %v (with --rm the sandbox's timings are gone: run without it)\n", err)
-		return
-	}
-	fmt.Fprintf(w, "trace of %s (ms since cocoon run started; step = since the line before):\n", p.Name)
+func printTrace(w io.Writer, name string, st *sandbox.Status, start time.Time) {
+	fmt.Fprintf(w, "trace of %s (ms since cocoon run started; step = since the line before):\n", name)
 	prev := time.Duration(0)
-	for _, e := range st.Trace(start, end) {
+	for _, e := range st.Trace(start, time.Now()) {
 		fmt.Fprintf(w, "  %8.1f  %+7.1f  %s\n", ms(e.At), ms(e.At-prev), e.What)
 		prev = e.At
 	}

@@ -22,8 +22,3 @@ func EvidenceDir() string {
 	}
 	return filepath.Join(filepath.Dir(file), "..", "..", "attest", "testdata", "evidence")
 }
-
-// Read reads one evidence file by its path under EvidenceDir.
-func Read(name string) ([]byte, error) {
-	return os.ReadFile(filepath.Join(EvidenceDir(), name))
-}

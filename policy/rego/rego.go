@@ -24,9 +24,6 @@ import (
 //go:embed framework.rego
 var frameworkRego string
 
-// Framework is the framework's Rego text.
-func Framework() string { return frameworkRego }
-
 // Evaluator evaluates requests against one policy with prepared OPA
 // queries, compiled once.
 type Evaluator struct {
@@ -83,7 +80,7 @@ func NewEvaluator(ctx context.Context, text []byte) (*Evaluator, error) {
 // Decide evaluates the enforcement point of method on input, as
 // policy.Evaluator.Decide does.
 func (e *Evaluator) Decide(ctx context.Context, method string, input map[string]any) (bool, []string, error) {
-	rule := policy.Rules()[method]
+	rule := policy.RuleFor(method)
 	if rule == "" {
 		return false, []string{fmt.Sprintf("%s: no enforcement point for this method", method)}, nil
 	}

@@ -20,6 +20,12 @@ func Methods() []string {
 	return out
 }
 
+// HasMethod reports whether the Agent service has method (no allocation:
+// the enforcement hook asks on every request).
+func HasMethod(method string) bool {
+	return File_agent_proto.Services().ByName("Agent").Methods().ByName(protoreflect.Name(method)) != nil
+}
+
 // NewRequest returns an empty request message of method.
 func NewRequest(method string) (proto.Message, error) {
 	sd := File_agent_proto.Services().ByName("Agent")
