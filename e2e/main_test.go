@@ -28,6 +28,7 @@ var env struct {
 	echo    string // busybox + /echo server, by digest
 	layout  string // OCI layout dir holding tag "busybox"
 	bbImage v1.Image
+	bbLayer v1.Layer
 	skipWhy string
 }
 
@@ -60,7 +61,7 @@ func setup(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	env.bin = filepath.Join(dir, "bin")
-	build := exec.Command("go", "build", "-o", env.bin+"/", "cocoon.dev/cocoon/cmd/cocoon", "cocoon.dev/cocoon/cmd/cocoon-agent", "cocoon.dev/cocoon/cmd/cocoon-init")
+	build := exec.Command("go", "build", "-o", env.bin+"/", "cocoon.dev/cocoon/cmd/cocoon", "cocoon.dev/cocoon/cmd/cocoon-agent", "cocoon.dev/cocoon/cmd/cocoon-init", "cocoon.dev/cocoon/cmd/containerd-shim-cocoon-v2")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
@@ -68,6 +69,9 @@ func setup(m *testing.M) int {
 	}
 	env.reg = testimage.NewRegistry()
 	defer env.reg.Close()
+	if env.bbLayer, err = testimage.BusyboxLayer(); err != nil {
+		panic(err)
+	}
 	bb, err := testimage.Busybox()
 	if err != nil {
 		panic(err)
@@ -89,6 +93,7 @@ func setup(m *testing.M) int {
 	if err := testimage.WriteLayout(env.layout, map[string]v1.Image{"busybox": bb}); err != nil {
 		panic(err)
 	}
+	defer stopCRI()
 	return m.Run()
 }
 

@@ -43,6 +43,9 @@ type config struct {
 	MemoryMiB          int    `json:"memoryMiB,omitempty"`
 	VCPUs              int    `json:"vcpus,omitempty"`
 	BootTimeoutSeconds int    `json:"bootTimeoutSeconds,omitempty"`
+	// NetNS is a network namespace the sandbox joins (one containerd made
+	// and gave to CNI) rather than a new one.
+	NetNS string `json:"netns,omitempty"`
 }
 
 const fileConfig = "config.json"

@@ -15,8 +15,8 @@ import (
 )
 
 // startProcessAgent is the "process" isolation backend: cocoon-agent becomes
-// the init of fresh mount, pid, ipc, uts and network namespaces, with a
-// private tmpfs state directory. It returns once the agent listens.
+// the init of fresh mount, pid, ipc, uts and network namespaces (or of the
+// network namespace cfg.NetNS names), with a private tmpfs state directory. It returns once the agent listens.
 func startProcessAgent(cfg *config, dir, layers string) (*proc.Child, error) {
 	logf, err := os.OpenFile(filepath.Join(dir, fileAgentLg), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -46,12 +46,12 @@ func startProcessAgent(cfg *config, dir, layers string) (*proc.Child, error) {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = []*os.File{pw}
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC |
-			syscall.CLONE_NEWUTS | syscall.CLONE_NEWNET,
-		Pdeathsig: syscall.SIGKILL,
+	flags := uintptr(syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS)
+	if cfg.NetNS == "" {
+		flags |= syscall.CLONE_NEWNET
 	}
-	child, err := proc.StartPinned(cmd)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: flags, Pdeathsig: syscall.SIGKILL}
+	child, err := proc.StartPinnedIn(cmd, cfg.NetNS)
 	if err != nil {
 		pw.Close()
 		return nil, fmt.Errorf("start cocoon-agent (%s): %w", cfg.AgentBinary, err)

@@ -77,31 +77,38 @@ func RunShim(dir string, ready *os.File) error {
 }
 
 func newShim(dir string, log *slog.Logger) (*shim, error) {
-	s := &shim{dir: dir, log: log, stopping: make(chan struct{}), agentGone: make(chan struct{})}
-	s.root = Root(filepath.Dir(filepath.Dir(dir)))
+	var cfg config
 	b, err := os.ReadFile(filepath.Join(dir, fileConfig))
 	if err != nil {
 		return nil, err
 	}
-	if err := json.Unmarshal(b, &s.cfg); err != nil {
+	if err := json.Unmarshal(b, &cfg); err != nil {
 		return nil, fmt.Errorf("sandbox config: %w", err)
 	}
 	y, err := os.ReadFile(filepath.Join(dir, filePod))
 	if err != nil {
 		return nil, err
 	}
-	if s.pod, err = pod.Parse(y); err != nil {
+	p, err := pod.Parse(y)
+	if err != nil {
 		return nil, err
 	}
-	s.pod.ResolveLocal(s.cfg.BaseDir)
-	s.grace = s.pod.GracePeriod
+	p.ResolveLocal(cfg.BaseDir)
+	var st Status
 	b, err = os.ReadFile(filepath.Join(dir, fileStatus))
 	if err != nil {
 		return nil, err
 	}
-	if err := json.Unmarshal(b, &s.st); err != nil {
+	if err := json.Unmarshal(b, &st); err != nil {
 		return nil, err
 	}
+	return shimOf(dir, log, cfg, p, st)
+}
+
+// shimOf makes the runtime process's state for the sandbox in dir.
+func shimOf(dir string, log *slog.Logger, cfg config, p *pod.Pod, st Status) (*shim, error) {
+	s := &shim{dir: dir, log: log, cfg: cfg, pod: p, st: st, grace: p.GracePeriod, stopping: make(chan struct{}), agentGone: make(chan struct{})}
+	s.root = Root(filepath.Dir(filepath.Dir(dir)))
 	self, err := proc.Of(os.Getpid())
 	if err != nil {
 		return nil, err

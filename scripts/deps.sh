@@ -18,6 +18,7 @@ if [ "${1:-}" = "--test" ]; then
   command -v node >/dev/null || need+=(nodejs)
   command -v ss >/dev/null || need+=(iproute2)
   command -v pgrep >/dev/null || need+=(procps)
+  [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
 fi
 if [ "${1:-}" = "--bench" ]; then
   command -v gocryptfs >/dev/null || need+=(gocryptfs)

@@ -30,6 +30,10 @@ var TCBForbidden = []string{
 	"cocoon.dev/cocoon/internal/deptest",
 	"cocoon.dev/cocoon/internal/proc",
 	"cocoon.dev/cocoon/volume/hostmount",
+	"cocoon.dev/cocoon/shimv2", // the containerd runtime
+	"github.com/containerd/containerd/v2",
+	"github.com/containerd/containerd/api",
+	"github.com/pelletier/go-toml",
 }
 
 // TCBAllowed are the parts of forbidden trees the agent needs: the key

@@ -1,7 +1,9 @@
 package proc
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"runtime"
@@ -143,5 +145,47 @@ func TestPinnedChildOutlivesItsThread(t *testing.T) {
 	cmd.Process.Kill()
 	if err := c.Wait(); err == nil {
 		t.Error("Wait of a killed child reported success")
+	}
+}
+
+// TestStartPinnedInJoinsNetNS starts a child in another process's network
+// namespace and checks that the child, and only the child, is in it.
+func TestStartPinnedInJoinsNetNS(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to create a network namespace")
+	}
+	holder := exec.Command("sleep", "60")
+	holder.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = holder.Process.Kill(); _ = holder.Wait() }()
+	nsPath := fmt.Sprintf("/proc/%d/ns/net", holder.Process.Pid)
+	want, err := os.Readlink(nsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, _ := os.Readlink("/proc/self/ns/net")
+	if self == want {
+		t.Fatal("setup: the holder shares our network namespace")
+	}
+	var out bytes.Buffer
+	cmd := exec.Command("readlink", "/proc/self/ns/net")
+	cmd.Stdout = &out
+	c, err := StartPinnedIn(cmd, nsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(out.String()); got != want {
+		t.Errorf("child in %s, want %s", got, want)
+	}
+	if now, _ := os.Readlink("/proc/self/ns/net"); now != self {
+		t.Errorf("the test process moved to %s", now)
+	}
+	if _, err := StartPinnedIn(exec.Command("true"), "/nonexistent/ns"); err == nil {
+		t.Error("a missing namespace was accepted")
 	}
 }

@@ -1,0 +1,139 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// criPod is a pod spec, the crictl configurations of the same pod, and its
+// policy annotation.
+type criPod struct {
+	name       string
+	podConfig  string // crictl pod config file
+	containers map[string]string
+}
+
+// newCRIPod generates the policy for podYAML (a Pod whose containers are
+// given as crictl container configs too) and writes crictl's files.
+func newCRIPod(t *testing.T, name, podYAML string, containers map[string]map[string]any) *criPod {
+	t.Helper()
+	ann := policyAnnotation(t, podYAML)
+	logDir := t.TempDir()
+	p := &criPod{name: name, containers: map[string]string{}}
+	p.podConfig = writeJSON(t, "pod.json", map[string]any{
+		"metadata":      map[string]any{"name": name, "namespace": "default", "uid": name + "-uid", "attempt": 0},
+		"hostname":      name,
+		"log_directory": logDir,
+		"annotations":   map[string]string{"cocoon.dev/policy": ann},
+		"linux":         map[string]any{},
+	})
+	for cname, cfg := range containers {
+		cfg["metadata"] = map[string]any{"name": cname}
+		cfg["log_path"] = cname + ".log"
+		if _, ok := cfg["linux"]; !ok {
+			cfg["linux"] = map[string]any{}
+		}
+		p.containers[cname] = writeJSON(t, cname+".json", cfg)
+	}
+	return p
+}
+
+// run starts the pod with the cocoon handler and returns its ID; the pod is
+// removed at the end of the test.
+func (c *cri) runPod(t *testing.T, p *criPod) string {
+	t.Helper()
+	id := c.must(t, "runp", "--runtime", "cocoon", p.podConfig)
+	t.Cleanup(func() { c.crictl("rmp", "-f", id) })
+	return id
+}
+
+func (c *cri) createStart(t *testing.T, podID string, p *criPod, name string) string {
+	t.Helper()
+	// The host's pull is bookkeeping for the CRI (image status, garbage
+	// collection): the agent pulls and verifies the image itself.
+	id := c.must(t, "create", "--with-pull", podID, p.containers[name], p.podConfig)
+	c.must(t, "start", id)
+	return id
+}
+
+// waitState waits until crictl reports a container in state (e.g.
+// CONTAINER_EXITED).
+func (c *cri) waitState(t *testing.T, id, state string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		out, _, _ := c.crictl("inspect", "-o", "go-template", "--template", "{{.status.state}}", id)
+		if strings.TrimSpace(out) == state {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("container %s: state %q, want %s after %s", id, strings.TrimSpace(out), state, within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func hostPodYAML(name, image, command string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: %s
+spec:
+  runtimeClassName: cocoon
+  enableServiceLinks: false
+  automountServiceAccountToken: false
+  containers:
+  - name: main
+    image: %s
+    command: ["/bin/sh", "-c", %q]
+`, name, image, command)
+}
+
+// TestCRILifecycle drives a cocoon pod through containerd's CRI with
+// crictl: runp, create, start, logs, exec, stop, rm, stopp, rmp.
+func TestCRILifecycle(t *testing.T) {
+	c := needCRI(t)
+	cmd := "echo hello from the sandbox; echo to stderr >&2; exec sleep 1000"
+	p := newCRIPod(t, "cri-life", hostPodYAML("cri-life", env.pinned, cmd), map[string]map[string]any{
+		"main": {"image": map[string]any{"image": env.pinned}, "command": []string{"/bin/sh", "-c", cmd}},
+	})
+	podID := c.runPod(t, p)
+	ctr := c.createStart(t, podID, p, "main")
+	c.waitState(t, ctr, "CONTAINER_RUNNING", 30*time.Second)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, errs, _ := c.crictl("logs", ctr)
+		if strings.Contains(out+errs, "hello from the sandbox") && strings.Contains(out+errs, "to stderr") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("crictl logs: %q %q", out, errs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The container runs in the cocoon sandbox: its process tree is the
+	// agent's, in a PID namespace of its own, not a child of runc's shim.
+	shims, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	found := false
+	for _, f := range shims {
+		b, _ := os.ReadFile(f)
+		if strings.Contains(string(b), "cocoon-agent") && strings.Contains(string(b), c.dir) {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("no cocoon-agent runs for this containerd's pods")
+	}
+	c.must(t, "stop", "--timeout", "5", ctr)
+	c.waitState(t, ctr, "CONTAINER_EXITED", 10*time.Second)
+	c.must(t, "rm", ctr)
+	c.must(t, "stopp", podID)
+	c.must(t, "rmp", podID)
+	if out, _, _ := c.crictl("pods", "-q", "--id", podID); strings.TrimSpace(out) != "" {
+		t.Fatalf("pod still listed after rmp: %s", out)
+	}
+}

@@ -1,0 +1,189 @@
+package shimv2
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	agentv1 "cocoon.dev/cocoon/api/agent/v1"
+	"cocoon.dev/cocoon/policy"
+	"cocoon.dev/cocoon/resolve"
+)
+
+// The annotations containerd's CRI plugin puts on the runtime specs it makes.
+const (
+	annContainerType = "io.kubernetes.cri.container-type"
+	annSandboxID     = "io.kubernetes.cri.sandbox-id"
+	annSandboxName   = "io.kubernetes.cri.sandbox-name"
+	annContainerName = "io.kubernetes.cri.container-name"
+	annImageName     = "io.kubernetes.cri.image-name"
+
+	typeSandbox   = "sandbox"
+	typeContainer = "container"
+)
+
+// maxSpecBytes bounds a bundle's config.json.
+const maxSpecBytes = 4 << 20
+
+// readSpec reads the runtime spec containerd wrote into bundle.
+func readSpec(bundle string) (*specs.Spec, error) {
+	f, err := os.Open(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return nil, fmt.Errorf("bundle: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxSpecBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("bundle: %w", err)
+	}
+	if len(b) > maxSpecBytes {
+		return nil, fmt.Errorf("bundle config.json is larger than %d bytes", maxSpecBytes)
+	}
+	var s specs.Spec
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("bundle config.json: %w", err)
+	}
+	return &s, nil
+}
+
+// errNotCRI is returned for a task that containerd's CRI plugin did not
+// make (ctr run, nerdctl without CRI): cocoon runs Kubernetes pods.
+var errNotCRI = errors.New("the cocoon runtime runs Kubernetes pods: this container has no " + annContainerType +
+	" annotation (was it started with ctr or nerdctl rather than through the CRI, by kubelet or crictl?)")
+
+// netNS is the path of the network namespace the spec joins, or "".
+func netNS(s *specs.Spec) string {
+	if s.Linux == nil {
+		return ""
+	}
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace {
+			return ns.Path
+		}
+	}
+	return ""
+}
+
+// Mount destinations the agent provides itself in every container: the
+// runtime's defaults and the files the CRI bind-mounts from the host
+// (/etc/hosts, /etc/hostname, /etc/resolv.conf, /dev/shm,
+// /dev/termination-log). The host's copies are never mounted: the agent
+// writes its own, from the policy's hostname.
+var agentMounts = []string{
+	"/proc", "/dev", "/dev/pts", "/dev/mqueue", "/dev/shm", "/sys", "/sys/fs/cgroup",
+	"/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/dev/termination-log",
+}
+
+// kubeletVolume returns the pod volume a kubelet host path stands for:
+// .../pods/UID/volumes/kubernetes.io~empty-dir/NAME (emptyDir) or
+// .../volumes/kubernetes.io~csi/NAME/mount (a CSI volume, such as cocoon's
+// encrypted volumes). Only the name reaches the agent, which mounts its own
+// volume of that name; the host directory is never used.
+func kubeletVolume(src string) (string, bool) {
+	src = path.Clean(src)
+	dir, name := path.Dir(src), path.Base(src)
+	if path.Base(dir) == "kubernetes.io~empty-dir" && path.Base(path.Dir(dir)) == "volumes" {
+		return name, true
+	}
+	if name == "mount" && path.Base(path.Dir(dir)) == "kubernetes.io~csi" && path.Base(path.Dir(path.Dir(dir))) == "volumes" {
+		return path.Base(dir), true
+	}
+	return "", false
+}
+
+// containerSpec turns the CRI's runtime spec for a container into the agent
+// request that the policy judges. pc is the policy's entry for the
+// container (nil when the policy has none: the agent then denies it).
+//
+// The command line and environment are passed as the CRI resolved them
+// (entrypoint and cmd merged; image, pod and kubelet variables): the policy
+// pins the resolved line and the exact variables, so the agent's own
+// resolution from the pinned image config must agree with them. The user
+// is passed only when the policy pins one: otherwise the agent takes the
+// image's, as the generator recorded it.
+func containerSpec(s *specs.Spec, pc *policy.Container) (*agentv1.ContainerSpec, error) {
+	name := s.Annotations[annContainerName]
+	image := s.Annotations[annImageName]
+	if name == "" || image == "" {
+		return nil, fmt.Errorf("container spec lacks %s or %s", annContainerName, annImageName)
+	}
+	p := s.Process
+	if p == nil || len(p.Args) == 0 {
+		return nil, fmt.Errorf("container %q: no process", name)
+	}
+	if p.Terminal {
+		return nil, fmt.Errorf("container %q: tty containers are not supported yet by the cocoon runtime (set tty: false)", name)
+	}
+	c := &agentv1.ContainerSpec{
+		Name: name, Image: image, Command: slices.Clone(p.Args), WorkingDir: p.Cwd,
+		NoNewPrivileges: p.NoNewPrivileges,
+	}
+	for _, kv := range p.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		c.Env = append(c.Env, &agentv1.EnvVar{Name: k, Value: v})
+	}
+	if pc != nil && pc.RunAsUser >= 0 {
+		c.HasRunAsUser, c.RunAsUser = true, int64(p.User.UID)
+	}
+	if pc != nil && pc.RunAsGroup >= 0 {
+		c.HasRunAsGroup, c.RunAsGroup = true, int64(p.User.GID)
+	}
+	if pc != nil {
+		c.RunAsNonRoot = pc.RunAsNonRoot
+	}
+	if s.Root != nil {
+		c.ReadOnlyRootFilesystem = s.Root.Readonly
+	}
+	if p.Capabilities != nil {
+		c.CapabilitiesAdd, c.CapabilitiesDrop = capsDelta(p.Capabilities.Bounding)
+	}
+	if s.Linux != nil && s.Linux.Resources != nil {
+		r := s.Linux.Resources
+		res := &agentv1.Resources{}
+		if r.Memory != nil && r.Memory.Limit != nil && *r.Memory.Limit > 0 {
+			res.MemoryLimitBytes = *r.Memory.Limit
+		}
+		if r.CPU != nil && r.CPU.Quota != nil && *r.CPU.Quota > 0 && r.CPU.Period != nil && *r.CPU.Period > 0 {
+			res.CpuLimitMillis = *r.CPU.Quota * 1000 / int64(*r.CPU.Period)
+		}
+		if res.MemoryLimitBytes != 0 || res.CpuLimitMillis != 0 {
+			c.Resources = res
+		}
+	}
+	for _, m := range s.Mounts {
+		if slices.Contains(agentMounts, path.Clean(m.Destination)) {
+			continue
+		}
+		vol, ok := kubeletVolume(m.Source)
+		if !ok || (m.Type != "bind" && m.Type != "") {
+			return nil, fmt.Errorf("container %q: mount of %s at %s is refused: a sandbox mounts no host path (the TEE cannot trust its contents); use an emptyDir or an encrypted volume", name, m.Source, m.Destination)
+		}
+		c.Mounts = append(c.Mounts, &agentv1.VolumeMount{Volume: vol, MountPath: m.Destination, ReadOnly: slices.Contains(m.Options, "ro")})
+	}
+	return c, nil
+}
+
+// capsDelta expresses a capability set as additions to and removals from
+// the default set, as a pod spec does.
+func capsDelta(set []string) (add, drop []string) {
+	def := resolve.DefaultCaps()
+	for _, c := range set {
+		if !slices.Contains(def, c) {
+			add = append(add, c)
+		}
+	}
+	for _, c := range def {
+		if !slices.Contains(set, c) {
+			drop = append(drop, c)
+		}
+	}
+	return add, drop
+}
