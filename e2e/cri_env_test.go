@@ -283,10 +283,11 @@ func writeJSON(t *testing.T, name string, v any) string {
 
 // policyAnnotation generates the policy of a pod spec with the CLI, as a
 // user does before deploying it, and returns the annotation's value.
-func policyAnnotation(t *testing.T, podYAML string) string {
+func policyAnnotation(t *testing.T, podYAML string, flags ...string) string {
 	t.Helper()
 	x := newH(t)
-	out, errs := x.mustRun(0, "policy", "generate", "--print", x.pod(podYAML))
+	args := append(append([]string{"policy", "generate", "--print"}, flags...), x.pod(podYAML))
+	out, errs := x.mustRun(0, args...)
 	if !strings.Contains(out, "package cocoon.policy") {
 		t.Fatalf("no policy printed: %s %s", out, errs)
 	}

@@ -19,9 +19,9 @@ type criPod struct {
 
 // newCRIPod generates the policy for podYAML (a Pod whose containers are
 // given as crictl container configs too) and writes crictl's files.
-func newCRIPod(t *testing.T, name, podYAML string, containers map[string]map[string]any) *criPod {
+func newCRIPod(t *testing.T, name, podYAML string, containers map[string]map[string]any, genFlags ...string) *criPod {
 	t.Helper()
-	ann := policyAnnotation(t, podYAML)
+	ann := policyAnnotation(t, podYAML, genFlags...)
 	logDir := t.TempDir()
 	p := &criPod{name: name, containers: map[string]string{}}
 	p.podConfig = writeJSON(t, "pod.json", map[string]any{

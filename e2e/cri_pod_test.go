@@ -1,0 +1,171 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	agentv1 "cocoon.dev/cocoon/api/agent/v1"
+	"cocoon.dev/cocoon/sandbox"
+)
+
+// agentOf connects to the agent of the one cocoon sandbox this containerd
+// runs for the test's pod, as the host may.
+func (c *cri) agentOf(t *testing.T, podID string) *sandbox.Client {
+	t.Helper()
+	socks, _ := filepath.Glob(filepath.Join(c.dir, "cocoon", "cri", "*", "agent.sock"))
+	for _, s := range socks {
+		cl, err := sandbox.DialSocket(context.Background(), s)
+		if err != nil {
+			continue
+		}
+		// The sandbox of this pod is the one whose bundle names it.
+		b, _ := os.ReadFile(filepath.Join(c.dir, "state", "io.containerd.runtime.v2.task", "k8s.io", podID, "cocoon-sandbox-dir"))
+		if strings.TrimSpace(string(b)) == filepath.Dir(s) {
+			t.Cleanup(func() { cl.Close() })
+			return cl
+		}
+		cl.Close()
+	}
+	t.Fatalf("no agent socket for pod %s among %v", podID, socks)
+	return nil
+}
+
+// TestCRITwoContainersShareLocalhost: two containers of one pod talk over
+// loopback, and the host reaches the pod on its pod IP, through the
+// network namespace containerd made and CNI wired.
+func TestCRITwoContainersShareLocalhost(t *testing.T) {
+	c := needCRI(t)
+	web := []string{"/echo", "-listen", "0.0.0.0:8080"}
+	client := "until /echo -get http://127.0.0.1:8080/over-loopback; do sleep 0.2; done; exec sleep 1000"
+	yaml := fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: cri-net
+spec:
+  runtimeClassName: cocoon
+  enableServiceLinks: false
+  automountServiceAccountToken: false
+  containers:
+  - name: web
+    image: %[1]s
+    command: ["/echo", "-listen", "0.0.0.0:8080"]
+  - name: client
+    image: %[1]s
+    command: ["/bin/sh", "-c", %[2]q]
+`, env.echo, client)
+	p := newCRIPod(t, "cri-net", yaml, map[string]map[string]any{
+		"web":    {"image": map[string]any{"image": env.echo}, "command": web},
+		"client": {"image": map[string]any{"image": env.echo}, "command": []string{"/bin/sh", "-c", client}},
+	})
+	podID := c.runPod(t, p)
+	c.createStart(t, podID, p, "web")
+	cl := c.createStart(t, podID, p, "client")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, _, _ := c.crictl("logs", cl)
+		if strings.Contains(out, "echo from cri-net: over-loopback") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("client never reached the server over loopback; logs: %q", out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	ip := c.podIP(t, podID)
+	if !strings.HasPrefix(ip, c.subnet+".") {
+		t.Fatalf("pod IP %s is not on the test network %s.0/24", ip, c.subnet)
+	}
+	hc := &http.Client{Timeout: 5 * time.Second}
+	resp, err := hc.Get("http://" + ip + ":8080/from-host")
+	if err != nil {
+		t.Fatalf("the host cannot reach the pod on %s: %v", ip, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "echo from cri-net: from-host") {
+		t.Fatalf("pod answered %q", body)
+	}
+}
+
+// TestCRIPolicyDenials: a container whose command is not the policy's is
+// refused at create, with the policy's explanation in crictl's error, and
+// nothing is created in the sandbox; an exec the policy does not allow
+// ends with status 126 and the explanation, and does not run.
+func TestCRIPolicyDenials(t *testing.T) {
+	c := needCRI(t)
+	cmd := "while :; do sleep 0.2; done"
+	p := newCRIPod(t, "cri-deny", hostPodYAML("cri-deny", env.pinned, cmd), map[string]map[string]any{
+		"main": {"image": map[string]any{"image": env.pinned}, "command": []string{"/bin/sh", "-c", "echo pwned; " + cmd}},
+	})
+	podID := c.runPod(t, p)
+	// The CRI's CreateContainer is bookkeeping in containerd; the runtime
+	// sees the container when it is started, and the policy refuses it
+	// there.
+	bad := c.must(t, "create", "--with-pull", podID, p.containers["main"], p.podConfig)
+	_, errs, code := c.crictl("start", bad)
+	if code == 0 {
+		t.Fatal("a container with a changed command was started")
+	}
+	for _, want := range []string{"PermissionDenied", "args[2] = ", "policy allows"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("crictl's error does not say %q:\n%s", want, errs)
+		}
+	}
+	c.must(t, "rm", bad)
+	ag := c.agentOf(t, podID)
+	lc, err := ag.ListContainers(context.Background(), &agentv1.ListContainersRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(lc.GetContainers()); n != 0 {
+		t.Fatalf("the sandbox has %d containers after the denial", n)
+	}
+
+	// The policy's own command runs; an exec it does not allow is refused.
+	ok := newCRIPod(t, "cri-deny", hostPodYAML("cri-deny", env.pinned, cmd), map[string]map[string]any{
+		"main": {"image": map[string]any{"image": env.pinned}, "command": []string{"/bin/sh", "-c", cmd}},
+	})
+	ctr := c.createStart(t, podID, ok, "main")
+	c.waitState(t, ctr, "CONTAINER_RUNNING", 30*time.Second)
+	out, errs, code := c.crictl("exec", ctr, "/bin/sh", "-c", "echo pwned > /proc/1/fd/1; echo pwned")
+	if code == 0 || !strings.Contains(errs, "exit code 126") || strings.Contains(out, "pwned") || !strings.Contains(errs, "exec refused") || !strings.Contains(errs, "policy allows") {
+		t.Fatalf("exec not in the policy: exit %d\nstdout: %s\nstderr: %s", code, out, errs)
+	}
+	logs, _, _ := c.crictl("logs", ctr)
+	if strings.Contains(logs, "pwned") {
+		t.Fatal("the refused exec ran")
+	}
+}
+
+// TestCRIExecAllowed: an exec the policy allows runs in the container, its
+// output and exit status reach crictl.
+func TestCRIExecAllowed(t *testing.T) {
+	c := needCRI(t)
+	settings := filepath.Join(t.TempDir(), "settings.json")
+	if err := os.WriteFile(settings, []byte(`{"exec": [["/bin/sh", "-c", "cat /etc/hostname; exit 3"], ["/bin/cat", "/etc/hostname"]]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := "exec sleep 1000"
+	p := newCRIPod(t, "cri-exec", hostPodYAML("cri-exec", env.pinned, cmd), map[string]map[string]any{
+		"main": {"image": map[string]any{"image": env.pinned}, "command": []string{"/bin/sh", "-c", cmd}},
+	}, "--settings", settings)
+	podID := c.runPod(t, p)
+	ctr := c.createStart(t, podID, p, "main")
+	c.waitState(t, ctr, "CONTAINER_RUNNING", 30*time.Second)
+	// crictl exits 1 and names the command's exit status.
+	out, errs, code := c.crictl("exec", ctr, "/bin/sh", "-c", "cat /etc/hostname; exit 3")
+	if code != 1 || !strings.Contains(errs, "exit code 3") || strings.TrimSpace(out) != "cri-exec" {
+		t.Fatalf("exec: exit %d, stdout %q, stderr %q; want 3 and the hostname", code, out, errs)
+	}
+	out, errs, code = c.crictl("exec", "--sync", ctr, "/bin/cat", "/etc/hostname")
+	if code != 0 || strings.TrimSpace(out) != "cri-exec" {
+		t.Fatalf("exec --sync: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+}
