@@ -169,3 +169,71 @@ func TestCRIExecAllowed(t *testing.T) {
 		t.Fatalf("exec --sync: exit %d, stdout %q, stderr %q", code, out, errs)
 	}
 }
+
+// TestCRISecretAndEncryptedVolume: a CRI-created pod gets a secret from the
+// key broker through the in-pod API, and its encrypted volume (a CSI volume
+// in Kubernetes, which kubelet would mount at .../kubernetes.io~csi/NAME/mount)
+// is opened inside the sandbox with the broker's key.
+func TestCRISecretAndEncryptedVolume(t *testing.T) {
+	c := needCRI(t)
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("needs /dev/fuse")
+	}
+	x := newH(t)
+	// The broker trusts the simulated secure processor the runtime uses.
+	x.simState = filepath.Join(c.dir, "cocoon", "sim")
+	state, addr, img, caB64 := x.volumeWithKey()
+	secret := filepath.Join(t.TempDir(), "s")
+	if err := os.WriteFile(secret, []byte("the-cri-password"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	x.mustRun(0, "kbs", "put", "kbs:///app/db/password", secret, "--state", state)
+	cmd := "echo secret=$(wget -qO- http://127.0.0.1:8006/cdh/resource/app/db/password); cat /data/note.txt; echo; exec sleep 1000"
+	yaml := fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: cri-secret
+  annotations:
+    cocoon.dev/kbs: https://%s
+    cocoon.dev/kbs-ca: %s
+spec:
+  runtimeClassName: cocoon
+  enableServiceLinks: false
+  automountServiceAccountToken: false
+  volumes:
+  - name: data
+    csi:
+      driver: volume.cocoon.dev
+      volumeAttributes: {source: %q, key: "kbs:///app/volume/key"}
+  containers:
+  - name: app
+    image: %s
+    command: ["/bin/sh", "-c", %q]
+    volumeMounts: [{name: data, mountPath: /data}]
+`, addr, caB64, img, env.pinned, cmd)
+	kubeletDir := filepath.Join(t.TempDir(), "pods", "cri-secret-uid", "volumes", "kubernetes.io~csi", "data", "mount")
+	if err := os.MkdirAll(kubeletDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := newCRIPod(t, "cri-secret", yaml, map[string]map[string]any{
+		"app": {"image": map[string]any{"image": env.pinned}, "command": []string{"/bin/sh", "-c", cmd},
+			"mounts": []any{map[string]any{"container_path": "/data", "host_path": kubeletDir}}},
+	})
+	podID := c.runPod(t, p)
+	ctr := c.createStart(t, podID, p, "app")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, _, _ := c.crictl("logs", ctr)
+		if strings.Contains(out, "secret=the-cri-password") && strings.Contains(out, "note from the data owner") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("logs: %q", out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The host's directory was never mounted: the volume is the sandbox's.
+	if ents, _ := os.ReadDir(kubeletDir); len(ents) != 0 {
+		t.Errorf("the kubelet directory on the host has %d entries", len(ents))
+	}
+}

@@ -32,7 +32,11 @@ func (x *h) startKBS(state, addr string, args ...string) *kbsProc {
 	if _, err := os.Stat(filepath.Join(state, "kbs.json")); err != nil {
 		x.mustRun(0, "kbs", "init", "--state", state, "--listen", addr)
 	}
-	cmd := exec.Command(filepath.Join(env.bin, "cocoon"), append([]string{"--root", x.root, "kbs", "serve", "--state", state, "--listen", addr}, args...)...)
+	global := []string{"--root", x.root}
+	if x.simState != "" {
+		global = append(global, "--sim-state", x.simState)
+	}
+	cmd := exec.Command(filepath.Join(env.bin, "cocoon"), append(global, append([]string{"kbs", "serve", "--state", state, "--listen", addr}, args...)...)...)
 	x.serve(cmd)
 	return &kbsProc{state: state, addr: addr, cmd: cmd}
 }

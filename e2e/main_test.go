@@ -101,6 +101,9 @@ func setup(m *testing.M) int {
 type h struct {
 	t    *testing.T
 	root string
+	// simState, when set, is the simulated secure processor's state the
+	// CLI uses (the key broker trusts its key), rather than ROOT/sim.
+	simState string
 }
 
 func newH(t *testing.T) *h {
@@ -148,7 +151,11 @@ func (x *h) exec(stdin []byte, args []string) (string, string, int) {
 	x.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(env.bin, "cocoon"), append([]string{"--root", x.root}, args...)...)
+	global := []string{"--root", x.root}
+	if x.simState != "" {
+		global = append(global, "--sim-state", x.simState)
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(env.bin, "cocoon"), append(global, args...)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if stdin != nil {
