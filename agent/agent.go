@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sync"
@@ -82,8 +83,11 @@ type Agent struct {
 	containers map[string]*container
 	logs       map[string]*logFile
 	encrypted  []volume.Closer
-	done       chan struct{}
-	closeOnce  sync.Once
+	// pidHolder is the init of the pod's shared PID namespace, started
+	// when a container first asks to share it.
+	pidHolder *exec.Cmd
+	done      chan struct{}
+	closeOnce sync.Once
 }
 
 type sandboxState struct {

@@ -81,3 +81,40 @@ func TestPolicyBinding(t *testing.T) {
 		t.Errorf("allowed CreateSandbox did not run: %v", err)
 	}
 }
+
+// TestAllowAllPolicy: under an allow-all policy the host's requests pass
+// the policy, but the agent still never runs a privileged container and
+// fetches no secret (for the in-pod API or an encrypted volume).
+func TestAllowAllPolicy(t *testing.T) {
+	dir := t.TempDir()
+	auth, err := sim.LoadOrCreate(filepath.Join(dir, "sim"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := policy.Render(&policy.Policy{AllowAll: true, KBS: &policy.KBS{URL: "https://127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "sp.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go sim.NewServer(auth, sim.Launch{HostData: sha256.Sum256(text)}).Serve(ctx, l)
+	a, cl := startAgentWith(t, func(c *Config) { c.Attester = sim.NewClient(sock) })
+	if _, err := cl.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{Name: "anything", Hostname: "any-host", Policy: text}); err != nil {
+		t.Fatalf("allow-all sandbox: %v", err)
+	}
+	_, err = cl.CreateContainer(ctx, &agentv1.CreateContainerRequest{Spec: &agentv1.ContainerSpec{Name: "x", Image: "img", Privileged: true}})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "privileged containers never run") {
+		t.Fatalf("privileged under allow-all: %v", err)
+	}
+	if _, err := a.resource(ctx, "app", "db", "password"); err == nil || !strings.Contains(err.Error(), "allow-all") {
+		t.Fatalf("secret under allow-all: %v", err)
+	}
+	if _, err := a.openEncrypted(ctx, &agentv1.EncryptedVolume{Name: "v", Source: "/nonexistent", KeyUri: "kbs:///a/b/c"}); err == nil || !strings.Contains(err.Error(), "allow-all") {
+		t.Fatalf("encrypted volume under allow-all: %v", err)
+	}
+}

@@ -49,6 +49,7 @@ func (a *Agent) cleanup() {
 		a.remove(ctx, c)
 	}
 	a.closeEncrypted()
+	a.stopPIDHolder()
 	a.mu.Lock()
 	for _, l := range a.logs {
 		l.close()

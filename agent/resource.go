@@ -15,6 +15,9 @@ func (a *Agent) kbsConfig() (*policy.KBS, error) {
 	if !ok || e.Loaded() == nil {
 		return nil, fmt.Errorf("no policy is loaded, so no key broker is known: %w", errState)
 	}
+	if e.Loaded().Policy.AllowAll {
+		return nil, fmt.Errorf("the sandbox runs an allow-all policy, under which the host decides what runs: the agent fetches no secret for it: %w", errState)
+	}
 	k := e.Loaded().Policy.KBS
 	if k == nil {
 		return nil, fmt.Errorf("the pod's policy names no key broker (annotation cocoon.dev/kbs): %w", errState)

@@ -121,6 +121,7 @@ func (s *service) PullImage(ctx context.Context, req *agentv1.PullImageRequest) 
 	a.mu.Unlock()
 	start := time.Now()
 	from := ref
+	var err error
 	if a.cfg.FetchLocal != nil {
 		if r, err := image.ParseRef(ref); err == nil && r.Transport != image.Registry {
 			local, err := a.cfg.FetchLocal(ctx, r.Path)
@@ -130,6 +131,11 @@ func (s *service) PullImage(ctx context.Context, req *agentv1.PullImageRequest) 
 			// The same source, from its copy (the reference starts with
 			// the transport and the path).
 			from = strings.Replace(ref, r.Path, local, 1)
+		}
+	}
+	if m := req.GetMirror(); m != "" {
+		if from, err = image.Mirrored(ref, m); err != nil {
+			return nil, fmt.Errorf("pull: %w: %w", err, errInvalid)
 		}
 	}
 	img, err := a.puller.Pull(ctx, from, prog)
@@ -175,6 +181,12 @@ func (s *service) CreateContainer(_ context.Context, req *agentv1.CreateContaine
 	if err := checkName("container", name); err != nil {
 		return nil, err
 	}
+	if spec.GetPrivileged() {
+		// Whatever the policy says (an allow-all one allows it): a
+		// privileged container would have the sandbox's devices and
+		// every capability.
+		return nil, fmt.Errorf("container %q: privileged containers never run in a cocoon sandbox: %w", name, errInvalid)
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.sandbox == nil {
@@ -199,8 +211,16 @@ func (s *service) CreateContainer(_ context.Context, req *agentv1.CreateContaine
 			os.RemoveAll(bundle)
 		}
 	}()
+	var pidNS string
+	if spec.GetSharePidNamespace() {
+		ns, err := a.sharedPIDNamespace()
+		if err != nil {
+			return nil, err
+		}
+		pidNS = ns
+	}
 	sp, err := buildSpec(specInput{
-		c: spec, img: img, rootfs: filepath.Join(bundle, "rootfs"), hostname: a.sandbox.hostname,
+		c: spec, img: img, rootfs: filepath.Join(bundle, "rootfs"), hostname: a.sandbox.hostname, pidNS: pidNS,
 		cgroup:  filepath.Join(a.cfg.CgroupParent, name),
 		volumes: a.sandbox.volumes, files: a.sandbox.files, apiSocket: a.cfg.PodAPISocket,
 	})

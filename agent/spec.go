@@ -37,6 +37,9 @@ type specInput struct {
 	files    podFiles
 	// apiSocket is the in-pod API socket to mount at PodAPISocket.
 	apiSocket string
+	// pidNS is the pod's shared PID namespace, for a container that
+	// shares it.
+	pidNS string
 }
 
 // cleanMountPath checks a container path: absolute, no "..".
@@ -108,7 +111,7 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 			// Network and IPC namespaces are absent on purpose: containers
 			// share the sandbox's (the pod network and IPC).
 			Namespaces: []specs.LinuxNamespace{
-				{Type: specs.PIDNamespace}, {Type: specs.MountNamespace},
+				{Type: specs.PIDNamespace, Path: in.pidNS}, {Type: specs.MountNamespace},
 				{Type: specs.UTSNamespace}, {Type: specs.CgroupNamespace},
 			},
 			CgroupsPath: in.cgroup,

@@ -102,11 +102,14 @@ func startCRI(tools string) (*cri, error) {
 		subnet:  fmt.Sprintf("10.213.%d", id[0])}
 	// The pause image: the runc handler runs it; cocoon never does (the
 	// sandbox is the cocoon sandbox itself).
-	pause, err := testimage.Image(v1.Config{Entrypoint: []string{"/bin/sleep", "2147483647"}}, env.bbLayer)
+	pause, err := testimage.Image(v1.Config{Entrypoint: []string{"/bin/sleep", "2147483647"}, Labels: map[string]string{"cocoon.dev/test": "pause"}}, env.bbLayer)
 	if err != nil {
 		return nil, err
 	}
 	if c.pause, _, err = env.reg.Push("pause:test", pause); err != nil {
+		return nil, err
+	}
+	if err := pushCritestImages(); err != nil {
 		return nil, err
 	}
 	if err := c.writeConfig(); err != nil {
@@ -153,13 +156,22 @@ func tail(s string, n int) string {
 // no default route.
 func (c *cri) writeConfig() error {
 	host := env.reg.Host()
-	certs := filepath.Join(c.dir, "certs.d", host)
-	if err := os.MkdirAll(certs, 0o755); err != nil {
-		return err
-	}
+	// The loopback registry over plain HTTP, and as the only source of
+	// the registries critest pulls from (no fallback upstream: these
+	// machines have no internet, and tests must not reach it).
 	hosts := fmt.Sprintf("server = \"http://%s\"\n\n[host.\"http://%s\"]\n  capabilities = [\"pull\", \"resolve\"]\n", host, host)
-	if err := os.WriteFile(filepath.Join(certs, "hosts.toml"), []byte(hosts), 0o644); err != nil {
-		return err
+	for _, r := range append([]string{host}, critestRegistries...) {
+		certs := filepath.Join(c.dir, "certs.d", r)
+		if err := os.MkdirAll(certs, 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(certs, "hosts.toml"), []byte(hosts), 0o644); err != nil {
+			return err
+		}
+	}
+	allowAll := filepath.Join(c.dir, "allow-all.rego")
+	if out, err := exec.Command(filepath.Join(env.bin, "cocoon"), "policy", "allow-all", "--to", allowAll).CombinedOutput(); err != nil {
+		return fmt.Errorf("cocoon policy allow-all: %v: %s", err, out)
 	}
 	netd := filepath.Join(c.dir, "net.d")
 	if err := os.MkdirAll(netd, 0o755); err != nil {
@@ -206,6 +218,18 @@ imports = []
       [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.cocoon.options]
         root = %[7]q
         agent = %[8]q
+        registry_config_path = %[5]q
+    # The same runtime with an allow-all default policy, for the CRI
+    # validation suite, whose pods carry no policy.
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.cocoon-allow-all]
+      runtime_type = 'io.containerd.cocoon.v2'
+      runtime_path = %[6]q
+      pod_annotations = ['cocoon.dev/*']
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.cocoon-allow-all.options]
+        root = %[7]q
+        agent = %[8]q
+        registry_config_path = %[5]q
+        default_policy = %[10]q
   [plugins.'io.containerd.cri.v1.runtime'.cni]
     bin_dirs = ['/usr/lib/cni']
     conf_dir = %[9]q
@@ -214,7 +238,7 @@ imports = []
   stream_server_address = '127.0.0.1'
 `, filepath.Join(c.dir, "root"), filepath.Join(c.dir, "state"), c.sock, c.pause,
 		filepath.Join(c.dir, "certs.d"), filepath.Join(env.bin, "containerd-shim-cocoon-v2"),
-		filepath.Join(c.dir, "cocoon"), filepath.Join(env.bin, "cocoon-agent"), netd)
+		filepath.Join(c.dir, "cocoon"), filepath.Join(env.bin, "cocoon-agent"), netd, allowAll)
 	return os.WriteFile(filepath.Join(c.dir, "config.toml"), []byte(cfg), 0o600)
 }
 

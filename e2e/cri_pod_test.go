@@ -237,3 +237,47 @@ spec:
 		t.Errorf("the kubelet directory on the host has %d entries", len(ents))
 	}
 }
+
+// TestCRISharedPIDNamespace: with shareProcessNamespace the pod's
+// containers see each other's processes (the agent keeps the namespace);
+// the policy pins it.
+func TestCRISharedPIDNamespace(t *testing.T) {
+	c := needCRI(t)
+	watcher := "while :; do ps; sleep 0.2; done"
+	yaml := fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: cri-pid
+spec:
+  runtimeClassName: cocoon
+  enableServiceLinks: false
+  automountServiceAccountToken: false
+  shareProcessNamespace: true
+  containers:
+  - name: sleeper
+    image: %[1]s
+    command: ["/bin/sleep", "1001"]
+  - name: watcher
+    image: %[1]s
+    command: ["/bin/sh", "-c", %[2]q]
+`, env.pinned, watcher)
+	pod := map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"pid": 0}}}
+	p := newCRIPod(t, "cri-pid", yaml, map[string]map[string]any{
+		"sleeper": {"image": map[string]any{"image": env.pinned}, "command": []string{"/bin/sleep", "1001"}, "linux": pod},
+		"watcher": {"image": map[string]any{"image": env.pinned}, "command": []string{"/bin/sh", "-c", watcher}, "linux": pod},
+	})
+	podID := c.runPod(t, p)
+	c.createStart(t, podID, p, "sleeper")
+	w := c.createStart(t, podID, p, "watcher")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, _, _ := c.crictl("logs", w)
+		if strings.Contains(out, "sleep 1001") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the watcher never saw the sleeper's process: %q", tail(out, 10))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

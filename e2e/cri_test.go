@@ -35,7 +35,10 @@ func newCRIPod(t *testing.T, name, podYAML string, containers map[string]map[str
 		cfg["metadata"] = map[string]any{"name": cname}
 		cfg["log_path"] = cname + ".log"
 		if _, ok := cfg["linux"]; !ok {
-			cfg["linux"] = map[string]any{}
+			// As kubelet does unless shareProcessNamespace: the
+			// container's own PID namespace (crictl's default is the
+			// pod's).
+			cfg["linux"] = map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"pid": 1}}}
 		}
 		p.containers[cname] = writeJSON(t, cname+".json", cfg)
 	}

@@ -164,6 +164,9 @@ func container(at string, c *corev1.Container, spec *corev1.PodSpec, vols, names
 		}
 		out.Resources = r
 	}
+	if spec.ShareProcessNamespace != nil && *spec.ShareProcessNamespace {
+		out.SharePidNamespace = true
+	}
 	// Pod-level security context first, container-level wins.
 	if psc := spec.SecurityContext; psc != nil {
 		if psc.RunAsUser != nil {

@@ -56,7 +56,11 @@ func Input(p *Policy, method string, req any, st *State, pulled map[string]Pulle
 		return map[string]any{"name": r.GetName(), "hostname": host, "volumes": vols, "encrypted_volumes": enc,
 			"policy_sha256": HashHex(r.GetPolicy(), tee.Sim)}, nil
 	case *agentv1.PullImageRequest:
-		return map[string]any{"image": r.GetImage()}, nil
+		// The mirror is where the bytes come from, not what is pulled: the
+		// image is verified against its pinned digests wherever it is
+		// fetched, so the framework allows any; it is in the input so that
+		// a policy rule could still judge it.
+		return map[string]any{"image": r.GetImage(), "mirror": r.GetMirror()}, nil
 	case *agentv1.CreateContainerRequest:
 		return createInput(p, r.GetSpec(), st, pulled, hostname)
 	case *agentv1.StartContainerRequest:
@@ -141,7 +145,8 @@ func createInput(p *Policy, s *agentv1.ContainerSpec, st *State, pulled map[stri
 		"working_dir": WorkingDir(s.GetWorkingDir(), img.WorkingDir),
 		"run_as_user": user, "run_as_group": group, "run_as_non_root": s.GetRunAsNonRoot(),
 		"read_only_root_filesystem": s.GetReadOnlyRootFilesystem(), "no_new_privileges": s.GetNoNewPrivileges(),
-		"privileged": s.GetPrivileged(), "capabilities": strs(caps), "mounts": mounts,
+		"share_pid_namespace": s.GetSharePidNamespace(),
+		"privileged":          s.GetPrivileged(), "capabilities": strs(caps), "mounts": mounts,
 		"resources": map[string]any{"memory_limit_bytes": res.MemoryLimitBytes, "cpu_limit_millis": res.CPULimitMillis},
 		"state":     map[string]any{"created": st.Created[s.GetName()]},
 	}, nil

@@ -30,7 +30,13 @@ type Policy struct {
 	FrameworkVersion string `json:"framework_version"`
 	// Debug policies allow exec of any command and reading every log; they
 	// are for development and say so.
-	Debug      bool                  `json:"debug"`
+	Debug bool `json:"debug"`
+	// AllowAll policies allow every request (runtime conformance tests,
+	// development): the host decides what runs. The agent gives such a
+	// sandbox no secrets and no encrypted volumes, and the report's
+	// HOST_DATA names the policy, so no relying party mistakes it for a
+	// workload's.
+	AllowAll   bool                  `json:"allow_all,omitempty"`
 	Sandbox    Sandbox               `json:"sandbox"`
 	Containers map[string]*Container `json:"containers"`
 	// Images are the allowed image references and their digests.
@@ -116,13 +122,16 @@ type Container struct {
 	EnvPatterns []string `json:"env_patterns"`
 	WorkingDir  string   `json:"working_dir"`
 	// RunAsUser / RunAsGroup: -1 means not set (the image's user).
-	RunAsUser              int64    `json:"run_as_user"`
-	RunAsGroup             int64    `json:"run_as_group"`
-	RunAsNonRoot           bool     `json:"run_as_non_root"`
-	ReadOnlyRootFilesystem bool     `json:"read_only_root_filesystem"`
-	NoNewPrivileges        bool     `json:"no_new_privileges"`
-	Capabilities           []string `json:"capabilities"`
-	Mounts                 []Mount  `json:"mounts"`
+	RunAsUser              int64 `json:"run_as_user"`
+	RunAsGroup             int64 `json:"run_as_group"`
+	RunAsNonRoot           bool  `json:"run_as_non_root"`
+	ReadOnlyRootFilesystem bool  `json:"read_only_root_filesystem"`
+	NoNewPrivileges        bool  `json:"no_new_privileges"`
+	// SharePIDNamespace: the container joins the pod's shared PID
+	// namespace (shareProcessNamespace). Absent in older policies: false.
+	SharePIDNamespace bool     `json:"share_pid_namespace,omitempty"`
+	Capabilities      []string `json:"capabilities"`
+	Mounts            []Mount  `json:"mounts"`
 	// Resources are the container's limits (0: none), as the pod spec
 	// sets them.
 	Resources Resources `json:"resources"`
@@ -186,7 +195,7 @@ func Parse(text []byte) (*Policy, error) {
 	if !bytes.Contains(text[:i], []byte(fmt.Sprintf("framework_version := %q", FrameworkVersion))) {
 		return nil, errors.New("policy text and data disagree on the framework version")
 	}
-	if len(p.Containers) == 0 {
+	if len(p.Containers) == 0 && !p.AllowAll {
 		return nil, errors.New("policy allows no container")
 	}
 	for ref, img := range p.Images {

@@ -107,8 +107,9 @@ func kubeletVolume(src string) (string, bool) {
 // (entrypoint and cmd merged; image, pod and kubelet variables): the policy
 // pins the resolved line and the exact variables, so the agent's own
 // resolution from the pinned image config must agree with them. The user
-// is passed only when the policy pins one: otherwise the agent takes the
-// image's, as the generator recorded it.
+// is passed only when the policy pins one (or has no entry for the
+// container): otherwise the agent takes the image's, as the generator
+// recorded it.
 func containerSpec(s *specs.Spec, pc *policy.Container) (*agentv1.ContainerSpec, error) {
 	name := s.Annotations[annContainerName]
 	image := s.Annotations[annImageName]
@@ -126,14 +127,26 @@ func containerSpec(s *specs.Spec, pc *policy.Container) (*agentv1.ContainerSpec,
 		Name: name, Image: image, Command: slices.Clone(p.Args), WorkingDir: p.Cwd,
 		NoNewPrivileges: p.NoNewPrivileges,
 	}
+	// The CRI gives a container of a pod that shares its PID namespace
+	// (shareProcessNamespace; crictl's default) the sandbox's: the agent
+	// has one of its own for the pod.
+	if s.Linux != nil {
+		for _, ns := range s.Linux.Namespaces {
+			if ns.Type == specs.PIDNamespace && ns.Path != "" {
+				c.SharePidNamespace = true
+			}
+		}
+	}
 	for _, kv := range p.Env {
 		k, v, _ := strings.Cut(kv, "=")
 		c.Env = append(c.Env, &agentv1.EnvVar{Name: k, Value: v})
 	}
-	if pc != nil && pc.RunAsUser >= 0 {
+	// Without a policy entry (an allow-all policy) the CRI's user is the
+	// request: passed as it is.
+	if pc == nil || pc.RunAsUser >= 0 {
 		c.HasRunAsUser, c.RunAsUser = true, int64(p.User.UID)
 	}
-	if pc != nil && pc.RunAsGroup >= 0 {
+	if pc == nil || pc.RunAsGroup >= 0 {
 		c.HasRunAsGroup, c.RunAsGroup = true, int64(p.User.GID)
 	}
 	if pc != nil {
@@ -186,4 +199,27 @@ func capsDelta(set []string) (add, drop []string) {
 		}
 	}
 	return add, drop
+}
+
+// checkNamespaces refuses what a sandbox cannot give: the host's network,
+// PID or IPC namespace (hostNetwork, hostPID, hostIPC), which the CRI asks
+// for by leaving the namespace out of the runtime spec, and a PID namespace
+// shared by the pod (shareProcessNamespace).
+func checkNamespaces(s *specs.Spec, sandbox bool) error {
+	has := map[specs.LinuxNamespaceType]string{}
+	if s.Linux != nil {
+		for _, ns := range s.Linux.Namespaces {
+			has[ns.Type] = ns.Path
+		}
+	}
+	if _, ok := has[specs.PIDNamespace]; !ok {
+		return errors.New("hostPID: true is refused: a cocoon sandbox never shares the host's PID namespace")
+	}
+	if _, ok := has[specs.IPCNamespace]; !ok {
+		return errors.New("hostIPC: true is refused: a cocoon sandbox never shares the host's IPC namespace")
+	}
+	if p, ok := has[specs.NetworkNamespace]; !ok || (sandbox && p == "") {
+		return errors.New("hostNetwork: true is refused: a cocoon sandbox has its own network namespace (the pod's), never the host's")
+	}
+	return nil
 }

@@ -50,6 +50,15 @@ type Options struct {
 	Firmware string `toml:"firmware"`
 	// BootTimeoutSeconds bounds a VM's boot.
 	BootTimeoutSeconds int `toml:"boot_timeout_seconds"`
+	// DefaultPolicy is a policy file for pods without a cocoon.dev/policy
+	// annotation (none: such pods are refused). It is the node operator's
+	// choice, so the host's: an allow-all policy here lets conformance
+	// suites run (docs/kubernetes.md), and its hash in the report says so.
+	DefaultPolicy string `toml:"default_policy"`
+	// RegistryConfigPath is containerd's registry host directory (its
+	// config_path, e.g. /etc/containerd/certs.d): the agent pulls through
+	// the mirrors it names, as the node does.
+	RegistryConfigPath string `toml:"registry_config_path"`
 }
 
 // maxOptionsBytes bounds the options containerd passes.
@@ -95,7 +104,7 @@ func decodeOptions(body []byte, o *Options) error {
 			for _, e := range sm.Errors {
 				keys = append(keys, strings.Join(e.Key(), "."))
 			}
-			return fmt.Errorf("unknown runtime option %s in the cocoon runtime's options table; known: root, isolation, tee, agent, runc, guest_dir, qemu, firmware, boot_timeout_seconds", strings.Join(keys, ", "))
+			return fmt.Errorf("unknown runtime option %s in the cocoon runtime's options table; known: root, isolation, tee, agent, runc, guest_dir, qemu, firmware, boot_timeout_seconds, default_policy, registry_config_path", strings.Join(keys, ", "))
 		}
 		return fmt.Errorf("runtime options (the cocoon runtime's options table in containerd's configuration): %w", err)
 	}

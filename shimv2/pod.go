@@ -1,8 +1,14 @@
 package shimv2
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strings"
 	"time"
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
@@ -43,4 +49,49 @@ func podFromPolicy(annotation string) (*pod.Pod, *policy.Policy, error) {
 		p.Encrypted = append(p.Encrypted, &agentv1.EncryptedVolume{Name: v.Name, Source: v.Source, KeyUri: v.Key, ReadOnly: v.ReadOnly})
 	}
 	return p, pol, nil
+}
+
+// readPolicyFile reads a policy file (the runtime's default policy).
+func readPolicyFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("the runtime's default_policy: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, policy.MaxPolicyBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("the runtime's default_policy: %w", err)
+	}
+	if len(b) > policy.MaxPolicyBytes {
+		return nil, fmt.Errorf("the runtime's default_policy %s is larger than %d bytes", path, policy.MaxPolicyBytes)
+	}
+	return b, nil
+}
+
+var dnsLabelRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+
+// dnsLabel is name as the agent accepts a name (a DNS label): itself when
+// it is one, else a readable prefix and a hash of it. Only sandboxes under
+// an allow-all policy take names from the CRI (a policy names its own).
+func dnsLabel(name string) string {
+	if dnsLabelRE.MatchString(name) {
+		return name
+	}
+	var b strings.Builder
+	for _, r := range strings.ToLower(name) {
+		if b.Len() >= 40 {
+			break
+		}
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('-')
+		}
+	}
+	sum := sha256.Sum256([]byte(name))
+	h := hex.EncodeToString(sum[:6])
+	if prefix := strings.Trim(b.String(), "-"); prefix != "" {
+		return prefix + "-" + h
+	}
+	return h
 }

@@ -3,11 +3,13 @@ package shimv2
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -176,9 +178,27 @@ func (s *Service) createSandbox(ctx context.Context, r *taskAPI.CreateTaskReques
 	if err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err))
 	}
-	p, pol, err := podFromPolicy(spec.Annotations[sandbox.PolicyAnnotation])
+	if err := checkNamespaces(spec, true); err != nil {
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	}
+	ann := spec.Annotations[sandbox.PolicyAnnotation]
+	if ann == "" && opts.DefaultPolicy != "" {
+		text, err := readPolicyFile(opts.DefaultPolicy)
+		if err != nil {
+			return nil, status.Error(codes.FailedPrecondition, err.Error())
+		}
+		ann = base64.StdEncoding.EncodeToString(text)
+		s.log.Warn("the pod has no policy annotation: it runs under the runtime's default policy", "pod", spec.Annotations[annSandboxName], "default_policy", opts.DefaultPolicy)
+	}
+	p, pol, err := podFromPolicy(ann)
 	if err != nil {
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	}
+	if pol.AllowAll {
+		// The host decides everything under an allow-all policy: the
+		// sandbox takes the CRI's names.
+		p.Name = dnsLabel(spec.Annotations[annSandboxName])
+		p.Hostname = spec.Hostname
 	}
 	s.mu.Lock()
 	if s.sandboxID != "" {
@@ -290,9 +310,18 @@ func (s *Service) createContainer(ctx context.Context, r *taskAPI.CreateTaskRequ
 	if r.GetTerminal() {
 		return nil, errgrpc.ToGRPCf(errdefs.ErrNotImplemented, "tty containers are not supported yet by the cocoon runtime (set tty: false)")
 	}
+	if err := checkNamespaces(spec, false); err != nil {
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	}
 	cs, err := containerSpec(spec, pol.Containers[spec.Annotations[annContainerName]])
 	if err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err))
+	}
+	if pol.AllowAll {
+		// The CRI's names need not be DNS labels, and one name may have
+		// several containers (attempts): under an allow-all policy each
+		// container is named for its ID.
+		cs.Name = "c-" + shortID(r.GetID())
 	}
 	if err := s.pullImage(ctx, inst, cs.GetImage()); err != nil {
 		return nil, err
@@ -322,7 +351,13 @@ func (s *Service) pullImage(ctx context.Context, inst *sandbox.Instance, ref str
 	}
 	s.mu.Unlock()
 	if !ok {
-		_, err := inst.Client().PullImage(context.WithoutCancel(ctx), &agentv1.PullImageRequest{Image: ref})
+		s.mu.Lock()
+		regs := s.opts.RegistryConfigPath
+		s.mu.Unlock()
+		mirror, err := mirrorFor(regs, ref)
+		if err == nil {
+			_, err = inst.Client().PullImage(context.WithoutCancel(ctx), &agentv1.PullImageRequest{Image: ref, Mirror: mirror})
+		}
 		if err != nil {
 			p.err = agentErr("pull image "+ref+" in the sandbox", err)
 			s.mu.Lock()
@@ -401,6 +436,13 @@ func (s *Service) watchContainer(inst *sandbox.Instance, c *container) {
 		case <-c.logsDone:
 		case <-time.After(5 * time.Second):
 		}
+		// The exit is recorded here and the output is in the CRI's log:
+		// the agent's copy goes, so that kubelet can start the next
+		// attempt of the container (a policy container exists once at a
+		// time) and the guest's memory is freed.
+		if _, err := inst.Client().RemoveContainer(ctx, &agentv1.RemoveContainerRequest{Container: c.name}); err != nil {
+			s.log.Warn("remove exited container", "container", c.name, "error", sandbox.Message(err))
+		}
 		s.exit(c, c.init, uint32(resp.GetExitCode()), time.Now())
 		return
 	}
@@ -436,10 +478,12 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		if st == task.Status_RUNNING {
 			return nil, errgrpc.ToGRPCf(errdefs.ErrFailedPrecondition, "container %s is running: stop it first", c.name)
 		}
-		if _, err := inst.Client().RemoveContainer(ctx, &agentv1.RemoveContainerRequest{Container: c.name}); err != nil {
-			s.log.Warn("remove container", "container", c.name, "error", sandbox.Message(err))
-		}
 		if st == task.Status_CREATED {
+			// A stopped container was removed from the agent when it
+			// exited.
+			if _, err := inst.Client().RemoveContainer(ctx, &agentv1.RemoveContainerRequest{Container: c.name}); err != nil {
+				s.log.Warn("remove container", "container", c.name, "error", sandbox.Message(err))
+			}
 			s.exit(c, p, 0, time.Now())
 			_, pid, code, at = p.state()
 		}
@@ -479,10 +523,22 @@ func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptypb.Em
 		return nil, err
 	}
 	if st, _, _, _ := p.state(); st == task.Status_CREATED {
+		// Never started: it goes from the agent, and is stopped.
+		if _, err := inst.Client().RemoveContainer(ctx, &agentv1.RemoveContainerRequest{Container: c.name}); err != nil {
+			s.log.Warn("remove container", "container", c.name, "error", sandbox.Message(err))
+		}
 		s.exit(c, p, 128+r.GetSignal(), time.Now())
 		return empty, nil
 	}
 	if _, err := inst.Client().SignalContainer(ctx, &agentv1.SignalContainerRequest{Container: c.name, Signal: int32(r.GetSignal()), All: r.GetAll()}); err != nil {
+		// The container may have exited (and left the agent) since the
+		// exit was last seen: then the process is finished, as containerd
+		// expects to be told.
+		// (The agent marks an exit once its output has drained: wait a
+		// little for it.)
+		if w, werr := inst.Client().WaitContainer(ctx, &agentv1.WaitContainerRequest{Container: c.name, TimeoutMs: 3000}); (werr == nil && w.GetExited()) || status.Code(werr) == codes.NotFound {
+			return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "process already finished")
+		}
 		return nil, agentErr(fmt.Sprintf("signal %d to container %s", r.GetSignal(), c.name), err)
 	}
 	return empty, nil
@@ -565,4 +621,12 @@ func (s *Service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*em
 		return empty, nil // the CRI resizes the pod's cgroup; the sandbox's limits are the policy's
 	}
 	return nil, errgrpc.ToGRPCf(errdefs.ErrNotImplemented, "updating resources is not supported by the cocoon runtime: the policy pins each container's resources")
+}
+
+// shortID is a container ID cut to fit a DNS label with a prefix.
+func shortID(id string) string {
+	if len(id) > 32 {
+		return id[:32]
+	}
+	return strings.ToLower(id)
 }

@@ -2,6 +2,8 @@ package shimv2
 
 import (
 	"encoding/base64"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -190,5 +192,54 @@ func TestPodFromPolicy(t *testing.T) {
 		} else if name == "missing" && !strings.Contains(err.Error(), "pod_annotations") {
 			t.Errorf("missing policy: %v does not say how to pass it", err)
 		}
+	}
+}
+
+func TestMirrorFor(t *testing.T) {
+	dir := t.TempDir()
+	write := func(host, body string) {
+		if err := os.MkdirAll(filepath.Join(dir, host), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, host, "hosts.toml"), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("registry.k8s.io", "server = \"https://registry.k8s.io\"\n[host.\"http://127.0.0.1:5000\"]\n  capabilities = [\"pull\", \"resolve\"]\n")
+	write("gcr.io", "server = \"http://127.0.0.1:5001\"\n")
+	write("push.only", "[host.\"https://m.example\"]\n  capabilities = [\"push\"]\n")
+	write("bad.example", "server = [")
+	for _, tc := range []struct{ ref, want string }{
+		{"registry.k8s.io/pause:3.9", "127.0.0.1:5000"},
+		{"gcr.io/x/y:1", "127.0.0.1:5001"},
+		{"push.only/a:1", ""},
+		{"docker.io/library/busybox", ""},
+		{"oci:/tmp/layout", ""},
+	} {
+		got, err := mirrorFor(dir, tc.ref)
+		if err != nil || got != tc.want {
+			t.Errorf("mirrorFor(%q) = %q, %v; want %q", tc.ref, got, err, tc.want)
+		}
+	}
+	if _, err := mirrorFor(dir, "bad.example/a:1"); err == nil {
+		t.Error("a broken hosts.toml was accepted")
+	}
+	if got, _ := mirrorFor("", "registry.k8s.io/pause:3.9"); got != "" {
+		t.Errorf("no configuration: %q", got)
+	}
+}
+
+func TestDNSLabel(t *testing.T) {
+	for _, in := range []string{"web", "PodSandbox-with-log-directory-cc0d4c59-2cda-4f2d-a505-9db3a8a13f6e", "a_b", "-x-", strings.Repeat("z", 80), "Ünïcode", "", "---"} {
+		got := dnsLabel(in)
+		if !dnsLabelRE.MatchString(got) {
+			t.Errorf("dnsLabel(%q) = %q: not a DNS label", in, got)
+		}
+		if dnsLabelRE.MatchString(in) && got != in {
+			t.Errorf("dnsLabel(%q) = %q: a label must stay itself", in, got)
+		}
+	}
+	if dnsLabel("A") == dnsLabel("a-") {
+		t.Error("different names collide")
 	}
 }

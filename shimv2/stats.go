@@ -31,6 +31,7 @@ func (s *Service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.
 		}
 		m.CPU = &cgroupstats.CPUStat{UsageUsec: st.GetCpuUsageNs() / 1000}
 		m.Memory = &cgroupstats.MemoryStat{Usage: st.GetMemoryBytes()}
+		m.MemoryEvents = &cgroupstats.MemoryEvents{}
 		m.Pids = &cgroupstats.PidsStat{Current: st.GetPids()}
 	}
 	a, err := typeurl.MarshalAnyToProto(m)

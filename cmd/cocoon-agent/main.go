@@ -25,6 +25,10 @@ import (
 )
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == agent.PIDHolderArg {
+		agent.RunPIDHolder()
+		return
+	}
 	if isGuestInit() {
 		runGuest()
 		return

@@ -70,7 +70,7 @@ environment, mounts, capabilities, what the host may exec, signal and read. It i
 generated from the pod spec and its images; its hash goes into the hardware report
 at launch, and the agent enforces it on every host request.`,
 	}
-	cmd.AddCommand(newPolicyGenerateCmd(g), newPolicySettingsCmd(g), newPolicyExplainCmd(g), newPolicyDiffCmd(g))
+	cmd.AddCommand(newPolicyGenerateCmd(g), newPolicySettingsCmd(g), newPolicyExplainCmd(g), newPolicyDiffCmd(g), newPolicyAllowAllCmd(g))
 	return cmd
 }
 
@@ -150,6 +150,42 @@ the host may run in every container (none by default).`,
 			return err
 		},
 	}
+}
+
+func newPolicyAllowAllCmd(*globals) *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "allow-all [--to FILE]",
+		Short: "Print an allow-all policy (INSECURE: for runtime tests and development)",
+		Long: `Print a policy that allows every request of the host: any image, command,
+environment and mount the host asks for. It is for running conformance suites
+(critest) and development, never for a workload with anything to protect:
+
+  - the host decides what runs in the sandbox, so nothing in it is confidential
+    from the host;
+  - the agent fetches no secret for such a sandbox (in-pod API, encrypted
+    volumes), and still never runs a privileged container;
+  - its hash, the sandbox's HOST_DATA, names it: a key broker or relying party
+    that pins workload policies never mistakes it for one.
+
+The containerd runtime uses it for pods without a cocoon.dev/policy annotation
+only when its default_policy option names such a file (docs/kubernetes.md).`,
+		Example: `  cocoon policy allow-all --to /etc/cocoon/allow-all.rego`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			text, err := policy.Render(&policy.Policy{AllowAll: true, Containers: map[string]*policy.Container{}, Images: map[string]policy.Image{}})
+			if err != nil {
+				return err
+			}
+			if out == "" {
+				_, err = cmd.OutOrStdout().Write(text)
+				return err
+			}
+			return os.WriteFile(out, text, 0o644)
+		},
+	}
+	cmd.Flags().StringVar(&out, "to", "", "write the policy to FILE rather than stdout")
+	return cmd
 }
 
 // loadPolicyFile reads a policy: Rego text, or a pod spec with the annotation.

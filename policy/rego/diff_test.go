@@ -28,7 +28,8 @@ func testPolicies(t testing.TB) [][]byte {
 					Exec:      [][]string{{"/bin/check"}, {"cat", "/tmp/<x>&"}}, ExecAny: debug, ExecStdin: false, Signals: []int{9, 15}, Stdio: true},
 				"job": {Kind: "init", Image: "reg/job:1", Args: []string{"sh", "-c", "echo done"}, Env: []string{}, EnvPatterns: []string{},
 					WorkingDir: "/", RunAsUser: 1000, RunAsGroup: 1000, RunAsNonRoot: true, ReadOnlyRootFilesystem: true, NoNewPrivileges: true,
-					Capabilities: []string{}, Mounts: []policy.Mount{}, Exec: [][]string{}, ExecStdin: true, Signals: []int{15}, Stdio: debug},
+					Capabilities: []string{}, Mounts: []policy.Mount{}, Exec: [][]string{}, ExecStdin: true, Signals: []int{15}, Stdio: debug,
+					SharePIDNamespace: true},
 			},
 			Images: map[string]policy.Image{
 				"reg/web:1": {Digest: "sha256:aa", ConfigDigest: "sha256:ab", Layers: []string{}, Entrypoint: []string{"/srv/web"}, Cmd: []string{"--port", "80"}, Env: []string{"PATH=/bin"}, WorkingDir: "/srv"},
@@ -50,6 +51,19 @@ func testPolicies(t testing.TB) [][]byte {
 		c.Args, c.Env, c.EnvPatterns, c.Capabilities, c.Mounts, c.Exec, c.Signals = nil, nil, nil, nil, nil, nil, nil
 		p.Sandbox.Volumes, p.Sandbox.EncryptedVolumes = nil, nil
 		text, err = policy.Render(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, text)
+	}
+	// An allow-all policy, with and without containers.
+	for _, withContainers := range []bool{false, true} {
+		p := &policy.Policy{AllowAll: true, Containers: map[string]*policy.Container{}, Images: map[string]policy.Image{}}
+		if withContainers {
+			p.Containers["web"] = &policy.Container{Image: "reg/web:1", Args: []string{"/srv/web"}, RunAsUser: -1, RunAsGroup: -1}
+			p.Images["reg/web:1"] = policy.Image{Digest: "sha256:aa"}
+		}
+		text, err := policy.Render(p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,7 +124,7 @@ func (p *picker) request(method string) any {
 		s := &agentv1.ContainerSpec{Name: name, Image: p.str("reg/web:1", "reg/job:1", "evil"),
 			Command: p.strs("/srv/web", "sh", "-c"), Args: p.strs("--port", "80", "echo done"), Env: env(),
 			WorkingDir: p.str("", "/srv", "/"), RunAsNonRoot: p.pick(2) == 1, ReadOnlyRootFilesystem: p.pick(2) == 1,
-			NoNewPrivileges: p.pick(2) == 1, Privileged: p.pick(5) == 0, CapabilitiesAdd: p.strs("CHOWN", "KILL", "SYS_ADMIN"),
+			NoNewPrivileges: p.pick(2) == 1, SharePidNamespace: p.pick(3) == 0, Privileged: p.pick(5) == 0, CapabilitiesAdd: p.strs("CHOWN", "KILL", "SYS_ADMIN"),
 			CapabilitiesDrop: p.strs("ALL", "KILL")}
 		if p.pick(2) == 1 {
 			s.HasRunAsUser, s.RunAsUser = true, int64(p.pick(2))*1000

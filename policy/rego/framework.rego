@@ -10,7 +10,13 @@ import rego.v1
 
 p := data.policy
 
-decision(denials) := {"allowed": count(denials) == 0, "reasons": sort([d | some d in denials])}
+# An allow-all policy (cocoon policy allow-all) allows every request: the
+# host decides what runs, and the report's HOST_DATA says so.
+allow_all if object.get(p, "allow_all", false) == true
+
+decision(_) := allow if allow_all
+
+decision(denials) := {"allowed": count(denials) == 0, "reasons": sort([d | some d in denials])} if not allow_all
 
 allow := {"allowed": true, "reasons": []}
 
@@ -77,6 +83,7 @@ cc_exact if {
 	input.run_as_non_root == c.run_as_non_root
 	input.read_only_root_filesystem == c.read_only_root_filesystem
 	input.no_new_privileges == c.no_new_privileges
+	input.share_pid_namespace == object.get(c, "share_pid_namespace", false)
 	input.privileged == false
 	input.capabilities == c.capabilities
 	input.mounts == c.mounts
@@ -159,6 +166,11 @@ cc_field_deny contains sprintf("create_container %q: %s = %s, policy allows %s",
 	c := p.containers[input.name]
 	some f in scalar_fields
 	input[f] != c[f]
+}
+
+cc_field_deny contains sprintf("create_container %q: share_pid_namespace = %v, policy allows %v", [input.name, input.share_pid_namespace, object.get(c, "share_pid_namespace", false)]) if {
+	c := p.containers[input.name]
+	input.share_pid_namespace != object.get(c, "share_pid_namespace", false)
 }
 
 cc_field_deny contains sprintf("create_container %q: privileged = true, policy allows false", [input.name]) if {

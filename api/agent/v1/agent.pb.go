@@ -318,7 +318,12 @@ type PullImageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Image reference as written in the pod spec: a registry reference
 	// (name[:tag][@sha256:...]), oci:PATH[:TAG] or docker-archive:PATH.
-	Image         string `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	Image string `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	// A registry host[:port] serving the same repositories (a node's mirror
+	// or pull-through cache) to fetch a registry image from instead. The
+	// image is verified as from its own registry: against the policy's
+	// pinned digests.
+	Mirror        string `protobuf:"bytes,2,opt,name=mirror,proto3" json:"mirror,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -356,6 +361,13 @@ func (*PullImageRequest) Descriptor() ([]byte, []int) {
 func (x *PullImageRequest) GetImage() string {
 	if x != nil {
 		return x.Image
+	}
+	return ""
+}
+
+func (x *PullImageRequest) GetMirror() string {
+	if x != nil {
+		return x.Mirror
 	}
 	return ""
 }
@@ -761,8 +773,12 @@ type ContainerSpec struct {
 	NoNewPrivileges        bool           `protobuf:"varint,16,opt,name=no_new_privileges,json=noNewPrivileges,proto3" json:"no_new_privileges,omitempty"`
 	Mounts                 []*VolumeMount `protobuf:"bytes,17,rep,name=mounts,proto3" json:"mounts,omitempty"`
 	Resources              *Resources     `protobuf:"bytes,18,opt,name=resources,proto3" json:"resources,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// The container joins the pod's shared PID namespace
+	// (shareProcessNamespace), where it sees the other containers that join
+	// it; otherwise it has its own.
+	SharePidNamespace bool `protobuf:"varint,19,opt,name=share_pid_namespace,json=sharePidNamespace,proto3" json:"share_pid_namespace,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ContainerSpec) Reset() {
@@ -919,6 +935,13 @@ func (x *ContainerSpec) GetResources() *Resources {
 		return x.Resources
 	}
 	return nil
+}
+
+func (x *ContainerSpec) GetSharePidNamespace() bool {
+	if x != nil {
+		return x.SharePidNamespace
+	}
+	return false
 }
 
 type CreateContainerRequest struct {
@@ -2137,9 +2160,10 @@ const file_agent_proto_rawDesc = "" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12\x17\n" +
 	"\akey_uri\x18\x03 \x01(\tR\x06keyUri\x12\x1b\n" +
 	"\tread_only\x18\x04 \x01(\bR\breadOnly\"\x17\n" +
-	"\x15CreateSandboxResponse\"(\n" +
+	"\x15CreateSandboxResponse\"@\n" +
 	"\x10PullImageRequest\x12\x14\n" +
-	"\x05image\x18\x01 \x01(\tR\x05image\"\xb7\x01\n" +
+	"\x05image\x18\x01 \x01(\tR\x05image\x12\x16\n" +
+	"\x06mirror\x18\x02 \x01(\tR\x06mirror\"\xb7\x01\n" +
 	"\x11PullImageResponse\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12'\n" +
 	"\x0fmanifest_digest\x18\x02 \x01(\tR\x0emanifestDigest\x12#\n" +
@@ -2169,7 +2193,7 @@ const file_agent_proto_rawDesc = "" +
 	"\bsub_path\x18\x04 \x01(\tR\asubPath\"c\n" +
 	"\tResources\x12,\n" +
 	"\x12memory_limit_bytes\x18\x01 \x01(\x03R\x10memoryLimitBytes\x12(\n" +
-	"\x10cpu_limit_millis\x18\x02 \x01(\x03R\x0ecpuLimitMillis\"\xbb\x05\n" +
+	"\x10cpu_limit_millis\x18\x02 \x01(\x03R\x0ecpuLimitMillis\"\xeb\x05\n" +
 	"\rContainerSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12\x18\n" +
@@ -2193,7 +2217,8 @@ const file_agent_proto_rawDesc = "" +
 	"\x11capabilities_drop\x18\x0f \x03(\tR\x10capabilitiesDrop\x12*\n" +
 	"\x11no_new_privileges\x18\x10 \x01(\bR\x0fnoNewPrivileges\x124\n" +
 	"\x06mounts\x18\x11 \x03(\v2\x1c.cocoon.agent.v1.VolumeMountR\x06mounts\x128\n" +
-	"\tresources\x18\x12 \x01(\v2\x1a.cocoon.agent.v1.ResourcesR\tresources\"L\n" +
+	"\tresources\x18\x12 \x01(\v2\x1a.cocoon.agent.v1.ResourcesR\tresources\x12.\n" +
+	"\x13share_pid_namespace\x18\x13 \x01(\bR\x11sharePidNamespace\"L\n" +
 	"\x16CreateContainerRequest\x122\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1e.cocoon.agent.v1.ContainerSpecR\x04spec\"\x19\n" +
 	"\x17CreateContainerResponse\"5\n" +
