@@ -19,14 +19,14 @@ import (
 // runs for the test's pod, as the host may.
 func (c *cri) agentOf(t *testing.T, podID string) *sandbox.Client {
 	t.Helper()
-	socks, _ := filepath.Glob(filepath.Join(c.dir, "cocoon", "cri", "*", "agent.sock"))
+	socks, _ := filepath.Glob(filepath.Join(c.Root, "cri", "*", "agent.sock"))
 	for _, s := range socks {
 		cl, err := sandbox.DialSocket(context.Background(), s)
 		if err != nil {
 			continue
 		}
 		// The sandbox of this pod is the one whose bundle names it.
-		b, _ := os.ReadFile(filepath.Join(c.dir, "state", "io.containerd.runtime.v2.task", "k8s.io", podID, "cocoon-sandbox-dir"))
+		b, _ := os.ReadFile(filepath.Join(c.Dir, "state", "io.containerd.runtime.v2.task", "k8s.io", podID, "cocoon-sandbox-dir"))
 		if strings.TrimSpace(string(b)) == filepath.Dir(s) {
 			t.Cleanup(func() { cl.Close() })
 			return cl
@@ -79,8 +79,8 @@ spec:
 		time.Sleep(100 * time.Millisecond)
 	}
 	ip := c.podIP(t, podID)
-	if !strings.HasPrefix(ip, c.subnet+".") {
-		t.Fatalf("pod IP %s is not on the test network %s.0/24", ip, c.subnet)
+	if !strings.HasPrefix(ip, c.Subnet+".") {
+		t.Fatalf("pod IP %s is not on the test network %s.0/24", ip, c.Subnet)
 	}
 	hc := &http.Client{Timeout: 5 * time.Second}
 	resp, err := hc.Get("http://" + ip + ":8080/from-host")
@@ -181,7 +181,7 @@ func TestCRISecretAndEncryptedVolume(t *testing.T) {
 	}
 	x := newH(t)
 	// The broker trusts the simulated secure processor the runtime uses.
-	x.simState = filepath.Join(c.dir, "cocoon", "sim")
+	x.simState = filepath.Join(c.Root, "sim")
 	state, addr, img, caB64 := x.volumeWithKey()
 	secret := filepath.Join(t.TempDir(), "s")
 	if err := os.WriteFile(secret, []byte("the-cri-password"), 0o600); err != nil {

@@ -124,7 +124,7 @@ func TestCRILifecycle(t *testing.T) {
 	found := false
 	for _, f := range shims {
 		b, _ := os.ReadFile(f)
-		if strings.Contains(string(b), "cocoon-agent") && strings.Contains(string(b), c.dir) {
+		if strings.Contains(string(b), "cocoon-agent") && strings.Contains(string(b), c.Dir) {
 			found = true
 		}
 	}

@@ -60,11 +60,11 @@ func (c *cri) runCritest(t *testing.T, handler string, args ...string) map[strin
 	report := filepath.Join(t.TempDir(), handler+".json")
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
-	ep := "unix://" + c.sock
-	cmd := exec.CommandContext(ctx, filepath.Join(c.tools, "critest"), append([]string{
+	ep := "unix://" + c.Sock
+	cmd := exec.CommandContext(ctx, filepath.Join(c.Tools, "critest"), append([]string{
 		"--runtime-endpoint", ep, "--image-endpoint", ep, "--runtime-handler", handler,
 		"--ginkgo.json-report", report, "--ginkgo.no-color", "--ginkgo.timeout", "35m"}, args...)...)
-	logPath := filepath.Join(c.dir, "critest-"+handler+".log")
+	logPath := filepath.Join(c.Dir, "critest-"+handler+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
@@ -104,7 +104,7 @@ func (c *cri) runCritest(t *testing.T, handler string, args ...string) map[strin
 // design.
 func TestCritest(t *testing.T) {
 	c := needCRI(t)
-	if _, err := os.Stat(filepath.Join(c.tools, "critest")); err != nil {
+	if _, err := os.Stat(filepath.Join(c.Tools, "critest")); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatal("critest missing: scripts/cri-tools.sh builds it")
 		}
