@@ -83,11 +83,11 @@ func pushCritestImages() error {
 	}
 	const staging = "k8s-staging-cri-tools/"
 	images := map[string]img{
-		"e2e-test-images/busybox:1.29-2": bb,
-		"e2e-test-images/nginx:1.14-2":   {v1.Config{Env: []string{"PATH=/bin"}, Entrypoint: []string{"/echo", "-listen", "0.0.0.0:80"}}, []v1.Layer{base, applets, users, web}},
-		"e2e-test-images/httpd:2.4.39-4": {sh("echo httpd starting; exec /echo -listen 0.0.0.0:80"), []v1.Layer{base, applets, users, web}},
-		"e2e-test-images/nonewprivs:1.3": {v1.Config{Env: []string{"PATH=/usr/local/bin:/bin"}, Entrypoint: []string{"/usr/local/bin/nnp"}}, []v1.Layer{base, applets, users, nnp}},
-		"pause:3.9":                      {v1.Config{Entrypoint: []string{"/bin/sleep", "2147483647"}}, []v1.Layer{base}},
+		"e2e-test-images/busybox:1.29-2":                  bb,
+		"e2e-test-images/nginx:1.14-2":                    {v1.Config{Env: []string{"PATH=/bin"}, Entrypoint: []string{"/echo", "-listen", "0.0.0.0:80"}}, []v1.Layer{base, applets, users, web}},
+		"e2e-test-images/httpd:2.4.39-4":                  {sh("echo httpd starting; exec /echo -listen 0.0.0.0:80"), []v1.Layer{base, applets, users, web}},
+		"e2e-test-images/nonewprivs:1.3":                  {v1.Config{Env: []string{"PATH=/usr/local/bin:/bin"}, Entrypoint: []string{"/usr/local/bin/nnp"}}, []v1.Layer{base, applets, users, nnp}},
+		"pause:3.9":                                       {v1.Config{Entrypoint: []string{"/bin/sleep", "2147483647"}}, []v1.Layer{base}},
 		staging + "test-image-user-uid:latest":            withUser("1002"),
 		staging + "test-image-user-username:latest":       withUser("www-data"),
 		staging + "test-image-user-uid-group:latest":      withUser("1003:users"),

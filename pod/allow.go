@@ -36,7 +36,7 @@ func allowedPaths() map[string]bool {
 		"spec.securityContext.runAsUser":      true,
 		"spec.securityContext.runAsGroup":     true,
 		"spec.securityContext.runAsNonRoot":   true,
-		"spec.shareProcessNamespace":         true,
+		"spec.shareProcessNamespace":          true,
 	}
 	for _, f := range containerFields {
 		m["spec.containers[]."+f] = true
