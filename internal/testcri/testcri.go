@@ -194,35 +194,29 @@ imports = []
     default_runtime_name = 'runc'
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
       runtime_type = 'io.containerd.runc.v2'
-    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.cocoon]
-      runtime_type = 'io.containerd.cocoon.v2'
-      runtime_path = %[6]q
-      pod_annotations = ['cocoon.dev/*']
-      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.cocoon.options]
-        root = %[7]q
-        agent = %[8]q
-        registry_config_path = %[5]q
-    # The same runtime with an allow-all default policy, for the CRI
-    # validation suite, whose pods carry no policy.
-    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.cocoon-allow-all]
-      runtime_type = 'io.containerd.cocoon.v2'
-      runtime_path = %[6]q
-      pod_annotations = ['cocoon.dev/*']
-      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.cocoon-allow-all.options]
-        root = %[7]q
-        agent = %[8]q
-        registry_config_path = %[5]q
-        default_policy = %[10]q
   [plugins.'io.containerd.cri.v1.runtime'.cni]
     bin_dirs = ['/usr/lib/cni']
-    conf_dir = %[9]q
+    conf_dir = %[6]q
 
 [plugins.'io.containerd.grpc.v1.cri']
   stream_server_address = '127.0.0.1'
 `, filepath.Join(c.Dir, "root"), filepath.Join(c.Dir, "state"), c.Sock, c.opts.Pause,
-		filepath.Join(c.Dir, "certs.d"), filepath.Join(c.opts.Bin, "containerd-shim-cocoon-v2"),
-		c.Root, filepath.Join(c.opts.Bin, "cocoon-agent"), netd, allowAll)
-	return os.WriteFile(filepath.Join(c.Dir, "config.toml"), []byte(cfg), 0o600)
+		filepath.Join(c.Dir, "certs.d"), netd)
+	conf := filepath.Join(c.Dir, "config.toml")
+	if err := os.WriteFile(conf, []byte(cfg), 0o600); err != nil {
+		return err
+	}
+	// The cocoon handlers, added as a user adds them: the second one with
+	// an allow-all default policy, for the CRI validation suite, whose
+	// pods carry no policy.
+	for _, extra := range [][]string{{"--handler", "cocoon"}, {"--handler", "cocoon-allow-all", "--default-policy", allowAll}} {
+		args := append([]string{"--root", c.Root, "install", "containerd", "--config", conf, "--no-binaries",
+			"--bin-dir", c.opts.Bin, "--registry-config-path", filepath.Join(c.Dir, "certs.d")}, extra...)
+		if out, err := exec.Command(filepath.Join(c.opts.Bin, "cocoon"), args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("cocoon install containerd: %v: %s", err, out)
+		}
+	}
+	return nil
 }
 
 // Crictl runs crictl against this containerd: stdout, stderr, exit code
