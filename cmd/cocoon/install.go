@@ -22,7 +22,7 @@ func newInstallCmd(g *globals) *cobra.Command {
 
 func newInstallContainerdCmd(g *globals) *cobra.Command {
 	var (
-		config, binDir, handler, isolation, tee, defaultPolicy, registries string
+		config, binDir, handler, isolation, tee, defaultPolicy, registries, hostRoot string
 		noBinaries                                                         bool
 	)
 	cmd := &cobra.Command{
@@ -61,10 +61,10 @@ Pods select the runtime with a RuntimeClass whose handler is --handler
 					if _, err := os.Stat(src); err != nil {
 						return fmt.Errorf("%s is not beside cocoon (%s): build it (go build ./cmd/%s) or pass --no-binaries if it is installed already", b, src, b)
 					}
-					if err := os.MkdirAll(binDir, 0o755); err != nil {
+					if err := os.MkdirAll(filepath.Join(hostRoot, binDir), 0o755); err != nil {
 						return err
 					}
-					if err := install.CopyFile(src, filepath.Join(binDir, b)); err != nil {
+					if err := install.CopyFile(src, filepath.Join(hostRoot, binDir, b)); err != nil {
 						return fmt.Errorf("install %s: %w", b, err)
 					}
 				}
@@ -87,12 +87,12 @@ Pods select the runtime with a RuntimeClass whose handler is --handler
 				h.Options = append(h.Options, [2]string{"registry_config_path", registries})
 			}
 			if defaultPolicy != "" {
-				if _, err := os.Stat(defaultPolicy); err != nil {
+				if _, err := os.Stat(filepath.Join(hostRoot, defaultPolicy)); err != nil {
 					return fmt.Errorf("--default-policy: %w", err)
 				}
 				h.Options = append(h.Options, [2]string{"default_policy", defaultPolicy})
 			}
-			res, err := install.Containerd(config, h, time.Now())
+			res, err := install.Containerd(filepath.Join(hostRoot, config), h, time.Now())
 			if err != nil {
 				return err
 			}
@@ -122,6 +122,7 @@ Pods select the runtime with a RuntimeClass whose handler is --handler
 	f.StringVar(&registries, "registry-config-path", "", "containerd's registry host directory (e.g. /etc/containerd/certs.d): the agent pulls through the same mirrors")
 	f.StringVar(&defaultPolicy, "default-policy", "", "policy for pods without a cocoon.dev/policy annotation (INSECURE with an allow-all policy; for conformance tests)")
 	f.BoolVar(&noBinaries, "no-binaries", false, "only edit the configuration (the binaries are installed already)")
+	f.StringVar(&hostRoot, "host-root", "", "the node's root is mounted here (an installer container): files go under it, the configuration names the node's paths")
 	return cmd
 }
 
