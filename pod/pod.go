@@ -164,6 +164,7 @@ func Parse(data []byte) (*Pod, error) {
 	if err := checkFields(generic["spec"], "spec", prefix+"spec", allowedPaths(), &p.Warnings); err != nil {
 		return nil, err
 	}
+	p.Warnings = append(p.Warnings, kubeletAdditions(&k.Spec, prefix)...)
 	return p, translate(p, &k, prefix)
 }
 
@@ -279,4 +280,22 @@ func (p *Pod) ResolveLocal(base string) {
 			}
 		}
 	}
+}
+
+// kubeletAdditions warns of what kubelet adds to a pod under Kubernetes
+// (spec.runtimeClassName set) that the sandbox refuses or that the policy
+// must admit: the service account token (a projected volume from the host)
+// and the service-link variables.
+func kubeletAdditions(s *corev1.PodSpec, prefix string) []string {
+	if s.RuntimeClassName == nil {
+		return nil
+	}
+	var w []string
+	if s.AutomountServiceAccountToken == nil || *s.AutomountServiceAccountToken {
+		w = append(w, prefix+"spec.automountServiceAccountToken: set it to false: kubelet would mount the service account token from the host, and a cocoon sandbox mounts no host files (the container would be refused)")
+	}
+	if s.EnableServiceLinks == nil || *s.EnableServiceLinks {
+		w = append(w, prefix+"spec.enableServiceLinks: set it to false: kubelet would add a variable per service of the namespace, which the policy admits only through the settings' env_patterns")
+	}
+	return w
 }

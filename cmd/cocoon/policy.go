@@ -38,6 +38,9 @@ func generate(cmd *cobra.Command, g *globals, file string, y []byte, f *genFlags
 		return nil, nil, fmt.Errorf("%s: %w", file, err)
 	}
 	p.ResolveLocal(baseDir(file))
+	for _, w := range p.Warnings {
+		fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
+	}
 	st, err := policygen.LoadSettings(f.settings)
 	if err != nil {
 		return nil, nil, err
