@@ -23,7 +23,7 @@ func newInstallCmd(g *globals) *cobra.Command {
 func newInstallContainerdCmd(g *globals) *cobra.Command {
 	var (
 		config, binDir, handler, isolation, tee, defaultPolicy, registries, hostRoot string
-		noBinaries                                                         bool
+		noBinaries                                                                   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "containerd [--config FILE]",
@@ -125,4 +125,3 @@ Pods select the runtime with a RuntimeClass whose handler is --handler
 	f.StringVar(&hostRoot, "host-root", "", "the node's root is mounted here (an installer container): files go under it, the configuration names the node's paths")
 	return cmd
 }
-
