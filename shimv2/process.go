@@ -11,18 +11,18 @@ import (
 
 // process is a container's init process or one exec, as containerd sees it.
 type process struct {
-	id, execID             string
-	stdin, stdout, stderr  string
-	terminal               bool
-	spec                   *specs.Process // execs only
-	mu                     sync.Mutex
-	status                 task.Status
-	pid                    uint32
-	exitStatus             uint32
-	exitedAt               time.Time
-	exited                 chan struct{}
-	exitOnce               sync.Once
-	stdinClosed, startOnce sync.Once
+	id, execID            string
+	stdin, stdout, stderr string
+	terminal              bool
+	spec                  *specs.Process // execs only
+	mu                    sync.Mutex
+	status                task.Status
+	pid                   uint32
+	exitStatus            uint32
+	exitedAt              time.Time
+	exited                chan struct{}
+	exitOnce              sync.Once
+	startOnce             sync.Once
 }
 
 func newProcess(id, execID, stdin, stdout, stderr string, terminal bool) *process {
