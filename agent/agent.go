@@ -53,6 +53,10 @@ type Config struct {
 	// SetHostname makes CreateSandbox set the agent's own UTS hostname (the
 	// agent must be in its own UTS namespace).
 	SetHostname bool
+	// Busybox, set in a VM's agent, configures the pod network the host
+	// wired to the VM (CreateSandbox's network); without it a network
+	// configuration is refused.
+	Busybox string
 	// FetchLocal, when set, makes a local image source (an OCI layout or a
 	// docker archive named by an absolute host path) present in the
 	// sandbox before it is pulled and returns its path there: a VM's agent

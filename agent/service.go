@@ -95,6 +95,9 @@ func (s *service) CreateSandbox(ctx context.Context, req *agentv1.CreateSandboxR
 		}
 		vols[v.GetName()] = dir
 	}
+	if err := a.configureNetwork(ctx, req.GetNetwork()); err != nil {
+		return nil, err
+	}
 	if a.cfg.SetHostname {
 		if err := unix.Sethostname([]byte(host)); err != nil {
 			return nil, fmt.Errorf("set hostname: %w", err)

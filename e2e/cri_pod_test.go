@@ -281,3 +281,98 @@ spec:
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestVMUnderCRI: the same CRI lifecycle with the qemu backend (software
+// emulation here): the VM's NIC is bridged into the pod's network
+// namespace, so the pod answers on its pod IP; logs, an allowed exec and
+// stop/rmp work, and the VM is gone afterwards.
+func TestVMUnderCRI(t *testing.T) {
+	c := needCRI(t)
+	vmReady(t)
+	x := &h{t: t, root: c.Root}
+	x.guestBuild(filepath.Join(env.bin, "cocoon-agent"))
+	settings := filepath.Join(t.TempDir(), "settings.json")
+	if err := os.WriteFile(settings, []byte(`{"exec": [["/bin/cat", "/etc/hostname"]]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	web := []string{"/echo", "-listen", "0.0.0.0:8080"}
+	yaml := fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: cri-vm
+spec:
+  runtimeClassName: cocoon
+  enableServiceLinks: false
+  automountServiceAccountToken: false
+  containers:
+  - name: web
+    image: %s
+    command: ["/echo", "-listen", "0.0.0.0:8080"]
+    resources: {limits: {memory: 64Mi}}
+`, env.echo)
+	p := newCRIPod(t, "cri-vm", yaml, map[string]map[string]any{
+		"web": {"image": map[string]any{"image": env.echo}, "command": web,
+			"linux": map[string]any{"resources": map[string]any{"memory_limit_in_bytes": 64 << 20},
+				"security_context": map[string]any{"namespace_options": map[string]any{"pid": 1}}}},
+	}, "--settings", settings)
+	podID := c.must(t, "runp", "--runtime", "cocoon-vm", p.podConfig)
+	t.Cleanup(func() { c.crictl("rmp", "-f", podID) })
+	ctr := c.createStart(t, podID, p, "web")
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		out, _, _ := c.crictl("logs", ctr)
+		if strings.Contains(out, "echo server listening") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("logs: %q", out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	ip := c.podIP(t, podID)
+	hc := &http.Client{Timeout: 10 * time.Second}
+	var body []byte
+	for {
+		resp, err := hc.Get("http://" + ip + ":8080/from-host")
+		if err == nil {
+			body, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the host cannot reach the VM pod on %s: %v", ip, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !strings.Contains(string(body), "echo from cri-vm: from-host") {
+		t.Fatalf("pod answered %q", body)
+	}
+	if out, errs, code := c.crictl("exec", ctr, "/bin/cat", "/etc/hostname"); code != 0 || strings.TrimSpace(out) != "cri-vm" {
+		t.Fatalf("exec: %d %q %q", code, out, errs)
+	}
+	c.must(t, "stop", "--timeout", "2", ctr)
+	c.must(t, "rmp", "-f", podID)
+	if qemus := descendantsNamed("qemu-system"); len(qemus) != 0 {
+		for _, pid := range qemus {
+			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); strings.Contains(string(b), c.Root) {
+				t.Fatalf("QEMU %d still runs after rmp", pid)
+			}
+		}
+	}
+}
+
+// descendantsNamed lists processes whose command starts with name.
+func descendantsNamed(name string) []int {
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil || !strings.HasPrefix(string(b), name) {
+			continue
+		}
+		var pid int
+		fmt.Sscanf(e.Name(), "%d", &pid)
+		out = append(out, pid)
+	}
+	return out
+}

@@ -33,12 +33,12 @@ import (
 // (the agent's channel), block devices, overlay (container root
 // filesystems), loop, FUSE, dm-crypt with AES-XTS (encrypted volumes: the
 // guest has no modprobe, so the crypto templates the kernel would ask for
-// are loaded up front), dm-verity and squashfs (the root filesystem) and
-// vsock.
+// are loaded up front), dm-verity and squashfs (the root filesystem),
+// vsock, and virtio-net (the pod network of a sandbox under Kubernetes).
 func DefaultModules() []string {
 	return []string{
 		"virtio_pci", "virtio_console", "virtio_blk", "overlay", "loop", "fuse",
-		"dm_crypt", "xts", "ecb", "aesni_intel", "dm_verity", "squashfs", "vmw_vsock_virtio_transport", "virtio_balloon",
+		"dm_crypt", "xts", "ecb", "aesni_intel", "dm_verity", "squashfs", "vmw_vsock_virtio_transport", "virtio_balloon", "virtio_net",
 	}
 }
 

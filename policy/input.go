@@ -53,8 +53,17 @@ func Input(p *Policy, method string, req any, st *State, pulled map[string]Pulle
 		for _, v := range r.GetEncryptedVolumes() {
 			enc = append(enc, map[string]any{"name": v.GetName(), "source": v.GetSource(), "key": v.GetKeyUri(), "read_only": v.GetReadOnly()})
 		}
+		// The network is the host's to decide (addresses, routes): it is
+		// in the input, and the framework admits any.
+		ifs, routes := []any{}, []any{}
+		for _, i := range r.GetNetwork().GetInterfaces() {
+			ifs = append(ifs, map[string]any{"mac": i.GetMac(), "addresses": strs(i.GetAddresses())})
+		}
+		for _, rt := range r.GetNetwork().GetRoutes() {
+			routes = append(routes, map[string]any{"destination": rt.GetDestination(), "gateway": rt.GetGateway()})
+		}
 		return map[string]any{"name": r.GetName(), "hostname": host, "volumes": vols, "encrypted_volumes": enc,
-			"policy_sha256": HashHex(r.GetPolicy(), tee.Sim)}, nil
+			"policy_sha256": HashHex(r.GetPolicy(), tee.Sim), "network": map[string]any{"interfaces": ifs, "routes": routes}}, nil
 	case *agentv1.PullImageRequest:
 		// The mirror is where the bytes come from, not what is pulled: the
 		// image is verified against its pinned digests wherever it is

@@ -307,3 +307,23 @@ func BenchmarkDecide(b *testing.B) {
 		})
 	}
 }
+
+// TestSettingsOverlayDefaults: a settings file overrides only the fields it
+// gives; an explicit empty list clears a default.
+func TestSettingsOverlayDefaults(t *testing.T) {
+	def := DefaultSettings()
+	s, err := ParseSettings([]byte(`{"exec": [["/bin/true"]]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Exec) != 1 || len(s.Signals) != len(def.Signals) || len(s.EnvPatterns) != len(def.EnvPatterns) {
+		t.Errorf("partial file: %+v", s)
+	}
+	s, err = ParseSettings([]byte(`{"signals": []}`))
+	if err != nil || len(s.Signals) != 0 {
+		t.Errorf("explicit empty list: %+v %v", s, err)
+	}
+	if len(DefaultSettings().Signals) == 0 {
+		t.Error("parsing a file changed the defaults")
+	}
+}

@@ -29,7 +29,7 @@ var defaultSettings []byte
 
 // DefaultSettings returns the built-in settings.
 func DefaultSettings() *Settings {
-	s, err := ParseSettings(defaultSettings)
+	s, err := parseOver(&Settings{}, defaultSettings)
 	if err != nil {
 		panic("embedded settings: " + err.Error())
 	}
@@ -39,9 +39,16 @@ func DefaultSettings() *Settings {
 // DefaultSettingsJSON is the built-in settings file.
 func DefaultSettingsJSON() []byte { return append([]byte{}, defaultSettings...) }
 
-// ParseSettings reads a settings file strictly.
+// ParseSettings reads a settings file strictly. A field the file leaves out
+// keeps its default (cocoon policy settings prints them): a file that only
+// allows an exec still lets the host stop the pod. An explicit empty list
+// ([]) clears a default.
 func ParseSettings(b []byte) (*Settings, error) {
-	var s Settings
+	return parseOver(DefaultSettings(), b)
+}
+
+func parseOver(base *Settings, b []byte) (*Settings, error) {
+	s := *base
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&s); err != nil {

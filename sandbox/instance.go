@@ -63,10 +63,6 @@ func Launch(ctx context.Context, o LaunchOptions) (*Instance, error) {
 		os.RemoveAll(o.Dir)
 		return nil, err
 	}
-	if cfg.Isolation != "process" && o.NetNS != "" {
-		os.RemoveAll(o.Dir)
-		return nil, fmt.Errorf("isolation %q cannot join a pod network namespace yet: use the process backend", cfg.Isolation)
-	}
 	if err := writeJSONAtomic(filepath.Join(o.Dir, fileConfig), cfg); err != nil {
 		os.RemoveAll(o.Dir)
 		return nil, err

@@ -39,6 +39,9 @@ type QEMUConfig struct {
 	// CBitPos and ReducedPhysBits are the host CPU's SEV parameters
 	// (EPYC: 51 and 1).
 	CBitPos, ReducedPhysBits int
+	// Tap is a tap device (in QEMU's network namespace) behind a
+	// virtio-net NIC with address MAC: the pod network (none when empty).
+	Tap, MAC string
 }
 
 // Drive is a raw disk image attached as a virtio-blk device whose serial
@@ -145,6 +148,13 @@ func QEMUArgs(c QEMUConfig) ([]string, error) {
 		id := "vol" + strconv.Itoa(i)
 		args = append(args, "-drive", "file="+d.Path+",format=raw,if=none,cache="+cache+",aio=threads,readonly="+ro+",id="+id,
 			"-device", "virtio-blk-pci,drive="+id+",serial="+d.Serial)
+	}
+	if c.Tap != "" {
+		if strings.ContainsAny(c.Tap+c.MAC, ",=") {
+			return nil, fmt.Errorf("qemu: tap %q / MAC %q must not contain ',' or '='", c.Tap, c.MAC)
+		}
+		args = append(args, "-netdev", "tap,id=pod0,ifname="+c.Tap+",script=no,downscript=no",
+			"-device", "virtio-net-pci,netdev=pod0,mac="+c.MAC)
 	}
 	args = append(args, "-serial", "stdio")
 	return args, nil

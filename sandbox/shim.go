@@ -36,6 +36,9 @@ type shim struct {
 	agentProc *proc.Child
 	root      Root
 	vm        *vmchan.Host // the VM channel (qemu backend)
+	// network is the pod network the VM's agent configures (qemu backend
+	// in a pod network namespace).
+	network *agentv1.Network
 	// launched is when the launch began (timings are relative to it).
 	launched time.Time
 
@@ -231,7 +234,7 @@ func (s *shim) createSandbox() error {
 	if err != nil {
 		return err
 	}
-	_, err = cl.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{Name: s.pod.Name, Hostname: s.pod.Hostname, Volumes: s.pod.Volumes, Policy: pol, EncryptedVolumes: s.pod.Encrypted})
+	_, err = cl.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{Name: s.pod.Name, Hostname: s.pod.Hostname, Volumes: s.pod.Volumes, Policy: pol, EncryptedVolumes: s.pod.Encrypted, Network: s.network})
 	if err != nil {
 		return fmt.Errorf("create sandbox: %s", Message(err))
 	}

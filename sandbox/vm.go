@@ -112,6 +112,13 @@ func (s *shim) launchVM(ctx context.Context) (*vmchan.Host, error) {
 			qc.MRConfigID = policy.Hash(text, tee.TDX)
 		}
 	}
+	if s.cfg.NetNS != "" {
+		tap, mac, n, err := wirePodNetwork(s.cfg.NetNS)
+		if err != nil {
+			return nil, err
+		}
+		qc.Tap, qc.MAC, s.network = tap, mac, n
+	}
 	args, err := QEMUArgs(qc)
 	if err != nil {
 		return nil, err
@@ -125,7 +132,7 @@ func (s *shim) launchVM(ctx context.Context) (*vmchan.Host, error) {
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	child, err := proc.StartPinned(cmd)
+	child, err := proc.StartPinnedIn(cmd, s.cfg.NetNS) // in the pod's network namespace, if any: its tap is there
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w (install QEMU: apt-get install qemu-system-x86)", args[0], err)
 	}

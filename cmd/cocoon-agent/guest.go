@@ -78,7 +78,7 @@ func guestMain(log *slog.Logger) error {
 func newGuestAgent(ch *vmchan.Guest, params map[string]string, log *slog.Logger) (*agent.Agent, []net.Listener, error) {
 	cfg := agent.Config{
 		StateDir: agent.GuestStateDir, LayerDir: agent.GuestLayerDir, CgroupParent: "/cocoon", Runc: "/usr/bin/runc",
-		SetHostname: true, Logger: log,
+		SetHostname: true, Logger: log, Busybox: "/bin/busybox",
 		Transport: agent.EgressTransportDial(func(ctx context.Context) (net.Conn, error) { return ch.Dial(ctx, vmchan.TagEgress) }),
 		FetchLocal: func(ctx context.Context, p string) (string, error) {
 			return ch.FetchTree(ctx, p, filepath.Join(agent.GuestStateDir, "local"))

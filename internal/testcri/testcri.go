@@ -209,7 +209,9 @@ imports = []
 	// The cocoon handlers, added as a user adds them: the second one with
 	// an allow-all default policy, for the CRI validation suite, whose
 	// pods carry no policy.
-	for _, extra := range [][]string{{"--handler", "cocoon"}, {"--handler", "cocoon-allow-all", "--default-policy", allowAll}} {
+	// A third runs pods in VMs (its guest image is <Root>/guest).
+	for _, extra := range [][]string{{"--handler", "cocoon"}, {"--handler", "cocoon-allow-all", "--default-policy", allowAll},
+		{"--handler", "cocoon-vm", "--isolation", "qemu"}} {
 		args := append([]string{"--root", c.Root, "install", "containerd", "--config", conf, "--no-binaries",
 			"--bin-dir", c.opts.Bin, "--registry-config-path", filepath.Join(c.Dir, "certs.d")}, extra...)
 		if out, err := exec.Command(filepath.Join(c.opts.Bin, "cocoon"), args...).CombinedOutput(); err != nil {
