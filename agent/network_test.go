@@ -40,3 +40,29 @@ func TestNetworkCommands(t *testing.T) {
 		}
 	}
 }
+
+func TestResolvConf(t *testing.T) {
+	got, err := resolvConf(&agentv1.DNSConfig{Servers: []string{"10.96.0.10"}, Searches: []string{"default.svc.cluster.local", "svc.cluster.local"}, Options: []string{"ndots:5", "edns0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"nameserver 10.96.0.10\n", "search default.svc.cluster.local svc.cluster.local\n", "options ndots:5 edns0\n"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("no %q in %q", want, got)
+		}
+	}
+	if got, err := resolvConf(nil); got != "" || err != nil {
+		t.Errorf("empty: %q %v", got, err)
+	}
+	for name, d := range map[string]*agentv1.DNSConfig{
+		"server injection": {Servers: []string{"10.0.0.1\nnameserver 6.6.6.6"}},
+		"not an IP":        {Servers: []string{"dns.example"}},
+		"search injection": {Searches: []string{"a.example\noptions debug"}},
+		"option injection": {Options: []string{"ndots:5 rotate"}},
+		"too many servers": {Servers: []string{"1.1.1.1", "1.1.1.2", "1.1.1.3", "1.1.1.4"}},
+	} {
+		if _, err := resolvConf(d); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}

@@ -214,6 +214,15 @@ func (s *service) CreateContainer(_ context.Context, req *agentv1.CreateContaine
 			os.RemoveAll(bundle)
 		}
 	}()
+	files := a.sandbox.files
+	if rc, err := resolvConf(spec.GetDns()); err != nil {
+		return nil, fmt.Errorf("container %q: %w", name, err)
+	} else if rc != "" {
+		files.resolv = filepath.Join(bundle, "resolv.conf")
+		if err := os.WriteFile(files.resolv, []byte(rc), 0o644); err != nil {
+			return nil, fmt.Errorf("container %q: write resolv.conf: %w", name, err)
+		}
+	}
 	var pidNS string
 	if spec.GetSharePidNamespace() {
 		ns, err := a.sharedPIDNamespace()
@@ -225,7 +234,7 @@ func (s *service) CreateContainer(_ context.Context, req *agentv1.CreateContaine
 	sp, err := buildSpec(specInput{
 		c: spec, img: img, rootfs: filepath.Join(bundle, "rootfs"), hostname: a.sandbox.hostname, pidNS: pidNS,
 		cgroup:  filepath.Join(a.cfg.CgroupParent, name),
-		volumes: a.sandbox.volumes, files: a.sandbox.files, apiSocket: a.cfg.PodAPISocket,
+		volumes: a.sandbox.volumes, files: files, apiSocket: a.cfg.PodAPISocket,
 	})
 	if err != nil {
 		return nil, err

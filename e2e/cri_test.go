@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -100,17 +101,21 @@ spec:
 // crictl: runp, create, start, logs, exec, stop, rm, stopp, rmp.
 func TestCRILifecycle(t *testing.T) {
 	c := needCRI(t)
-	cmd := "echo hello from the sandbox; echo to stderr >&2; exec sleep 1000"
+	cmd := "echo hello from the sandbox; echo to stderr >&2; cat /etc/resolv.conf; exec sleep 1000"
 	p := newCRIPod(t, "cri-life", hostPodYAML("cri-life", env.pinned, cmd), map[string]map[string]any{
 		"main": {"image": map[string]any{"image": env.pinned}, "command": []string{"/bin/sh", "-c", cmd}},
 	})
+	// The pod's DNS (kubelet's dnsConfig) reaches the container's
+	// resolv.conf, written by the agent.
+	p.setPodConfig(t, "dns_config", map[string]any{"servers": []string{"10.10.10.10"}, "searches": []string{"svc.example"}, "options": []string{"ndots:3"}})
 	podID := c.runPod(t, p)
 	ctr := c.createStart(t, podID, p, "main")
 	c.waitState(t, ctr, "CONTAINER_RUNNING", 30*time.Second)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		out, errs, _ := c.crictl("logs", ctr)
-		if strings.Contains(out+errs, "hello from the sandbox") && strings.Contains(out+errs, "to stderr") {
+		if strings.Contains(out+errs, "hello from the sandbox") && strings.Contains(out+errs, "to stderr") &&
+			strings.Contains(out, "nameserver 10.10.10.10") && strings.Contains(out, "search svc.example") && strings.Contains(out, "options ndots:3") {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -138,5 +143,25 @@ func TestCRILifecycle(t *testing.T) {
 	c.must(t, "rmp", podID)
 	if out, _, _ := c.crictl("pods", "-q", "--id", podID); strings.TrimSpace(out) != "" {
 		t.Fatalf("pod still listed after rmp: %s", out)
+	}
+}
+
+// setPodConfig sets a field of the pod's crictl configuration.
+func (p *criPod) setPodConfig(t *testing.T, key string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(p.podConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	m[key] = v
+	if b, err = json.Marshal(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p.podConfig, b, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -30,7 +30,6 @@ var critestRefused = []struct{ spec, why string }{
 // suite fails as soon as one of them passes, so the list only shrinks.
 var critestNotYet = []struct{ spec, why string }{
 	{`Container OOM`, "the agent does not report OOMKilled yet"},
-	{`should support DNS config`, "the pod's DNS configuration does not reach the sandbox yet (the agent writes its own resolv.conf)"},
 	{`should support (safe|unsafe) sysctls`, "sysctls are not passed to the sandbox yet"},
 	{`SeccompProfilePath (runtime should support an seccomp profile that blocks|should support seccomp (default|localhost))`, "seccomp profiles are not applied in the sandbox yet"},
 	{`SupplementalGroups`, "supplemental groups are not passed to the agent yet"},

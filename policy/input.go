@@ -155,6 +155,9 @@ func createInput(p *Policy, s *agentv1.ContainerSpec, st *State, pulled map[stri
 		"run_as_user": user, "run_as_group": group, "run_as_non_root": s.GetRunAsNonRoot(),
 		"read_only_root_filesystem": s.GetReadOnlyRootFilesystem(), "no_new_privileges": s.GetNoNewPrivileges(),
 		"share_pid_namespace": s.GetSharePidNamespace(),
+		// The DNS configuration is the host's to decide, as the network
+		// is: in the input, admitted by the framework.
+		"dns": map[string]any{"servers": strs(s.GetDns().GetServers()), "searches": strs(s.GetDns().GetSearches()), "options": strs(s.GetDns().GetOptions())},
 		"privileged":          s.GetPrivileged(), "capabilities": strs(caps), "mounts": mounts,
 		"resources": map[string]any{"memory_limit_bytes": res.MemoryLimitBytes, "cpu_limit_millis": res.CPULimitMillis},
 		"state":     map[string]any{"created": st.Created[s.GetName()]},

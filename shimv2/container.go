@@ -172,6 +172,17 @@ func containerSpec(s *specs.Spec, pc *policy.Container) (*agentv1.ContainerSpec,
 		}
 	}
 	for _, m := range s.Mounts {
+		if path.Clean(m.Destination) == "/etc/resolv.conf" {
+			// The pod's DNS (kubelet's dnsPolicy/dnsConfig) as the CRI
+			// wrote it: its content goes to the agent, which checks and
+			// writes its own file; the host's file is not mounted.
+			d, err := readResolvConf(m.Source)
+			if err != nil {
+				return nil, fmt.Errorf("container %q: %w", name, err)
+			}
+			c.Dns = d
+			continue
+		}
 		if slices.Contains(agentMounts, path.Clean(m.Destination)) {
 			continue
 		}
@@ -222,4 +233,34 @@ func checkNamespaces(s *specs.Spec, sandbox bool) error {
 		return errors.New("hostNetwork: true is refused: a cocoon sandbox has its own network namespace (the pod's), never the host's")
 	}
 	return nil
+}
+
+// readResolvConf reads the resolv.conf the CRI made for the pod: its
+// nameserver, search and options lines.
+func readResolvConf(p string) (*agentv1.DNSConfig, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("the pod's resolv.conf: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 64<<10))
+	if err != nil {
+		return nil, fmt.Errorf("the pod's resolv.conf: %w", err)
+	}
+	d := &agentv1.DNSConfig{}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		switch f[0] {
+		case "nameserver":
+			d.Servers = append(d.Servers, f[1])
+		case "search":
+			d.Searches = f[1:]
+		case "options":
+			d.Options = append(d.Options, f[1:]...)
+		}
+	}
+	return d, nil
 }

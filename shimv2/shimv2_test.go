@@ -59,9 +59,18 @@ func criSpec() *specs.Spec {
 }
 
 func TestContainerSpec(t *testing.T) {
-	c, err := containerSpec(criSpec(), &policy.Container{RunAsUser: -1, RunAsGroup: -1})
+	rc := filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(rc, []byte("# from the CRI\nnameserver 10.96.0.10\nsearch ns.svc.cluster.local cluster.local\noptions ndots:5\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := criSpec()
+	s.Mounts = append(s.Mounts, specs.Mount{Destination: "/etc/resolv.conf", Type: "bind", Source: rc})
+	c, err := containerSpec(s, &policy.Container{RunAsUser: -1, RunAsGroup: -1})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if d := c.GetDns(); !slices.Equal(d.GetServers(), []string{"10.96.0.10"}) || len(d.GetSearches()) != 2 || !slices.Equal(d.GetOptions(), []string{"ndots:5"}) {
+		t.Errorf("dns = %v", d)
 	}
 	if c.GetName() != "web" || c.GetImage() != "reg/app@sha256:aa" {
 		t.Errorf("name/image = %q %q", c.GetName(), c.GetImage())
