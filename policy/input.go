@@ -157,8 +157,8 @@ func createInput(p *Policy, s *agentv1.ContainerSpec, st *State, pulled map[stri
 		"share_pid_namespace": s.GetSharePidNamespace(),
 		// The DNS configuration is the host's to decide, as the network
 		// is: in the input, admitted by the framework.
-		"dns": map[string]any{"servers": strs(s.GetDns().GetServers()), "searches": strs(s.GetDns().GetSearches()), "options": strs(s.GetDns().GetOptions())},
-		"privileged":          s.GetPrivileged(), "capabilities": strs(caps), "mounts": mounts,
+		"dns":        map[string]any{"servers": strs(s.GetDns().GetServers()), "searches": strs(s.GetDns().GetSearches()), "options": strs(s.GetDns().GetOptions())},
+		"privileged": s.GetPrivileged(), "capabilities": strs(caps), "mounts": mounts,
 		"resources": map[string]any{"memory_limit_bytes": res.MemoryLimitBytes, "cpu_limit_millis": res.CPULimitMillis},
 		"state":     map[string]any{"created": st.Created[s.GetName()]},
 	}, nil
