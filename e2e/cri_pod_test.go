@@ -376,3 +376,57 @@ func descendantsNamed(name string) []int {
 	}
 	return out
 }
+
+// TestCRIDeploymentReplicas: a Deployment's policy runs every replica,
+// each with the hostname its controller gave it (the template pins none),
+// while the command stays pinned.
+func TestCRIDeploymentReplicas(t *testing.T) {
+	c := needCRI(t)
+	cmd := "echo replica $(hostname) $HOSTNAME; exec sleep 1000"
+	yaml := fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      runtimeClassName: cocoon
+      enableServiceLinks: false
+      automountServiceAccountToken: false
+      containers:
+      - name: app
+        image: %s
+        command: ["/bin/sh", "-c", %q]
+`, env.pinned, cmd)
+	ann := policyAnnotation(t, yaml)
+	for _, replica := range []string{"web-7d9f8-abc12", "web-7d9f8-def34"} {
+		p := &criPod{name: replica, containers: map[string]string{}}
+		p.podConfig = writeJSON(t, replica+".json", map[string]any{
+			"metadata":      map[string]any{"name": replica, "namespace": "default", "uid": replica + "-uid"},
+			"hostname":      replica,
+			"log_directory": t.TempDir(),
+			"annotations":   map[string]string{"cocoon.dev/policy": ann},
+		})
+		p.containers["app"] = writeJSON(t, "app.json", map[string]any{
+			"metadata": map[string]any{"name": "app"}, "image": map[string]any{"image": env.pinned},
+			"command": []string{"/bin/sh", "-c", cmd}, "log_path": "app.log",
+			"linux": map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"pid": 1}}},
+		})
+		podID := c.runPod(t, p)
+		ctr := c.createStart(t, podID, p, "app")
+		want := "replica " + replica + " " + replica
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			out, _, _ := c.crictl("logs", ctr)
+			if strings.Contains(out, want) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: logs %q, want %q", replica, out, want)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}

@@ -41,7 +41,9 @@ type Container struct {
 
 // Pod is a validated, translated pod.
 type Pod struct {
-	Name          string
+	Name string
+	// Hostname is the pod's hostname; empty for a workload's pod template
+	// without spec.hostname (each replica is named by its controller).
 	Hostname      string
 	RestartPolicy corev1.RestartPolicy
 	// Init holds init and sidecar containers in order; Main the rest.

@@ -30,10 +30,13 @@ func translate(p *Pod, k *corev1.Pod, prefix string) error {
 	p.Annotations = k.Annotations
 	spec := k.Spec
 	p.Hostname = spec.Hostname
-	if p.Hostname == "" {
+	if p.Hostname == "" && prefix == "" {
 		p.Hostname = p.Name
 	}
-	if !dnsLabel.MatchString(p.Hostname) {
+	// A workload's pod template (Deployment, StatefulSet, ...) leaves it
+	// empty: each replica's hostname is its pod name, which the controller
+	// picks; the policy then admits any.
+	if p.Hostname != "" && !dnsLabel.MatchString(p.Hostname) {
 		return fmt.Errorf("%sspec.hostname %q must be a DNS label", prefix, p.Hostname)
 	}
 	switch spec.RestartPolicy {

@@ -55,7 +55,9 @@ type KBS struct {
 
 // Sandbox is the pod-level part.
 type Sandbox struct {
-	Name     string   `json:"name"`
+	Name string `json:"name"`
+	// Hostname is pinned, or empty: a workload's replicas are named by
+	// their controller, and any DNS label the host gives is admitted.
 	Hostname string   `json:"hostname"`
 	Volumes  []Volume `json:"volumes"`
 	// EncryptedVolumes are LUKS2 volumes opened with keys from the key

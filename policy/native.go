@@ -175,7 +175,7 @@ func (n *native) createSandbox(in jsonObj, d *denials) {
 	if str(in["name"]) != str(sb["name"]) {
 		d.add("create_sandbox: name = %q, policy allows %q", str(in["name"]), str(sb["name"]))
 	}
-	if str(in["hostname"]) != str(sb["hostname"]) {
+	if str(sb["hostname"]) != "" && str(in["hostname"]) != str(sb["hostname"]) {
 		d.add("create_sandbox: hostname = %q, policy allows %q", str(in["hostname"]), str(sb["hostname"]))
 	}
 	if !setEq(arr(in["volumes"]), arr(sb["volumes"])) {

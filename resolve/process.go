@@ -25,7 +25,8 @@ type EnvVar struct {
 }
 
 // Env merges the image env with the spec env (the spec wins, order of first
-// appearance kept) and adds PATH and HOSTNAME when missing.
+// appearance kept) and adds PATH and HOSTNAME when missing (HOSTNAME only
+// when the hostname is known).
 func Env(imageEnv []string, spec []EnvVar, hostname string) []string {
 	var order []string
 	vals := map[string]string{}
@@ -45,7 +46,7 @@ func Env(imageEnv []string, spec []EnvVar, hostname string) []string {
 	if _, ok := vals["PATH"]; !ok {
 		set("PATH", DefaultPath)
 	}
-	if _, ok := vals["HOSTNAME"]; !ok {
+	if _, ok := vals["HOSTNAME"]; !ok && hostname != "" {
 		set("HOSTNAME", hostname)
 	}
 	out := make([]string, 0, len(order))

@@ -200,6 +200,11 @@ func (s *Service) createSandbox(ctx context.Context, r *taskAPI.CreateTaskReques
 		p.Name = dnsLabel(spec.Annotations[annSandboxName])
 		p.Hostname = spec.Hostname
 	}
+	if p.Hostname == "" {
+		// A workload's replica: its hostname is the pod's, as the
+		// controller named it (the policy admits any).
+		p.Hostname = spec.Hostname
+	}
 	s.mu.Lock()
 	if s.sandboxID != "" {
 		s.mu.Unlock()

@@ -55,6 +55,13 @@ func testPolicies(t testing.TB) [][]byte {
 			t.Fatal(err)
 		}
 		out = append(out, text)
+		// A workload template's policy: the hostname is the replica's.
+		p.Sandbox.Hostname = ""
+		text, err = policy.Render(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, text)
 	}
 	// An allow-all policy, with and without containers.
 	for _, withContainers := range []bool{false, true} {

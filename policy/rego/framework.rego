@@ -39,7 +39,10 @@ cs_deny contains sprintf("create_sandbox: name = %q, policy allows %q", [input.n
 	input.name != p.sandbox.name
 }
 
+# An empty hostname (a workload's pod template) admits the one the host
+# names the replica with.
 cs_deny contains sprintf("create_sandbox: hostname = %q, policy allows %q", [input.hostname, p.sandbox.hostname]) if {
+	p.sandbox.hostname != ""
 	input.hostname != p.sandbox.hostname
 }
 
