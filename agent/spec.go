@@ -71,6 +71,13 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 	if c.GetHasRunAsGroup() {
 		gid = uint32(c.GetRunAsGroup())
 	}
+	var groups []uint32
+	for _, g := range c.GetSupplementalGroups() {
+		if g < 0 || g > 1<<31-1 {
+			return nil, fmt.Errorf("container %q: supplemental group %d is not a group ID: %w", c.GetName(), g, errInvalid)
+		}
+		groups = append(groups, uint32(g))
+	}
 	if c.GetRunAsNonRoot() && uid == 0 {
 		return nil, fmt.Errorf("container %q: runAsNonRoot is set but the container would run as root (uid 0); set runAsUser or use an image with a non-root USER: %w", c.GetName(), errInvalid)
 	}
@@ -102,7 +109,7 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 			Args:            args,
 			Env:             resolve.Env(in.img.Config.Config.Env, envPairs(c.GetEnv()), in.hostname),
 			Cwd:             cwd,
-			User:            specs.User{UID: uid, GID: gid},
+			User:            specs.User{UID: uid, GID: gid, AdditionalGids: groups},
 			Capabilities:    pcaps,
 			NoNewPrivileges: c.GetNoNewPrivileges(),
 		},

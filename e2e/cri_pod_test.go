@@ -430,3 +430,42 @@ spec:
 		}
 	}
 }
+
+// TestCRISupplementalGroups: the pod's fsGroup and supplementalGroups
+// (which kubelet passes as the container's supplementary groups) are pinned
+// by the policy and applied by the agent.
+func TestCRISupplementalGroups(t *testing.T) {
+	c := needCRI(t)
+	cmd := "echo groups $(id -G); exec sleep 1000"
+	yaml := fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: cri-groups}
+spec:
+  runtimeClassName: cocoon
+  enableServiceLinks: false
+  automountServiceAccountToken: false
+  securityContext: {runAsUser: 1000, runAsGroup: 1000, fsGroup: 2000, supplementalGroups: [3000]}
+  containers:
+  - name: app
+    image: %s
+    command: ["/bin/sh", "-c", %q]
+`, env.pinned, cmd)
+	sc := map[string]any{"run_as_user": map[string]any{"value": 1000}, "run_as_group": map[string]any{"value": 1000},
+		"supplemental_groups": []int{3000, 2000}, "namespace_options": map[string]any{"pid": 1}}
+	p := newCRIPod(t, "cri-groups", yaml, map[string]map[string]any{
+		"app": {"image": map[string]any{"image": env.pinned}, "command": []string{"/bin/sh", "-c", cmd}, "linux": map[string]any{"security_context": sc}},
+	})
+	podID := c.runPod(t, p)
+	ctr := c.createStart(t, podID, p, "app")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, _, _ := c.crictl("logs", ctr)
+		if strings.Contains(out, "groups 1000 2000 3000") || strings.Contains(out, "groups 1000 3000 2000") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("logs %q, want groups 1000 2000 3000", out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -26,17 +26,19 @@ func allowedPaths() map[string]bool {
 		"spec.terminationGracePeriodSeconds": true,
 		// The RuntimeClass that selects cocoon under Kubernetes: it picks
 		// the runtime on the node and is not part of the sandbox.
-		"spec.runtimeClassName":               true,
-		"spec.volumes[].name":                 true,
-		"spec.volumes[].emptyDir.medium":      true,
-		"spec.volumes[].emptyDir.sizeLimit":   true,
-		"spec.volumes[].csi.driver":           true,
-		"spec.volumes[].csi.readOnly":         true,
-		"spec.volumes[].csi.volumeAttributes": true,
-		"spec.securityContext.runAsUser":      true,
-		"spec.securityContext.runAsGroup":     true,
-		"spec.securityContext.runAsNonRoot":   true,
-		"spec.shareProcessNamespace":          true,
+		"spec.runtimeClassName":                   true,
+		"spec.volumes[].name":                     true,
+		"spec.volumes[].emptyDir.medium":          true,
+		"spec.volumes[].emptyDir.sizeLimit":       true,
+		"spec.volumes[].csi.driver":               true,
+		"spec.volumes[].csi.readOnly":             true,
+		"spec.volumes[].csi.volumeAttributes":     true,
+		"spec.securityContext.runAsUser":          true,
+		"spec.securityContext.runAsGroup":         true,
+		"spec.securityContext.runAsNonRoot":       true,
+		"spec.shareProcessNamespace":              true,
+		"spec.securityContext.supplementalGroups": true,
+		"spec.securityContext.fsGroup":            true,
 	}
 	for _, f := range containerFields {
 		m["spec.containers[]."+f] = true

@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -180,6 +181,17 @@ func container(at string, c *corev1.Container, spec *corev1.PodSpec, vols, names
 		}
 		if psc.RunAsNonRoot != nil {
 			out.RunAsNonRoot = *psc.RunAsNonRoot
+		}
+		// The runtime gives the process the pod's supplementalGroups and
+		// fsGroup as supplementary groups (kubelet passes both).
+		groups := append([]int64{}, psc.SupplementalGroups...)
+		if psc.FSGroup != nil {
+			groups = append(groups, *psc.FSGroup)
+		}
+		for _, g := range groups {
+			if !slices.Contains(out.SupplementalGroups, g) {
+				out.SupplementalGroups = append(out.SupplementalGroups, g)
+			}
 		}
 	}
 	if sc := c.SecurityContext; sc != nil {

@@ -155,6 +155,7 @@ func createInput(p *Policy, s *agentv1.ContainerSpec, st *State, pulled map[stri
 		"run_as_user": user, "run_as_group": group, "run_as_non_root": s.GetRunAsNonRoot(),
 		"read_only_root_filesystem": s.GetReadOnlyRootFilesystem(), "no_new_privileges": s.GetNoNewPrivileges(),
 		"share_pid_namespace": s.GetSharePidNamespace(),
+		"supplemental_groups": nums(s.GetSupplementalGroups()),
 		// The DNS configuration is the host's to decide, as the network
 		// is: in the input, admitted by the framework.
 		"dns":        map[string]any{"servers": strs(s.GetDns().GetServers()), "searches": strs(s.GetDns().GetSearches()), "options": strs(s.GetDns().GetOptions())},
@@ -195,6 +196,14 @@ func MountsOf(ms []*agentv1.VolumeMount) []Mount {
 	out := make([]Mount, 0, len(ms))
 	for _, m := range ms {
 		out = append(out, Mount{Volume: m.GetVolume(), Path: m.GetMountPath(), ReadOnly: m.GetReadOnly(), SubPath: m.GetSubPath()})
+	}
+	return out
+}
+
+func nums(n []int64) []any {
+	out := make([]any, len(n))
+	for i, x := range n {
+		out[i] = x
 	}
 	return out
 }

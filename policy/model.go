@@ -131,9 +131,12 @@ type Container struct {
 	NoNewPrivileges        bool  `json:"no_new_privileges"`
 	// SharePIDNamespace: the container joins the pod's shared PID
 	// namespace (shareProcessNamespace). Absent in older policies: false.
-	SharePIDNamespace bool     `json:"share_pid_namespace,omitempty"`
-	Capabilities      []string `json:"capabilities"`
-	Mounts            []Mount  `json:"mounts"`
+	SharePIDNamespace bool `json:"share_pid_namespace,omitempty"`
+	// SupplementalGroups are the process's supplementary groups (the
+	// pod's supplementalGroups and fsGroup), as a set. Absent: none.
+	SupplementalGroups []int64  `json:"supplemental_groups,omitempty"`
+	Capabilities       []string `json:"capabilities"`
+	Mounts             []Mount  `json:"mounts"`
 	// Resources are the container's limits (0: none), as the pod spec
 	// sets them.
 	Resources Resources `json:"resources"`

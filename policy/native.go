@@ -248,6 +248,9 @@ func (n *native) createContainer(in jsonObj, d *denials) {
 			d.add("create_container %q: %s = %s, policy allows %s", name, f, j(in[f]), j(c[f]))
 		}
 	}
+	if sg := append([]any{}, arr(c["supplemental_groups"])...); !setEq(arr(in["supplemental_groups"]), sg) {
+		d.add("create_container %q: supplemental_groups = %s, policy allows %s", name, j(in["supplemental_groups"]), j(sg))
+	}
 	if truthy(in["share_pid_namespace"]) != truthy(c["share_pid_namespace"]) {
 		d.add("create_container %q: share_pid_namespace = %v, policy allows %v", name, truthy(in["share_pid_namespace"]), truthy(c["share_pid_namespace"]))
 	}

@@ -152,6 +152,12 @@ func containerSpec(s *specs.Spec, pc *policy.Container) (*agentv1.ContainerSpec,
 	if pc != nil {
 		c.RunAsNonRoot = pc.RunAsNonRoot
 	}
+	for _, g := range p.User.AdditionalGids {
+		// containerd lists the primary group too; it is not supplementary.
+		if g != p.User.GID && !slices.Contains(c.SupplementalGroups, int64(g)) {
+			c.SupplementalGroups = append(c.SupplementalGroups, int64(g))
+		}
+	}
 	if s.Root != nil {
 		c.ReadOnlyRootFilesystem = s.Root.Readonly
 	}

@@ -29,7 +29,7 @@ func testPolicies(t testing.TB) [][]byte {
 				"job": {Kind: "init", Image: "reg/job:1", Args: []string{"sh", "-c", "echo done"}, Env: []string{}, EnvPatterns: []string{},
 					WorkingDir: "/", RunAsUser: 1000, RunAsGroup: 1000, RunAsNonRoot: true, ReadOnlyRootFilesystem: true, NoNewPrivileges: true,
 					Capabilities: []string{}, Mounts: []policy.Mount{}, Exec: [][]string{}, ExecStdin: true, Signals: []int{15}, Stdio: debug,
-					SharePIDNamespace: true},
+					SharePIDNamespace: true, SupplementalGroups: []int64{2000, 1000}},
 			},
 			Images: map[string]policy.Image{
 				"reg/web:1": {Digest: "sha256:aa", ConfigDigest: "sha256:ab", Layers: []string{}, Entrypoint: []string{"/srv/web"}, Cmd: []string{"--port", "80"}, Env: []string{"PATH=/bin"}, WorkingDir: "/srv"},
@@ -131,7 +131,7 @@ func (p *picker) request(method string) any {
 		s := &agentv1.ContainerSpec{Name: name, Image: p.str("reg/web:1", "reg/job:1", "evil"),
 			Command: p.strs("/srv/web", "sh", "-c"), Args: p.strs("--port", "80", "echo done"), Env: env(),
 			WorkingDir: p.str("", "/srv", "/"), RunAsNonRoot: p.pick(2) == 1, ReadOnlyRootFilesystem: p.pick(2) == 1,
-			NoNewPrivileges: p.pick(2) == 1, SharePidNamespace: p.pick(3) == 0, Privileged: p.pick(5) == 0, CapabilitiesAdd: p.strs("CHOWN", "KILL", "SYS_ADMIN"),
+			NoNewPrivileges: p.pick(2) == 1, SharePidNamespace: p.pick(3) == 0, SupplementalGroups: [][]int64{nil, {1000}, {1000, 2000}, {2000, 1000, 1000}}[p.pick(4)], Privileged: p.pick(5) == 0, CapabilitiesAdd: p.strs("CHOWN", "KILL", "SYS_ADMIN"),
 			CapabilitiesDrop: p.strs("ALL", "KILL")}
 		if p.pick(2) == 1 {
 			s.HasRunAsUser, s.RunAsUser = true, int64(p.pick(2))*1000

@@ -87,6 +87,7 @@ cc_exact if {
 	input.read_only_root_filesystem == c.read_only_root_filesystem
 	input.no_new_privileges == c.no_new_privileges
 	input.share_pid_namespace == object.get(c, "share_pid_namespace", false)
+	{g | some g in input.supplemental_groups} == {g | some g in list(object.get(c, "supplemental_groups", []))}
 	input.privileged == false
 	input.capabilities == c.capabilities
 	input.mounts == c.mounts
@@ -174,6 +175,11 @@ cc_field_deny contains sprintf("create_container %q: %s = %s, policy allows %s",
 cc_field_deny contains sprintf("create_container %q: share_pid_namespace = %v, policy allows %v", [input.name, input.share_pid_namespace, object.get(c, "share_pid_namespace", false)]) if {
 	c := p.containers[input.name]
 	input.share_pid_namespace != object.get(c, "share_pid_namespace", false)
+}
+
+cc_field_deny contains sprintf("create_container %q: supplemental_groups = %s, policy allows %s", [input.name, j(input.supplemental_groups), j(list(object.get(c, "supplemental_groups", [])))]) if {
+	c := p.containers[input.name]
+	{g | some g in input.supplemental_groups} != {g | some g in list(object.get(c, "supplemental_groups", []))}
 }
 
 cc_field_deny contains sprintf("create_container %q: privileged = true, policy allows false", [input.name]) if {

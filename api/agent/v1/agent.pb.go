@@ -953,9 +953,12 @@ type ContainerSpec struct {
 	// dnsPolicy and dnsConfig): the agent writes the container's
 	// /etc/resolv.conf from it. Like the network it is the host's to
 	// decide; the agent checks its form.
-	Dns           *DNSConfig `protobuf:"bytes,20,opt,name=dns,proto3" json:"dns,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Dns *DNSConfig `protobuf:"bytes,20,opt,name=dns,proto3" json:"dns,omitempty"`
+	// The process's supplementary group IDs (the pod's supplementalGroups
+	// and fsGroup).
+	SupplementalGroups []int64 `protobuf:"varint,21,rep,packed,name=supplemental_groups,json=supplementalGroups,proto3" json:"supplemental_groups,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ContainerSpec) Reset() {
@@ -1124,6 +1127,13 @@ func (x *ContainerSpec) GetSharePidNamespace() bool {
 func (x *ContainerSpec) GetDns() *DNSConfig {
 	if x != nil {
 		return x.Dns
+	}
+	return nil
+}
+
+func (x *ContainerSpec) GetSupplementalGroups() []int64 {
+	if x != nil {
+		return x.SupplementalGroups
 	}
 	return nil
 }
@@ -2449,7 +2459,7 @@ const file_agent_proto_rawDesc = "" +
 	"\bsub_path\x18\x04 \x01(\tR\asubPath\"c\n" +
 	"\tResources\x12,\n" +
 	"\x12memory_limit_bytes\x18\x01 \x01(\x03R\x10memoryLimitBytes\x12(\n" +
-	"\x10cpu_limit_millis\x18\x02 \x01(\x03R\x0ecpuLimitMillis\"\x99\x06\n" +
+	"\x10cpu_limit_millis\x18\x02 \x01(\x03R\x0ecpuLimitMillis\"\xca\x06\n" +
 	"\rContainerSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12\x18\n" +
@@ -2475,7 +2485,8 @@ const file_agent_proto_rawDesc = "" +
 	"\x06mounts\x18\x11 \x03(\v2\x1c.cocoon.agent.v1.VolumeMountR\x06mounts\x128\n" +
 	"\tresources\x18\x12 \x01(\v2\x1a.cocoon.agent.v1.ResourcesR\tresources\x12.\n" +
 	"\x13share_pid_namespace\x18\x13 \x01(\bR\x11sharePidNamespace\x12,\n" +
-	"\x03dns\x18\x14 \x01(\v2\x1a.cocoon.agent.v1.DNSConfigR\x03dns\"[\n" +
+	"\x03dns\x18\x14 \x01(\v2\x1a.cocoon.agent.v1.DNSConfigR\x03dns\x12/\n" +
+	"\x13supplemental_groups\x18\x15 \x03(\x03R\x12supplementalGroups\"[\n" +
 	"\tDNSConfig\x12\x18\n" +
 	"\aservers\x18\x01 \x03(\tR\aservers\x12\x1a\n" +
 	"\bsearches\x18\x02 \x03(\tR\bsearches\x12\x18\n" +
