@@ -45,6 +45,9 @@ type container struct {
 	started  time.Time
 	finished time.Time
 	done     chan struct{}
+	// memLimitV1 is the memory limit set on the container's own cgroup at
+	// each start (cgroup v1; see oom.go).
+	memLimitV1 int64
 }
 
 // mountRootfs mounts the image layers (read-only, lowest last in lowerdir)
@@ -98,6 +101,15 @@ func (p pipeIO) Set(cmd *exec.Cmd) {
 // start runs the container with `runc run` in the background; runc stays the
 // container's parent and returns its exit status.
 func (a *Agent) start(c *container, lf *logFile) error {
+	own := filepath.Join(a.cfg.CgroupParent, c.spec.GetName()) // the container's own cgroup, above runc's leaf
+	var oomEv *oomEvent
+	if c.memLimitV1 > 0 {
+		ev, err := setMemoryLimitV1(own, c.memLimitV1)
+		if err != nil {
+			return fmt.Errorf("container %q: %w", c.spec.GetName(), err)
+		}
+		oomEv = ev
+	}
 	r, w, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("log pipe: %w", err)
@@ -135,6 +147,9 @@ func (a *Agent) start(c *container, lf *logFile) error {
 		}
 		if status > 128 && status < 128+65 {
 			reason = "Signaled: " + unix.SignalName(syscall.Signal(status-128))
+		}
+		if oomKilled(own, oomEv) {
+			reason = "OOMKilled"
 		}
 		// Wait (bounded) for the log to drain so readers see every byte.
 		select {
@@ -276,3 +291,4 @@ func writeJSON(path string, v any) error {
 	}
 	return os.WriteFile(path, b, 0o600)
 }
+

@@ -233,12 +233,15 @@ func (s *service) CreateContainer(_ context.Context, req *agentv1.CreateContaine
 	}
 	sp, err := buildSpec(specInput{
 		c: spec, img: img, rootfs: filepath.Join(bundle, "rootfs"), hostname: a.sandbox.hostname, pidNS: pidNS,
-		cgroup:  filepath.Join(a.cfg.CgroupParent, name),
+		// The container's cgroup is a leaf below one of its own, which
+		// outlives runc's cleanup so its memory.events tells an OOM kill.
+		cgroup: filepath.Join(a.cfg.CgroupParent, name, "c"),
 		volumes: a.sandbox.volumes, files: files, apiSocket: a.cfg.PodAPISocket,
 	})
 	if err != nil {
 		return nil, err
 	}
+	memV1 := moveMemoryLimitV1(sp)
 	if err := writeJSON(filepath.Join(bundle, "config.json"), sp); err != nil {
 		return nil, fmt.Errorf("container %q: write runtime spec: %w", name, err)
 	}
@@ -249,7 +252,7 @@ func (s *service) CreateContainer(_ context.Context, req *agentv1.CreateContaine
 		}
 		a.logs[name] = lf
 	}
-	a.containers[name] = &container{spec: spec, img: img, bundle: bundle, process: sp.Process, state: stateCreated}
+	a.containers[name] = &container{spec: spec, img: img, bundle: bundle, process: sp.Process, state: stateCreated, memLimitV1: memV1}
 	ok = true
 	a.log.Info("container created", "container", name, "image", spec.GetImage())
 	return &agentv1.CreateContainerResponse{}, nil

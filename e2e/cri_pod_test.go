@@ -469,3 +469,35 @@ spec:
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestCRIOOMKilled: a container killed by the kernel's OOM killer at its
+// memory limit is reported as OOMKilled with status 137.
+func TestCRIOOMKilled(t *testing.T) {
+	c := needCRI(t)
+	cmd := "dd if=/dev/zero of=/dev/null bs=128M count=1"
+	yaml := fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: cri-oom}
+spec:
+  runtimeClassName: cocoon
+  enableServiceLinks: false
+  automountServiceAccountToken: false
+  containers:
+  - name: hog
+    image: %s
+    command: ["/bin/sh", "-c", %q]
+    resources: {limits: {memory: 32Mi}}
+`, env.pinned, cmd)
+	p := newCRIPod(t, "cri-oom", yaml, map[string]map[string]any{
+		"hog": {"image": map[string]any{"image": env.pinned}, "command": []string{"/bin/sh", "-c", cmd},
+			"linux": map[string]any{"resources": map[string]any{"memory_limit_in_bytes": 32 << 20},
+				"security_context": map[string]any{"namespace_options": map[string]any{"pid": 1}}}},
+	})
+	podID := c.runPod(t, p)
+	ctr := c.createStart(t, podID, p, "hog")
+	c.waitState(t, ctr, "CONTAINER_EXITED", 30*time.Second)
+	out := c.must(t, "inspect", "-o", "go-template", "--template", "{{.status.exitCode}} {{.status.reason}}", ctr)
+	if out != "137 OOMKilled" {
+		t.Fatalf("exit code and reason %q, want 137 OOMKilled", out)
+	}
+}

@@ -29,7 +29,6 @@ var critestRefused = []struct{ spec, why string }{
 // gaps, not design. Each is listed in docs/kubernetes.md and tracked; the
 // suite fails as soon as one of them passes, so the list only shrinks.
 var critestNotYet = []struct{ spec, why string }{
-	{`Container OOM`, "the agent does not report OOMKilled yet"},
 	{`should support (safe|unsafe) sysctls`, "sysctls are not passed to the sandbox yet"},
 	{`SeccompProfilePath (runtime should support an seccomp profile that blocks|should support seccomp (default|localhost))`, "seccomp profiles are not applied in the sandbox yet"},
 	{`SupplementalGroups`, "supplemental groups are not passed to the agent yet"},

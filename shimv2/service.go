@@ -448,6 +448,10 @@ func (s *Service) watchContainer(inst *sandbox.Instance, c *container) {
 		if _, err := inst.Client().RemoveContainer(ctx, &agentv1.RemoveContainerRequest{Container: c.name}); err != nil {
 			s.log.Warn("remove exited container", "container", c.name, "error", sandbox.Message(err))
 		}
+		if resp.GetReason() == "OOMKilled" {
+			// The CRI reports the reason from this event.
+			s.send(&eventstypes.TaskOOM{ContainerID: c.init.id})
+		}
 		s.exit(c, c.init, uint32(resp.GetExitCode()), time.Now())
 		return
 	}
