@@ -80,8 +80,8 @@ func unmountRootfs(bundle string) {
 	_ = unix.Unmount(filepath.Join(bundle, "rootfs"), unix.MNT_DETACH)
 }
 
-// pipeIO gives runc the write end of a pipe as both stdout and stderr (the
-// container inherits it: no copy goroutine between the container and the
+// pipeIO gives runc the write ends of pipes as stdout and stderr (the
+// container inherits them: no copy goroutine between the container and the
 // log) and optional stdin.
 type pipeIO struct {
 	stdin  io.Reader
@@ -114,7 +114,13 @@ func (a *Agent) start(c *container, lf *logFile) error {
 	if err != nil {
 		return fmt.Errorf("log pipe: %w", err)
 	}
-	logDone := lf.attach(r)
+	re, we, err := os.Pipe()
+	if err != nil {
+		r.Close()
+		w.Close()
+		return fmt.Errorf("log pipe: %w", err)
+	}
+	outDone, errDone := lf.attach(r, agentv1.LogStream_STDOUT), lf.attach(re, agentv1.LogStream_STDERR)
 	started := make(chan int, 1)
 	c.mu.Lock()
 	c.state, c.started, c.done = stateRunning, time.Now(), make(chan struct{})
@@ -130,7 +136,7 @@ func (a *Agent) start(c *container, lf *logFile) error {
 	exited := make(chan struct{})
 	go func() {
 		defer close(exited)
-		status, err := rc.Run(a.ctx, id, c.bundle, &runc.CreateOpts{IO: pipeIO{stdout: w, stderr: w}, Started: started, PidFile: pidFile})
+		status, err := rc.Run(a.ctx, id, c.bundle, &runc.CreateOpts{IO: pipeIO{stdout: w, stderr: we}, Started: started, PidFile: pidFile})
 		reason := "Completed"
 		if msg := runcError(rc.Log); msg != "" {
 			reason, status = "StartError: "+msg, 128
@@ -152,9 +158,12 @@ func (a *Agent) start(c *container, lf *logFile) error {
 			reason = "OOMKilled"
 		}
 		// Wait (bounded) for the log to drain so readers see every byte.
-		select {
-		case <-logDone:
-		case <-time.After(2 * time.Second):
+		drain := time.After(2 * time.Second)
+		for _, d := range []<-chan struct{}{outDone, errDone} {
+			select {
+			case <-d:
+			case <-drain:
+			}
 		}
 		c.mu.Lock()
 		c.state, c.exitCode, c.reason, c.finished = stateExited, status, reason, time.Now()
@@ -164,6 +173,7 @@ func (a *Agent) start(c *container, lf *logFile) error {
 	}()
 	<-started
 	w.Close()
+	we.Close()
 	// Return once runc created the container (it writes the pid file), so
 	// that exec and signals work as soon as StartContainer answered.
 	for i := 0; ; i++ {

@@ -408,11 +408,19 @@ func (s *service) ReadLogs(ctx context.Context, req *agentv1.ReadLogsRequest) (*
 	if max <= 0 || max > 1<<20 {
 		max = 1 << 20
 	}
-	data, next, eof, err := lf.read(ctx, req.GetOffset(), max, clampWait(req.GetWaitMs()))
+	chunks, next, eof, err := lf.read(ctx, req.GetOffset(), max, clampWait(req.GetWaitMs()))
 	if err != nil {
 		return nil, err
 	}
-	return &agentv1.ReadLogsResponse{Data: data, NextOffset: next, Eof: eof}, nil
+	resp := &agentv1.ReadLogsResponse{NextOffset: next, Eof: eof}
+	for _, c := range chunks {
+		if req.GetStreams() {
+			resp.Chunks = append(resp.Chunks, &agentv1.LogChunk{Stream: c.stream, Data: c.data})
+		} else {
+			resp.Data = append(resp.Data, c.data...)
+		}
+	}
+	return resp, nil
 }
 
 func (s *service) ListContainers(_ context.Context, _ *agentv1.ListContainersRequest) (*agentv1.ListContainersResponse, error) {

@@ -33,7 +33,6 @@ var critestNotYet = []struct{ spec, why string }{
 	{`SeccompProfilePath (runtime should support an seccomp profile that blocks|should support seccomp (default|localhost))`, "seccomp profiles are not applied in the sandbox yet"},
 	{`SupplementalGroups`, "supplemental groups are not passed to the agent yet"},
 	{`should support ReadonlyPaths`, "the CRI's readonly paths are not applied yet (the agent applies its own masked paths)"},
-	{`ReadOnlyRootfs is true`, "the agent keeps stdout and stderr as one stream: everything arrives on stdout"},
 	{`exec with tty=true`, "exec with a terminal is not supported yet"},
 }
 

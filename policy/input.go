@@ -96,7 +96,7 @@ func Input(p *Policy, method string, req any, st *State, pulled map[string]Pulle
 		return in, nil
 	case *agentv1.ReadLogsRequest:
 		in := containerInput(r.GetContainer(), st)
-		in["offset"], in["max_bytes"], in["wait_ms"] = r.GetOffset(), int(r.GetMaxBytes()), int(r.GetWaitMs())
+		in["offset"], in["max_bytes"], in["wait_ms"], in["streams"] = r.GetOffset(), int(r.GetMaxBytes()), int(r.GetWaitMs()), r.GetStreams()
 		return in, nil
 	case *agentv1.WaitContainerRequest:
 		in := containerInput(r.GetContainer(), st)

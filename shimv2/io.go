@@ -27,10 +27,9 @@ func openOutput(ctx context.Context, path string) io.WriteCloser {
 }
 
 // copyLogs copies a container's output, as the agent lets the host read it,
-// to the stdout fifo containerd gave (which CRI writes to the pod's log
-// file, so `crictl logs` and `kubectl logs` work). The agent keeps stdout
-// and stderr as one stream; it arrives on stdout. A policy that turns stdio
-// off denies the reads: the log stays empty.
+// to the stdout and stderr fifos containerd gave (which the CRI writes to
+// the pod's log file, so `crictl logs` and `kubectl logs` work). A policy
+// that turns stdio off denies the reads: the log stays empty.
 func (s *Service) copyLogs(inst *sandbox.Instance, c *container) {
 	defer close(c.logsDone)
 	ctx := context.WithoutCancel(s.ctx)
@@ -39,9 +38,16 @@ func (s *Service) copyLogs(inst *sandbox.Instance, c *container) {
 		return
 	}
 	defer out.Close()
+	errw := out
+	if c.init.stderr != "" && c.init.stderr != c.init.stdout {
+		if e := openOutput(ctx, c.init.stderr); e != nil {
+			defer e.Close()
+			errw = e
+		}
+	}
 	var off int64
 	for {
-		resp, err := inst.Client().ReadLogs(ctx, &agentv1.ReadLogsRequest{Container: c.name, Offset: off, WaitMs: 30000})
+		resp, err := inst.Client().ReadLogs(ctx, &agentv1.ReadLogsRequest{Container: c.name, Offset: off, WaitMs: 30000, Streams: true})
 		if err != nil {
 			if st, ok := status.FromError(err); ok && st.Code() == codes.PermissionDenied {
 				s.log.Info("the policy does not let the host read this container's output", "container", c.name)
@@ -57,8 +63,12 @@ func (s *Service) copyLogs(inst *sandbox.Instance, c *container) {
 			s.log.Warn("read container output", "container", c.name, "error", sandbox.Message(err))
 			return
 		}
-		if len(resp.GetData()) > 0 {
-			if _, err := out.Write(resp.GetData()); err != nil {
+		for _, ch := range resp.GetChunks() {
+			w := out
+			if ch.GetStream() == agentv1.LogStream_STDERR {
+				w = errw
+			}
+			if _, err := w.Write(ch.GetData()); err != nil {
 				return
 			}
 		}

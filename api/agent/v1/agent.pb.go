@@ -24,6 +24,52 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type LogStream int32
+
+const (
+	LogStream_STDOUT LogStream = 0
+	LogStream_STDERR LogStream = 1
+)
+
+// Enum value maps for LogStream.
+var (
+	LogStream_name = map[int32]string{
+		0: "STDOUT",
+		1: "STDERR",
+	}
+	LogStream_value = map[string]int32{
+		"STDOUT": 0,
+		"STDERR": 1,
+	}
+)
+
+func (x LogStream) Enum() *LogStream {
+	p := new(LogStream)
+	*p = x
+	return p
+}
+
+func (x LogStream) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (LogStream) Descriptor() protoreflect.EnumDescriptor {
+	return file_agent_proto_enumTypes[0].Descriptor()
+}
+
+func (LogStream) Type() protoreflect.EnumType {
+	return &file_agent_proto_enumTypes[0]
+}
+
+func (x LogStream) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use LogStream.Descriptor instead.
+func (LogStream) EnumDescriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{0}
+}
+
 // EvidenceBinding is what a host's evidence request is bound for.
 type EvidenceBinding int32
 
@@ -60,11 +106,11 @@ func (x EvidenceBinding) String() string {
 }
 
 func (EvidenceBinding) Descriptor() protoreflect.EnumDescriptor {
-	return file_agent_proto_enumTypes[0].Descriptor()
+	return file_agent_proto_enumTypes[1].Descriptor()
 }
 
 func (EvidenceBinding) Type() protoreflect.EnumType {
-	return &file_agent_proto_enumTypes[0]
+	return &file_agent_proto_enumTypes[1]
 }
 
 func (x EvidenceBinding) Number() protoreflect.EnumNumber {
@@ -73,7 +119,7 @@ func (x EvidenceBinding) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EvidenceBinding.Descriptor instead.
 func (EvidenceBinding) EnumDescriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{0}
+	return file_agent_proto_rawDescGZIP(), []int{1}
 }
 
 type EmptyDir struct {
@@ -1808,7 +1854,10 @@ type ReadLogsRequest struct {
 	// 0 means 1 MiB.
 	MaxBytes int32 `protobuf:"varint,3,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
 	// Wait up to this long for new data when none is available; at most 30000.
-	WaitMs        int32 `protobuf:"varint,4,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	WaitMs int32 `protobuf:"varint,4,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	// Return the output as chunks tagged stdout or stderr (chunks) rather
+	// than as one stream (data).
+	Streams       bool `protobuf:"varint,5,opt,name=streams,proto3" json:"streams,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1871,12 +1920,25 @@ func (x *ReadLogsRequest) GetWaitMs() int32 {
 	return 0
 }
 
+func (x *ReadLogsRequest) GetStreams() bool {
+	if x != nil {
+		return x.Streams
+	}
+	return false
+}
+
 type ReadLogsResponse struct {
-	state      protoimpl.MessageState `protogen:"open.v1"`
-	Data       []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
-	NextOffset int64                  `protobuf:"varint,2,opt,name=next_offset,json=nextOffset,proto3" json:"next_offset,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The output read, stdout and stderr together in the order written
+	// (unless streams was asked for).
+	Data []byte `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	// Opaque: where the next read starts.
+	NextOffset int64 `protobuf:"varint,2,opt,name=next_offset,json=nextOffset,proto3" json:"next_offset,omitempty"`
 	// The container has exited and every byte was read.
-	Eof           bool `protobuf:"varint,3,opt,name=eof,proto3" json:"eof,omitempty"`
+	Eof bool `protobuf:"varint,3,opt,name=eof,proto3" json:"eof,omitempty"`
+	// The output read, in the order written, each chunk tagged with its
+	// stream (when streams was asked for).
+	Chunks        []*LogChunk `protobuf:"bytes,4,rep,name=chunks,proto3" json:"chunks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1932,6 +1994,65 @@ func (x *ReadLogsResponse) GetEof() bool {
 	return false
 }
 
+func (x *ReadLogsResponse) GetChunks() []*LogChunk {
+	if x != nil {
+		return x.Chunks
+	}
+	return nil
+}
+
+type LogChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Stream        LogStream              `protobuf:"varint,1,opt,name=stream,proto3,enum=cocoon.agent.v1.LogStream" json:"stream,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogChunk) Reset() {
+	*x = LogChunk{}
+	mi := &file_agent_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogChunk) ProtoMessage() {}
+
+func (x *LogChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
+func (*LogChunk) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *LogChunk) GetStream() LogStream {
+	if x != nil {
+		return x.Stream
+	}
+	return LogStream_STDOUT
+}
+
+func (x *LogChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 type ListContainersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1940,7 +2061,7 @@ type ListContainersRequest struct {
 
 func (x *ListContainersRequest) Reset() {
 	*x = ListContainersRequest{}
-	mi := &file_agent_proto_msgTypes[30]
+	mi := &file_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1952,7 +2073,7 @@ func (x *ListContainersRequest) String() string {
 func (*ListContainersRequest) ProtoMessage() {}
 
 func (x *ListContainersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[30]
+	mi := &file_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1965,7 +2086,7 @@ func (x *ListContainersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListContainersRequest.ProtoReflect.Descriptor instead.
 func (*ListContainersRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{30}
+	return file_agent_proto_rawDescGZIP(), []int{31}
 }
 
 type ContainerStatus struct {
@@ -1986,7 +2107,7 @@ type ContainerStatus struct {
 
 func (x *ContainerStatus) Reset() {
 	*x = ContainerStatus{}
-	mi := &file_agent_proto_msgTypes[31]
+	mi := &file_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1998,7 +2119,7 @@ func (x *ContainerStatus) String() string {
 func (*ContainerStatus) ProtoMessage() {}
 
 func (x *ContainerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[31]
+	mi := &file_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2011,7 +2132,7 @@ func (x *ContainerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStatus.ProtoReflect.Descriptor instead.
 func (*ContainerStatus) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{31}
+	return file_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ContainerStatus) GetName() string {
@@ -2086,7 +2207,7 @@ type ListContainersResponse struct {
 
 func (x *ListContainersResponse) Reset() {
 	*x = ListContainersResponse{}
-	mi := &file_agent_proto_msgTypes[32]
+	mi := &file_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2098,7 +2219,7 @@ func (x *ListContainersResponse) String() string {
 func (*ListContainersResponse) ProtoMessage() {}
 
 func (x *ListContainersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[32]
+	mi := &file_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2111,7 +2232,7 @@ func (x *ListContainersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListContainersResponse.ProtoReflect.Descriptor instead.
 func (*ListContainersResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{32}
+	return file_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListContainersResponse) GetContainers() []*ContainerStatus {
@@ -2130,7 +2251,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_agent_proto_msgTypes[33]
+	mi := &file_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2142,7 +2263,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[33]
+	mi := &file_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2155,7 +2276,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{33}
+	return file_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *StatsRequest) GetContainer() string {
@@ -2176,7 +2297,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_agent_proto_msgTypes[34]
+	mi := &file_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2188,7 +2309,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[34]
+	mi := &file_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2201,7 +2322,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{34}
+	return file_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *StatsResponse) GetCpuUsageNs() uint64 {
@@ -2233,7 +2354,7 @@ type ShutdownRequest struct {
 
 func (x *ShutdownRequest) Reset() {
 	*x = ShutdownRequest{}
-	mi := &file_agent_proto_msgTypes[35]
+	mi := &file_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2245,7 +2366,7 @@ func (x *ShutdownRequest) String() string {
 func (*ShutdownRequest) ProtoMessage() {}
 
 func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[35]
+	mi := &file_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2258,7 +2379,7 @@ func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownRequest.ProtoReflect.Descriptor instead.
 func (*ShutdownRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{35}
+	return file_agent_proto_rawDescGZIP(), []int{36}
 }
 
 type ShutdownResponse struct {
@@ -2269,7 +2390,7 @@ type ShutdownResponse struct {
 
 func (x *ShutdownResponse) Reset() {
 	*x = ShutdownResponse{}
-	mi := &file_agent_proto_msgTypes[36]
+	mi := &file_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2281,7 +2402,7 @@ func (x *ShutdownResponse) String() string {
 func (*ShutdownResponse) ProtoMessage() {}
 
 func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[36]
+	mi := &file_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2294,7 +2415,7 @@ func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownResponse.ProtoReflect.Descriptor instead.
 func (*ShutdownResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{36}
+	return file_agent_proto_rawDescGZIP(), []int{37}
 }
 
 type GetEvidenceRequest struct {
@@ -2308,7 +2429,7 @@ type GetEvidenceRequest struct {
 
 func (x *GetEvidenceRequest) Reset() {
 	*x = GetEvidenceRequest{}
-	mi := &file_agent_proto_msgTypes[37]
+	mi := &file_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2320,7 +2441,7 @@ func (x *GetEvidenceRequest) String() string {
 func (*GetEvidenceRequest) ProtoMessage() {}
 
 func (x *GetEvidenceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[37]
+	mi := &file_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2333,7 +2454,7 @@ func (x *GetEvidenceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEvidenceRequest.ProtoReflect.Descriptor instead.
 func (*GetEvidenceRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{37}
+	return file_agent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetEvidenceRequest) GetRuntimeData() []byte {
@@ -2360,7 +2481,7 @@ type GetEvidenceResponse struct {
 
 func (x *GetEvidenceResponse) Reset() {
 	*x = GetEvidenceResponse{}
-	mi := &file_agent_proto_msgTypes[38]
+	mi := &file_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2372,7 +2493,7 @@ func (x *GetEvidenceResponse) String() string {
 func (*GetEvidenceResponse) ProtoMessage() {}
 
 func (x *GetEvidenceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[38]
+	mi := &file_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2385,7 +2506,7 @@ func (x *GetEvidenceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEvidenceResponse.ProtoReflect.Descriptor instead.
 func (*GetEvidenceResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{38}
+	return file_agent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetEvidenceResponse) GetEvidence() []byte {
@@ -2525,17 +2646,22 @@ const file_agent_proto_rawDesc = "" +
 	"\x15WaitContainerResponse\x12\x16\n" +
 	"\x06exited\x18\x01 \x01(\bR\x06exited\x12\x1b\n" +
 	"\texit_code\x18\x02 \x01(\x05R\bexitCode\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"}\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x97\x01\n" +
 	"\x0fReadLogsRequest\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x1b\n" +
 	"\tmax_bytes\x18\x03 \x01(\x05R\bmaxBytes\x12\x17\n" +
-	"\await_ms\x18\x04 \x01(\x05R\x06waitMs\"Y\n" +
+	"\await_ms\x18\x04 \x01(\x05R\x06waitMs\x12\x18\n" +
+	"\astreams\x18\x05 \x01(\bR\astreams\"\x8c\x01\n" +
 	"\x10ReadLogsResponse\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x1f\n" +
 	"\vnext_offset\x18\x02 \x01(\x03R\n" +
 	"nextOffset\x12\x10\n" +
-	"\x03eof\x18\x03 \x01(\bR\x03eof\"\x17\n" +
+	"\x03eof\x18\x03 \x01(\bR\x03eof\x121\n" +
+	"\x06chunks\x18\x04 \x03(\v2\x19.cocoon.agent.v1.LogChunkR\x06chunks\"R\n" +
+	"\bLogChunk\x122\n" +
+	"\x06stream\x18\x01 \x01(\x0e2\x1a.cocoon.agent.v1.LogStreamR\x06stream\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\x17\n" +
 	"\x15ListContainersRequest\"\xa5\x02\n" +
 	"\x0fContainerStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
@@ -2564,7 +2690,12 @@ const file_agent_proto_rawDesc = "" +
 	"\fruntime_data\x18\x01 \x01(\fR\vruntimeData\x12:\n" +
 	"\abinding\x18\x02 \x01(\x0e2 .cocoon.agent.v1.EvidenceBindingR\abinding\"1\n" +
 	"\x13GetEvidenceResponse\x12\x1a\n" +
-	"\bevidence\x18\x01 \x01(\fR\bevidence*D\n" +
+	"\bevidence\x18\x01 \x01(\fR\bevidence*#\n" +
+	"\tLogStream\x12\n" +
+	"\n" +
+	"\x06STDOUT\x10\x00\x12\n" +
+	"\n" +
+	"\x06STDERR\x10\x01*D\n" +
 	"\x0fEvidenceBinding\x12\x12\n" +
 	"\x0eHOST_CHALLENGE\x10\x00\x12\x1d\n" +
 	"\x19ATTESTATION_SERVICE_NONCE\x10\x012\x8e\n" +
@@ -2597,97 +2728,101 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_agent_proto_goTypes = []any{
-	(EvidenceBinding)(0),            // 0: cocoon.agent.v1.EvidenceBinding
-	(*EmptyDir)(nil),                // 1: cocoon.agent.v1.EmptyDir
-	(*CreateSandboxRequest)(nil),    // 2: cocoon.agent.v1.CreateSandboxRequest
-	(*Network)(nil),                 // 3: cocoon.agent.v1.Network
-	(*NetworkInterface)(nil),        // 4: cocoon.agent.v1.NetworkInterface
-	(*NetworkRoute)(nil),            // 5: cocoon.agent.v1.NetworkRoute
-	(*EncryptedVolume)(nil),         // 6: cocoon.agent.v1.EncryptedVolume
-	(*CreateSandboxResponse)(nil),   // 7: cocoon.agent.v1.CreateSandboxResponse
-	(*PullImageRequest)(nil),        // 8: cocoon.agent.v1.PullImageRequest
-	(*PullImageResponse)(nil),       // 9: cocoon.agent.v1.PullImageResponse
-	(*PullProgressRequest)(nil),     // 10: cocoon.agent.v1.PullProgressRequest
-	(*PullProgressResponse)(nil),    // 11: cocoon.agent.v1.PullProgressResponse
-	(*EnvVar)(nil),                  // 12: cocoon.agent.v1.EnvVar
-	(*VolumeMount)(nil),             // 13: cocoon.agent.v1.VolumeMount
-	(*Resources)(nil),               // 14: cocoon.agent.v1.Resources
-	(*ContainerSpec)(nil),           // 15: cocoon.agent.v1.ContainerSpec
-	(*DNSConfig)(nil),               // 16: cocoon.agent.v1.DNSConfig
-	(*CreateContainerRequest)(nil),  // 17: cocoon.agent.v1.CreateContainerRequest
-	(*CreateContainerResponse)(nil), // 18: cocoon.agent.v1.CreateContainerResponse
-	(*StartContainerRequest)(nil),   // 19: cocoon.agent.v1.StartContainerRequest
-	(*StartContainerResponse)(nil),  // 20: cocoon.agent.v1.StartContainerResponse
-	(*RemoveContainerRequest)(nil),  // 21: cocoon.agent.v1.RemoveContainerRequest
-	(*RemoveContainerResponse)(nil), // 22: cocoon.agent.v1.RemoveContainerResponse
-	(*ExecProcessRequest)(nil),      // 23: cocoon.agent.v1.ExecProcessRequest
-	(*ExecProcessResponse)(nil),     // 24: cocoon.agent.v1.ExecProcessResponse
-	(*SignalContainerRequest)(nil),  // 25: cocoon.agent.v1.SignalContainerRequest
-	(*SignalContainerResponse)(nil), // 26: cocoon.agent.v1.SignalContainerResponse
-	(*WaitContainerRequest)(nil),    // 27: cocoon.agent.v1.WaitContainerRequest
-	(*WaitContainerResponse)(nil),   // 28: cocoon.agent.v1.WaitContainerResponse
-	(*ReadLogsRequest)(nil),         // 29: cocoon.agent.v1.ReadLogsRequest
-	(*ReadLogsResponse)(nil),        // 30: cocoon.agent.v1.ReadLogsResponse
-	(*ListContainersRequest)(nil),   // 31: cocoon.agent.v1.ListContainersRequest
-	(*ContainerStatus)(nil),         // 32: cocoon.agent.v1.ContainerStatus
-	(*ListContainersResponse)(nil),  // 33: cocoon.agent.v1.ListContainersResponse
-	(*StatsRequest)(nil),            // 34: cocoon.agent.v1.StatsRequest
-	(*StatsResponse)(nil),           // 35: cocoon.agent.v1.StatsResponse
-	(*ShutdownRequest)(nil),         // 36: cocoon.agent.v1.ShutdownRequest
-	(*ShutdownResponse)(nil),        // 37: cocoon.agent.v1.ShutdownResponse
-	(*GetEvidenceRequest)(nil),      // 38: cocoon.agent.v1.GetEvidenceRequest
-	(*GetEvidenceResponse)(nil),     // 39: cocoon.agent.v1.GetEvidenceResponse
+	(LogStream)(0),                  // 0: cocoon.agent.v1.LogStream
+	(EvidenceBinding)(0),            // 1: cocoon.agent.v1.EvidenceBinding
+	(*EmptyDir)(nil),                // 2: cocoon.agent.v1.EmptyDir
+	(*CreateSandboxRequest)(nil),    // 3: cocoon.agent.v1.CreateSandboxRequest
+	(*Network)(nil),                 // 4: cocoon.agent.v1.Network
+	(*NetworkInterface)(nil),        // 5: cocoon.agent.v1.NetworkInterface
+	(*NetworkRoute)(nil),            // 6: cocoon.agent.v1.NetworkRoute
+	(*EncryptedVolume)(nil),         // 7: cocoon.agent.v1.EncryptedVolume
+	(*CreateSandboxResponse)(nil),   // 8: cocoon.agent.v1.CreateSandboxResponse
+	(*PullImageRequest)(nil),        // 9: cocoon.agent.v1.PullImageRequest
+	(*PullImageResponse)(nil),       // 10: cocoon.agent.v1.PullImageResponse
+	(*PullProgressRequest)(nil),     // 11: cocoon.agent.v1.PullProgressRequest
+	(*PullProgressResponse)(nil),    // 12: cocoon.agent.v1.PullProgressResponse
+	(*EnvVar)(nil),                  // 13: cocoon.agent.v1.EnvVar
+	(*VolumeMount)(nil),             // 14: cocoon.agent.v1.VolumeMount
+	(*Resources)(nil),               // 15: cocoon.agent.v1.Resources
+	(*ContainerSpec)(nil),           // 16: cocoon.agent.v1.ContainerSpec
+	(*DNSConfig)(nil),               // 17: cocoon.agent.v1.DNSConfig
+	(*CreateContainerRequest)(nil),  // 18: cocoon.agent.v1.CreateContainerRequest
+	(*CreateContainerResponse)(nil), // 19: cocoon.agent.v1.CreateContainerResponse
+	(*StartContainerRequest)(nil),   // 20: cocoon.agent.v1.StartContainerRequest
+	(*StartContainerResponse)(nil),  // 21: cocoon.agent.v1.StartContainerResponse
+	(*RemoveContainerRequest)(nil),  // 22: cocoon.agent.v1.RemoveContainerRequest
+	(*RemoveContainerResponse)(nil), // 23: cocoon.agent.v1.RemoveContainerResponse
+	(*ExecProcessRequest)(nil),      // 24: cocoon.agent.v1.ExecProcessRequest
+	(*ExecProcessResponse)(nil),     // 25: cocoon.agent.v1.ExecProcessResponse
+	(*SignalContainerRequest)(nil),  // 26: cocoon.agent.v1.SignalContainerRequest
+	(*SignalContainerResponse)(nil), // 27: cocoon.agent.v1.SignalContainerResponse
+	(*WaitContainerRequest)(nil),    // 28: cocoon.agent.v1.WaitContainerRequest
+	(*WaitContainerResponse)(nil),   // 29: cocoon.agent.v1.WaitContainerResponse
+	(*ReadLogsRequest)(nil),         // 30: cocoon.agent.v1.ReadLogsRequest
+	(*ReadLogsResponse)(nil),        // 31: cocoon.agent.v1.ReadLogsResponse
+	(*LogChunk)(nil),                // 32: cocoon.agent.v1.LogChunk
+	(*ListContainersRequest)(nil),   // 33: cocoon.agent.v1.ListContainersRequest
+	(*ContainerStatus)(nil),         // 34: cocoon.agent.v1.ContainerStatus
+	(*ListContainersResponse)(nil),  // 35: cocoon.agent.v1.ListContainersResponse
+	(*StatsRequest)(nil),            // 36: cocoon.agent.v1.StatsRequest
+	(*StatsResponse)(nil),           // 37: cocoon.agent.v1.StatsResponse
+	(*ShutdownRequest)(nil),         // 38: cocoon.agent.v1.ShutdownRequest
+	(*ShutdownResponse)(nil),        // 39: cocoon.agent.v1.ShutdownResponse
+	(*GetEvidenceRequest)(nil),      // 40: cocoon.agent.v1.GetEvidenceRequest
+	(*GetEvidenceResponse)(nil),     // 41: cocoon.agent.v1.GetEvidenceResponse
 }
 var file_agent_proto_depIdxs = []int32{
-	1,  // 0: cocoon.agent.v1.CreateSandboxRequest.volumes:type_name -> cocoon.agent.v1.EmptyDir
-	6,  // 1: cocoon.agent.v1.CreateSandboxRequest.encrypted_volumes:type_name -> cocoon.agent.v1.EncryptedVolume
-	3,  // 2: cocoon.agent.v1.CreateSandboxRequest.network:type_name -> cocoon.agent.v1.Network
-	4,  // 3: cocoon.agent.v1.Network.interfaces:type_name -> cocoon.agent.v1.NetworkInterface
-	5,  // 4: cocoon.agent.v1.Network.routes:type_name -> cocoon.agent.v1.NetworkRoute
-	12, // 5: cocoon.agent.v1.ContainerSpec.env:type_name -> cocoon.agent.v1.EnvVar
-	13, // 6: cocoon.agent.v1.ContainerSpec.mounts:type_name -> cocoon.agent.v1.VolumeMount
-	14, // 7: cocoon.agent.v1.ContainerSpec.resources:type_name -> cocoon.agent.v1.Resources
-	16, // 8: cocoon.agent.v1.ContainerSpec.dns:type_name -> cocoon.agent.v1.DNSConfig
-	15, // 9: cocoon.agent.v1.CreateContainerRequest.spec:type_name -> cocoon.agent.v1.ContainerSpec
-	12, // 10: cocoon.agent.v1.ExecProcessRequest.env:type_name -> cocoon.agent.v1.EnvVar
-	32, // 11: cocoon.agent.v1.ListContainersResponse.containers:type_name -> cocoon.agent.v1.ContainerStatus
-	0,  // 12: cocoon.agent.v1.GetEvidenceRequest.binding:type_name -> cocoon.agent.v1.EvidenceBinding
-	2,  // 13: cocoon.agent.v1.Agent.CreateSandbox:input_type -> cocoon.agent.v1.CreateSandboxRequest
-	8,  // 14: cocoon.agent.v1.Agent.PullImage:input_type -> cocoon.agent.v1.PullImageRequest
-	10, // 15: cocoon.agent.v1.Agent.PullProgress:input_type -> cocoon.agent.v1.PullProgressRequest
-	17, // 16: cocoon.agent.v1.Agent.CreateContainer:input_type -> cocoon.agent.v1.CreateContainerRequest
-	19, // 17: cocoon.agent.v1.Agent.StartContainer:input_type -> cocoon.agent.v1.StartContainerRequest
-	21, // 18: cocoon.agent.v1.Agent.RemoveContainer:input_type -> cocoon.agent.v1.RemoveContainerRequest
-	23, // 19: cocoon.agent.v1.Agent.ExecProcess:input_type -> cocoon.agent.v1.ExecProcessRequest
-	25, // 20: cocoon.agent.v1.Agent.SignalContainer:input_type -> cocoon.agent.v1.SignalContainerRequest
-	27, // 21: cocoon.agent.v1.Agent.WaitContainer:input_type -> cocoon.agent.v1.WaitContainerRequest
-	29, // 22: cocoon.agent.v1.Agent.ReadLogs:input_type -> cocoon.agent.v1.ReadLogsRequest
-	31, // 23: cocoon.agent.v1.Agent.ListContainers:input_type -> cocoon.agent.v1.ListContainersRequest
-	34, // 24: cocoon.agent.v1.Agent.Stats:input_type -> cocoon.agent.v1.StatsRequest
-	36, // 25: cocoon.agent.v1.Agent.Shutdown:input_type -> cocoon.agent.v1.ShutdownRequest
-	38, // 26: cocoon.agent.v1.Agent.GetEvidence:input_type -> cocoon.agent.v1.GetEvidenceRequest
-	7,  // 27: cocoon.agent.v1.Agent.CreateSandbox:output_type -> cocoon.agent.v1.CreateSandboxResponse
-	9,  // 28: cocoon.agent.v1.Agent.PullImage:output_type -> cocoon.agent.v1.PullImageResponse
-	11, // 29: cocoon.agent.v1.Agent.PullProgress:output_type -> cocoon.agent.v1.PullProgressResponse
-	18, // 30: cocoon.agent.v1.Agent.CreateContainer:output_type -> cocoon.agent.v1.CreateContainerResponse
-	20, // 31: cocoon.agent.v1.Agent.StartContainer:output_type -> cocoon.agent.v1.StartContainerResponse
-	22, // 32: cocoon.agent.v1.Agent.RemoveContainer:output_type -> cocoon.agent.v1.RemoveContainerResponse
-	24, // 33: cocoon.agent.v1.Agent.ExecProcess:output_type -> cocoon.agent.v1.ExecProcessResponse
-	26, // 34: cocoon.agent.v1.Agent.SignalContainer:output_type -> cocoon.agent.v1.SignalContainerResponse
-	28, // 35: cocoon.agent.v1.Agent.WaitContainer:output_type -> cocoon.agent.v1.WaitContainerResponse
-	30, // 36: cocoon.agent.v1.Agent.ReadLogs:output_type -> cocoon.agent.v1.ReadLogsResponse
-	33, // 37: cocoon.agent.v1.Agent.ListContainers:output_type -> cocoon.agent.v1.ListContainersResponse
-	35, // 38: cocoon.agent.v1.Agent.Stats:output_type -> cocoon.agent.v1.StatsResponse
-	37, // 39: cocoon.agent.v1.Agent.Shutdown:output_type -> cocoon.agent.v1.ShutdownResponse
-	39, // 40: cocoon.agent.v1.Agent.GetEvidence:output_type -> cocoon.agent.v1.GetEvidenceResponse
-	27, // [27:41] is the sub-list for method output_type
-	13, // [13:27] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	2,  // 0: cocoon.agent.v1.CreateSandboxRequest.volumes:type_name -> cocoon.agent.v1.EmptyDir
+	7,  // 1: cocoon.agent.v1.CreateSandboxRequest.encrypted_volumes:type_name -> cocoon.agent.v1.EncryptedVolume
+	4,  // 2: cocoon.agent.v1.CreateSandboxRequest.network:type_name -> cocoon.agent.v1.Network
+	5,  // 3: cocoon.agent.v1.Network.interfaces:type_name -> cocoon.agent.v1.NetworkInterface
+	6,  // 4: cocoon.agent.v1.Network.routes:type_name -> cocoon.agent.v1.NetworkRoute
+	13, // 5: cocoon.agent.v1.ContainerSpec.env:type_name -> cocoon.agent.v1.EnvVar
+	14, // 6: cocoon.agent.v1.ContainerSpec.mounts:type_name -> cocoon.agent.v1.VolumeMount
+	15, // 7: cocoon.agent.v1.ContainerSpec.resources:type_name -> cocoon.agent.v1.Resources
+	17, // 8: cocoon.agent.v1.ContainerSpec.dns:type_name -> cocoon.agent.v1.DNSConfig
+	16, // 9: cocoon.agent.v1.CreateContainerRequest.spec:type_name -> cocoon.agent.v1.ContainerSpec
+	13, // 10: cocoon.agent.v1.ExecProcessRequest.env:type_name -> cocoon.agent.v1.EnvVar
+	32, // 11: cocoon.agent.v1.ReadLogsResponse.chunks:type_name -> cocoon.agent.v1.LogChunk
+	0,  // 12: cocoon.agent.v1.LogChunk.stream:type_name -> cocoon.agent.v1.LogStream
+	34, // 13: cocoon.agent.v1.ListContainersResponse.containers:type_name -> cocoon.agent.v1.ContainerStatus
+	1,  // 14: cocoon.agent.v1.GetEvidenceRequest.binding:type_name -> cocoon.agent.v1.EvidenceBinding
+	3,  // 15: cocoon.agent.v1.Agent.CreateSandbox:input_type -> cocoon.agent.v1.CreateSandboxRequest
+	9,  // 16: cocoon.agent.v1.Agent.PullImage:input_type -> cocoon.agent.v1.PullImageRequest
+	11, // 17: cocoon.agent.v1.Agent.PullProgress:input_type -> cocoon.agent.v1.PullProgressRequest
+	18, // 18: cocoon.agent.v1.Agent.CreateContainer:input_type -> cocoon.agent.v1.CreateContainerRequest
+	20, // 19: cocoon.agent.v1.Agent.StartContainer:input_type -> cocoon.agent.v1.StartContainerRequest
+	22, // 20: cocoon.agent.v1.Agent.RemoveContainer:input_type -> cocoon.agent.v1.RemoveContainerRequest
+	24, // 21: cocoon.agent.v1.Agent.ExecProcess:input_type -> cocoon.agent.v1.ExecProcessRequest
+	26, // 22: cocoon.agent.v1.Agent.SignalContainer:input_type -> cocoon.agent.v1.SignalContainerRequest
+	28, // 23: cocoon.agent.v1.Agent.WaitContainer:input_type -> cocoon.agent.v1.WaitContainerRequest
+	30, // 24: cocoon.agent.v1.Agent.ReadLogs:input_type -> cocoon.agent.v1.ReadLogsRequest
+	33, // 25: cocoon.agent.v1.Agent.ListContainers:input_type -> cocoon.agent.v1.ListContainersRequest
+	36, // 26: cocoon.agent.v1.Agent.Stats:input_type -> cocoon.agent.v1.StatsRequest
+	38, // 27: cocoon.agent.v1.Agent.Shutdown:input_type -> cocoon.agent.v1.ShutdownRequest
+	40, // 28: cocoon.agent.v1.Agent.GetEvidence:input_type -> cocoon.agent.v1.GetEvidenceRequest
+	8,  // 29: cocoon.agent.v1.Agent.CreateSandbox:output_type -> cocoon.agent.v1.CreateSandboxResponse
+	10, // 30: cocoon.agent.v1.Agent.PullImage:output_type -> cocoon.agent.v1.PullImageResponse
+	12, // 31: cocoon.agent.v1.Agent.PullProgress:output_type -> cocoon.agent.v1.PullProgressResponse
+	19, // 32: cocoon.agent.v1.Agent.CreateContainer:output_type -> cocoon.agent.v1.CreateContainerResponse
+	21, // 33: cocoon.agent.v1.Agent.StartContainer:output_type -> cocoon.agent.v1.StartContainerResponse
+	23, // 34: cocoon.agent.v1.Agent.RemoveContainer:output_type -> cocoon.agent.v1.RemoveContainerResponse
+	25, // 35: cocoon.agent.v1.Agent.ExecProcess:output_type -> cocoon.agent.v1.ExecProcessResponse
+	27, // 36: cocoon.agent.v1.Agent.SignalContainer:output_type -> cocoon.agent.v1.SignalContainerResponse
+	29, // 37: cocoon.agent.v1.Agent.WaitContainer:output_type -> cocoon.agent.v1.WaitContainerResponse
+	31, // 38: cocoon.agent.v1.Agent.ReadLogs:output_type -> cocoon.agent.v1.ReadLogsResponse
+	35, // 39: cocoon.agent.v1.Agent.ListContainers:output_type -> cocoon.agent.v1.ListContainersResponse
+	37, // 40: cocoon.agent.v1.Agent.Stats:output_type -> cocoon.agent.v1.StatsResponse
+	39, // 41: cocoon.agent.v1.Agent.Shutdown:output_type -> cocoon.agent.v1.ShutdownResponse
+	41, // 42: cocoon.agent.v1.Agent.GetEvidence:output_type -> cocoon.agent.v1.GetEvidenceResponse
+	29, // [29:43] is the sub-list for method output_type
+	15, // [15:29] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -2700,8 +2835,8 @@ func file_agent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   39,
+			NumEnums:      2,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
