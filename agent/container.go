@@ -301,4 +301,3 @@ func writeJSON(path string, v any) error {
 	}
 	return os.WriteFile(path, b, 0o600)
 }
-

@@ -235,7 +235,7 @@ func (s *service) CreateContainer(_ context.Context, req *agentv1.CreateContaine
 		c: spec, img: img, rootfs: filepath.Join(bundle, "rootfs"), hostname: a.sandbox.hostname, pidNS: pidNS,
 		// The container's cgroup is a leaf below one of its own, which
 		// outlives runc's cleanup so its memory.events tells an OOM kill.
-		cgroup: filepath.Join(a.cfg.CgroupParent, name, "c"),
+		cgroup:  filepath.Join(a.cfg.CgroupParent, name, "c"),
 		volumes: a.sandbox.volumes, files: files, apiSocket: a.cfg.PodAPISocket,
 	})
 	if err != nil {
