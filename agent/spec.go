@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -20,6 +21,9 @@ func envPairs(env []*agentv1.EnvVar) []resolve.EnvVar {
 	}
 	return out
 }
+
+// maxExtraPaths bounds the masked and read-only paths a request adds.
+const maxExtraPaths = 64
 
 // podFiles are the per-pod files bind-mounted into every container.
 type podFiles struct {
@@ -134,6 +138,24 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 				"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
 			},
 		},
+	}
+	for _, x := range []struct {
+		what string
+		add  []string
+		dst  *[]string
+	}{{"masked path", c.GetMaskedPaths(), &s.Linux.MaskedPaths}, {"read-only path", c.GetReadonlyPaths(), &s.Linux.ReadonlyPaths}} {
+		if len(x.add) > maxExtraPaths {
+			return nil, fmt.Errorf("container %q: %d %ss; at most %d: %w", c.GetName(), len(x.add), x.what, maxExtraPaths, errInvalid)
+		}
+		for _, p := range x.add {
+			cp, err := cleanMountPath(p)
+			if err != nil {
+				return nil, fmt.Errorf("container %q: %s %q: %w: %w", c.GetName(), x.what, p, err, errInvalid)
+			}
+			if !slices.Contains(*x.dst, cp) {
+				*x.dst = append(*x.dst, cp)
+			}
+		}
 	}
 	if r := c.GetResources(); r != nil {
 		if m := r.GetMemoryLimitBytes(); m > 0 {

@@ -29,10 +29,8 @@ var critestRefused = []struct{ spec, why string }{
 // gaps, not design. Each is listed in docs/kubernetes.md and tracked; the
 // suite fails as soon as one of them passes, so the list only shrinks.
 var critestNotYet = []struct{ spec, why string }{
-	{`should support (safe|unsafe) sysctls`, "sysctls are not passed to the sandbox yet"},
-	{`SeccompProfilePath (runtime should support an seccomp profile that blocks|should support seccomp (default|localhost))`, "seccomp profiles are not applied in the sandbox yet"},
-	{`SupplementalGroups`, "supplemental groups are not passed to the agent yet"},
-	{`should support ReadonlyPaths`, "the CRI's readonly paths are not applied yet (the agent applies its own masked paths)"},
+	{`should support (safe|unsafe) sysctls`, "sysctls are refused until the sandbox applies them"},
+	{`SeccompProfilePath (runtime should support an seccomp profile that blocks|should support seccomp (default|localhost))`, "seccomp profiles are refused until the sandbox applies them (pinned by the policy)"},
 	{`exec with tty=true`, "exec with a terminal is not supported yet"},
 }
 

@@ -156,6 +156,9 @@ func createInput(p *Policy, s *agentv1.ContainerSpec, st *State, pulled map[stri
 		"read_only_root_filesystem": s.GetReadOnlyRootFilesystem(), "no_new_privileges": s.GetNoNewPrivileges(),
 		"share_pid_namespace": s.GetSharePidNamespace(),
 		"supplemental_groups": nums(s.GetSupplementalGroups()),
+		// More masked and read-only paths only restrict the container: in
+		// the input, admitted by the framework.
+		"masked_paths": strs(s.GetMaskedPaths()), "readonly_paths": strs(s.GetReadonlyPaths()),
 		// The DNS configuration is the host's to decide, as the network
 		// is: in the input, admitted by the framework.
 		"dns":        map[string]any{"servers": strs(s.GetDns().GetServers()), "searches": strs(s.GetDns().GetSearches()), "options": strs(s.GetDns().GetOptions())},

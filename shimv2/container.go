@@ -161,6 +161,18 @@ func containerSpec(s *specs.Spec, pc *policy.Container) (*agentv1.ContainerSpec,
 	if s.Root != nil {
 		c.ReadOnlyRootFilesystem = s.Root.Readonly
 	}
+	if s.Linux != nil {
+		// The agent keeps its own defaults and adds these (they only
+		// restrict); the settings the sandbox cannot honour yet are
+		// refused rather than ignored.
+		c.MaskedPaths, c.ReadonlyPaths = s.Linux.MaskedPaths, s.Linux.ReadonlyPaths
+		if s.Linux.Seccomp != nil {
+			return nil, fmt.Errorf("container %q: a seccomp profile (the pod's seccompProfile, or kubelet's --seccomp-default) is not supported yet by the cocoon runtime: run the pod Unconfined", name)
+		}
+		if len(s.Linux.Sysctl) > 0 {
+			return nil, fmt.Errorf("container %q: sysctls (the pod's securityContext.sysctls) are not supported yet by the cocoon runtime", name)
+		}
+	}
 	if p.Capabilities != nil {
 		c.CapabilitiesAdd, c.CapabilitiesDrop = capsDelta(p.Capabilities.Bounding)
 	}

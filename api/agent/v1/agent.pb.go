@@ -1003,8 +1003,12 @@ type ContainerSpec struct {
 	// The process's supplementary group IDs (the pod's supplementalGroups
 	// and fsGroup).
 	SupplementalGroups []int64 `protobuf:"varint,21,rep,packed,name=supplemental_groups,json=supplementalGroups,proto3" json:"supplemental_groups,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Paths to mask and to make read-only in the container beyond the
+	// agent's own defaults (they only restrict the container).
+	MaskedPaths   []string `protobuf:"bytes,22,rep,name=masked_paths,json=maskedPaths,proto3" json:"masked_paths,omitempty"`
+	ReadonlyPaths []string `protobuf:"bytes,23,rep,name=readonly_paths,json=readonlyPaths,proto3" json:"readonly_paths,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ContainerSpec) Reset() {
@@ -1180,6 +1184,20 @@ func (x *ContainerSpec) GetDns() *DNSConfig {
 func (x *ContainerSpec) GetSupplementalGroups() []int64 {
 	if x != nil {
 		return x.SupplementalGroups
+	}
+	return nil
+}
+
+func (x *ContainerSpec) GetMaskedPaths() []string {
+	if x != nil {
+		return x.MaskedPaths
+	}
+	return nil
+}
+
+func (x *ContainerSpec) GetReadonlyPaths() []string {
+	if x != nil {
+		return x.ReadonlyPaths
 	}
 	return nil
 }
@@ -2580,7 +2598,7 @@ const file_agent_proto_rawDesc = "" +
 	"\bsub_path\x18\x04 \x01(\tR\asubPath\"c\n" +
 	"\tResources\x12,\n" +
 	"\x12memory_limit_bytes\x18\x01 \x01(\x03R\x10memoryLimitBytes\x12(\n" +
-	"\x10cpu_limit_millis\x18\x02 \x01(\x03R\x0ecpuLimitMillis\"\xca\x06\n" +
+	"\x10cpu_limit_millis\x18\x02 \x01(\x03R\x0ecpuLimitMillis\"\x94\a\n" +
 	"\rContainerSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12\x18\n" +
@@ -2607,7 +2625,9 @@ const file_agent_proto_rawDesc = "" +
 	"\tresources\x18\x12 \x01(\v2\x1a.cocoon.agent.v1.ResourcesR\tresources\x12.\n" +
 	"\x13share_pid_namespace\x18\x13 \x01(\bR\x11sharePidNamespace\x12,\n" +
 	"\x03dns\x18\x14 \x01(\v2\x1a.cocoon.agent.v1.DNSConfigR\x03dns\x12/\n" +
-	"\x13supplemental_groups\x18\x15 \x03(\x03R\x12supplementalGroups\"[\n" +
+	"\x13supplemental_groups\x18\x15 \x03(\x03R\x12supplementalGroups\x12!\n" +
+	"\fmasked_paths\x18\x16 \x03(\tR\vmaskedPaths\x12%\n" +
+	"\x0ereadonly_paths\x18\x17 \x03(\tR\rreadonlyPaths\"[\n" +
 	"\tDNSConfig\x12\x18\n" +
 	"\aservers\x18\x01 \x03(\tR\aservers\x12\x1a\n" +
 	"\bsearches\x18\x02 \x03(\tR\bsearches\x12\x18\n" +
