@@ -67,17 +67,7 @@ spec:
 	podID := c.runPod(t, p)
 	c.createStart(t, podID, p, "web")
 	cl := c.createStart(t, podID, p, "client")
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		out, _, _ := c.crictl("logs", cl)
-		if strings.Contains(out, "echo from cri-net: over-loopback") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("client never reached the server over loopback; logs: %q", out)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	c.waitLogs(t, cl, 20*time.Second, func(out string) bool { return strings.Contains(out, "echo from cri-net: over-loopback") })
 	ip := c.podIP(t, podID)
 	if !strings.HasPrefix(ip, c.Subnet+".") {
 		t.Fatalf("pod IP %s is not on the test network %s.0/24", ip, c.Subnet)
@@ -221,17 +211,9 @@ spec:
 	})
 	podID := c.runPod(t, p)
 	ctr := c.createStart(t, podID, p, "app")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		out, _, _ := c.crictl("logs", ctr)
-		if strings.Contains(out, "secret=the-cri-password") && strings.Contains(out, "note from the data owner") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("logs: %q", out)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	c.waitLogs(t, ctr, 30*time.Second, func(out string) bool {
+		return strings.Contains(out, "secret=the-cri-password") && strings.Contains(out, "note from the data owner")
+	})
 	// The host's directory was never mounted: the volume is the sandbox's.
 	if ents, _ := os.ReadDir(kubeletDir); len(ents) != 0 {
 		t.Errorf("the kubelet directory on the host has %d entries", len(ents))
@@ -269,17 +251,7 @@ spec:
 	podID := c.runPod(t, p)
 	c.createStart(t, podID, p, "sleeper")
 	w := c.createStart(t, podID, p, "watcher")
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		out, _, _ := c.crictl("logs", w)
-		if strings.Contains(out, "sleep 1001") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the watcher never saw the sleeper's process: %q", tail(out, 10))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	c.waitLogs(t, w, 20*time.Second, func(out string) bool { return strings.Contains(out, "sleep 1001") })
 }
 
 // TestVMUnderCRI: the same CRI lifecycle with the qemu backend (software
@@ -318,20 +290,11 @@ spec:
 	podID := c.must(t, "runp", "--runtime", "cocoon-vm", p.podConfig)
 	t.Cleanup(func() { c.crictl("rmp", "-f", podID) })
 	ctr := c.createStart(t, podID, p, "web")
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		out, _, _ := c.crictl("logs", ctr)
-		if strings.Contains(out, "echo server listening") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("logs: %q", out)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	c.waitLogs(t, ctr, 2*time.Minute, func(out string) bool { return strings.Contains(out, "echo server listening") })
 	ip := c.podIP(t, podID)
 	hc := &http.Client{Timeout: 10 * time.Second}
 	var body []byte
+	deadline := time.Now().Add(time.Minute)
 	for {
 		resp, err := hc.Get("http://" + ip + ":8080/from-host")
 		if err == nil {
@@ -417,17 +380,7 @@ spec:
 		podID := c.runPod(t, p)
 		ctr := c.createStart(t, podID, p, "app")
 		want := "replica " + replica + " " + replica
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			out, _, _ := c.crictl("logs", ctr)
-			if strings.Contains(out, want) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: logs %q, want %q", replica, out, want)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		c.waitLogs(t, ctr, 20*time.Second, func(out string) bool { return strings.Contains(out, want) })
 	}
 }
 
@@ -457,17 +410,9 @@ spec:
 	})
 	podID := c.runPod(t, p)
 	ctr := c.createStart(t, podID, p, "app")
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		out, _, _ := c.crictl("logs", ctr)
-		if strings.Contains(out, "groups 1000 2000 3000") || strings.Contains(out, "groups 1000 3000 2000") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("logs %q, want groups 1000 2000 3000", out)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	c.waitLogs(t, ctr, 20*time.Second, func(out string) bool {
+		return strings.Contains(out, "groups 1000 2000 3000") || strings.Contains(out, "groups 1000 3000 2000")
+	})
 }
 
 // TestCRIOOMKilled: a container killed by the kernel's OOM killer at its

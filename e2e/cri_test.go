@@ -165,3 +165,21 @@ func (p *criPod) setPodConfig(t *testing.T, key string, v any) {
 		t.Fatal(err)
 	}
 }
+
+// waitLogs waits until the container's logs (crictl logs: its stdout and,
+// after them, its stderr) satisfy ok, or fails the test with them.
+func (c *cri) waitLogs(t *testing.T, ctr string, within time.Duration, ok func(out string) bool) string {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		stdout, stderr, _ := c.crictl("logs", ctr)
+		out := stdout + stderr
+		if ok(out) {
+			return out
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("container %s: logs after %s:\n%s", ctr, within, tail(out, 20))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -67,11 +67,7 @@ func NewService(ctx context.Context, publisher shim.Publisher, sd shutdown.Servi
 	s := &Service{ctx: ctx, sd: sd, log: log, events: make(chan any, 128),
 		containers: map[string]*container{}, pulls: map[string]*pull{}}
 	sd.RegisterCallback(func(context.Context) error {
-		s.mu.Lock()
-		inst := s.inst
-		s.inst = nil
-		s.mu.Unlock()
-		if inst != nil {
+		if inst := s.takeInstance(); inst != nil {
 			inst.Shutdown()
 		}
 		return nil
@@ -474,11 +470,7 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		return &taskAPI.DeleteResponse{Pid: pid, ExitStatus: code, ExitedAt: protobuf.ToTimestamp(at)}, nil
 	}
 	if c.sandbox {
-		s.mu.Lock()
-		inst := s.inst
-		s.inst = nil
-		s.mu.Unlock()
-		if inst != nil {
+		if inst := s.takeInstance(); inst != nil {
 			inst.Shutdown()
 		}
 		s.exit(c, p, 137, time.Now())
@@ -518,11 +510,7 @@ func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptypb.Em
 		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "process already finished")
 	}
 	if c.sandbox {
-		s.mu.Lock()
-		inst := s.inst
-		s.inst = nil
-		s.mu.Unlock()
-		if inst != nil {
+		if inst := s.takeInstance(); inst != nil {
 			go inst.Shutdown() // watchSandbox publishes the exits
 		}
 		return empty, nil
@@ -638,4 +626,14 @@ func shortID(id string) string {
 		return id[:32]
 	}
 	return strings.ToLower(id)
+}
+
+// takeInstance returns the running sandbox, if any, and forgets it: the
+// caller shuts it down, once.
+func (s *Service) takeInstance() *sandbox.Instance {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	inst := s.inst
+	s.inst = nil
+	return inst
 }
