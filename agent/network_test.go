@@ -66,3 +66,17 @@ func TestResolvConf(t *testing.T) {
 		}
 	}
 }
+
+func TestSysctlForm(t *testing.T) {
+	a, _ := startAgentWith(t, func(*Config) {})
+	for name, s := range map[string]map[string]string{
+		"not namespaced": {"kernel.panic": "1"},
+		"path escape":    {"net/../../kernel/panic": "1"},
+		"dots only":      {"net..x": "1"},
+		"value newline":  {"net.ipv4.ip_forward": "1\n"},
+	} {
+		if err := a.applySysctls(s); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}

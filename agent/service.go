@@ -98,6 +98,9 @@ func (s *service) CreateSandbox(ctx context.Context, req *agentv1.CreateSandboxR
 	if err := a.configureNetwork(ctx, req.GetNetwork()); err != nil {
 		return nil, err
 	}
+	if err := a.applySysctls(req.GetSysctls()); err != nil {
+		return nil, err
+	}
 	if a.cfg.SetHostname {
 		if err := unix.Sethostname([]byte(host)); err != nil {
 			return nil, fmt.Errorf("set hostname: %w", err)

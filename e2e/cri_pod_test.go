@@ -446,3 +446,40 @@ spec:
 		t.Fatalf("exit code and reason %q, want 137 OOMKilled", out)
 	}
 }
+
+// TestCRISysctls: the pod's sysctls (pinned by the policy) and the
+// runtime's two defaults reach the sandbox's namespaces, which the
+// containers share; no pause container sets them.
+func TestCRISysctls(t *testing.T) {
+	c := needCRI(t)
+	cmd := "echo range $(cat /proc/sys/net/ipv4/ip_local_port_range) start $(cat /proc/sys/net/ipv4/ip_unprivileged_port_start); exec sleep 1000"
+	yaml := fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: cri-sysctl}
+spec:
+  runtimeClassName: cocoon
+  enableServiceLinks: false
+  automountServiceAccountToken: false
+  securityContext:
+    sysctls: [{name: net.ipv4.ip_local_port_range, value: "30000 40000"}]
+  containers:
+  - name: app
+    image: %s
+    command: ["/bin/sh", "-c", %q]
+`, env.pinned, cmd)
+	p := newCRIPod(t, "cri-sysctl", yaml, map[string]map[string]any{
+		"app": {"image": map[string]any{"image": env.pinned}, "command": []string{"/bin/sh", "-c", cmd}},
+	})
+	p.setPodConfig(t, "linux", map[string]any{"sysctls": map[string]string{"net.ipv4.ip_local_port_range": "30000 40000"}})
+	podID := c.runPod(t, p)
+	ctr := c.createStart(t, podID, p, "app")
+	c.waitLogs(t, ctr, 20*time.Second, func(out string) bool { return strings.Contains(out, "range 30000 40000 start 0") })
+	// A sysctl the policy does not pin is refused, and the pod does not start.
+	bad := newCRIPod(t, "cri-sysctl", yaml, map[string]map[string]any{})
+	bad.setPodConfig(t, "linux", map[string]any{"sysctls": map[string]string{"net.ipv4.ip_local_port_range": "1024 2000"}})
+	bad.setPodConfig(t, "metadata", map[string]any{"name": "cri-sysctl", "namespace": "default", "uid": "cri-sysctl-bad"})
+	_, errs, code := c.crictl("runp", "--runtime", "cocoon", bad.podConfig)
+	if code == 0 || !strings.Contains(errs, `sysctl net.ipv4.ip_local_port_range = \"1024 2000\" is not allowed by the policy`) {
+		t.Fatalf("an unpinned sysctl: exit %d\n%s", code, errs)
+	}
+}

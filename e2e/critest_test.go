@@ -29,7 +29,6 @@ var critestRefused = []struct{ spec, why string }{
 // gaps, not design. Each is listed in docs/kubernetes.md and tracked; the
 // suite fails as soon as one of them passes, so the list only shrinks.
 var critestNotYet = []struct{ spec, why string }{
-	{`should support (safe|unsafe) sysctls`, "sysctls are refused until the sandbox applies them"},
 	{`SeccompProfilePath (runtime should support an seccomp profile that blocks|should support seccomp (default|localhost))`, "seccomp profiles are refused until the sandbox applies them (pinned by the policy)"},
 	{`exec with tty=true`, "exec with a terminal is not supported yet"},
 }

@@ -39,6 +39,8 @@ func allowedPaths() map[string]bool {
 		"spec.shareProcessNamespace":              true,
 		"spec.securityContext.supplementalGroups": true,
 		"spec.securityContext.fsGroup":            true,
+		"spec.securityContext.sysctls[].name":     true,
+		"spec.securityContext.sysctls[].value":    true,
 	}
 	for _, f := range containerFields {
 		m["spec.containers[]."+f] = true

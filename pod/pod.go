@@ -51,7 +51,9 @@ type Pod struct {
 	Main    []Container
 	Volumes []*agentv1.EmptyDir
 	// Encrypted are CSI volumes of the driver volume.cocoon.dev.
-	Encrypted   []*agentv1.EncryptedVolume
+	Encrypted []*agentv1.EncryptedVolume
+	// Sysctls are the pod's securityContext.sysctls.
+	Sysctls     map[string]string
 	GracePeriod time.Duration
 	Annotations map[string]string
 	// Warnings lists accepted fields that have no effect here.

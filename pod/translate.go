@@ -30,6 +30,12 @@ func translate(p *Pod, k *corev1.Pod, prefix string) error {
 	}
 	p.Annotations = k.Annotations
 	spec := k.Spec
+	if psc := spec.SecurityContext; psc != nil && len(psc.Sysctls) > 0 {
+		p.Sysctls = map[string]string{}
+		for _, s := range psc.Sysctls {
+			p.Sysctls[s.Name] = s.Value
+		}
+	}
 	p.Hostname = spec.Hostname
 	if p.Hostname == "" && prefix == "" {
 		p.Hostname = p.Name

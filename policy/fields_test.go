@@ -62,7 +62,7 @@ func fieldPaths(md protoreflect.MessageDescriptor, prefix []protoreflect.FieldDe
 	for i := 0; i < fs.Len(); i++ {
 		f := fs.Get(i)
 		p := append(append([]protoreflect.FieldDescriptor{}, prefix...), f)
-		if f.Kind() == protoreflect.MessageKind {
+		if f.Kind() == protoreflect.MessageKind && !f.IsMap() {
 			out = append(out, fieldPaths(f.Message(), p)...)
 			continue
 		}
@@ -96,6 +96,10 @@ func populate(m protoreflect.Message, path []protoreflect.FieldDescriptor, set b
 		return
 	}
 	if !set {
+		return
+	}
+	if f.IsMap() {
+		m.Mutable(f).Map().Set(protoreflect.ValueOfString("x-set").MapKey(), leafValue(f.MapValue()))
 		return
 	}
 	v := leafValue(f)

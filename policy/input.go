@@ -62,8 +62,13 @@ func Input(p *Policy, method string, req any, st *State, pulled map[string]Pulle
 		for _, rt := range r.GetNetwork().GetRoutes() {
 			routes = append(routes, map[string]any{"destination": rt.GetDestination(), "gateway": rt.GetGateway()})
 		}
+		sysctls := map[string]any{}
+		for k, v := range r.GetSysctls() {
+			sysctls[k] = v
+		}
 		return map[string]any{"name": r.GetName(), "hostname": host, "volumes": vols, "encrypted_volumes": enc,
-			"policy_sha256": HashHex(r.GetPolicy(), tee.Sim), "network": map[string]any{"interfaces": ifs, "routes": routes}}, nil
+			"policy_sha256": HashHex(r.GetPolicy(), tee.Sim), "network": map[string]any{"interfaces": ifs, "routes": routes},
+			"sysctls": sysctls}, nil
 	case *agentv1.PullImageRequest:
 		// The mirror is where the bytes come from, not what is pulled: the
 		// image is verified against its pinned digests wherever it is

@@ -63,6 +63,23 @@ type Sandbox struct {
 	// EncryptedVolumes are LUKS2 volumes opened with keys from the key
 	// broker: their source and key are pinned.
 	EncryptedVolumes []EncryptedVolume `json:"encrypted_volumes"`
+	// Sysctls are the pod's (securityContext.sysctls), pinned; the
+	// runtime's two defaults (RuntimeSysctls) are admitted besides.
+	Sysctls map[string]string `json:"sysctls,omitempty"`
+}
+
+// RuntimeSysctl reports whether k=v is one of the sysctls containerd sets
+// on every pod sandbox by default (enable_unprivileged_ports,
+// enable_unprivileged_icmp): a sandbox may have them whatever its policy
+// pins.
+func RuntimeSysctl(k, v string) bool {
+	switch k {
+	case "net.ipv4.ip_unprivileged_port_start":
+		return v == "0"
+	case "net.ipv4.ping_group_range":
+		return v == "0 2147483647"
+	}
+	return false
 }
 
 // EncryptedVolume is a LUKS2 volume of the pod.

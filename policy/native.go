@@ -181,6 +181,18 @@ func (n *native) createSandbox(in jsonObj, d *denials) {
 	if !setEq(arr(in["volumes"]), arr(sb["volumes"])) {
 		d.add("create_sandbox: volumes = %s, policy allows %s", j(in["volumes"]), j(sb["volumes"]))
 	}
+	pinned := obj(sb["sysctls"])
+	for k, v := range obj(in["sysctls"]) {
+		if pv, ok := pinned[k]; (ok && pv == v) || RuntimeSysctl(k, str(v)) {
+			continue
+		}
+		d.add("create_sandbox: sysctl %s = %q is not allowed by the policy", k, str(v))
+	}
+	for k, v := range pinned {
+		if iv, ok := obj(in["sysctls"])[k]; !ok || iv != v {
+			d.add("create_sandbox: sysctl %s = %q required by the policy is missing", k, str(v))
+		}
+	}
 	enc, ok := sb["encrypted_volumes"] // object.get(p.sandbox, "encrypted_volumes", [])
 	if !ok {
 		enc = []any{}

@@ -56,7 +56,7 @@ func Generate(ctx context.Context, p *pod.Pod, o GenerateOptions) (*policy.Polic
 	}
 	pol := &policy.Policy{
 		FrameworkVersion: policy.FrameworkVersion, Debug: o.Debug,
-		Sandbox:    policy.Sandbox{Name: p.Name, Hostname: p.Hostname, Volumes: []policy.Volume{}},
+		Sandbox:    policy.Sandbox{Name: p.Name, Hostname: p.Hostname, Volumes: []policy.Volume{}, Sysctls: p.Sysctls},
 		Containers: map[string]*policy.Container{}, Images: imgs,
 	}
 	if u := p.Annotations[AnnotationKBS]; u != "" {

@@ -234,7 +234,7 @@ func (s *shim) createSandbox() error {
 	if err != nil {
 		return err
 	}
-	_, err = cl.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{Name: s.pod.Name, Hostname: s.pod.Hostname, Volumes: s.pod.Volumes, Policy: pol, EncryptedVolumes: s.pod.Encrypted, Network: s.network})
+	_, err = cl.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{Name: s.pod.Name, Hostname: s.pod.Hostname, Volumes: s.pod.Volumes, Policy: pol, EncryptedVolumes: s.pod.Encrypted, Network: s.network, Sysctls: s.pod.Sysctls})
 	if err != nil {
 		return fmt.Errorf("create sandbox: %s", Message(err))
 	}
@@ -327,16 +327,23 @@ func (s *shim) shutdown() {
 	s.mu.Lock()
 	s.expectExit = true
 	s.mu.Unlock()
+	// An agent that refuses to shut down (no policy was loaded: it denies
+	// every request) or cannot be reached is killed at once.
+	grace := 15 * time.Second
 	if s.cl != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		_, _ = s.cl.Shutdown(ctx, &agentv1.ShutdownRequest{})
+		if _, err := s.cl.Shutdown(ctx, &agentv1.ShutdownRequest{}); err != nil {
+			grace = 0
+		}
 		cancel()
 		s.cl.Close()
+	} else {
+		grace = 0
 	}
 	if s.agentProc != nil {
 		select {
 		case <-s.agentGone:
-		case <-time.After(15 * time.Second):
+		case <-time.After(grace):
 			_ = s.agentProc.Cmd.Process.Kill()
 			<-s.agentGone
 		}

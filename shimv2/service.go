@@ -201,6 +201,11 @@ func (s *Service) createSandbox(ctx context.Context, r *taskAPI.CreateTaskReques
 		// controller named it (the policy admits any).
 		p.Hostname = spec.Hostname
 	}
+	if spec.Linux != nil && len(spec.Linux.Sysctl) > 0 {
+		// The pod's sysctls and the runtime's defaults, for the sandbox's
+		// namespaces (no pause container sets them): the policy judges.
+		p.Sysctls = spec.Linux.Sysctl
+	}
 	s.mu.Lock()
 	if s.sandboxID != "" {
 		s.mu.Unlock()

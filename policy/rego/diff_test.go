@@ -18,6 +18,7 @@ func testPolicies(t testing.TB) [][]byte {
 		p := &policy.Policy{
 			Debug: debug,
 			Sandbox: policy.Sandbox{Name: "shop", Hostname: "shop", Volumes: []policy.Volume{{Name: "cache"}, {Name: "tmp", SizeLimitBytes: 1 << 20}},
+				Sysctls:          map[string]string{"net.ipv4.ip_local_port_range": "1024 65000"},
 				EncryptedVolumes: []policy.EncryptedVolume{{Name: "data", Source: "/v.img", Key: "kbs:///a/b/c"}}},
 			Containers: map[string]*policy.Container{
 				"web": {Kind: "main", Image: "reg/web:1", Args: []string{"/srv/web", "--port", "80"},
@@ -115,7 +116,11 @@ func (p *picker) request(method string) any {
 	}
 	switch method {
 	case "CreateSandbox":
-		r := &agentv1.CreateSandboxRequest{Name: p.str("shop", "other"), Hostname: p.str("", "shop", "evil")}
+		r := &agentv1.CreateSandboxRequest{Name: p.str("shop", "other"), Hostname: p.str("", "shop", "evil"), Sysctls: map[string]string{}}
+		for i := p.pick(4); i > 0; i-- {
+			k := p.str("net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start", "net.ipv4.ping_group_range", "kernel.shmmax")
+			r.Sysctls[k] = p.str("1024 65000", "0", "0 2147483647", "1")
+		}
 		for i := p.pick(3); i > 0; i-- {
 			r.Volumes = append(r.Volumes, &agentv1.EmptyDir{Name: p.str("cache", "tmp", "x"), SizeLimitBytes: int64(p.pick(2)) << 20})
 		}

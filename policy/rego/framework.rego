@@ -54,6 +54,20 @@ cs_deny contains sprintf("create_sandbox: encrypted_volumes = %s, policy allows 
 	{v | some v in input.encrypted_volumes} != {v | some v in object.get(p.sandbox, "encrypted_volumes", [])}
 }
 
+# The sysctls containerd sets on every pod sandbox by default.
+runtime_sysctls := {"net.ipv4.ip_unprivileged_port_start": "0", "net.ipv4.ping_group_range": "0 2147483647"}
+
+cs_deny contains sprintf("create_sandbox: sysctl %s = %q is not allowed by the policy", [k, v]) if {
+	some k, v in input.sysctls
+	object.get(object.get(p.sandbox, "sysctls", {}), k, null) != v
+	object.get(runtime_sysctls, k, null) != v
+}
+
+cs_deny contains sprintf("create_sandbox: sysctl %s = %q required by the policy is missing", [k, v]) if {
+	some k, v in object.get(p.sandbox, "sysctls", {})
+	object.get(input.sysctls, k, null) != v
+}
+
 # --- PullImage ---------------------------------------------------------------
 
 pull_image := decision(pi_deny)

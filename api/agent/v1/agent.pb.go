@@ -189,7 +189,13 @@ type CreateSandboxRequest struct {
 	// the VM's NIC into the pod's network namespace (CNI's). Only a VM's
 	// agent takes it; the process backend shares the namespace itself. The
 	// network is the host's: it decides addresses and routes either way.
-	Network       *Network `protobuf:"bytes,6,opt,name=network,proto3" json:"network,omitempty"`
+	Network *Network `protobuf:"bytes,6,opt,name=network,proto3" json:"network,omitempty"`
+	// Namespaced sysctls (net.*, kernel.shm*, kernel.msg*, kernel.sem,
+	// fs.mqueue.*) for the sandbox's network and IPC namespaces, which its
+	// containers share: the pod's securityContext.sysctls, and the two the
+	// runtime sets by default (net.ipv4.ip_unprivileged_port_start=0,
+	// net.ipv4.ping_group_range=0 2147483647).
+	Sysctls       map[string]string `protobuf:"bytes,7,rep,name=sysctls,proto3" json:"sysctls,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -262,6 +268,13 @@ func (x *CreateSandboxRequest) GetEncryptedVolumes() []*EncryptedVolume {
 func (x *CreateSandboxRequest) GetNetwork() *Network {
 	if x != nil {
 		return x.Network
+	}
+	return nil
+}
+
+func (x *CreateSandboxRequest) GetSysctls() map[string]string {
+	if x != nil {
+		return x.Sysctls
 	}
 	return nil
 }
@@ -2541,14 +2554,18 @@ const file_agent_proto_rawDesc = "" +
 	"\vagent.proto\x12\x0fcocoon.agent.v1\"H\n" +
 	"\bEmptyDir\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12(\n" +
-	"\x10size_limit_bytes\x18\x02 \x01(\x03R\x0esizeLimitBytes\"\x96\x02\n" +
+	"\x10size_limit_bytes\x18\x02 \x01(\x03R\x0esizeLimitBytes\"\xa0\x03\n" +
 	"\x14CreateSandboxRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x123\n" +
 	"\avolumes\x18\x03 \x03(\v2\x19.cocoon.agent.v1.EmptyDirR\avolumes\x12\x16\n" +
 	"\x06policy\x18\x04 \x01(\fR\x06policy\x12M\n" +
 	"\x11encrypted_volumes\x18\x05 \x03(\v2 .cocoon.agent.v1.EncryptedVolumeR\x10encryptedVolumes\x122\n" +
-	"\anetwork\x18\x06 \x01(\v2\x18.cocoon.agent.v1.NetworkR\anetwork\"\x83\x01\n" +
+	"\anetwork\x18\x06 \x01(\v2\x18.cocoon.agent.v1.NetworkR\anetwork\x12L\n" +
+	"\asysctls\x18\a \x03(\v22.cocoon.agent.v1.CreateSandboxRequest.SysctlsEntryR\asysctls\x1a:\n" +
+	"\fSysctlsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x83\x01\n" +
 	"\aNetwork\x12A\n" +
 	"\n" +
 	"interfaces\x18\x01 \x03(\v2!.cocoon.agent.v1.NetworkInterfaceR\n" +
@@ -2749,7 +2766,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_agent_proto_goTypes = []any{
 	(LogStream)(0),                  // 0: cocoon.agent.v1.LogStream
 	(EvidenceBinding)(0),            // 1: cocoon.agent.v1.EvidenceBinding
@@ -2793,56 +2810,58 @@ var file_agent_proto_goTypes = []any{
 	(*ShutdownResponse)(nil),        // 39: cocoon.agent.v1.ShutdownResponse
 	(*GetEvidenceRequest)(nil),      // 40: cocoon.agent.v1.GetEvidenceRequest
 	(*GetEvidenceResponse)(nil),     // 41: cocoon.agent.v1.GetEvidenceResponse
+	nil,                             // 42: cocoon.agent.v1.CreateSandboxRequest.SysctlsEntry
 }
 var file_agent_proto_depIdxs = []int32{
 	2,  // 0: cocoon.agent.v1.CreateSandboxRequest.volumes:type_name -> cocoon.agent.v1.EmptyDir
 	7,  // 1: cocoon.agent.v1.CreateSandboxRequest.encrypted_volumes:type_name -> cocoon.agent.v1.EncryptedVolume
 	4,  // 2: cocoon.agent.v1.CreateSandboxRequest.network:type_name -> cocoon.agent.v1.Network
-	5,  // 3: cocoon.agent.v1.Network.interfaces:type_name -> cocoon.agent.v1.NetworkInterface
-	6,  // 4: cocoon.agent.v1.Network.routes:type_name -> cocoon.agent.v1.NetworkRoute
-	13, // 5: cocoon.agent.v1.ContainerSpec.env:type_name -> cocoon.agent.v1.EnvVar
-	14, // 6: cocoon.agent.v1.ContainerSpec.mounts:type_name -> cocoon.agent.v1.VolumeMount
-	15, // 7: cocoon.agent.v1.ContainerSpec.resources:type_name -> cocoon.agent.v1.Resources
-	17, // 8: cocoon.agent.v1.ContainerSpec.dns:type_name -> cocoon.agent.v1.DNSConfig
-	16, // 9: cocoon.agent.v1.CreateContainerRequest.spec:type_name -> cocoon.agent.v1.ContainerSpec
-	13, // 10: cocoon.agent.v1.ExecProcessRequest.env:type_name -> cocoon.agent.v1.EnvVar
-	32, // 11: cocoon.agent.v1.ReadLogsResponse.chunks:type_name -> cocoon.agent.v1.LogChunk
-	0,  // 12: cocoon.agent.v1.LogChunk.stream:type_name -> cocoon.agent.v1.LogStream
-	34, // 13: cocoon.agent.v1.ListContainersResponse.containers:type_name -> cocoon.agent.v1.ContainerStatus
-	1,  // 14: cocoon.agent.v1.GetEvidenceRequest.binding:type_name -> cocoon.agent.v1.EvidenceBinding
-	3,  // 15: cocoon.agent.v1.Agent.CreateSandbox:input_type -> cocoon.agent.v1.CreateSandboxRequest
-	9,  // 16: cocoon.agent.v1.Agent.PullImage:input_type -> cocoon.agent.v1.PullImageRequest
-	11, // 17: cocoon.agent.v1.Agent.PullProgress:input_type -> cocoon.agent.v1.PullProgressRequest
-	18, // 18: cocoon.agent.v1.Agent.CreateContainer:input_type -> cocoon.agent.v1.CreateContainerRequest
-	20, // 19: cocoon.agent.v1.Agent.StartContainer:input_type -> cocoon.agent.v1.StartContainerRequest
-	22, // 20: cocoon.agent.v1.Agent.RemoveContainer:input_type -> cocoon.agent.v1.RemoveContainerRequest
-	24, // 21: cocoon.agent.v1.Agent.ExecProcess:input_type -> cocoon.agent.v1.ExecProcessRequest
-	26, // 22: cocoon.agent.v1.Agent.SignalContainer:input_type -> cocoon.agent.v1.SignalContainerRequest
-	28, // 23: cocoon.agent.v1.Agent.WaitContainer:input_type -> cocoon.agent.v1.WaitContainerRequest
-	30, // 24: cocoon.agent.v1.Agent.ReadLogs:input_type -> cocoon.agent.v1.ReadLogsRequest
-	33, // 25: cocoon.agent.v1.Agent.ListContainers:input_type -> cocoon.agent.v1.ListContainersRequest
-	36, // 26: cocoon.agent.v1.Agent.Stats:input_type -> cocoon.agent.v1.StatsRequest
-	38, // 27: cocoon.agent.v1.Agent.Shutdown:input_type -> cocoon.agent.v1.ShutdownRequest
-	40, // 28: cocoon.agent.v1.Agent.GetEvidence:input_type -> cocoon.agent.v1.GetEvidenceRequest
-	8,  // 29: cocoon.agent.v1.Agent.CreateSandbox:output_type -> cocoon.agent.v1.CreateSandboxResponse
-	10, // 30: cocoon.agent.v1.Agent.PullImage:output_type -> cocoon.agent.v1.PullImageResponse
-	12, // 31: cocoon.agent.v1.Agent.PullProgress:output_type -> cocoon.agent.v1.PullProgressResponse
-	19, // 32: cocoon.agent.v1.Agent.CreateContainer:output_type -> cocoon.agent.v1.CreateContainerResponse
-	21, // 33: cocoon.agent.v1.Agent.StartContainer:output_type -> cocoon.agent.v1.StartContainerResponse
-	23, // 34: cocoon.agent.v1.Agent.RemoveContainer:output_type -> cocoon.agent.v1.RemoveContainerResponse
-	25, // 35: cocoon.agent.v1.Agent.ExecProcess:output_type -> cocoon.agent.v1.ExecProcessResponse
-	27, // 36: cocoon.agent.v1.Agent.SignalContainer:output_type -> cocoon.agent.v1.SignalContainerResponse
-	29, // 37: cocoon.agent.v1.Agent.WaitContainer:output_type -> cocoon.agent.v1.WaitContainerResponse
-	31, // 38: cocoon.agent.v1.Agent.ReadLogs:output_type -> cocoon.agent.v1.ReadLogsResponse
-	35, // 39: cocoon.agent.v1.Agent.ListContainers:output_type -> cocoon.agent.v1.ListContainersResponse
-	37, // 40: cocoon.agent.v1.Agent.Stats:output_type -> cocoon.agent.v1.StatsResponse
-	39, // 41: cocoon.agent.v1.Agent.Shutdown:output_type -> cocoon.agent.v1.ShutdownResponse
-	41, // 42: cocoon.agent.v1.Agent.GetEvidence:output_type -> cocoon.agent.v1.GetEvidenceResponse
-	29, // [29:43] is the sub-list for method output_type
-	15, // [15:29] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	42, // 3: cocoon.agent.v1.CreateSandboxRequest.sysctls:type_name -> cocoon.agent.v1.CreateSandboxRequest.SysctlsEntry
+	5,  // 4: cocoon.agent.v1.Network.interfaces:type_name -> cocoon.agent.v1.NetworkInterface
+	6,  // 5: cocoon.agent.v1.Network.routes:type_name -> cocoon.agent.v1.NetworkRoute
+	13, // 6: cocoon.agent.v1.ContainerSpec.env:type_name -> cocoon.agent.v1.EnvVar
+	14, // 7: cocoon.agent.v1.ContainerSpec.mounts:type_name -> cocoon.agent.v1.VolumeMount
+	15, // 8: cocoon.agent.v1.ContainerSpec.resources:type_name -> cocoon.agent.v1.Resources
+	17, // 9: cocoon.agent.v1.ContainerSpec.dns:type_name -> cocoon.agent.v1.DNSConfig
+	16, // 10: cocoon.agent.v1.CreateContainerRequest.spec:type_name -> cocoon.agent.v1.ContainerSpec
+	13, // 11: cocoon.agent.v1.ExecProcessRequest.env:type_name -> cocoon.agent.v1.EnvVar
+	32, // 12: cocoon.agent.v1.ReadLogsResponse.chunks:type_name -> cocoon.agent.v1.LogChunk
+	0,  // 13: cocoon.agent.v1.LogChunk.stream:type_name -> cocoon.agent.v1.LogStream
+	34, // 14: cocoon.agent.v1.ListContainersResponse.containers:type_name -> cocoon.agent.v1.ContainerStatus
+	1,  // 15: cocoon.agent.v1.GetEvidenceRequest.binding:type_name -> cocoon.agent.v1.EvidenceBinding
+	3,  // 16: cocoon.agent.v1.Agent.CreateSandbox:input_type -> cocoon.agent.v1.CreateSandboxRequest
+	9,  // 17: cocoon.agent.v1.Agent.PullImage:input_type -> cocoon.agent.v1.PullImageRequest
+	11, // 18: cocoon.agent.v1.Agent.PullProgress:input_type -> cocoon.agent.v1.PullProgressRequest
+	18, // 19: cocoon.agent.v1.Agent.CreateContainer:input_type -> cocoon.agent.v1.CreateContainerRequest
+	20, // 20: cocoon.agent.v1.Agent.StartContainer:input_type -> cocoon.agent.v1.StartContainerRequest
+	22, // 21: cocoon.agent.v1.Agent.RemoveContainer:input_type -> cocoon.agent.v1.RemoveContainerRequest
+	24, // 22: cocoon.agent.v1.Agent.ExecProcess:input_type -> cocoon.agent.v1.ExecProcessRequest
+	26, // 23: cocoon.agent.v1.Agent.SignalContainer:input_type -> cocoon.agent.v1.SignalContainerRequest
+	28, // 24: cocoon.agent.v1.Agent.WaitContainer:input_type -> cocoon.agent.v1.WaitContainerRequest
+	30, // 25: cocoon.agent.v1.Agent.ReadLogs:input_type -> cocoon.agent.v1.ReadLogsRequest
+	33, // 26: cocoon.agent.v1.Agent.ListContainers:input_type -> cocoon.agent.v1.ListContainersRequest
+	36, // 27: cocoon.agent.v1.Agent.Stats:input_type -> cocoon.agent.v1.StatsRequest
+	38, // 28: cocoon.agent.v1.Agent.Shutdown:input_type -> cocoon.agent.v1.ShutdownRequest
+	40, // 29: cocoon.agent.v1.Agent.GetEvidence:input_type -> cocoon.agent.v1.GetEvidenceRequest
+	8,  // 30: cocoon.agent.v1.Agent.CreateSandbox:output_type -> cocoon.agent.v1.CreateSandboxResponse
+	10, // 31: cocoon.agent.v1.Agent.PullImage:output_type -> cocoon.agent.v1.PullImageResponse
+	12, // 32: cocoon.agent.v1.Agent.PullProgress:output_type -> cocoon.agent.v1.PullProgressResponse
+	19, // 33: cocoon.agent.v1.Agent.CreateContainer:output_type -> cocoon.agent.v1.CreateContainerResponse
+	21, // 34: cocoon.agent.v1.Agent.StartContainer:output_type -> cocoon.agent.v1.StartContainerResponse
+	23, // 35: cocoon.agent.v1.Agent.RemoveContainer:output_type -> cocoon.agent.v1.RemoveContainerResponse
+	25, // 36: cocoon.agent.v1.Agent.ExecProcess:output_type -> cocoon.agent.v1.ExecProcessResponse
+	27, // 37: cocoon.agent.v1.Agent.SignalContainer:output_type -> cocoon.agent.v1.SignalContainerResponse
+	29, // 38: cocoon.agent.v1.Agent.WaitContainer:output_type -> cocoon.agent.v1.WaitContainerResponse
+	31, // 39: cocoon.agent.v1.Agent.ReadLogs:output_type -> cocoon.agent.v1.ReadLogsResponse
+	35, // 40: cocoon.agent.v1.Agent.ListContainers:output_type -> cocoon.agent.v1.ListContainersResponse
+	37, // 41: cocoon.agent.v1.Agent.Stats:output_type -> cocoon.agent.v1.StatsResponse
+	39, // 42: cocoon.agent.v1.Agent.Shutdown:output_type -> cocoon.agent.v1.ShutdownResponse
+	41, // 43: cocoon.agent.v1.Agent.GetEvidence:output_type -> cocoon.agent.v1.GetEvidenceResponse
+	30, // [30:44] is the sub-list for method output_type
+	16, // [16:30] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -2856,7 +2875,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   40,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
