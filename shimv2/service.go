@@ -316,6 +316,11 @@ func (s *Service) createContainer(ctx context.Context, r *taskAPI.CreateTaskRequ
 	if r.GetTerminal() {
 		return nil, errgrpc.ToGRPCf(errdefs.ErrNotImplemented, "tty containers are not supported yet by the cocoon runtime (set tty: false)")
 	}
+	if r.GetStdin() != "" {
+		// The agent gives a container no stdin: refused rather than
+		// started with one that is never connected.
+		return nil, errgrpc.ToGRPCf(errdefs.ErrNotImplemented, "containers with stdin (stdin: true, kubectl attach) are not supported yet by the cocoon runtime")
+	}
 	if err := checkNamespaces(spec, false); err != nil {
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
