@@ -37,24 +37,11 @@ func testPolicy(t *testing.T, name string) []byte {
 // refused, naming both hashes, and everything stays denied; the launched
 // policy is accepted once.
 func TestPolicyBinding(t *testing.T) {
-	dir := t.TempDir()
-	auth, err := sim.LoadOrCreate(filepath.Join(dir, "sim"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	launched := testPolicy(t, "p")
 	other := testPolicy(t, "q")
-	sock := filepath.Join(dir, "sp.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go sim.NewServer(auth, sim.Launch{HostData: sha256.Sum256(launched)}).Serve(ctx, l)
-
-	a, cl := startAgentWith(t, func(c *Config) { c.Attester = sim.NewClient(sock) })
-	_, err = cl.PullImage(ctx, &agentv1.PullImageRequest{Image: "img"})
+	ctx := context.Background()
+	a, cl := startSimAgent(t, launched)
+	_, err := cl.PullImage(ctx, &agentv1.PullImageRequest{Image: "img"})
 	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "no policy is loaded") {
 		t.Errorf("before a policy: %v", err)
 	}
@@ -86,24 +73,12 @@ func TestPolicyBinding(t *testing.T) {
 // the policy, but the agent still never runs a privileged container and
 // fetches no secret (for the in-pod API or an encrypted volume).
 func TestAllowAllPolicy(t *testing.T) {
-	dir := t.TempDir()
-	auth, err := sim.LoadOrCreate(filepath.Join(dir, "sim"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	text, err := policy.Render(&policy.Policy{AllowAll: true, KBS: &policy.KBS{URL: "https://127.0.0.1:1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(dir, "sp.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go sim.NewServer(auth, sim.Launch{HostData: sha256.Sum256(text)}).Serve(ctx, l)
-	a, cl := startAgentWith(t, func(c *Config) { c.Attester = sim.NewClient(sock) })
+	ctx := context.Background()
+	a, cl := startSimAgent(t, text)
 	if _, err := cl.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{Name: "anything", Hostname: "any-host", Policy: text}); err != nil {
 		t.Fatalf("allow-all sandbox: %v", err)
 	}
@@ -117,4 +92,24 @@ func TestAllowAllPolicy(t *testing.T) {
 	if _, err := a.openEncrypted(ctx, &agentv1.EncryptedVolume{Name: "v", Source: "/nonexistent", KeyUri: "kbs:///a/b/c"}); err == nil || !strings.Contains(err.Error(), "allow-all") {
 		t.Fatalf("encrypted volume under allow-all: %v", err)
 	}
+}
+
+// startSimAgent starts an agent whose simulated secure processor launched
+// it with the policy text as HOST_DATA.
+func startSimAgent(t *testing.T, launched []byte) (*Agent, agentv1.AgentService) {
+	t.Helper()
+	dir := t.TempDir()
+	auth, err := sim.LoadOrCreate(filepath.Join(dir, "sim"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "sp.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go sim.NewServer(auth, sim.Launch{HostData: sha256.Sum256(launched)}).Serve(ctx, l)
+	return startAgentWith(t, func(c *Config) { c.Attester = sim.NewClient(sock) })
 }
