@@ -44,22 +44,14 @@ func TestCRITwoContainersShareLocalhost(t *testing.T) {
 	c := needCRI(t)
 	web := []string{"/echo", "-listen", "0.0.0.0:8080"}
 	client := "until /echo -get http://127.0.0.1:8080/over-loopback; do sleep 0.2; done; exec sleep 1000"
-	yaml := fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata:
-  name: cri-net
-spec:
-  runtimeClassName: cocoon
-  enableServiceLinks: false
-  automountServiceAccountToken: false
-  containers:
+	yaml := criPodYAML("cri-net", fmt.Sprintf(`  containers:
   - name: web
     image: %[1]s
     command: ["/echo", "-listen", "0.0.0.0:8080"]
   - name: client
     image: %[1]s
     command: ["/bin/sh", "-c", %[2]q]
-`, env.echo, client)
+`, env.echo, client))
 	p := newCRIPod(t, "cri-net", yaml, map[string]map[string]any{
 		"web":    {"image": map[string]any{"image": env.echo}, "command": web},
 		"client": {"image": map[string]any{"image": env.echo}, "command": []string{"/bin/sh", "-c", client}},
@@ -226,15 +218,7 @@ spec:
 func TestCRISharedPIDNamespace(t *testing.T) {
 	c := needCRI(t)
 	watcher := "while :; do ps; sleep 0.2; done"
-	yaml := fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata:
-  name: cri-pid
-spec:
-  runtimeClassName: cocoon
-  enableServiceLinks: false
-  automountServiceAccountToken: false
-  shareProcessNamespace: true
+	yaml := criPodYAML("cri-pid", fmt.Sprintf(`  shareProcessNamespace: true
   containers:
   - name: sleeper
     image: %[1]s
@@ -242,7 +226,7 @@ spec:
   - name: watcher
     image: %[1]s
     command: ["/bin/sh", "-c", %[2]q]
-`, env.pinned, watcher)
+`, env.pinned, watcher))
 	pod := map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"pid": 0}}}
 	p := newCRIPod(t, "cri-pid", yaml, map[string]map[string]any{
 		"sleeper": {"image": map[string]any{"image": env.pinned}, "command": []string{"/bin/sleep", "1001"}, "linux": pod},
@@ -268,20 +252,12 @@ func TestVMUnderCRI(t *testing.T) {
 		t.Fatal(err)
 	}
 	web := []string{"/echo", "-listen", "0.0.0.0:8080"}
-	yaml := fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata:
-  name: cri-vm
-spec:
-  runtimeClassName: cocoon
-  enableServiceLinks: false
-  automountServiceAccountToken: false
-  containers:
+	yaml := criPodYAML("cri-vm", fmt.Sprintf(`  containers:
   - name: web
     image: %s
     command: ["/echo", "-listen", "0.0.0.0:8080"]
     resources: {limits: {memory: 64Mi}}
-`, env.echo)
+`, env.echo))
 	p := newCRIPod(t, "cri-vm", yaml, map[string]map[string]any{
 		"web": {"image": map[string]any{"image": env.echo}, "command": web,
 			"linux": map[string]any{"resources": map[string]any{"memory_limit_in_bytes": 64 << 20},
@@ -390,19 +366,12 @@ spec:
 func TestCRISupplementalGroups(t *testing.T) {
 	c := needCRI(t)
 	cmd := "echo groups $(id -G); exec sleep 1000"
-	yaml := fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata: {name: cri-groups}
-spec:
-  runtimeClassName: cocoon
-  enableServiceLinks: false
-  automountServiceAccountToken: false
-  securityContext: {runAsUser: 1000, runAsGroup: 1000, fsGroup: 2000, supplementalGroups: [3000]}
+	yaml := criPodYAML("cri-groups", fmt.Sprintf(`  securityContext: {runAsUser: 1000, runAsGroup: 1000, fsGroup: 2000, supplementalGroups: [3000]}
   containers:
   - name: app
     image: %s
     command: ["/bin/sh", "-c", %q]
-`, env.pinned, cmd)
+`, env.pinned, cmd))
 	sc := map[string]any{"run_as_user": map[string]any{"value": 1000}, "run_as_group": map[string]any{"value": 1000},
 		"supplemental_groups": []int{3000, 2000}, "namespace_options": map[string]any{"pid": 1}}
 	p := newCRIPod(t, "cri-groups", yaml, map[string]map[string]any{
@@ -420,19 +389,12 @@ spec:
 func TestCRIOOMKilled(t *testing.T) {
 	c := needCRI(t)
 	cmd := "dd if=/dev/zero of=/dev/null bs=128M count=1"
-	yaml := fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata: {name: cri-oom}
-spec:
-  runtimeClassName: cocoon
-  enableServiceLinks: false
-  automountServiceAccountToken: false
-  containers:
+	yaml := criPodYAML("cri-oom", fmt.Sprintf(`  containers:
   - name: hog
     image: %s
     command: ["/bin/sh", "-c", %q]
     resources: {limits: {memory: 32Mi}}
-`, env.pinned, cmd)
+`, env.pinned, cmd))
 	p := newCRIPod(t, "cri-oom", yaml, map[string]map[string]any{
 		"hog": {"image": map[string]any{"image": env.pinned}, "command": []string{"/bin/sh", "-c", cmd},
 			"linux": map[string]any{"resources": map[string]any{"memory_limit_in_bytes": 32 << 20},
@@ -453,20 +415,13 @@ spec:
 func TestCRISysctls(t *testing.T) {
 	c := needCRI(t)
 	cmd := "echo range $(cat /proc/sys/net/ipv4/ip_local_port_range) start $(cat /proc/sys/net/ipv4/ip_unprivileged_port_start); exec sleep 1000"
-	yaml := fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata: {name: cri-sysctl}
-spec:
-  runtimeClassName: cocoon
-  enableServiceLinks: false
-  automountServiceAccountToken: false
-  securityContext:
+	yaml := criPodYAML("cri-sysctl", fmt.Sprintf(`  securityContext:
     sysctls: [{name: net.ipv4.ip_local_port_range, value: "30000 40000"}]
   containers:
   - name: app
     image: %s
     command: ["/bin/sh", "-c", %q]
-`, env.pinned, cmd)
+`, env.pinned, cmd))
 	p := newCRIPod(t, "cri-sysctl", yaml, map[string]map[string]any{
 		"app": {"image": map[string]any{"image": env.pinned}, "command": []string{"/bin/sh", "-c", cmd}},
 	})

@@ -82,19 +82,19 @@ func (c *cri) waitState(t *testing.T, id, state string, within time.Duration) {
 }
 
 func hostPodYAML(name, image, command string) string {
-	return fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata:
-  name: %s
-spec:
-  runtimeClassName: cocoon
-  enableServiceLinks: false
-  automountServiceAccountToken: false
-  containers:
+	return criPodYAML(name, fmt.Sprintf(`  containers:
   - name: main
     image: %s
     command: ["/bin/sh", "-c", %q]
-`, name, image, command)
+`, image, command))
+}
+
+// criPodYAML is a pod for the cocoon RuntimeClass, as the generator wants
+// one (no service links, no service account token): spec is the rest of
+// its spec, indented two spaces.
+func criPodYAML(name, spec string) string {
+	return "apiVersion: v1\nkind: Pod\nmetadata:\n  name: " + name +
+		"\nspec:\n  runtimeClassName: cocoon\n  enableServiceLinks: false\n  automountServiceAccountToken: false\n" + spec
 }
 
 // TestCRILifecycle drives a cocoon pod through containerd's CRI with

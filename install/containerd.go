@@ -42,7 +42,11 @@ type Result struct {
 	Version int `json:"version"`
 }
 
-var versionRE = regexp.MustCompile(`(?m)^version\s*=\s*(\d+)\s*$`)
+var (
+	versionRE = regexp.MustCompile(`(?m)^version\s*=\s*(\d+)\s*$`)
+	bareKeyRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	handlerRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+)
 
 // Block is the TOML that declares h in a containerd 2.x configuration
 // (schema version 3 or later).
@@ -66,7 +70,7 @@ func Block(h Handler) string {
 }
 
 func quoteKey(k string) string {
-	if regexp.MustCompile(`^[A-Za-z0-9_-]+$`).MatchString(k) {
+	if bareKeyRE.MatchString(k) {
 		return k
 	}
 	return tomlString(k)
@@ -82,7 +86,7 @@ func tomlString(s string) string {
 // replaced if present, else appended. It refuses a configuration that
 // declares the handler outside the block, or one for containerd 1.x.
 func Apply(text []byte, h Handler) ([]byte, int, error) {
-	if !regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`).MatchString(h.Name) {
+	if !handlerRE.MatchString(h.Name) {
 		return nil, 0, fmt.Errorf("handler name %q: use letters, digits, '.', '_' and '-'", h.Name)
 	}
 	version := 0

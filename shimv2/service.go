@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -332,7 +331,7 @@ func (s *Service) createContainer(ctx context.Context, r *taskAPI.CreateTaskRequ
 		// The CRI's names need not be DNS labels, and one name may have
 		// several containers (attempts): under an allow-all policy each
 		// container is named for its ID.
-		cs.Name = "c-" + shortID(r.GetID())
+		cs.Name = dnsLabel("c-" + r.GetID())
 	}
 	if err := s.pullImage(ctx, inst, cs.GetImage()); err != nil {
 		return nil, err
@@ -628,14 +627,6 @@ func (s *Service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*em
 		return empty, nil // the CRI resizes the pod's cgroup; the sandbox's limits are the policy's
 	}
 	return nil, errgrpc.ToGRPCf(errdefs.ErrNotImplemented, "updating resources is not supported by the cocoon runtime: the policy pins each container's resources")
-}
-
-// shortID is a container ID cut to fit a DNS label with a prefix.
-func shortID(id string) string {
-	if len(id) > 32 {
-		return id[:32]
-	}
-	return strings.ToLower(id)
 }
 
 // takeInstance returns the running sandbox, if any, and forgets it: the
