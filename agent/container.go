@@ -48,6 +48,11 @@ type container struct {
 	// memLimitV1 is the memory limit set on the container's own cgroup at
 	// each start (cgroup v1; see oom.go).
 	memLimitV1 int64
+	// io is the process's stdin and terminal, once started.
+	io *procIO
+	// execs are the detached execs, by ID, until the host removes them.
+	execs   map[string]*execProc
+	execSeq int
 }
 
 // mountRootfs mounts the image layers (read-only, lowest last in lowerdir)
@@ -110,17 +115,10 @@ func (a *Agent) start(c *container, lf *logFile) error {
 		}
 		oomEv = ev
 	}
-	r, w, err := os.Pipe()
+	rio, pio, done, ends, err := openIO(lf, c.spec.GetTty(), c.spec.GetStdin())
 	if err != nil {
-		return fmt.Errorf("log pipe: %w", err)
+		return fmt.Errorf("container %q: %w", c.spec.GetName(), err)
 	}
-	re, we, err := os.Pipe()
-	if err != nil {
-		r.Close()
-		w.Close()
-		return fmt.Errorf("log pipe: %w", err)
-	}
-	outDone, errDone := lf.attach(r, agentv1.LogStream_STDOUT), lf.attach(re, agentv1.LogStream_STDERR)
 	started := make(chan int, 1)
 	c.mu.Lock()
 	c.state, c.started, c.done = stateRunning, time.Now(), make(chan struct{})
@@ -133,10 +131,15 @@ func (a *Agent) start(c *container, lf *logFile) error {
 	_ = os.Remove(rc.Log)
 	pidFile := filepath.Join(c.bundle, "pid")
 	_ = os.Remove(pidFile)
+	pio.pidFile = pidFile
+	c.mu.Lock()
+	c.io = pio
+	c.mu.Unlock()
 	exited := make(chan struct{})
 	go func() {
 		defer close(exited)
-		status, err := rc.Run(a.ctx, id, c.bundle, &runc.CreateOpts{IO: pipeIO{stdout: w, stderr: we}, Started: started, PidFile: pidFile})
+		status, err := rc.Run(a.ctx, id, c.bundle, &runc.CreateOpts{IO: rio, Started: started, PidFile: pidFile})
+		pio.exited()
 		reason := "Completed"
 		if msg := runcError(rc.Log); msg != "" {
 			reason, status = "StartError: "+msg, 128
@@ -159,7 +162,7 @@ func (a *Agent) start(c *container, lf *logFile) error {
 		}
 		// Wait (bounded) for the log to drain so readers see every byte.
 		drain := time.After(2 * time.Second)
-		for _, d := range []<-chan struct{}{outDone, errDone} {
+		for _, d := range done {
 			select {
 			case <-d:
 			case <-drain:
@@ -171,9 +174,10 @@ func (a *Agent) start(c *container, lf *logFile) error {
 		c.mu.Unlock()
 		a.log.Info("container exited", "container", id, "exit_code", status, "reason", reason)
 	}()
-	<-started
-	w.Close()
-	we.Close()
+	if pid, ok := <-started; ok {
+		pio.started(pid)
+	}
+	ends.close()
 	// Return once runc created the container (it writes the pid file), so
 	// that exec and signals work as soon as StartContainer answered.
 	for i := 0; ; i++ {
@@ -243,17 +247,10 @@ const maxExecOutput = 16 << 20
 // exec runs a process in the running container c and returns its exit code
 // and output.
 func (a *Agent) exec(ctx context.Context, c *container, req *agentv1.ExecProcessRequest) (*agentv1.ExecProcessResponse, error) {
-	p := *c.process
-	p.Args = req.GetArgs()
-	p.Terminal = false
-	if req.GetWorkingDir() != "" {
-		p.Cwd = req.GetWorkingDir()
+	if req.GetTerminal() || req.GetOpenStdin() {
+		return nil, fmt.Errorf("exec in %q: a terminal or an open stdin needs a detached exec (detach): %w", c.spec.GetName(), errInvalid)
 	}
-	env := append([]string{}, p.Env...)
-	for _, e := range req.GetEnv() {
-		env = append(env, e.GetName()+"="+e.GetValue())
-	}
-	p.Env = env
+	p := execSpec(c, req)
 	timeout := time.Duration(req.GetTimeoutSeconds()) * time.Second
 	if timeout <= 0 {
 		timeout = 60 * time.Second
@@ -269,7 +266,7 @@ func (a *Agent) exec(ctx context.Context, c *container, req *agentv1.ExecProcess
 	// killed, and runc then returns its status.
 	errc := make(chan error, 1)
 	go func() {
-		errc <- a.runc.Exec(a.ctx, c.spec.GetName(), p, &runc.ExecOpts{IO: io, PidFile: pidFile})
+		errc <- a.runc.Exec(a.ctx, c.spec.GetName(), *p, &runc.ExecOpts{IO: io, PidFile: pidFile})
 	}()
 	var err error
 	select {
@@ -292,6 +289,24 @@ func (a *Agent) exec(ctx context.Context, c *container, req *agentv1.ExecProcess
 		resp.ExitCode = int32(ee.Status)
 	}
 	return resp, nil
+}
+
+// execSpec is the process of an exec in c: the container's, with the
+// request's command line, working directory and environment additions.
+func execSpec(c *container, req *agentv1.ExecProcessRequest) *specs.Process {
+	p := *c.process
+	p.Args = req.GetArgs()
+	p.Terminal = false
+	p.ConsoleSize = nil
+	if req.GetWorkingDir() != "" {
+		p.Cwd = req.GetWorkingDir()
+	}
+	env := append([]string{}, p.Env...)
+	for _, e := range req.GetEnv() {
+		env = append(env, e.GetName()+"="+e.GetValue())
+	}
+	p.Env = env
+	return &p
 }
 
 func writeJSON(path string, v any) error {

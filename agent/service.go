@@ -308,6 +308,12 @@ func (s *service) RemoveContainer(ctx context.Context, req *agentv1.RemoveContai
 	if err != nil {
 		return nil, err
 	}
+	if id := req.GetExecId(); id != "" {
+		if err := c.removeExec(id); err != nil {
+			return nil, err
+		}
+		return &agentv1.RemoveContainerResponse{}, nil
+	}
 	if st, _ := c.status(); st != stateCreated && st != stateExited {
 		return nil, fmt.Errorf("container %q is %s; stop it before removing: %w", req.GetContainer(), st, errState)
 	}
@@ -318,6 +324,7 @@ func (s *service) RemoveContainer(ctx context.Context, req *agentv1.RemoveContai
 func (a *Agent) remove(ctx context.Context, c *container) {
 	_ = a.runc.Delete(ctx, c.spec.GetName(), &runcDeleteForce)
 	unmountRootfs(c.bundle)
+	c.dropExecs()
 	_ = os.RemoveAll(c.bundle)
 	a.mu.Lock()
 	if a.containers[c.spec.GetName()] == c {
@@ -340,6 +347,9 @@ func (s *service) ExecProcess(ctx context.Context, req *agentv1.ExecProcessReque
 	if t := req.GetTimeoutSeconds(); t < 0 || t > maxExecTimeout {
 		return nil, fmt.Errorf("exec timeout %d s: give 1 to %d (0 for the default, 60 s): %w", t, maxExecTimeout, errInvalid)
 	}
+	if req.GetDetach() {
+		return s.a.execDetached(c, req)
+	}
 	return s.a.exec(ctx, c, req)
 }
 
@@ -351,6 +361,15 @@ func (s *service) SignalContainer(ctx context.Context, req *agentv1.SignalContai
 	sig := req.GetSignal()
 	if sig <= 0 || sig > 64 {
 		return nil, fmt.Errorf("signal %d is not a valid signal number: %w", sig, errInvalid)
+	}
+	if id := req.GetExecId(); id != "" {
+		if req.GetAll() {
+			return nil, fmt.Errorf("signal exec %q: all applies to a container's processes, not to an exec: %w", id, errInvalid)
+		}
+		if err := c.signalExec(id, int(sig)); err != nil {
+			return nil, err
+		}
+		return &agentv1.SignalContainerResponse{}, nil
 	}
 	if st, _ := c.status(); st != stateRunning {
 		return nil, fmt.Errorf("container %q is %s; only a running container can be signalled: %w", req.GetContainer(), st, errState)
@@ -382,6 +401,9 @@ func (s *service) WaitContainer(ctx context.Context, req *agentv1.WaitContainerR
 	if err != nil {
 		return nil, err
 	}
+	if id := req.GetExecId(); id != "" {
+		return waitExec(ctx, c, id, clampWait(req.GetTimeoutMs()))
+	}
 	st, done := c.status()
 	if st == stateCreated || done == nil {
 		return nil, fmt.Errorf("container %q has not started: %w", req.GetContainer(), errState)
@@ -404,6 +426,17 @@ func (s *service) ReadLogs(ctx context.Context, req *agentv1.ReadLogsRequest) (*
 	s.a.mu.Lock()
 	lf := s.a.logs[req.GetContainer()]
 	s.a.mu.Unlock()
+	if id := req.GetExecId(); id != "" {
+		c, err := s.a.get(req.GetContainer())
+		if err != nil {
+			return nil, err
+		}
+		e, err := c.execOf(id)
+		if err != nil {
+			return nil, err
+		}
+		lf = e.log
+	}
 	if lf == nil {
 		return nil, fmt.Errorf("no logs for container %q: %w", req.GetContainer(), errNotFound)
 	}
@@ -500,4 +533,52 @@ func (a *Agent) stats(ctx context.Context, id string) (*runc.Stats, error) {
 		return nil, fmt.Errorf("runc events --stats: unexpected output %q", bytes.TrimSpace(out))
 	}
 	return e.Stats, nil
+}
+
+func waitExec(ctx context.Context, c *container, id string, wait time.Duration) (*agentv1.WaitContainerResponse, error) {
+	e, err := c.execOf(id)
+	if err != nil {
+		return nil, err
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-e.done:
+	case <-t.C:
+		return &agentv1.WaitContainerResponse{}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	code, _ := e.exitCode()
+	return &agentv1.WaitContainerResponse{Exited: true, ExitCode: int32(code)}, nil
+}
+
+func (s *service) WriteStdin(_ context.Context, req *agentv1.WriteStdinRequest) (*agentv1.WriteStdinResponse, error) {
+	c, err := s.a.get(req.GetContainer())
+	if err != nil {
+		return nil, err
+	}
+	pio, what, err := c.procIOOf(req.GetExecId())
+	if err != nil {
+		return nil, err
+	}
+	if err := pio.write(what, req.GetData(), req.GetClose()); err != nil {
+		return nil, err
+	}
+	return &agentv1.WriteStdinResponse{}, nil
+}
+
+func (s *service) ResizeTerminal(_ context.Context, req *agentv1.ResizeTerminalRequest) (*agentv1.ResizeTerminalResponse, error) {
+	c, err := s.a.get(req.GetContainer())
+	if err != nil {
+		return nil, err
+	}
+	pio, what, err := c.procIOOf(req.GetExecId())
+	if err != nil {
+		return nil, err
+	}
+	if err := pio.resize(what, req.GetWidth(), req.GetHeight()); err != nil {
+		return nil, err
+	}
+	return &agentv1.ResizeTerminalResponse{}, nil
 }

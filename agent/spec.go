@@ -116,6 +116,7 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 			User:            specs.User{UID: uid, GID: gid, AdditionalGids: groups},
 			Capabilities:    pcaps,
 			NoNewPrivileges: c.GetNoNewPrivileges(),
+			Terminal:        c.GetTty(),
 		},
 		Mounts: defaultMounts(in.files),
 		Linux: &specs.Linux{

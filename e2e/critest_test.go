@@ -30,8 +30,6 @@ var critestRefused = []struct{ spec, why string }{
 // suite fails as soon as one of them passes, so the list only shrinks.
 var critestNotYet = []struct{ spec, why string }{
 	{`SeccompProfilePath (runtime should support an seccomp profile that blocks|should support seccomp (default|localhost))`, "seccomp profiles are refused until the sandbox applies them (pinned by the policy)"},
-	{`exec with tty=true`, "exec with a terminal is not supported yet"},
-	{`should support attach`, "containers with stdin (attach) are refused until the agent wires a container's stdin"},
 }
 
 // critestResult is one spec of ginkgo's JSON report.

@@ -17,6 +17,10 @@ var containerFields = []string{
 	"securityContext.allowPrivilegeEscalation",
 	"securityContext.capabilities.add", "securityContext.capabilities.drop",
 	"imagePullPolicy", "terminationMessagePath", "terminationMessagePolicy",
+	// A stdin the host writes (kubectl attach) and a terminal: pinned in
+	// the policy. stdinOnce is kubelet's: it closes stdin after the first
+	// attach ends.
+	"stdin", "stdinOnce", "tty",
 }
 
 func allowedPaths() map[string]bool {

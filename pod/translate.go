@@ -177,6 +177,7 @@ func container(at string, c *corev1.Container, spec *corev1.PodSpec, vols, names
 	if spec.ShareProcessNamespace != nil && *spec.ShareProcessNamespace {
 		out.SharePidNamespace = true
 	}
+	out.Stdin, out.Tty = c.Stdin, c.TTY
 	// Pod-level security context first, container-level wins.
 	if psc := spec.SecurityContext; psc != nil {
 		if psc.RunAsUser != nil {

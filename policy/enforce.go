@@ -142,6 +142,9 @@ func (e *Engine) Observe(method string, req any, err error) {
 	case *agentv1.StartContainerRequest:
 		e.st.Running[r.GetContainer()] = true
 	case *agentv1.RemoveContainerRequest:
+		if r.GetExecId() != "" {
+			break // an exec was forgotten; the container stays
+		}
 		delete(e.st.Created, r.GetContainer())
 		delete(e.st.Running, r.GetContainer())
 	}

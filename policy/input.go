@@ -80,7 +80,9 @@ func Input(p *Policy, method string, req any, st *State, pulled map[string]Pulle
 	case *agentv1.StartContainerRequest:
 		return containerInput(r.GetContainer(), st), nil
 	case *agentv1.RemoveContainerRequest:
-		return containerInput(r.GetContainer(), st), nil
+		in := containerInput(r.GetContainer(), st)
+		in["exec_id"] = r.GetExecId()
+		return in, nil
 	case *agentv1.ExecProcessRequest:
 		in := containerInput(r.GetContainer(), st)
 		in["args"] = strs(r.GetArgs())
@@ -90,22 +92,38 @@ func Input(p *Policy, method string, req any, st *State, pulled map[string]Pulle
 		}
 		in["env"] = env
 		in["working_dir"] = r.GetWorkingDir()
-		in["stdin"] = len(r.GetStdin()) > 0
+		in["stdin"] = len(r.GetStdin()) > 0 || r.GetOpenStdin()
 		in["stdin_bytes"] = len(r.GetStdin())
+		in["open_stdin"] = r.GetOpenStdin()
 		in["timeout_seconds"] = int(r.GetTimeoutSeconds())
+		// A terminal and detaching change how the host talks to the
+		// process, not what runs: in the input, admitted by the
+		// framework.
+		in["terminal"], in["detach"] = r.GetTerminal(), r.GetDetach()
 		return in, nil
 	case *agentv1.SignalContainerRequest:
 		in := containerInput(r.GetContainer(), st)
 		in["signal"] = int(r.GetSignal())
 		in["all"] = r.GetAll()
+		in["exec_id"] = r.GetExecId()
 		return in, nil
 	case *agentv1.ReadLogsRequest:
 		in := containerInput(r.GetContainer(), st)
 		in["offset"], in["max_bytes"], in["wait_ms"], in["streams"] = r.GetOffset(), int(r.GetMaxBytes()), int(r.GetWaitMs()), r.GetStreams()
+		in["exec_id"] = r.GetExecId()
 		return in, nil
 	case *agentv1.WaitContainerRequest:
 		in := containerInput(r.GetContainer(), st)
 		in["timeout_ms"] = int(r.GetTimeoutMs())
+		in["exec_id"] = r.GetExecId()
+		return in, nil
+	case *agentv1.WriteStdinRequest:
+		in := containerInput(r.GetContainer(), st)
+		in["exec_id"], in["bytes"], in["close"] = r.GetExecId(), len(r.GetData()), r.GetClose()
+		return in, nil
+	case *agentv1.ResizeTerminalRequest:
+		in := containerInput(r.GetContainer(), st)
+		in["exec_id"], in["width"], in["height"] = r.GetExecId(), int(r.GetWidth()), int(r.GetHeight())
 		return in, nil
 	case *agentv1.StatsRequest:
 		return containerInput(r.GetContainer(), st), nil
@@ -160,6 +178,7 @@ func createInput(p *Policy, s *agentv1.ContainerSpec, st *State, pulled map[stri
 		"run_as_user": user, "run_as_group": group, "run_as_non_root": s.GetRunAsNonRoot(),
 		"read_only_root_filesystem": s.GetReadOnlyRootFilesystem(), "no_new_privileges": s.GetNoNewPrivileges(),
 		"share_pid_namespace": s.GetSharePidNamespace(),
+		"stdin":               s.GetStdin(), "tty": s.GetTty(),
 		"supplemental_groups": nums(s.GetSupplementalGroups()),
 		// More masked and read-only paths only restrict the container: in
 		// the input, admitted by the framework.

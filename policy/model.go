@@ -151,9 +151,14 @@ type Container struct {
 	SharePIDNamespace bool `json:"share_pid_namespace,omitempty"`
 	// SupplementalGroups are the process's supplementary groups (the
 	// pod's supplementalGroups and fsGroup), as a set. Absent: none.
-	SupplementalGroups []int64  `json:"supplemental_groups,omitempty"`
-	Capabilities       []string `json:"capabilities"`
-	Mounts             []Mount  `json:"mounts"`
+	SupplementalGroups []int64 `json:"supplemental_groups,omitempty"`
+	// Stdin: the container has a stdin the host writes (the pod spec's
+	// stdin; kubectl attach). TTY: it runs on a terminal (tty). Absent:
+	// false.
+	Stdin        bool     `json:"stdin,omitempty"`
+	TTY          bool     `json:"tty,omitempty"`
+	Capabilities []string `json:"capabilities"`
+	Mounts       []Mount  `json:"mounts"`
 	// Resources are the container's limits (0: none), as the pod spec
 	// sets them.
 	Resources Resources `json:"resources"`

@@ -154,8 +154,20 @@ func (n *native) decide(rule string, in jsonObj) (bool, []string) {
 		c, ok := get(obj(n.p["containers"]), name)
 		if !ok {
 			d.add("read_logs %q: no such container in the policy", name)
-		} else if !truthy(obj(c)["stdio"]) {
+		} else if str(in["exec_id"]) == "" && !truthy(obj(c)["stdio"]) {
 			d.add("read_logs %q: stdio = false: the policy does not let the host read this container's output", name)
+		}
+	case "write_stdin":
+		name := str(in["container"])
+		c, ok := get(obj(n.p["containers"]), name)
+		if !ok {
+			d.add("write_stdin %q: no such container in the policy", name)
+		} else if str(in["exec_id"]) == "" && !truthy(obj(c)["stdin"]) {
+			d.add("write_stdin %q: stdin = false: the policy gives this container no stdin", name)
+		}
+	case "resize_terminal":
+		if _, ok := get(obj(n.p["containers"]), str(in["container"])); !ok {
+			d.add("resize_terminal %q: no such container in the policy", str(in["container"]))
 		}
 	case "remove_container", "wait_container", "list_containers", "stats", "pull_progress", "shutdown", "get_evidence":
 	default:
@@ -203,6 +215,10 @@ func (n *native) createSandbox(in jsonObj, d *denials) {
 }
 
 var scalarFields = []string{"run_as_user", "run_as_group", "run_as_non_root", "read_only_root_filesystem", "no_new_privileges"}
+
+// flagFields are booleans a policy of an older release leaves out: absent
+// is false.
+var flagFields = []string{"share_pid_namespace", "stdin", "tty"}
 
 func (n *native) createContainer(in jsonObj, d *denials) {
 	name := str(in["name"])
@@ -263,8 +279,10 @@ func (n *native) createContainer(in jsonObj, d *denials) {
 	if sg := append([]any{}, arr(c["supplemental_groups"])...); !setEq(arr(in["supplemental_groups"]), sg) {
 		d.add("create_container %q: supplemental_groups = %s, policy allows %s", name, j(in["supplemental_groups"]), j(sg))
 	}
-	if truthy(in["share_pid_namespace"]) != truthy(c["share_pid_namespace"]) {
-		d.add("create_container %q: share_pid_namespace = %v, policy allows %v", name, truthy(in["share_pid_namespace"]), truthy(c["share_pid_namespace"]))
+	for _, f := range flagFields {
+		if truthy(in[f]) != truthy(c[f]) {
+			d.add("create_container %q: %s = %v, policy allows %v", name, f, truthy(in[f]), truthy(c[f]))
+		}
 	}
 	if !setEq(arr(in["capabilities"]), arr(c["capabilities"])) {
 		d.add("create_container %q: capabilities = %s, policy allows %s", name, j(in["capabilities"]), j(c["capabilities"]))
@@ -324,7 +342,10 @@ func (n *native) execProcess(in jsonObj, d *denials) {
 	if wd := str(in["working_dir"]); wd != "" {
 		d.add("exec_process %q: working_dir = %q, policy allows none (an exec runs in the container's working directory)", name, wd)
 	}
-	if truthy(in["stdin"]) && !truthy(c["exec_stdin"]) {
+	if num(in["stdin_bytes"]) > 0 && !truthy(c["exec_stdin"]) {
 		d.add("exec_process %q: stdin of %d bytes, policy allows none (exec_stdin = false)", name, int64(num(in["stdin_bytes"])))
+	}
+	if truthy(in["open_stdin"]) && !truthy(c["exec_stdin"]) {
+		d.add("exec_process %q: an open stdin (interactive exec), policy allows none (exec_stdin = false)", name)
 	}
 }

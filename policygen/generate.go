@@ -110,6 +110,7 @@ func containerPolicy(c pod.Container, img policy.Image, hostname string, o Gener
 		RunAsUser:   -1, RunAsGroup: -1, RunAsNonRoot: s.GetRunAsNonRoot(),
 		ReadOnlyRootFilesystem: s.GetReadOnlyRootFilesystem(), NoNewPrivileges: s.GetNoNewPrivileges(),
 		SharePIDNamespace: s.GetSharePidNamespace(), SupplementalGroups: s.GetSupplementalGroups(),
+		Stdin: s.GetStdin(), TTY: s.GetTty(),
 		Capabilities: nonNil(caps), Mounts: policy.MountsOf(s.GetMounts()),
 		Resources: policy.ResourcesOf(s.GetResources()),
 		Exec:      append([][]string{}, o.Settings.Exec...), ExecAny: o.Debug, ExecStdin: o.Settings.ExecStdin || o.Debug,

@@ -120,12 +120,9 @@ func containerSpec(s *specs.Spec, pc *policy.Container) (*agentv1.ContainerSpec,
 	if p == nil || len(p.Args) == 0 {
 		return nil, fmt.Errorf("container %q: no process", name)
 	}
-	if p.Terminal {
-		return nil, fmt.Errorf("container %q: tty containers are not supported yet by the cocoon runtime (set tty: false)", name)
-	}
 	c := &agentv1.ContainerSpec{
 		Name: name, Image: image, Command: slices.Clone(p.Args), WorkingDir: p.Cwd,
-		NoNewPrivileges: p.NoNewPrivileges,
+		NoNewPrivileges: p.NoNewPrivileges, Tty: p.Terminal,
 	}
 	// The CRI gives a container of a pod that shares its PID namespace
 	// (shareProcessNamespace; crictl's default) the sandbox's: the agent

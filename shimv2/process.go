@@ -23,6 +23,16 @@ type process struct {
 	exited                chan struct{}
 	exitOnce              sync.Once
 	startOnce             sync.Once
+	closeStdinOnce        sync.Once
+	// agentExec is the agent's ID of a started exec.
+	agentExec string
+}
+
+// agentExecID is the agent's ID of the process: "" for a container's init.
+func (p *process) agentExecID() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.agentExec
 }
 
 func newProcess(id, execID, stdin, stdout, stderr string, terminal bool) *process {

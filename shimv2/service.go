@@ -312,14 +312,6 @@ func (s *Service) createContainer(ctx context.Context, r *taskAPI.CreateTaskRequ
 	if got := spec.Annotations[annSandboxID]; got != sbID {
 		return nil, errgrpc.ToGRPCf(errdefs.ErrInvalidArgument, "container %s belongs to sandbox %q; this shim runs %q", r.GetID(), got, sbID)
 	}
-	if r.GetTerminal() {
-		return nil, errgrpc.ToGRPCf(errdefs.ErrNotImplemented, "tty containers are not supported yet by the cocoon runtime (set tty: false)")
-	}
-	if r.GetStdin() != "" {
-		// The agent gives a container no stdin: refused rather than
-		// started with one that is never connected.
-		return nil, errgrpc.ToGRPCf(errdefs.ErrNotImplemented, "containers with stdin (stdin: true, kubectl attach) are not supported yet by the cocoon runtime")
-	}
 	if err := checkNamespaces(spec, false); err != nil {
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
@@ -327,6 +319,9 @@ func (s *Service) createContainer(ctx context.Context, r *taskAPI.CreateTaskRequ
 	if err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err))
 	}
+	// The container's stdin (stdin: true; kubectl attach) is the fifo
+	// containerd gives; the policy pins whether it has one.
+	cs.Stdin = r.GetStdin() != ""
 	if pol.AllowAll {
 		// The CRI's names need not be DNS labels, and one name may have
 		// several containers (attempts): under an allow-all policy each
@@ -339,7 +334,7 @@ func (s *Service) createContainer(ctx context.Context, r *taskAPI.CreateTaskRequ
 	if _, err := inst.Client().CreateContainer(ctx, &agentv1.CreateContainerRequest{Spec: cs}); err != nil {
 		return nil, agentErr("create container "+cs.GetName(), err)
 	}
-	c := &container{init: newProcess(r.GetID(), "", r.GetStdin(), r.GetStdout(), r.GetStderr(), false),
+	c := &container{init: newProcess(r.GetID(), "", r.GetStdin(), r.GetStdout(), r.GetStderr(), cs.GetTty()),
 		bundle: r.GetBundle(), name: cs.GetName(), execs: map[string]*process{}, logsDone: make(chan struct{})}
 	s.mu.Lock()
 	s.containers[r.GetID()] = c
@@ -411,7 +406,10 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	}
 	pid := uint32(resp.GetPid())
 	p.setRunning(pid)
-	go s.copyLogs(inst, c)
+	go s.copyOutput(inst, &output{container: c.name, stdout: p.stdout, stderr: p.stderr, done: c.logsDone}, p.exited)
+	if p.stdin != "" {
+		go s.copyStdin(inst, c.name, p)
+	}
 	go s.watchContainer(inst, c)
 	s.send(&eventstypes.TaskStart{ContainerID: r.GetID(), Pid: pid})
 	return &taskAPI.StartResponse{Pid: pid}, nil
@@ -512,11 +510,11 @@ func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptypb.Em
 	if err != nil {
 		return nil, err
 	}
-	if r.GetExecID() != "" {
-		return nil, errgrpc.ToGRPCf(errdefs.ErrNotImplemented, "signalling an exec is not supported: the agent ends an exec at its timeout")
-	}
 	if st, _, _, _ := p.state(); st == task.Status_STOPPED {
 		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "process already finished")
+	}
+	if r.GetExecID() != "" {
+		return s.killExec(ctx, c, p, r.GetSignal())
 	}
 	if c.sandbox {
 		if inst := s.takeInstance(); inst != nil {

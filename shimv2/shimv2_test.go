@@ -93,6 +93,13 @@ func TestContainerSpec(t *testing.T) {
 	if !c.GetReadOnlyRootFilesystem() || c.GetWorkingDir() != "/srv" {
 		t.Error("read-only root or working dir lost")
 	}
+	if c.GetTty() {
+		t.Error("tty without a terminal in the spec")
+	}
+	s.Process.Terminal = true
+	if c, err := containerSpec(s, &policy.Container{RunAsUser: -1, RunAsGroup: -1}); err != nil || !c.GetTty() {
+		t.Errorf("a terminal in the spec: tty %v, %v", c.GetTty(), err)
+	}
 	if c.GetResources().GetMemoryLimitBytes() != 64<<20 || c.GetResources().GetCpuLimitMillis() != 500 {
 		t.Errorf("resources = %v", c.GetResources())
 	}
@@ -119,7 +126,6 @@ func TestContainerSpecRefusals(t *testing.T) {
 		"tmpfs mount": func(s *specs.Spec) {
 			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/x", Type: "tmpfs", Source: "/v/volumes/kubernetes.io~empty-dir/x"})
 		},
-		"terminal":   func(s *specs.Spec) { s.Process.Terminal = true },
 		"no process": func(s *specs.Spec) { s.Process.Args = nil },
 		"no image":   func(s *specs.Spec) { delete(s.Annotations, annImageName) },
 		"no name":    func(s *specs.Spec) { delete(s.Annotations, annContainerName) },

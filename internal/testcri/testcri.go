@@ -226,9 +226,7 @@ imports = []
 func (c *Containerd) Crictl(args ...string) (string, string, int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	ep := "unix://" + c.Sock
-	cmd := exec.CommandContext(ctx, filepath.Join(c.Tools, "crictl"),
-		append([]string{"--runtime-endpoint", ep, "--image-endpoint", ep, "--timeout", "150s"}, args...)...)
+	cmd := c.CrictlCmd(ctx, args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -239,6 +237,14 @@ func (c *Containerd) Crictl(args ...string) (string, string, int) {
 		return "", err.Error(), -1
 	}
 	return out.String(), errb.String(), code
+}
+
+// CrictlCmd is crictl with args against this containerd, for callers that
+// wire its stdio themselves (exec -i, attach).
+func (c *Containerd) CrictlCmd(ctx context.Context, args ...string) *exec.Cmd {
+	ep := "unix://" + c.Sock
+	return exec.CommandContext(ctx, filepath.Join(c.Tools, "crictl"),
+		append([]string{"--runtime-endpoint", ep, "--image-endpoint", ep, "--timeout", "150s"}, args...)...)
 }
 
 // Stop removes every pod, stops containerd and removes every trace of it

@@ -30,7 +30,7 @@ func testPolicies(t testing.TB) [][]byte {
 				"job": {Kind: "init", Image: "reg/job:1", Args: []string{"sh", "-c", "echo done"}, Env: []string{}, EnvPatterns: []string{},
 					WorkingDir: "/", RunAsUser: 1000, RunAsGroup: 1000, RunAsNonRoot: true, ReadOnlyRootFilesystem: true, NoNewPrivileges: true,
 					Capabilities: []string{}, Mounts: []policy.Mount{}, Exec: [][]string{}, ExecStdin: true, Signals: []int{15}, Stdio: debug,
-					SharePIDNamespace: true, SupplementalGroups: []int64{2000, 1000}},
+					SharePIDNamespace: true, SupplementalGroups: []int64{2000, 1000}, Stdin: true, TTY: true},
 			},
 			Images: map[string]policy.Image{
 				"reg/web:1": {Digest: "sha256:aa", ConfigDigest: "sha256:ab", Layers: []string{}, Entrypoint: []string{"/srv/web"}, Cmd: []string{"--port", "80"}, Env: []string{"PATH=/bin"}, WorkingDir: "/srv"},
@@ -137,7 +137,7 @@ func (p *picker) request(method string) any {
 			Command: p.strs("/srv/web", "sh", "-c"), Args: p.strs("--port", "80", "echo done"), Env: env(),
 			WorkingDir: p.str("", "/srv", "/"), RunAsNonRoot: p.pick(2) == 1, ReadOnlyRootFilesystem: p.pick(2) == 1,
 			NoNewPrivileges: p.pick(2) == 1, SharePidNamespace: p.pick(3) == 0, SupplementalGroups: [][]int64{nil, {1000}, {1000, 2000}, {2000, 1000, 1000}}[p.pick(4)], Privileged: p.pick(5) == 0, CapabilitiesAdd: p.strs("CHOWN", "KILL", "SYS_ADMIN"),
-			CapabilitiesDrop: p.strs("ALL", "KILL")}
+			CapabilitiesDrop: p.strs("ALL", "KILL"), Stdin: p.pick(2) == 1, Tty: p.pick(2) == 1}
 		if p.pick(2) == 1 {
 			s.HasRunAsUser, s.RunAsUser = true, int64(p.pick(2))*1000
 		}
@@ -153,17 +153,22 @@ func (p *picker) request(method string) any {
 		if p.pick(2) == 1 {
 			r.Stdin = []byte("script")
 		}
+		r.Terminal, r.Detach, r.OpenStdin = p.pick(2) == 1, p.pick(2) == 1, p.pick(2) == 1
 		return r
 	case "SignalContainer":
-		return &agentv1.SignalContainerRequest{Container: name, Signal: []int32{9, 15, 10}[p.pick(3)], All: p.pick(2) == 1}
+		return &agentv1.SignalContainerRequest{Container: name, Signal: []int32{9, 15, 10}[p.pick(3)], All: p.pick(2) == 1, ExecId: p.str("", "e1")}
 	case "ReadLogs":
-		return &agentv1.ReadLogsRequest{Container: name, Offset: int64(p.pick(3))}
+		return &agentv1.ReadLogsRequest{Container: name, Offset: int64(p.pick(3)), ExecId: p.str("", "e1")}
 	case "WaitContainer":
-		return &agentv1.WaitContainerRequest{Container: name}
+		return &agentv1.WaitContainerRequest{Container: name, ExecId: p.str("", "e1")}
 	case "StartContainer":
 		return &agentv1.StartContainerRequest{Container: name}
 	case "RemoveContainer":
-		return &agentv1.RemoveContainerRequest{Container: name}
+		return &agentv1.RemoveContainerRequest{Container: name, ExecId: p.str("", "e1")}
+	case "WriteStdin":
+		return &agentv1.WriteStdinRequest{Container: name, ExecId: p.str("", "e1"), Data: []byte(p.str("", "ls\n")), Close: p.pick(2) == 1}
+	case "ResizeTerminal":
+		return &agentv1.ResizeTerminalRequest{Container: name, ExecId: p.str("", "e1"), Width: uint32(p.pick(3)) * 80, Height: 24}
 	case "Stats":
 		return &agentv1.StatsRequest{Container: name}
 	case "GetEvidence":

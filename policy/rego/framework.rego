@@ -100,7 +100,9 @@ cc_exact if {
 	input.run_as_non_root == c.run_as_non_root
 	input.read_only_root_filesystem == c.read_only_root_filesystem
 	input.no_new_privileges == c.no_new_privileges
-	input.share_pid_namespace == object.get(c, "share_pid_namespace", false)
+	every f in flag_fields {
+		input[f] == object.get(c, f, false)
+	}
 	{g | some g in input.supplemental_groups} == {g | some g in list(object.get(c, "supplemental_groups", []))}
 	input.privileged == false
 	input.capabilities == c.capabilities
@@ -186,9 +188,13 @@ cc_field_deny contains sprintf("create_container %q: %s = %s, policy allows %s",
 	input[f] != c[f]
 }
 
-cc_field_deny contains sprintf("create_container %q: share_pid_namespace = %v, policy allows %v", [input.name, input.share_pid_namespace, object.get(c, "share_pid_namespace", false)]) if {
+# Flags a policy of an older release leaves out: absent is false.
+flag_fields := ["share_pid_namespace", "stdin", "tty"]
+
+cc_field_deny contains sprintf("create_container %q: %s = %v, policy allows %v", [input.name, f, input[f], object.get(c, f, false)]) if {
 	c := p.containers[input.name]
-	input.share_pid_namespace != object.get(c, "share_pid_namespace", false)
+	some f in flag_fields
+	input[f] != object.get(c, f, false)
 }
 
 cc_field_deny contains sprintf("create_container %q: supplemental_groups = %s, policy allows %s", [input.name, j(input.supplemental_groups), j(list(object.get(c, "supplemental_groups", [])))]) if {
@@ -285,7 +291,14 @@ ex_deny contains sprintf("exec_process %q: working_dir = %q, policy allows none 
 ex_deny contains sprintf("exec_process %q: stdin of %d bytes, policy allows none (exec_stdin = false)", [input.container, input.stdin_bytes]) if {
 	c := p.containers[input.container]
 	not c.exec_any
-	input.stdin
+	input.stdin_bytes > 0
+	not c.exec_stdin
+}
+
+ex_deny contains sprintf("exec_process %q: an open stdin (interactive exec), policy allows none (exec_stdin = false)", [input.container]) if {
+	c := p.containers[input.container]
+	not c.exec_any
+	input.open_stdin
 	not c.exec_stdin
 }
 
@@ -310,7 +323,33 @@ rl_deny contains sprintf("read_logs %q: no such container in the policy", [input
 	not p.containers[input.container]
 }
 
+# An exec's output is the exec's (the policy allowed the command): only a
+# container's own output is subject to stdio.
 rl_deny contains sprintf("read_logs %q: stdio = false: the policy does not let the host read this container's output", [input.container]) if {
 	c := p.containers[input.container]
+	input.exec_id == ""
 	not c.stdio
+}
+
+# --- Interactive I/O -----------------------------------------------------------
+
+# A container's stdin is pinned at create (stdin); an exec's stdin is open
+# only when exec_process allowed it (exec_stdin), and the agent refuses a
+# write to any other.
+write_stdin := decision(ws_deny)
+
+ws_deny contains sprintf("write_stdin %q: no such container in the policy", [input.container]) if {
+	not p.containers[input.container]
+}
+
+ws_deny contains sprintf("write_stdin %q: stdin = false: the policy gives this container no stdin", [input.container]) if {
+	c := p.containers[input.container]
+	input.exec_id == ""
+	not object.get(c, "stdin", false)
+}
+
+resize_terminal := decision(rt_deny)
+
+rt_deny contains sprintf("resize_terminal %q: no such container in the policy", [input.container]) if {
+	not p.containers[input.container]
 }

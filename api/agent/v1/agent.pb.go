@@ -1020,6 +1020,12 @@ type ContainerSpec struct {
 	// agent's own defaults (they only restrict the container).
 	MaskedPaths   []string `protobuf:"bytes,22,rep,name=masked_paths,json=maskedPaths,proto3" json:"masked_paths,omitempty"`
 	ReadonlyPaths []string `protobuf:"bytes,23,rep,name=readonly_paths,json=readonlyPaths,proto3" json:"readonly_paths,omitempty"`
+	// The process has a stdin the host writes with WriteStdin (the pod
+	// spec's stdin: true; kubectl attach).
+	Stdin bool `protobuf:"varint,24,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	// The process runs on a terminal (the pod spec's tty: true): its stdout
+	// and stderr are one stream.
+	Tty           bool `protobuf:"varint,25,opt,name=tty,proto3" json:"tty,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1213,6 +1219,20 @@ func (x *ContainerSpec) GetReadonlyPaths() []string {
 		return x.ReadonlyPaths
 	}
 	return nil
+}
+
+func (x *ContainerSpec) GetStdin() bool {
+	if x != nil {
+		return x.Stdin
+	}
+	return false
+}
+
+func (x *ContainerSpec) GetTty() bool {
+	if x != nil {
+		return x.Tty
+	}
+	return false
 }
 
 type DNSConfig struct {
@@ -1444,8 +1464,10 @@ func (x *StartContainerResponse) GetPid() int32 {
 }
 
 type RemoveContainerRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Container     string                 `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Container string                 `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	// Forget this exited detached exec instead of the container.
+	ExecId        string `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1483,6 +1505,13 @@ func (*RemoveContainerRequest) Descriptor() ([]byte, []int) {
 func (x *RemoveContainerRequest) GetContainer() string {
 	if x != nil {
 		return x.Container
+	}
+	return ""
+}
+
+func (x *RemoveContainerRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
 	}
 	return ""
 }
@@ -1530,10 +1559,19 @@ type ExecProcessRequest struct {
 	Env        []*EnvVar              `protobuf:"bytes,3,rep,name=env,proto3" json:"env,omitempty"`
 	WorkingDir string                 `protobuf:"bytes,4,opt,name=working_dir,json=workingDir,proto3" json:"working_dir,omitempty"`
 	Stdin      []byte                 `protobuf:"bytes,5,opt,name=stdin,proto3" json:"stdin,omitempty"`
-	// 0 means the agent's default (60 s).
+	// 0 means the agent's default (60 s). Not with detach.
 	TimeoutSeconds int32 `protobuf:"varint,6,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The process runs on a terminal: its stdout and stderr are one stream.
+	Terminal bool `protobuf:"varint,7,opt,name=terminal,proto3" json:"terminal,omitempty"`
+	// Answer as soon as the process started, with its exec_id: the host
+	// reads its output with ReadLogs, waits for it with WaitContainer,
+	// signals it with SignalContainer and forgets it with RemoveContainer,
+	// each with the exec_id.
+	Detach bool `protobuf:"varint,8,opt,name=detach,proto3" json:"detach,omitempty"`
+	// Keep the process's stdin open for WriteStdin (detach only).
+	OpenStdin     bool `protobuf:"varint,9,opt,name=open_stdin,json=openStdin,proto3" json:"open_stdin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExecProcessRequest) Reset() {
@@ -1608,11 +1646,34 @@ func (x *ExecProcessRequest) GetTimeoutSeconds() int32 {
 	return 0
 }
 
+func (x *ExecProcessRequest) GetTerminal() bool {
+	if x != nil {
+		return x.Terminal
+	}
+	return false
+}
+
+func (x *ExecProcessRequest) GetDetach() bool {
+	if x != nil {
+		return x.Detach
+	}
+	return false
+}
+
+func (x *ExecProcessRequest) GetOpenStdin() bool {
+	if x != nil {
+		return x.OpenStdin
+	}
+	return false
+}
+
 type ExecProcessResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ExitCode      int32                  `protobuf:"varint,1,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
-	Stdout        []byte                 `protobuf:"bytes,2,opt,name=stdout,proto3" json:"stdout,omitempty"`
-	Stderr        []byte                 `protobuf:"bytes,3,opt,name=stderr,proto3" json:"stderr,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ExitCode int32                  `protobuf:"varint,1,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	Stdout   []byte                 `protobuf:"bytes,2,opt,name=stdout,proto3" json:"stdout,omitempty"`
+	Stderr   []byte                 `protobuf:"bytes,3,opt,name=stderr,proto3" json:"stderr,omitempty"`
+	// The detached process's ID in its container.
+	ExecId        string `protobuf:"bytes,4,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1668,12 +1729,21 @@ func (x *ExecProcessResponse) GetStderr() []byte {
 	return nil
 }
 
+func (x *ExecProcessResponse) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
 type SignalContainerRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Container string                 `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
 	Signal    int32                  `protobuf:"varint,2,opt,name=signal,proto3" json:"signal,omitempty"`
 	// Signal every process of the container, not only its init.
-	All           bool `protobuf:"varint,3,opt,name=all,proto3" json:"all,omitempty"`
+	All bool `protobuf:"varint,3,opt,name=all,proto3" json:"all,omitempty"`
+	// Signal this detached exec instead of the container.
+	ExecId        string `protobuf:"bytes,4,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1729,6 +1799,13 @@ func (x *SignalContainerRequest) GetAll() bool {
 	return false
 }
 
+func (x *SignalContainerRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
 type SignalContainerResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1769,7 +1846,9 @@ type WaitContainerRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Container string                 `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
 	// How long to wait before answering exited=false; at most 30000.
-	TimeoutMs     int32 `protobuf:"varint,2,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	TimeoutMs int32 `protobuf:"varint,2,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	// Wait for this detached exec instead of the container.
+	ExecId        string `protobuf:"bytes,3,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1816,6 +1895,13 @@ func (x *WaitContainerRequest) GetTimeoutMs() int32 {
 		return x.TimeoutMs
 	}
 	return 0
+}
+
+func (x *WaitContainerRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
 }
 
 type WaitContainerResponse struct {
@@ -1888,7 +1974,9 @@ type ReadLogsRequest struct {
 	WaitMs int32 `protobuf:"varint,4,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
 	// Return the output as chunks tagged stdout or stderr (chunks) rather
 	// than as one stream (data).
-	Streams       bool `protobuf:"varint,5,opt,name=streams,proto3" json:"streams,omitempty"`
+	Streams bool `protobuf:"varint,5,opt,name=streams,proto3" json:"streams,omitempty"`
+	// Read this detached exec's output instead of the container's.
+	ExecId        string `protobuf:"bytes,6,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1956,6 +2044,13 @@ func (x *ReadLogsRequest) GetStreams() bool {
 		return x.Streams
 	}
 	return false
+}
+
+func (x *ReadLogsRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
 }
 
 type ReadLogsResponse struct {
@@ -2547,6 +2642,220 @@ func (x *GetEvidenceResponse) GetEvidence() []byte {
 	return nil
 }
 
+type WriteStdinRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Container string                 `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	// The detached exec whose stdin this is; empty for the container's.
+	ExecId string `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	// At most 1 MiB.
+	Data []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	// Close the stdin after data (the end of input; on a terminal, a
+	// hangup).
+	Close         bool `protobuf:"varint,4,opt,name=close,proto3" json:"close,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteStdinRequest) Reset() {
+	*x = WriteStdinRequest{}
+	mi := &file_agent_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteStdinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteStdinRequest) ProtoMessage() {}
+
+func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteStdinRequest.ProtoReflect.Descriptor instead.
+func (*WriteStdinRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *WriteStdinRequest) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
+}
+
+func (x *WriteStdinRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+func (x *WriteStdinRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *WriteStdinRequest) GetClose() bool {
+	if x != nil {
+		return x.Close
+	}
+	return false
+}
+
+type WriteStdinResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteStdinResponse) Reset() {
+	*x = WriteStdinResponse{}
+	mi := &file_agent_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteStdinResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteStdinResponse) ProtoMessage() {}
+
+func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteStdinResponse.ProtoReflect.Descriptor instead.
+func (*WriteStdinResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{41}
+}
+
+type ResizeTerminalRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Container string                 `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	// The detached exec whose terminal this is; empty for the container's.
+	ExecId string `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	// Columns and rows, 1 to 65535.
+	Width         uint32 `protobuf:"varint,3,opt,name=width,proto3" json:"width,omitempty"`
+	Height        uint32 `protobuf:"varint,4,opt,name=height,proto3" json:"height,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResizeTerminalRequest) Reset() {
+	*x = ResizeTerminalRequest{}
+	mi := &file_agent_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResizeTerminalRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResizeTerminalRequest) ProtoMessage() {}
+
+func (x *ResizeTerminalRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResizeTerminalRequest.ProtoReflect.Descriptor instead.
+func (*ResizeTerminalRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *ResizeTerminalRequest) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
+}
+
+func (x *ResizeTerminalRequest) GetExecId() string {
+	if x != nil {
+		return x.ExecId
+	}
+	return ""
+}
+
+func (x *ResizeTerminalRequest) GetWidth() uint32 {
+	if x != nil {
+		return x.Width
+	}
+	return 0
+}
+
+func (x *ResizeTerminalRequest) GetHeight() uint32 {
+	if x != nil {
+		return x.Height
+	}
+	return 0
+}
+
+type ResizeTerminalResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResizeTerminalResponse) Reset() {
+	*x = ResizeTerminalResponse{}
+	mi := &file_agent_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResizeTerminalResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResizeTerminalResponse) ProtoMessage() {}
+
+func (x *ResizeTerminalResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResizeTerminalResponse.ProtoReflect.Descriptor instead.
+func (*ResizeTerminalResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{43}
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -2615,7 +2924,7 @@ const file_agent_proto_rawDesc = "" +
 	"\bsub_path\x18\x04 \x01(\tR\asubPath\"c\n" +
 	"\tResources\x12,\n" +
 	"\x12memory_limit_bytes\x18\x01 \x01(\x03R\x10memoryLimitBytes\x12(\n" +
-	"\x10cpu_limit_millis\x18\x02 \x01(\x03R\x0ecpuLimitMillis\"\x94\a\n" +
+	"\x10cpu_limit_millis\x18\x02 \x01(\x03R\x0ecpuLimitMillis\"\xbc\a\n" +
 	"\rContainerSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12\x18\n" +
@@ -2644,7 +2953,9 @@ const file_agent_proto_rawDesc = "" +
 	"\x03dns\x18\x14 \x01(\v2\x1a.cocoon.agent.v1.DNSConfigR\x03dns\x12/\n" +
 	"\x13supplemental_groups\x18\x15 \x03(\x03R\x12supplementalGroups\x12!\n" +
 	"\fmasked_paths\x18\x16 \x03(\tR\vmaskedPaths\x12%\n" +
-	"\x0ereadonly_paths\x18\x17 \x03(\tR\rreadonlyPaths\"[\n" +
+	"\x0ereadonly_paths\x18\x17 \x03(\tR\rreadonlyPaths\x12\x14\n" +
+	"\x05stdin\x18\x18 \x01(\bR\x05stdin\x12\x10\n" +
+	"\x03tty\x18\x19 \x01(\bR\x03tty\"[\n" +
 	"\tDNSConfig\x12\x18\n" +
 	"\aservers\x18\x01 \x03(\tR\aservers\x12\x1a\n" +
 	"\bsearches\x18\x02 \x03(\tR\bsearches\x12\x18\n" +
@@ -2655,10 +2966,11 @@ const file_agent_proto_rawDesc = "" +
 	"\x15StartContainerRequest\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\"*\n" +
 	"\x16StartContainerResponse\x12\x10\n" +
-	"\x03pid\x18\x01 \x01(\x05R\x03pid\"6\n" +
+	"\x03pid\x18\x01 \x01(\x05R\x03pid\"O\n" +
 	"\x16RemoveContainerRequest\x12\x1c\n" +
-	"\tcontainer\x18\x01 \x01(\tR\tcontainer\"\x19\n" +
-	"\x17RemoveContainerResponse\"\xd1\x01\n" +
+	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x17\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\"\x19\n" +
+	"\x17RemoveContainerResponse\"\xa4\x02\n" +
 	"\x12ExecProcessRequest\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x12\n" +
 	"\x04args\x18\x02 \x03(\tR\x04args\x12)\n" +
@@ -2666,30 +2978,38 @@ const file_agent_proto_rawDesc = "" +
 	"\vworking_dir\x18\x04 \x01(\tR\n" +
 	"workingDir\x12\x14\n" +
 	"\x05stdin\x18\x05 \x01(\fR\x05stdin\x12'\n" +
-	"\x0ftimeout_seconds\x18\x06 \x01(\x05R\x0etimeoutSeconds\"b\n" +
+	"\x0ftimeout_seconds\x18\x06 \x01(\x05R\x0etimeoutSeconds\x12\x1a\n" +
+	"\bterminal\x18\a \x01(\bR\bterminal\x12\x16\n" +
+	"\x06detach\x18\b \x01(\bR\x06detach\x12\x1d\n" +
+	"\n" +
+	"open_stdin\x18\t \x01(\bR\topenStdin\"{\n" +
 	"\x13ExecProcessResponse\x12\x1b\n" +
 	"\texit_code\x18\x01 \x01(\x05R\bexitCode\x12\x16\n" +
 	"\x06stdout\x18\x02 \x01(\fR\x06stdout\x12\x16\n" +
-	"\x06stderr\x18\x03 \x01(\fR\x06stderr\"`\n" +
+	"\x06stderr\x18\x03 \x01(\fR\x06stderr\x12\x17\n" +
+	"\aexec_id\x18\x04 \x01(\tR\x06execId\"y\n" +
 	"\x16SignalContainerRequest\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x16\n" +
 	"\x06signal\x18\x02 \x01(\x05R\x06signal\x12\x10\n" +
-	"\x03all\x18\x03 \x01(\bR\x03all\"\x19\n" +
-	"\x17SignalContainerResponse\"S\n" +
+	"\x03all\x18\x03 \x01(\bR\x03all\x12\x17\n" +
+	"\aexec_id\x18\x04 \x01(\tR\x06execId\"\x19\n" +
+	"\x17SignalContainerResponse\"l\n" +
 	"\x14WaitContainerRequest\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x1d\n" +
 	"\n" +
-	"timeout_ms\x18\x02 \x01(\x05R\ttimeoutMs\"d\n" +
+	"timeout_ms\x18\x02 \x01(\x05R\ttimeoutMs\x12\x17\n" +
+	"\aexec_id\x18\x03 \x01(\tR\x06execId\"d\n" +
 	"\x15WaitContainerResponse\x12\x16\n" +
 	"\x06exited\x18\x01 \x01(\bR\x06exited\x12\x1b\n" +
 	"\texit_code\x18\x02 \x01(\x05R\bexitCode\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x97\x01\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xb0\x01\n" +
 	"\x0fReadLogsRequest\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x1b\n" +
 	"\tmax_bytes\x18\x03 \x01(\x05R\bmaxBytes\x12\x17\n" +
 	"\await_ms\x18\x04 \x01(\x05R\x06waitMs\x12\x18\n" +
-	"\astreams\x18\x05 \x01(\bR\astreams\"\x8c\x01\n" +
+	"\astreams\x18\x05 \x01(\bR\astreams\x12\x17\n" +
+	"\aexec_id\x18\x06 \x01(\tR\x06execId\"\x8c\x01\n" +
 	"\x10ReadLogsResponse\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x1f\n" +
 	"\vnext_offset\x18\x02 \x01(\x03R\n" +
@@ -2727,7 +3047,19 @@ const file_agent_proto_rawDesc = "" +
 	"\fruntime_data\x18\x01 \x01(\fR\vruntimeData\x12:\n" +
 	"\abinding\x18\x02 \x01(\x0e2 .cocoon.agent.v1.EvidenceBindingR\abinding\"1\n" +
 	"\x13GetEvidenceResponse\x12\x1a\n" +
-	"\bevidence\x18\x01 \x01(\fR\bevidence*#\n" +
+	"\bevidence\x18\x01 \x01(\fR\bevidence\"t\n" +
+	"\x11WriteStdinRequest\x12\x1c\n" +
+	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x17\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12\x14\n" +
+	"\x05close\x18\x04 \x01(\bR\x05close\"\x14\n" +
+	"\x12WriteStdinResponse\"|\n" +
+	"\x15ResizeTerminalRequest\x12\x1c\n" +
+	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x17\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x14\n" +
+	"\x05width\x18\x03 \x01(\rR\x05width\x12\x16\n" +
+	"\x06height\x18\x04 \x01(\rR\x06height\"\x18\n" +
+	"\x16ResizeTerminalResponse*#\n" +
 	"\tLogStream\x12\n" +
 	"\n" +
 	"\x06STDOUT\x10\x00\x12\n" +
@@ -2735,8 +3067,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x06STDERR\x10\x01*D\n" +
 	"\x0fEvidenceBinding\x12\x12\n" +
 	"\x0eHOST_CHALLENGE\x10\x00\x12\x1d\n" +
-	"\x19ATTESTATION_SERVICE_NONCE\x10\x012\x8e\n" +
-	"\n" +
+	"\x19ATTESTATION_SERVICE_NONCE\x10\x012\xc8\v\n" +
 	"\x05Agent\x12^\n" +
 	"\rCreateSandbox\x12%.cocoon.agent.v1.CreateSandboxRequest\x1a&.cocoon.agent.v1.CreateSandboxResponse\x12R\n" +
 	"\tPullImage\x12!.cocoon.agent.v1.PullImageRequest\x1a\".cocoon.agent.v1.PullImageResponse\x12[\n" +
@@ -2751,7 +3082,10 @@ const file_agent_proto_rawDesc = "" +
 	"\x0eListContainers\x12&.cocoon.agent.v1.ListContainersRequest\x1a'.cocoon.agent.v1.ListContainersResponse\x12F\n" +
 	"\x05Stats\x12\x1d.cocoon.agent.v1.StatsRequest\x1a\x1e.cocoon.agent.v1.StatsResponse\x12O\n" +
 	"\bShutdown\x12 .cocoon.agent.v1.ShutdownRequest\x1a!.cocoon.agent.v1.ShutdownResponse\x12X\n" +
-	"\vGetEvidence\x12#.cocoon.agent.v1.GetEvidenceRequest\x1a$.cocoon.agent.v1.GetEvidenceResponseB(Z&cocoon.dev/cocoon/api/agent/v1;agentv1b\x06proto3"
+	"\vGetEvidence\x12#.cocoon.agent.v1.GetEvidenceRequest\x1a$.cocoon.agent.v1.GetEvidenceResponse\x12U\n" +
+	"\n" +
+	"WriteStdin\x12\".cocoon.agent.v1.WriteStdinRequest\x1a#.cocoon.agent.v1.WriteStdinResponse\x12a\n" +
+	"\x0eResizeTerminal\x12&.cocoon.agent.v1.ResizeTerminalRequest\x1a'.cocoon.agent.v1.ResizeTerminalResponseB(Z&cocoon.dev/cocoon/api/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -2766,7 +3100,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_agent_proto_goTypes = []any{
 	(LogStream)(0),                  // 0: cocoon.agent.v1.LogStream
 	(EvidenceBinding)(0),            // 1: cocoon.agent.v1.EvidenceBinding
@@ -2810,13 +3144,17 @@ var file_agent_proto_goTypes = []any{
 	(*ShutdownResponse)(nil),        // 39: cocoon.agent.v1.ShutdownResponse
 	(*GetEvidenceRequest)(nil),      // 40: cocoon.agent.v1.GetEvidenceRequest
 	(*GetEvidenceResponse)(nil),     // 41: cocoon.agent.v1.GetEvidenceResponse
-	nil,                             // 42: cocoon.agent.v1.CreateSandboxRequest.SysctlsEntry
+	(*WriteStdinRequest)(nil),       // 42: cocoon.agent.v1.WriteStdinRequest
+	(*WriteStdinResponse)(nil),      // 43: cocoon.agent.v1.WriteStdinResponse
+	(*ResizeTerminalRequest)(nil),   // 44: cocoon.agent.v1.ResizeTerminalRequest
+	(*ResizeTerminalResponse)(nil),  // 45: cocoon.agent.v1.ResizeTerminalResponse
+	nil,                             // 46: cocoon.agent.v1.CreateSandboxRequest.SysctlsEntry
 }
 var file_agent_proto_depIdxs = []int32{
 	2,  // 0: cocoon.agent.v1.CreateSandboxRequest.volumes:type_name -> cocoon.agent.v1.EmptyDir
 	7,  // 1: cocoon.agent.v1.CreateSandboxRequest.encrypted_volumes:type_name -> cocoon.agent.v1.EncryptedVolume
 	4,  // 2: cocoon.agent.v1.CreateSandboxRequest.network:type_name -> cocoon.agent.v1.Network
-	42, // 3: cocoon.agent.v1.CreateSandboxRequest.sysctls:type_name -> cocoon.agent.v1.CreateSandboxRequest.SysctlsEntry
+	46, // 3: cocoon.agent.v1.CreateSandboxRequest.sysctls:type_name -> cocoon.agent.v1.CreateSandboxRequest.SysctlsEntry
 	5,  // 4: cocoon.agent.v1.Network.interfaces:type_name -> cocoon.agent.v1.NetworkInterface
 	6,  // 5: cocoon.agent.v1.Network.routes:type_name -> cocoon.agent.v1.NetworkRoute
 	13, // 6: cocoon.agent.v1.ContainerSpec.env:type_name -> cocoon.agent.v1.EnvVar
@@ -2843,22 +3181,26 @@ var file_agent_proto_depIdxs = []int32{
 	36, // 27: cocoon.agent.v1.Agent.Stats:input_type -> cocoon.agent.v1.StatsRequest
 	38, // 28: cocoon.agent.v1.Agent.Shutdown:input_type -> cocoon.agent.v1.ShutdownRequest
 	40, // 29: cocoon.agent.v1.Agent.GetEvidence:input_type -> cocoon.agent.v1.GetEvidenceRequest
-	8,  // 30: cocoon.agent.v1.Agent.CreateSandbox:output_type -> cocoon.agent.v1.CreateSandboxResponse
-	10, // 31: cocoon.agent.v1.Agent.PullImage:output_type -> cocoon.agent.v1.PullImageResponse
-	12, // 32: cocoon.agent.v1.Agent.PullProgress:output_type -> cocoon.agent.v1.PullProgressResponse
-	19, // 33: cocoon.agent.v1.Agent.CreateContainer:output_type -> cocoon.agent.v1.CreateContainerResponse
-	21, // 34: cocoon.agent.v1.Agent.StartContainer:output_type -> cocoon.agent.v1.StartContainerResponse
-	23, // 35: cocoon.agent.v1.Agent.RemoveContainer:output_type -> cocoon.agent.v1.RemoveContainerResponse
-	25, // 36: cocoon.agent.v1.Agent.ExecProcess:output_type -> cocoon.agent.v1.ExecProcessResponse
-	27, // 37: cocoon.agent.v1.Agent.SignalContainer:output_type -> cocoon.agent.v1.SignalContainerResponse
-	29, // 38: cocoon.agent.v1.Agent.WaitContainer:output_type -> cocoon.agent.v1.WaitContainerResponse
-	31, // 39: cocoon.agent.v1.Agent.ReadLogs:output_type -> cocoon.agent.v1.ReadLogsResponse
-	35, // 40: cocoon.agent.v1.Agent.ListContainers:output_type -> cocoon.agent.v1.ListContainersResponse
-	37, // 41: cocoon.agent.v1.Agent.Stats:output_type -> cocoon.agent.v1.StatsResponse
-	39, // 42: cocoon.agent.v1.Agent.Shutdown:output_type -> cocoon.agent.v1.ShutdownResponse
-	41, // 43: cocoon.agent.v1.Agent.GetEvidence:output_type -> cocoon.agent.v1.GetEvidenceResponse
-	30, // [30:44] is the sub-list for method output_type
-	16, // [16:30] is the sub-list for method input_type
+	42, // 30: cocoon.agent.v1.Agent.WriteStdin:input_type -> cocoon.agent.v1.WriteStdinRequest
+	44, // 31: cocoon.agent.v1.Agent.ResizeTerminal:input_type -> cocoon.agent.v1.ResizeTerminalRequest
+	8,  // 32: cocoon.agent.v1.Agent.CreateSandbox:output_type -> cocoon.agent.v1.CreateSandboxResponse
+	10, // 33: cocoon.agent.v1.Agent.PullImage:output_type -> cocoon.agent.v1.PullImageResponse
+	12, // 34: cocoon.agent.v1.Agent.PullProgress:output_type -> cocoon.agent.v1.PullProgressResponse
+	19, // 35: cocoon.agent.v1.Agent.CreateContainer:output_type -> cocoon.agent.v1.CreateContainerResponse
+	21, // 36: cocoon.agent.v1.Agent.StartContainer:output_type -> cocoon.agent.v1.StartContainerResponse
+	23, // 37: cocoon.agent.v1.Agent.RemoveContainer:output_type -> cocoon.agent.v1.RemoveContainerResponse
+	25, // 38: cocoon.agent.v1.Agent.ExecProcess:output_type -> cocoon.agent.v1.ExecProcessResponse
+	27, // 39: cocoon.agent.v1.Agent.SignalContainer:output_type -> cocoon.agent.v1.SignalContainerResponse
+	29, // 40: cocoon.agent.v1.Agent.WaitContainer:output_type -> cocoon.agent.v1.WaitContainerResponse
+	31, // 41: cocoon.agent.v1.Agent.ReadLogs:output_type -> cocoon.agent.v1.ReadLogsResponse
+	35, // 42: cocoon.agent.v1.Agent.ListContainers:output_type -> cocoon.agent.v1.ListContainersResponse
+	37, // 43: cocoon.agent.v1.Agent.Stats:output_type -> cocoon.agent.v1.StatsResponse
+	39, // 44: cocoon.agent.v1.Agent.Shutdown:output_type -> cocoon.agent.v1.ShutdownResponse
+	41, // 45: cocoon.agent.v1.Agent.GetEvidence:output_type -> cocoon.agent.v1.GetEvidenceResponse
+	43, // 46: cocoon.agent.v1.Agent.WriteStdin:output_type -> cocoon.agent.v1.WriteStdinResponse
+	45, // 47: cocoon.agent.v1.Agent.ResizeTerminal:output_type -> cocoon.agent.v1.ResizeTerminalResponse
+	32, // [32:48] is the sub-list for method output_type
+	16, // [16:32] is the sub-list for method input_type
 	16, // [16:16] is the sub-list for extension type_name
 	16, // [16:16] is the sub-list for extension extendee
 	0,  // [0:16] is the sub-list for field type_name
@@ -2875,7 +3217,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   41,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

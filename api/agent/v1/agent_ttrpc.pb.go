@@ -22,6 +22,8 @@ type AgentService interface {
 	Stats(context.Context, *StatsRequest) (*StatsResponse, error)
 	Shutdown(context.Context, *ShutdownRequest) (*ShutdownResponse, error)
 	GetEvidence(context.Context, *GetEvidenceRequest) (*GetEvidenceResponse, error)
+	WriteStdin(context.Context, *WriteStdinRequest) (*WriteStdinResponse, error)
+	ResizeTerminal(context.Context, *ResizeTerminalRequest) (*ResizeTerminalResponse, error)
 }
 
 func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
@@ -124,6 +126,20 @@ func RegisterAgentService(srv *ttrpc.Server, svc AgentService) {
 					return nil, err
 				}
 				return svc.GetEvidence(ctx, &req)
+			},
+			"WriteStdin": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req WriteStdinRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.WriteStdin(ctx, &req)
+			},
+			"ResizeTerminal": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req ResizeTerminalRequest
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.ResizeTerminal(ctx, &req)
 			},
 		},
 	})
@@ -246,6 +262,22 @@ func (c *agentClient) Shutdown(ctx context.Context, req *ShutdownRequest) (*Shut
 func (c *agentClient) GetEvidence(ctx context.Context, req *GetEvidenceRequest) (*GetEvidenceResponse, error) {
 	var resp GetEvidenceResponse
 	if err := c.client.Call(ctx, "cocoon.agent.v1.Agent", "GetEvidence", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) WriteStdin(ctx context.Context, req *WriteStdinRequest) (*WriteStdinResponse, error) {
+	var resp WriteStdinResponse
+	if err := c.client.Call(ctx, "cocoon.agent.v1.Agent", "WriteStdin", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *agentClient) ResizeTerminal(ctx context.Context, req *ResizeTerminalRequest) (*ResizeTerminalResponse, error) {
+	var resp ResizeTerminalResponse
+	if err := c.client.Call(ctx, "cocoon.agent.v1.Agent", "ResizeTerminal", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil
