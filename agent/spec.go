@@ -11,6 +11,7 @@ import (
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
 	"cocoon.dev/cocoon/image"
+	"cocoon.dev/cocoon/policy"
 	"cocoon.dev/cocoon/resolve"
 )
 
@@ -157,6 +158,14 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 				*x.dst = append(*x.dst, cp)
 			}
 		}
+	}
+	if b := c.GetSeccompProfile(); len(b) > 0 {
+		// The canonical form, whose digest the policy judged.
+		sp, _, err := policy.SeccompProfile(b)
+		if err != nil {
+			return nil, fmt.Errorf("container %q: %w: %w", c.GetName(), err, errInvalid)
+		}
+		s.Linux.Seccomp = sp
 	}
 	if r := c.GetResources(); r != nil {
 		if m := r.GetMemoryLimitBytes(); m > 0 {

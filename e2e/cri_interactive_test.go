@@ -166,3 +166,38 @@ func TestCRIInteractive(t *testing.T) {
 		t.Fatalf("exec not in the policy: exit %d, stdout %q, stderr %q", code, out, errs)
 	}
 }
+
+// TestCRISeccomp: a pod's RuntimeDefault seccomp profile, as containerd
+// resolves it, matches the digest the generator pinned, and the container
+// runs filtered; the same container without the profile is refused, naming
+// both digests.
+func TestCRISeccomp(t *testing.T) {
+	c := needCRI(t)
+	cmd := "grep Seccomp: /proc/self/status; exec sleep 1000"
+	yaml := criPodYAML("cri-seccomp", `  securityContext:
+    seccompProfile: {type: RuntimeDefault}
+  containers:
+  - name: main
+    image: `+env.pinned+`
+    command: ["/bin/sh", "-c", "`+cmd+`"]
+`)
+	filtered := map[string]any{"image": map[string]any{"image": env.pinned}, "command": []string{"/bin/sh", "-c", cmd},
+		"linux": map[string]any{"security_context": map[string]any{"seccomp": map[string]any{"profile_type": 0},
+			"namespace_options": map[string]any{"pid": 1}}}}
+	p := newCRIPod(t, "cri-seccomp", yaml, map[string]map[string]any{"main": filtered})
+	podID := c.runPod(t, p)
+	ctr := c.createStart(t, podID, p, "main")
+	c.waitLogs(t, ctr, 30*time.Second, func(out string) bool { return strings.Contains(out, "Seccomp:\t2") })
+	c.must(t, "stop", "--timeout", "2", ctr)
+	c.must(t, "rm", ctr)
+
+	// The host drops the profile: refused, and nothing runs.
+	bare := newCRIPod(t, "cri-seccomp", yaml, map[string]map[string]any{
+		"main": {"image": map[string]any{"image": env.pinned}, "command": []string{"/bin/sh", "-c", cmd}},
+	})
+	id := c.must(t, "create", "--with-pull", podID, bare.containers["main"], p.podConfig)
+	_, errs, code := c.crictl("start", id)
+	if code == 0 || !strings.Contains(errs, `seccomp = \"\", policy allows \"sha256:`) {
+		t.Fatalf("a container without its pinned seccomp profile: exit %d\n%s", code, errs)
+	}
+}

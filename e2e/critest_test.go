@@ -28,9 +28,7 @@ var critestRefused = []struct{ spec, why string }{
 // critestNotYet are specs that pass with runc and not yet with cocoon:
 // gaps, not design. Each is listed in docs/kubernetes.md and tracked; the
 // suite fails as soon as one of them passes, so the list only shrinks.
-var critestNotYet = []struct{ spec, why string }{
-	{`SeccompProfilePath (runtime should support an seccomp profile that blocks|should support seccomp (default|localhost))`, "seccomp profiles are refused until the sandbox applies them (pinned by the policy)"},
-}
+var critestNotYet = []struct{ spec, why string }{}
 
 // critestResult is one spec of ginkgo's JSON report.
 type critestResult struct {

@@ -21,6 +21,8 @@ var containerFields = []string{
 	// the policy. stdinOnce is kubelet's: it closes stdin after the first
 	// attach ends.
 	"stdin", "stdinOnce", "tty",
+	// The seccomp profile: pinned in the policy by its digest.
+	"securityContext.seccompProfile.type", "securityContext.seccompProfile.localhostProfile",
 }
 
 func allowedPaths() map[string]bool {
@@ -30,21 +32,23 @@ func allowedPaths() map[string]bool {
 		"spec.terminationGracePeriodSeconds": true,
 		// The RuntimeClass that selects cocoon under Kubernetes: it picks
 		// the runtime on the node and is not part of the sandbox.
-		"spec.runtimeClassName":                   true,
-		"spec.volumes[].name":                     true,
-		"spec.volumes[].emptyDir.medium":          true,
-		"spec.volumes[].emptyDir.sizeLimit":       true,
-		"spec.volumes[].csi.driver":               true,
-		"spec.volumes[].csi.readOnly":             true,
-		"spec.volumes[].csi.volumeAttributes":     true,
-		"spec.securityContext.runAsUser":          true,
-		"spec.securityContext.runAsGroup":         true,
-		"spec.securityContext.runAsNonRoot":       true,
-		"spec.shareProcessNamespace":              true,
-		"spec.securityContext.supplementalGroups": true,
-		"spec.securityContext.fsGroup":            true,
-		"spec.securityContext.sysctls[].name":     true,
-		"spec.securityContext.sysctls[].value":    true,
+		"spec.runtimeClassName":                                true,
+		"spec.volumes[].name":                                  true,
+		"spec.volumes[].emptyDir.medium":                       true,
+		"spec.volumes[].emptyDir.sizeLimit":                    true,
+		"spec.volumes[].csi.driver":                            true,
+		"spec.volumes[].csi.readOnly":                          true,
+		"spec.volumes[].csi.volumeAttributes":                  true,
+		"spec.securityContext.runAsUser":                       true,
+		"spec.securityContext.runAsGroup":                      true,
+		"spec.securityContext.runAsNonRoot":                    true,
+		"spec.shareProcessNamespace":                           true,
+		"spec.securityContext.supplementalGroups":              true,
+		"spec.securityContext.fsGroup":                         true,
+		"spec.securityContext.sysctls[].name":                  true,
+		"spec.securityContext.sysctls[].value":                 true,
+		"spec.securityContext.seccompProfile.type":             true,
+		"spec.securityContext.seccompProfile.localhostProfile": true,
 	}
 	for _, f := range containerFields {
 		m["spec.containers[]."+f] = true

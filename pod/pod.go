@@ -91,8 +91,11 @@ var ErrUnsupported = errors.New("not supported")
 
 const maxSpecBytes = 4 << 20
 
-// Parse parses a workload YAML or JSON document.
-func Parse(data []byte) (*Pod, error) {
+// Parse parses a workload YAML or JSON document, with the default Options.
+func Parse(data []byte) (*Pod, error) { return ParseWith(data, Options{}) }
+
+// ParseWith parses a workload YAML or JSON document.
+func ParseWith(data []byte, opts Options) (*Pod, error) {
 	if len(data) > maxSpecBytes {
 		return nil, fmt.Errorf("pod spec is %d bytes; at most %d are accepted", len(data), maxSpecBytes)
 	}
@@ -169,7 +172,7 @@ func Parse(data []byte) (*Pod, error) {
 		return nil, err
 	}
 	p.Warnings = append(p.Warnings, kubeletAdditions(&k.Spec, prefix)...)
-	return p, translate(p, &k, prefix)
+	return p, translate(p, &k, prefix, opts)
 }
 
 var docSeparator = regexp.MustCompile(`(?m)^---\s*$`)

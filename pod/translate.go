@@ -17,7 +17,7 @@ import (
 
 var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
-func translate(p *Pod, k *corev1.Pod, prefix string) error {
+func translate(p *Pod, k *corev1.Pod, prefix string, opts Options) error {
 	p.Name = k.Name
 	if p.Name == "" && k.GenerateName != "" {
 		p.Name = strings.TrimSuffix(k.GenerateName, "-") + "-" + randSuffix()
@@ -105,7 +105,7 @@ func translate(p *Pod, k *corev1.Pod, prefix string) error {
 			}
 			kind = KindSidecar
 		}
-		cs, err := container(at, &c, &spec, vols, names)
+		cs, err := container(at, &c, &spec, vols, names, opts)
 		if err != nil {
 			return err
 		}
@@ -113,7 +113,7 @@ func translate(p *Pod, k *corev1.Pod, prefix string) error {
 	}
 	for i, c := range spec.Containers {
 		at := fmt.Sprintf("%sspec.containers[%d]", prefix, i)
-		cs, err := container(at, &c, &spec, vols, names)
+		cs, err := container(at, &c, &spec, vols, names, opts)
 		if err != nil {
 			return err
 		}
@@ -122,7 +122,7 @@ func translate(p *Pod, k *corev1.Pod, prefix string) error {
 	return nil
 }
 
-func container(at string, c *corev1.Container, spec *corev1.PodSpec, vols, names map[string]bool) (*agentv1.ContainerSpec, error) {
+func container(at string, c *corev1.Container, spec *corev1.PodSpec, vols, names map[string]bool, opts Options) (*agentv1.ContainerSpec, error) {
 	if !dnsLabel.MatchString(c.Name) {
 		return nil, fmt.Errorf("%s.name %q must be a DNS label", at, c.Name)
 	}
@@ -232,6 +232,18 @@ func container(at string, c *corev1.Container, spec *corev1.PodSpec, vols, names
 	if out.HasRunAsUser && out.RunAsUser < 0 {
 		return nil, fmt.Errorf("%s: runAsUser must not be negative", at)
 	}
+	var podProfile, ctrProfile *corev1.SeccompProfile
+	if spec.SecurityContext != nil {
+		podProfile = spec.SecurityContext.SeccompProfile
+	}
+	if c.SecurityContext != nil {
+		ctrProfile = c.SecurityContext.SeccompProfile
+	}
+	profile, err := seccompProfile(at, podProfile, ctrProfile, out, opts)
+	if err != nil {
+		return nil, err
+	}
+	out.SeccompProfile = profile
 	if out.HasRunAsGroup && out.RunAsGroup < 0 {
 		return nil, fmt.Errorf("%s: runAsGroup must not be negative", at)
 	}

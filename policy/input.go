@@ -150,6 +150,14 @@ func createInput(p *Policy, s *agentv1.ContainerSpec, st *State, pulled map[stri
 	if !s.GetHasRunAsGroup() && s.GetRunAsGroup() != 0 {
 		return nil, fmt.Errorf("container %q: run_as_group is set without has_run_as_group", s.GetName())
 	}
+	seccomp := ""
+	if b := s.GetSeccompProfile(); len(b) > 0 {
+		_, d, err := SeccompProfile(b)
+		if err != nil {
+			return nil, fmt.Errorf("container %q: %w", s.GetName(), err)
+		}
+		seccomp = d
+	}
 	img := p.Images[s.GetImage()] // zero when the image is not in the policy
 	caps, err := resolve.Caps(s.GetCapabilitiesAdd(), s.GetCapabilitiesDrop())
 	if err != nil {
@@ -179,6 +187,9 @@ func createInput(p *Policy, s *agentv1.ContainerSpec, st *State, pulled map[stri
 		"read_only_root_filesystem": s.GetReadOnlyRootFilesystem(), "no_new_privileges": s.GetNoNewPrivileges(),
 		"share_pid_namespace": s.GetSharePidNamespace(),
 		"stdin":               s.GetStdin(), "tty": s.GetTty(),
+		// The seccomp profile's digest (its canonical form, which the
+		// agent applies); "" for none.
+		"seccomp":             seccomp,
 		"supplemental_groups": nums(s.GetSupplementalGroups()),
 		// More masked and read-only paths only restrict the container: in
 		// the input, admitted by the framework.

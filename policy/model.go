@@ -155,8 +155,12 @@ type Container struct {
 	// Stdin: the container has a stdin the host writes (the pod spec's
 	// stdin; kubectl attach). TTY: it runs on a terminal (tty). Absent:
 	// false.
-	Stdin        bool     `json:"stdin,omitempty"`
-	TTY          bool     `json:"tty,omitempty"`
+	Stdin bool `json:"stdin,omitempty"`
+	TTY   bool `json:"tty,omitempty"`
+	// Seccomp is the digest of the container's seccomp profile in its
+	// canonical form (SeccompProfile), "sha256:<hex>"; absent: none
+	// (unconfined).
+	Seccomp      string   `json:"seccomp,omitempty"`
 	Capabilities []string `json:"capabilities"`
 	Mounts       []Mount  `json:"mounts"`
 	// Resources are the container's limits (0: none), as the pod spec

@@ -279,6 +279,9 @@ func (n *native) createContainer(in jsonObj, d *denials) {
 	if sg := append([]any{}, arr(c["supplemental_groups"])...); !setEq(arr(in["supplemental_groups"]), sg) {
 		d.add("create_container %q: supplemental_groups = %s, policy allows %s", name, j(in["supplemental_groups"]), j(sg))
 	}
+	if str(in["seccomp"]) != str(c["seccomp"]) {
+		d.add("create_container %q: seccomp = %q, policy allows %q", name, str(in["seccomp"]), str(c["seccomp"]))
+	}
 	for _, f := range flagFields {
 		if truthy(in[f]) != truthy(c[f]) {
 			d.add("create_container %q: %s = %v, policy allows %v", name, f, truthy(in[f]), truthy(c[f]))

@@ -116,6 +116,13 @@ func containerPolicy(c pod.Container, img policy.Image, hostname string, o Gener
 		Exec:      append([][]string{}, o.Settings.Exec...), ExecAny: o.Debug, ExecStdin: o.Settings.ExecStdin || o.Debug,
 		Signals: append([]int{}, o.Settings.Signals...), Stdio: !o.DisableStdio || o.Debug,
 	}
+	if b := s.GetSeccompProfile(); len(b) > 0 {
+		_, d, err := policy.SeccompProfile(b)
+		if err != nil {
+			return nil, fmt.Errorf("container %q: %w", s.GetName(), err)
+		}
+		pc.Seccomp = d
+	}
 	if s.GetHasRunAsUser() {
 		pc.RunAsUser = s.GetRunAsUser()
 	}

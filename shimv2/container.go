@@ -160,11 +160,18 @@ func containerSpec(s *specs.Spec, pc *policy.Container) (*agentv1.ContainerSpec,
 	}
 	if s.Linux != nil {
 		// The agent keeps its own defaults and adds these (they only
-		// restrict); the settings the sandbox cannot honour yet are
-		// refused rather than ignored.
+		// restrict); the settings the sandbox does not honour are refused
+		// rather than ignored.
 		c.MaskedPaths, c.ReadonlyPaths = s.Linux.MaskedPaths, s.Linux.ReadonlyPaths
 		if s.Linux.Seccomp != nil {
-			return nil, fmt.Errorf("container %q: a seccomp profile (the pod's seccompProfile, or kubelet's --seccomp-default) is not supported yet by the cocoon runtime: run the pod Unconfined", name)
+			// The profile containerd resolved (RuntimeDefault or a
+			// Localhost file): the agent applies its canonical form and
+			// the policy pins that form's digest.
+			b, err := json.Marshal(s.Linux.Seccomp)
+			if err != nil {
+				return nil, fmt.Errorf("container %q: seccomp profile: %w", name, err)
+			}
+			c.SeccompProfile = b
 		}
 		if len(s.Linux.Sysctl) > 0 {
 			return nil, fmt.Errorf("container %q: sysctls (the pod's securityContext.sysctls) are not supported yet by the cocoon runtime", name)

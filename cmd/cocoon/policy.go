@@ -21,19 +21,20 @@ import (
 )
 
 type genFlags struct {
-	debug, disableStdio bool
-	settings            string
+	debug, disableStdio   bool
+	settings, seccompRoot string
 }
 
 func (f *genFlags) add(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.debug, "debug", false, "allow exec of any command and reading logs (the policy says it is a debug policy)")
 	cmd.Flags().BoolVar(&f.disableStdio, "disable-stdio", false, "forbid the host to read the containers' output")
 	cmd.Flags().StringVar(&f.settings, "settings", "", "generator settings (JSON; see cocoon policy settings)")
+	cmd.Flags().StringVar(&f.seccompRoot, "seccomp-root", pod.DefaultSeccompRoot, "directory of the nodes' Localhost seccomp profiles (kubelet's <root-dir>/seccomp); a pod's seccompProfile is pinned by digest")
 }
 
 // generate makes the policy of the workload in file (annotations ignored).
 func generate(cmd *cobra.Command, g *globals, file string, y []byte, f *genFlags) (*policy.Policy, []byte, error) {
-	p, err := pod.Parse(y)
+	p, err := pod.ParseWith(y, pod.Options{SeccompRoot: f.seccompRoot})
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", file, err)
 	}

@@ -30,7 +30,7 @@ func testPolicies(t testing.TB) [][]byte {
 				"job": {Kind: "init", Image: "reg/job:1", Args: []string{"sh", "-c", "echo done"}, Env: []string{}, EnvPatterns: []string{},
 					WorkingDir: "/", RunAsUser: 1000, RunAsGroup: 1000, RunAsNonRoot: true, ReadOnlyRootFilesystem: true, NoNewPrivileges: true,
 					Capabilities: []string{}, Mounts: []policy.Mount{}, Exec: [][]string{}, ExecStdin: true, Signals: []int{15}, Stdio: debug,
-					SharePIDNamespace: true, SupplementalGroups: []int64{2000, 1000}, Stdin: true, TTY: true},
+					SharePIDNamespace: true, SupplementalGroups: []int64{2000, 1000}, Stdin: true, TTY: true, Seccomp: seccompDigest(t, seccompProfiles[1])},
 			},
 			Images: map[string]policy.Image{
 				"reg/web:1": {Digest: "sha256:aa", ConfigDigest: "sha256:ab", Layers: []string{}, Entrypoint: []string{"/srv/web"}, Cmd: []string{"--port", "80"}, Env: []string{"PATH=/bin"}, WorkingDir: "/srv"},
@@ -137,7 +137,8 @@ func (p *picker) request(method string) any {
 			Command: p.strs("/srv/web", "sh", "-c"), Args: p.strs("--port", "80", "echo done"), Env: env(),
 			WorkingDir: p.str("", "/srv", "/"), RunAsNonRoot: p.pick(2) == 1, ReadOnlyRootFilesystem: p.pick(2) == 1,
 			NoNewPrivileges: p.pick(2) == 1, SharePidNamespace: p.pick(3) == 0, SupplementalGroups: [][]int64{nil, {1000}, {1000, 2000}, {2000, 1000, 1000}}[p.pick(4)], Privileged: p.pick(5) == 0, CapabilitiesAdd: p.strs("CHOWN", "KILL", "SYS_ADMIN"),
-			CapabilitiesDrop: p.strs("ALL", "KILL"), Stdin: p.pick(2) == 1, Tty: p.pick(2) == 1}
+			CapabilitiesDrop: p.strs("ALL", "KILL"), Stdin: p.pick(2) == 1, Tty: p.pick(2) == 1,
+			SeccompProfile: []byte(seccompProfiles[p.pick(len(seccompProfiles))])}
 		if p.pick(2) == 1 {
 			s.HasRunAsUser, s.RunAsUser = true, int64(p.pick(2))*1000
 		}
@@ -323,4 +324,21 @@ func BenchmarkEngines(b *testing.B) {
 			NewEvaluator(context.Background(), text)
 		}
 	})
+}
+
+// seccompProfiles are profiles a request may carry: none, two valid ones and
+// an invalid one.
+var seccompProfiles = []string{"",
+	`{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["chmod"],"action":"SCMP_ACT_ERRNO"}]}`,
+	`{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["sethostname"],"action":"SCMP_ACT_ERRNO"}]}`,
+	`{"defaultAction":"SCMP_ACT_NOTIFY"}`,
+}
+
+func seccompDigest(t testing.TB, profile string) string {
+	t.Helper()
+	_, d, err := policy.SeccompProfile([]byte(profile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }

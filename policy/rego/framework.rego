@@ -103,6 +103,7 @@ cc_exact if {
 	every f in flag_fields {
 		input[f] == object.get(c, f, false)
 	}
+	input.seccomp == object.get(c, "seccomp", "")
 	{g | some g in input.supplemental_groups} == {g | some g in list(object.get(c, "supplemental_groups", []))}
 	input.privileged == false
 	input.capabilities == c.capabilities
@@ -195,6 +196,11 @@ cc_field_deny contains sprintf("create_container %q: %s = %v, policy allows %v",
 	c := p.containers[input.name]
 	some f in flag_fields
 	input[f] != object.get(c, f, false)
+}
+
+cc_field_deny contains sprintf("create_container %q: seccomp = %q, policy allows %q", [input.name, input.seccomp, object.get(c, "seccomp", "")]) if {
+	c := p.containers[input.name]
+	input.seccomp != object.get(c, "seccomp", "")
 }
 
 cc_field_deny contains sprintf("create_container %q: supplemental_groups = %s, policy allows %s", [input.name, j(input.supplemental_groups), j(list(object.get(c, "supplemental_groups", [])))]) if {

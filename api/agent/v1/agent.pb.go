@@ -1025,9 +1025,13 @@ type ContainerSpec struct {
 	Stdin bool `protobuf:"varint,24,opt,name=stdin,proto3" json:"stdin,omitempty"`
 	// The process runs on a terminal (the pod spec's tty: true): its stdout
 	// and stderr are one stream.
-	Tty           bool `protobuf:"varint,25,opt,name=tty,proto3" json:"tty,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Tty bool `protobuf:"varint,25,opt,name=tty,proto3" json:"tty,omitempty"`
+	// The seccomp profile of the process: an OCI LinuxSeccomp as JSON (at
+	// most 1 MiB); empty: none (unconfined). The agent applies its
+	// canonical form (rules in a fixed order), whose digest the policy pins.
+	SeccompProfile []byte `protobuf:"bytes,26,opt,name=seccomp_profile,json=seccompProfile,proto3" json:"seccomp_profile,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ContainerSpec) Reset() {
@@ -1233,6 +1237,13 @@ func (x *ContainerSpec) GetTty() bool {
 		return x.Tty
 	}
 	return false
+}
+
+func (x *ContainerSpec) GetSeccompProfile() []byte {
+	if x != nil {
+		return x.SeccompProfile
+	}
+	return nil
 }
 
 type DNSConfig struct {
@@ -2924,7 +2935,7 @@ const file_agent_proto_rawDesc = "" +
 	"\bsub_path\x18\x04 \x01(\tR\asubPath\"c\n" +
 	"\tResources\x12,\n" +
 	"\x12memory_limit_bytes\x18\x01 \x01(\x03R\x10memoryLimitBytes\x12(\n" +
-	"\x10cpu_limit_millis\x18\x02 \x01(\x03R\x0ecpuLimitMillis\"\xbc\a\n" +
+	"\x10cpu_limit_millis\x18\x02 \x01(\x03R\x0ecpuLimitMillis\"\xe5\a\n" +
 	"\rContainerSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12\x18\n" +
@@ -2955,7 +2966,8 @@ const file_agent_proto_rawDesc = "" +
 	"\fmasked_paths\x18\x16 \x03(\tR\vmaskedPaths\x12%\n" +
 	"\x0ereadonly_paths\x18\x17 \x03(\tR\rreadonlyPaths\x12\x14\n" +
 	"\x05stdin\x18\x18 \x01(\bR\x05stdin\x12\x10\n" +
-	"\x03tty\x18\x19 \x01(\bR\x03tty\"[\n" +
+	"\x03tty\x18\x19 \x01(\bR\x03tty\x12'\n" +
+	"\x0fseccomp_profile\x18\x1a \x01(\fR\x0eseccompProfile\"[\n" +
 	"\tDNSConfig\x12\x18\n" +
 	"\aservers\x18\x01 \x03(\tR\aservers\x12\x1a\n" +
 	"\bsearches\x18\x02 \x03(\tR\bsearches\x12\x18\n" +
