@@ -138,6 +138,16 @@ func (c *container) execOf(id string) (*execProc, error) {
 	return e, nil
 }
 
+// procIO returns the interactive I/O of a container's process or of one of
+// its detached execs.
+func (a *Agent) procIO(container, execID string) (*procIO, string, error) {
+	c, err := a.get(container)
+	if err != nil {
+		return nil, "", err
+	}
+	return c.procIOOf(execID)
+}
+
 // procIOOf returns the interactive I/O of c's process (execID "") or of one
 // of its detached execs, and how to name it in errors.
 func (c *container) procIOOf(execID string) (*procIO, string, error) {

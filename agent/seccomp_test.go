@@ -9,26 +9,14 @@ import (
 	"google.golang.org/grpc/status"
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
-	"cocoon.dev/cocoon/internal/testimage"
 )
 
 // TestSeccompApplied: a container's seccomp profile is applied (chmod
 // blocked, the filter visible in /proc), and a profile the agent cannot
 // apply is refused before anything is created.
 func TestSeccompApplied(t *testing.T) {
-	needRunc(t)
-	reg := testimage.NewRegistry()
-	defer reg.Close()
-	img, _ := testimage.Busybox()
-	_, ref, _ := reg.Push("bb:v1", img)
-	_, cl := startAgent(t, testEnforcer{})
+	cl, ref := agentWithBusybox(t)
 	ctx := context.Background()
-	if _, err := cl.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{Name: "p"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cl.PullImage(ctx, &agentv1.PullImageRequest{Image: ref}); err != nil {
-		t.Fatal(err)
-	}
 	bad := &agentv1.ContainerSpec{Name: "bad", Image: ref, Command: []string{"sleep", "100"}, SeccompProfile: []byte(`{"defaultAction":"SCMP_ACT_NOTIFY"}`)}
 	if _, err := cl.CreateContainer(ctx, &agentv1.CreateContainerRequest{Spec: bad}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "listener") {
 		t.Fatalf("a notify profile: %v, want InvalidArgument naming the listener", err)

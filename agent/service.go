@@ -554,11 +554,7 @@ func waitExec(ctx context.Context, c *container, id string, wait time.Duration) 
 }
 
 func (s *service) WriteStdin(_ context.Context, req *agentv1.WriteStdinRequest) (*agentv1.WriteStdinResponse, error) {
-	c, err := s.a.get(req.GetContainer())
-	if err != nil {
-		return nil, err
-	}
-	pio, what, err := c.procIOOf(req.GetExecId())
+	pio, what, err := s.a.procIO(req.GetContainer(), req.GetExecId())
 	if err != nil {
 		return nil, err
 	}
@@ -569,11 +565,7 @@ func (s *service) WriteStdin(_ context.Context, req *agentv1.WriteStdinRequest) 
 }
 
 func (s *service) ResizeTerminal(_ context.Context, req *agentv1.ResizeTerminalRequest) (*agentv1.ResizeTerminalResponse, error) {
-	c, err := s.a.get(req.GetContainer())
-	if err != nil {
-		return nil, err
-	}
-	pio, what, err := c.procIOOf(req.GetExecId())
+	pio, what, err := s.a.procIO(req.GetContainer(), req.GetExecId())
 	if err != nil {
 		return nil, err
 	}

@@ -42,19 +42,8 @@ func readUntil(t *testing.T, cl agentv1.AgentService, container, execID, want st
 // (input, window size, exit status) and a detached exec without one
 // (separate streams, end of input).
 func TestInteractiveIO(t *testing.T) {
-	needRunc(t)
-	reg := testimage.NewRegistry()
-	defer reg.Close()
-	img, _ := testimage.Busybox()
-	_, ref, _ := reg.Push("bb:v1", img)
-	_, cl := startAgent(t, testEnforcer{})
+	cl, ref := agentWithBusybox(t)
 	ctx := context.Background()
-	if _, err := cl.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{Name: "p"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cl.PullImage(ctx, &agentv1.PullImageRequest{Image: ref}); err != nil {
-		t.Fatal(err)
-	}
 	// A shell reading its commands from stdin (kubectl attach).
 	if _, err := cl.CreateContainer(ctx, &agentv1.CreateContainerRequest{Spec: &agentv1.ContainerSpec{Name: "sh", Image: ref, Command: []string{"sh"}, Stdin: true}}); err != nil {
 		t.Fatal(err)
@@ -173,19 +162,8 @@ func TestInteractiveIO(t *testing.T) {
 // TestTerminalContainer: a container on a terminal (tty: true) writes one
 // stream, takes a window size and hangs up when its stdin closes.
 func TestTerminalContainer(t *testing.T) {
-	needRunc(t)
-	reg := testimage.NewRegistry()
-	defer reg.Close()
-	img, _ := testimage.Busybox()
-	_, ref, _ := reg.Push("bb:v1", img)
-	_, cl := startAgent(t, testEnforcer{})
+	cl, ref := agentWithBusybox(t)
 	ctx := context.Background()
-	if _, err := cl.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{Name: "p"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cl.PullImage(ctx, &agentv1.PullImageRequest{Image: ref}); err != nil {
-		t.Fatal(err)
-	}
 	spec := &agentv1.ContainerSpec{Name: "tty", Image: ref, Command: []string{"sh"}, Stdin: true, Tty: true}
 	if _, err := cl.CreateContainer(ctx, &agentv1.CreateContainerRequest{Spec: spec}); err != nil {
 		t.Fatal(err)
@@ -210,4 +188,30 @@ func TestTerminalContainer(t *testing.T) {
 	if err != nil || !w.GetExited() {
 		t.Fatalf("the shell did not end when its terminal hung up: %v %v", w, err)
 	}
+}
+
+// agentWithBusybox starts an agent under testEnforcer with a sandbox
+// created and busybox pulled; it returns the client and the image.
+func agentWithBusybox(t *testing.T) (agentv1.AgentService, string) {
+	t.Helper()
+	needRunc(t)
+	reg := testimage.NewRegistry()
+	t.Cleanup(reg.Close)
+	img, err := testimage.Busybox()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ref, err := reg.Push("bb:v1", img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cl := startAgent(t, testEnforcer{})
+	ctx := context.Background()
+	if _, err := cl.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{Name: "p"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.PullImage(ctx, &agentv1.PullImageRequest{Image: ref}); err != nil {
+		t.Fatal(err)
+	}
+	return cl, ref
 }
