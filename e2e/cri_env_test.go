@@ -54,24 +54,34 @@ func stopCRI() {
 }
 
 func startCRI(tools string) (*cri, error) {
-	// The pause image: the runc handler runs it; cocoon never does (the
-	// sandbox is the cocoon sandbox itself).
-	pause, err := testimage.Image(v1.Config{Entrypoint: []string{"/bin/sleep", "2147483647"}, Labels: map[string]string{"cocoon.dev/test": "pause"}}, env.bbLayer)
+	o, err := criOptions(tools)
 	if err != nil {
 		return nil, err
 	}
-	ref, _, err := env.reg.Push("pause:test", pause)
-	if err != nil {
-		return nil, err
-	}
-	if err := pushCritestImages(); err != nil {
-		return nil, err
-	}
-	c, err := testcri.Start(testcri.Options{Tools: tools, Bin: env.bin, Registry: env.reg.Host(), Mirrored: critestRegistries, Pause: ref})
+	c, err := testcri.Start(o)
 	if err != nil {
 		return nil, err
 	}
 	return &cri{c}, nil
+}
+
+// criOptions are the test containerd's: this run's binaries and loopback
+// registry, with the images critest needs.
+func criOptions(tools string) (testcri.Options, error) {
+	// The pause image: the runc handler runs it; cocoon never does (the
+	// sandbox is the cocoon sandbox itself).
+	pause, err := testimage.Image(v1.Config{Entrypoint: []string{"/bin/sleep", "2147483647"}, Labels: map[string]string{"cocoon.dev/test": "pause"}}, env.bbLayer)
+	if err != nil {
+		return testcri.Options{}, err
+	}
+	ref, _, err := env.reg.Push("pause:test", pause)
+	if err != nil {
+		return testcri.Options{}, err
+	}
+	if err := pushCritestImages(); err != nil {
+		return testcri.Options{}, err
+	}
+	return testcri.Options{Tools: tools, Bin: env.bin, Registry: env.reg.Host(), Mirrored: critestRegistries, Pause: ref}, nil
 }
 
 func tail(s string, n int) string { return testcri.Tail(s, n) }

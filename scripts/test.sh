@@ -9,6 +9,8 @@ scripts/deps.sh --test
 # containerd and crictl for the CRI tests, built once into a cache.
 export COCOON_TOOLS=${COCOON_TOOLS:-/var/tmp/cocoon-tools}
 scripts/cri-tools.sh >/dev/null
+# kubelet, kube-apiserver and etcd for the kubelet test, built once too.
+scripts/kube-tools.sh >/dev/null
 echo "==> gofmt" >&2
 bad=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$bad" ]; then echo "not gofmt-formatted: $bad" >&2; exit 1; fi
