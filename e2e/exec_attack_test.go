@@ -50,6 +50,9 @@ spec:
 		{"env", &agentv1.ExecProcessRequest{Container: "app", Args: []string{"sh"}, Env: []*agentv1.EnvVar{{Name: "ENV", Value: "/proc/self/fd/0"}, {Name: "BASH_ENV", Value: "/proc/self/fd/0"}}, Stdin: script}, "env = [ENV=<redacted>, BASH_ENV=<redacted>], policy allows none"},
 		{"working dir", &agentv1.ExecProcessRequest{Container: "app", Args: []string{"ls", "/data"}, WorkingDir: "/proc/1/root"}, `working_dir = "/proc/1/root", policy allows none`},
 		{"timeout", &agentv1.ExecProcessRequest{Container: "app", Args: []string{"ls", "/data"}, TimeoutSeconds: 1 << 30}, "exec timeout"},
+		// An interactive exec: the script would be typed into its open
+		// stdin (WriteStdin) after the policy saw the request.
+		{"interactive stdin", &agentv1.ExecProcessRequest{Container: "app", Args: []string{"sh"}, Detach: true, Terminal: true, OpenStdin: true}, "an open stdin (interactive exec), policy allows none"},
 	}
 	for _, a := range attacks {
 		resp, err := cl.ExecProcess(ctx, a.req)
@@ -62,6 +65,11 @@ spec:
 		if err != nil && strings.Contains(err.Error(), "/proc/self/fd/0") {
 			t.Errorf("%s: the refusal repeats an env value: %v", a.name, err)
 		}
+	}
+	// Nor can the container's own stdin be written: the policy gave it
+	// none.
+	if _, err := cl.WriteStdin(ctx, &agentv1.WriteStdinRequest{Container: "app", Data: script}); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "stdin = false") {
+		t.Errorf("write to the container's stdin: %v, want a denial", err)
 	}
 	// The allowed exec works, and shows the script never ran.
 	resp, err := cl.ExecProcess(ctx, &agentv1.ExecProcessRequest{Container: "app", Args: []string{"ls", "/data"}})

@@ -82,8 +82,8 @@ func TestLoadDetectsGoneShim(t *testing.T) {
 
 func TestCreateRefusesBadInput(t *testing.T) {
 	root := Root(t.TempDir())
-	_, err := Create(context.Background(), Options{Root: root, PodYAML: []byte("kind: Pod\napiVersion: v1\nmetadata: {name: p}\nspec: {containers: [{name: a, image: b, stdin: true}]}"), AgentBinary: "/bin/true", ShimCommand: []string{"/bin/false"}})
-	if err == nil || !strings.Contains(err.Error(), "spec.containers[0].stdin is not supported") {
+	_, err := Create(context.Background(), Options{Root: root, PodYAML: []byte("kind: Pod\napiVersion: v1\nmetadata: {name: p}\nspec: {containers: [{name: a, image: b, lifecycle: {preStop: {exec: {command: [sh]}}}}]}"), AgentBinary: "/bin/true", ShimCommand: []string{"/bin/false"}})
+	if err == nil || !strings.Contains(err.Error(), "spec.containers[0].lifecycle is not supported") {
 		t.Errorf("got %v", err)
 	}
 	if ents, _ := os.ReadDir(filepath.Join(string(root), "sandboxes")); len(ents) != 0 {
