@@ -25,4 +25,6 @@ go test -race -count=1 ./agent/... ./image/... ./sandbox/... ./attest/... ./tee/
 echo "==> go test -tags purego ./volume (the AES-XTS fallback)" >&2
 go test -count=1 -tags purego ./volume
 echo "==> go test ./..." >&2
-go test -count=1 ./...
+# The end-to-end suite (real containerd, critest, a kubelet, VMs under
+# emulation) takes longer than go test's default 10 minutes.
+go test -count=1 -timeout 45m ./...
