@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -180,14 +179,12 @@ func (a *Agent) start(c *container, lf *logFile) error {
 	ends.close()
 	// Return once runc created the container (it writes the pid file), so
 	// that exec and signals work as soon as StartContainer answered.
-	for i := 0; ; i++ {
-		if b, err := os.ReadFile(pidFile); err == nil && len(b) > 0 {
-			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-				c.mu.Lock()
-				c.pid = pid
-				c.mu.Unlock()
-				return nil
-			}
+	for {
+		if pid := readPid(pidFile); pid > 0 {
+			c.mu.Lock()
+			c.pid = pid
+			c.mu.Unlock()
+			return nil
 		}
 		select {
 		case <-exited:
@@ -272,10 +269,8 @@ func (a *Agent) exec(ctx context.Context, c *container, req *agentv1.ExecProcess
 	select {
 	case err = <-errc:
 	case <-ctx.Done():
-		if b, rerr := os.ReadFile(pidFile); rerr == nil {
-			if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); perr == nil && pid > 1 {
-				_ = unix.Kill(pid, unix.SIGKILL)
-			}
+		if pid := readPid(pidFile); pid > 1 {
+			_ = unix.Kill(pid, unix.SIGKILL)
 		}
 		<-errc
 		return nil, fmt.Errorf("exec in %q: timed out after %s: %w", c.spec.GetName(), timeout, context.DeadlineExceeded)

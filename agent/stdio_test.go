@@ -164,7 +164,10 @@ func TestInteractiveIO(t *testing.T) {
 func TestTerminalContainer(t *testing.T) {
 	cl, ref := agentWithBusybox(t)
 	ctx := context.Background()
-	spec := &agentv1.ContainerSpec{Name: "tty", Image: ref, Command: []string{"sh"}, Stdin: true, Tty: true}
+	// A program reading its terminal in canonical mode, as most do (an
+	// interactive shell's line editor would also answer cursor queries).
+	spec := &agentv1.ContainerSpec{Name: "tty", Image: ref, Stdin: true, Tty: true,
+		Command: []string{"sh", "-c", "read line; test -t 1 && echo tty-out; stty size; echo got-$line >&2; exec cat"}}
 	if _, err := cl.CreateContainer(ctx, &agentv1.CreateContainerRequest{Spec: spec}); err != nil {
 		t.Fatal(err)
 	}
@@ -174,10 +177,10 @@ func TestTerminalContainer(t *testing.T) {
 	if _, err := cl.ResizeTerminal(ctx, &agentv1.ResizeTerminalRequest{Container: "tty", Width: 99, Height: 33}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cl.WriteStdin(ctx, &agentv1.WriteStdinRequest{Container: "tty", Data: []byte("test -t 1 && echo tty-out; stty size; echo $((40+2))done >&2\n")}); err != nil {
+	if _, err := cl.WriteStdin(ctx, &agentv1.WriteStdinRequest{Container: "tty", Data: []byte("go\n")}); err != nil {
 		t.Fatal(err)
 	}
-	out := readUntil(t, cl, "tty", "", "42done")
+	out := readUntil(t, cl, "tty", "", "got-go")
 	if !strings.Contains(out, "tty-out") || !strings.Contains(out, "33 99") {
 		t.Errorf("terminal container output %q", out)
 	}
