@@ -137,7 +137,7 @@ func (p *procIO) write(what string, data []byte, close bool) error {
 		if close && len(data) == 0 {
 			return nil // closed already
 		}
-		return fmt.Errorf("%s has no open stdin: %w", what, errState)
+		return fmt.Errorf("%s has no open stdin (it was created without one — stdin: true in the pod spec, open_stdin for an exec — or it was closed): %w", what, errState)
 	}
 	if len(data) > 0 {
 		if _, err := w.Write(data); err != nil {
