@@ -68,7 +68,9 @@ executables_reason := "measurement: no reference values to compare with" if exec
 
 # --- configuration (the policy hash and debug) -------------------------------
 
-default configuration := 33
+# AR4SI defines 2, 3, 32 and 96 for configuration; with no reference
+# values there is no claim (0), and the status says "warning" below.
+default configuration := 0
 
 configuration := 2 if {
 	c.host_data in list("host_data")
@@ -122,6 +124,17 @@ status := "warning" if {
 	worst >= 32
 	worst < 96
 }
+
+status := "warning" if {
+	worst < 32
+	unjudged
+}
+
+# Nothing to compare the launch with: no claim in the vector, but never
+# "affirming".
+unjudged if configuration == 0
+
+unjudged if executables == 33
 
 reasons := sort(array.concat(
 	array.concat([r | some r in hardware_reasons], [r | some r in hardware_warning]),

@@ -33,6 +33,10 @@ import (
 //go:embed appraisal.rego
 var defaultPolicy string
 
+// AppraisalPolicyID names the appraisal policy in tokens
+// (ear.appraisal-policy-id) and in requests' policy_ids.
+const AppraisalPolicyID = "default"
+
 // Config configures a Service.
 type Config struct {
 	Signer *token.Signer
@@ -195,8 +199,8 @@ func ParseRequest(r io.Reader, allowNoNonce bool) (*Request, error) {
 		return nil, errors.New(`"runtime_data" must bind the nonce: give "raw" (the nonce's bytes) or "structured" (with "nonce")`)
 	}
 	for _, p := range req.PolicyIDs {
-		if p != "default" {
-			return nil, fmt.Errorf("policy %q is unknown; this service has the policy \"default\"", p)
+		if p != AppraisalPolicyID {
+			return nil, fmt.Errorf("policy %q is unknown; this service has the policy %q", p, AppraisalPolicyID)
 		}
 	}
 	return &req, nil
@@ -320,10 +324,11 @@ func (s *Service) Issue(ctx context.Context, ev *tee.Evidence, b tee.Binding, da
 	if structured != nil {
 		app.Policy.RuntimeData = structured
 		if k, ok := structured["tee-pubkey"].(map[string]any); ok {
-			if _, err := token.Thumbprint(k); err != nil {
+			ka, err := token.NewKeyAttestation(k)
+			if err != nil {
 				return "", nil, fmt.Errorf("%w: %v", errBadKey, err)
 			}
-			app.KeyAttestation = &token.KeyAttestation{PublicKey: k}
+			app.KeyAttestation = ka
 		}
 	}
 	now := time.Now()
@@ -404,8 +409,8 @@ func (s *Service) evalAppraisal(ctx context.Context, c *attest.Claims, ref *atte
 	if res.Reasons == nil {
 		res.Reasons = []string{}
 	}
-	return &token.Appraisal{Status: res.Status, Vector: res.Vector, Evidence: c,
-		Policy: &token.PolicyClaims{PolicyID: "default", Reasons: res.Reasons}}, nil
+	return &token.Appraisal{Status: res.Status, Vector: res.Vector, Evidence: c, PolicyID: AppraisalPolicyID,
+		Policy: &token.PolicyClaims{PolicyID: AppraisalPolicyID, Reasons: res.Reasons}}, nil
 }
 
 // refForPolicy flattens reference values for the Rego input.

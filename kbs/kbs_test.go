@@ -307,7 +307,7 @@ func TestProtocolNegatives(t *testing.T) {
 		t.Fatal("no signer for the forged token")
 	}
 	forged, err := stranger.Sign(&token.EAR{Profile: token.Profile, IssuedAt: time.Now().Unix(), Expiry: time.Now().Add(time.Minute).Unix(),
-		Submods: map[string]token.Appraisal{"cpu0": {Status: "affirming", KeyAttestation: &token.KeyAttestation{PublicKey: p.pub()}}}})
+		Submods: map[string]token.Appraisal{"cpu0": {Status: "affirming", KeyAttestation: mustKeyAttestation(t, p.pub())}}})
 	if err != nil || strings.Count(forged, ".") != 2 {
 		t.Fatalf("the forged token was not made (%v): %q", err, forged)
 	}
@@ -455,3 +455,12 @@ type fakeClock struct {
 func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 
 func (c *fakeClock) Advance(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+func mustKeyAttestation(t *testing.T, jwk map[string]any) *token.KeyAttestation {
+	t.Helper()
+	ka, err := token.NewKeyAttestation(jwk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ka
+}

@@ -407,7 +407,7 @@ func (s *Server) getResource(w http.ResponseWriter, r *http.Request) {
 		httpjson.Internal(w, s.log, "reading the resource", err)
 		return
 	}
-	enc, err := s.encrypterFor(raw, cpu.KeyAttestation.PublicKey)
+	enc, err := s.encrypterFor(raw, cpu.KeyAttestation)
 	var jwe []byte
 	if err == nil {
 		var obj *jose.JSONWebEncryption
@@ -466,12 +466,16 @@ func (s *Server) decide(ctx context.Context, pol *releasePolicy, raw string, cla
 }
 
 // encrypterFor returns the (cached) encrypter to the TEE key of a token.
-func (s *Server) encrypterFor(raw string, jwk map[string]any) (jose.Encrypter, error) {
+func (s *Server) encrypterFor(raw string, ka *token.KeyAttestation) (jose.Encrypter, error) {
 	s.tokMu.Lock()
 	v, ok := s.verified[raw]
 	s.tokMu.Unlock()
 	if ok && v.enc != nil {
 		return v.enc, nil
+	}
+	jwk, err := ka.JWK()
+	if err != nil {
+		return nil, fmt.Errorf("TEE public key: %w", err)
 	}
 	enc, err := newEncrypter(jwk)
 	if err != nil {

@@ -38,8 +38,10 @@ type Appraisal struct {
 	Evidence *attest.Claims `json:"ear.veraison.annotated-evidence"`
 	// Policy says why: the appraisal policy's reasons and its id.
 	Policy *PolicyClaims `json:"ear.veraison.policy-claims,omitempty"`
-	// KeyAttestation carries the TEE's public key (a JWK) from the runtime
-	// data, so that a key broker can encrypt to it.
+	// PolicyID names the appraisal policy that judged the evidence.
+	PolicyID string `json:"ear.appraisal-policy-id,omitempty"`
+	// KeyAttestation carries the TEE's public key from the runtime data,
+	// so that a key broker can encrypt to it.
 	KeyAttestation *KeyAttestation `json:"ear.veraison.key-attestation,omitempty"`
 }
 
@@ -51,10 +53,12 @@ type PolicyClaims struct {
 	RuntimeData map[string]any `json:"runtime_data,omitempty"`
 }
 
-// KeyAttestation holds an attested public key.
+// KeyAttestation holds an attested public key as draft-fv-rats-ear and
+// veraison's library define it: "akpub" is the base64url (unpadded) DER
+// SubjectPublicKeyInfo. NewKeyAttestation makes one from a JWK and Key
+// parses it back.
 type KeyAttestation struct {
-	// PublicKey is the TEE's public key as a JWK.
-	PublicKey map[string]any `json:"akpub"`
+	PublicKey string `json:"akpub"`
 }
 
 // VerifierID names the verifier that issued a result.
