@@ -54,16 +54,19 @@ func TestBindingsOneByOne(t *testing.T) {
 }
 
 // TestUnlabelledHashesSatisfyNoBinding: the plain hashes of the runtime data
-// (what the Azure-style /attest/raw route and earlier releases bound) satisfy
-// no consumer's binding.
+// (what the Azure-style /attest/raw route, the raw /aa/evidence route and
+// stock KBS clients bind) satisfy none of cocoon's own bindings: only the
+// KBS protocol's, which only the key broker accepts.
 func TestUnlabelledHashesSatisfyNoBinding(t *testing.T) {
 	data := []byte(`{"nonce":"n"}`)
 	s256 := sha256.Sum256(data)
-	var padded [64]byte
-	copy(padded[:], s256[:])
-	for _, rd := range [][64]byte{sha512.Sum512(data), padded} {
-		if b, ok := tee.Identify(rd[:], data); ok {
-			t.Errorf("an unlabelled hash satisfies %s", b)
+	s384 := sha512.Sum384(data)
+	var p256, p384 [64]byte
+	copy(p256[:], s256[:])
+	copy(p384[:], s384[:])
+	for _, rd := range [][64]byte{sha512.Sum512(data), p256, p384} {
+		if b, ok := tee.Identify(rd[:], data); ok && !b.Foreign() {
+			t.Errorf("an unlabelled hash satisfies cocoon's %s", b)
 		}
 	}
 	// Labels are distinct and each gives another REPORT_DATA.
@@ -78,7 +81,7 @@ func TestUnlabelledHashesSatisfyNoBinding(t *testing.T) {
 			t.Errorf("ParseBinding(%q) = %q, %v", b.Short(), p, err)
 		}
 	}
-	if _, err := tee.ParseBinding("sha512"); err == nil {
+	if _, err := tee.ParseBinding("sha1"); err == nil {
 		t.Error("an unknown binding parsed")
 	}
 }

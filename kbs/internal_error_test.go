@@ -50,7 +50,7 @@ func TestInternalErrorsStayInside(t *testing.T) {
 			t.Errorf("the caller saw internal text %q: %s", leak, msg)
 		}
 	}
-	if !strings.Contains(msg, "internal") || !strings.Contains(msg, "request id") {
+	if !strings.Contains(msg, "InternalError") || !strings.Contains(msg, "request id") {
 		t.Errorf("the caller's error does not say it is internal with a request id: %s", msg)
 	}
 	if !strings.Contains(logs.String(), "disk I/O error") || !strings.Contains(logs.String(), "request_id=") {

@@ -128,7 +128,7 @@ func TestReleaseEndToEnd(t *testing.T) {
 	if strings.Contains(f.auditLog(), "s3cret") {
 		t.Error("the audit log contains the secret")
 	}
-	if _, err := f.client(&simAttester{auth: authority(t)}).Resource(ctx, "app", "key", "nope"); err == nil || !strings.Contains(err.Error(), "not_found") {
+	if _, err := f.client(&simAttester{auth: authority(t)}).Resource(ctx, "app", "key", "nope"); err == nil || !strings.Contains(err.Error(), "404") || !strings.Contains(err.Error(), kbs.ErrorTypePrefix+"ResourceNotFound") {
 		t.Errorf("missing resource: %v", err)
 	}
 }
@@ -164,7 +164,7 @@ reasons contains sprintf("host_data %s is not the pinned policy", [input.submods
 		t.Fatalf("pinned workload: %v", err)
 	}
 	_, err := f.client(&simAttester{auth: authority(t), launch: sim.Launch{HostData: [32]byte{9}}}).Resource(ctx, "app", "key", "db")
-	if err == nil || !strings.Contains(err.Error(), "denied") {
+	if err == nil || !strings.Contains(err.Error(), "401") || !strings.Contains(err.Error(), kbs.ErrorTypePrefix+"PolicyDeny") {
 		t.Fatalf("other workload: %v", err)
 	}
 	if !strings.Contains(f.auditLog(), "is not the pinned policy") {
@@ -257,8 +257,18 @@ func TestProtocolNegatives(t *testing.T) {
 		t.Errorf("wrong nonce: %d %v", code, m)
 	}
 	n := p.auth()
-	if code, m := p.post("/kbs/v0/attest", p.attestBody(n, p.pub(), p.pub(), false)); code != 200 {
+	code, m := p.post("/kbs/v0/attest", p.attestBody(n, p.pub(), p.pub(), false))
+	if code != 200 {
 		t.Fatalf("attest: %d %v", code, m)
+	}
+	// A repeated attest on an attested session answers its token (Trustee).
+	if code, again := p.post("/kbs/v0/attest", p.attestBody(n, p.pub(), p.pub(), false)); code != 200 || again["token"] != m["token"] {
+		t.Errorf("repeated attest: %d %v", code, again)
+	}
+	// A nonce spent by a failed attestation is not taken again.
+	n = p.auth()
+	if code, m := p.post("/kbs/v0/attest", p.attestBody(n, p.pub(), p.pub(), true)); code != 401 {
+		t.Errorf("tampered evidence: %d %v", code, m)
 	}
 	if code, m := p.post("/kbs/v0/attest", p.attestBody(n, p.pub(), p.pub(), false)); code != 401 || !strings.Contains(m["detail"].(string), "already used") {
 		t.Errorf("reused nonce: %d %v", code, m)
@@ -269,19 +279,23 @@ func TestProtocolNegatives(t *testing.T) {
 	var otherPub map[string]any
 	json.Unmarshal(oj, &otherPub)
 	n = p.auth()
-	if code, m := p.post("/kbs/v0/attest", p.attestBody(n, otherPub, p.pub(), false)); code != 403 || !strings.Contains(m["detail"].(string), "report_data") {
+	if code, m := p.post("/kbs/v0/attest", p.attestBody(n, otherPub, p.pub(), false)); code != 401 || !strings.Contains(m["detail"].(string), "report_data") {
 		t.Errorf("unbound key: %d %v", code, m)
 	}
 	n = p.auth()
-	if code, m := p.post("/kbs/v0/attest", p.attestBody(n, p.pub(), p.pub(), true)); code != 403 {
+	if code, m := p.post("/kbs/v0/attest", p.attestBody(n, p.pub(), p.pub(), true)); code != 401 || m["type"] != kbs.ErrorTypePrefix+"AttestationError" {
 		t.Errorf("tampered evidence: %d %v", code, m)
 	}
 	n = p.auth()
-	if code, m := p.post("/kbs/v0/attest", p.attestBody(n, map[string]any{"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}, map[string]any{"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}, false)); code != 400 || !strings.Contains(m["detail"].(string), "tee-pubkey") {
+	if code, m := p.post("/kbs/v0/attest", p.attestBody(n, map[string]any{"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}, map[string]any{"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}, false)); code != 401 || !strings.Contains(m["detail"].(string), "tee-pubkey") {
 		t.Errorf("malformed JWK: %d %v", code, m)
 	}
-	if code, _ := p.post("/kbs/v0/attest", bytes.Repeat([]byte("a"), 100<<10)); code != 400 {
-		t.Errorf("oversize body: %d", code)
+	if code, m := p.post("/kbs/v0/attest", bytes.Repeat([]byte("a"), 100<<10)); code != 401 || m["type"] != kbs.ErrorTypePrefix+"AttestationError" {
+		t.Errorf("garbage body: %d %v", code, m)
+	}
+	big := []byte(`{"runtime-data": {"nonce": "` + strings.Repeat("a", 2<<20) + `"}}`)
+	if code, m := p.post("/kbs/v0/attest", big); code != 413 || m["type"] != kbs.ErrorTypePrefix+"PayloadTooLarge" {
+		t.Errorf("oversize body: %d %v", code, m)
 	}
 	// A session cookie of another client is not ours: a fresh client has none.
 	q := newProtocol(t, f)
@@ -413,8 +427,10 @@ func FuzzAuthBody(f *testing.F) {
 func FuzzAttestBody(f *testing.F) {
 	f.Add([]byte(`{"runtime-data":{"nonce":"n","tee-pubkey":{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}},"tee-evidence":{"tee":"sim","report":"AAAA"}}`))
 	f.Add([]byte(`{"runtime-data":{"nonce":""}}`))
+	f.Add([]byte(`{"runtime-data":{"nonce":"n","tee-pubkey":{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}},"tee-evidence":{"primary_evidence":{"tee":"sim","report":"AAAA"},"additional_evidence":""}}`))
+	f.Add([]byte(`{"runtime-data":{"nonce":"n","tee-pubkey":{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}},"tee-evidence":{"primary_evidence":{"cc_eventlog":null,"quote":"AAAA"},"additional_evidence":"{\"gpu\":{}}"}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, _, _ = kbs.ParseAttest(bytes.NewReader(b))
+		_, _ = kbs.ParseAttest(bytes.NewReader(b))
 	})
 }
 

@@ -2,6 +2,7 @@ package kbs
 
 import (
 	"context"
+	"crypto"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
@@ -18,10 +19,8 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"cocoon.dev/cocoon/as"
-	"cocoon.dev/cocoon/attest"
 	"cocoon.dev/cocoon/internal/httpjson"
 	"cocoon.dev/cocoon/kbs/protocol"
-	"cocoon.dev/cocoon/tee"
 	"cocoon.dev/cocoon/token"
 )
 
@@ -86,9 +85,8 @@ type decision struct {
 type verifiedToken struct {
 	claims map[string]any
 	ear    *token.EAR
-	// enc encrypts to the token's TEE key (a fresh ephemeral key per
-	// message); made on first use.
-	enc jose.Encrypter
+	// pub is the token's TEE key, parsed on first use.
+	pub crypto.PublicKey
 }
 
 // NewServer prepares a broker.
@@ -134,165 +132,29 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /kbs/v0/resource-policy", s.admin(s.setPolicy))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { respond(w, 200, map[string]string{"status": "ok"}) })
 	mux.HandleFunc("GET /metrics", s.metrics)
+	// The token's signing keys, for relying parties (the tokens' JWS
+	// headers also carry the key as "jwk").
+	mux.HandleFunc("GET /.well-known/jwks.json", func(w http.ResponseWriter, _ *http.Request) { respond(w, http.StatusOK, s.cfg.Signer.JWKS()) })
+	mux.HandleFunc("GET /kbs/v0/jwks", func(w http.ResponseWriter, _ *http.Request) { respond(w, http.StatusOK, s.cfg.Signer.JWKS()) })
+	// Every other route answers a JSON problem too, as Trustee does: a
+	// /kbs/v0/<plugin> it does not serve is PluginNotFound.
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if rest, ok := strings.CutPrefix(r.URL.Path, "/kbs/v0/"); ok {
+			plugin, _, _ := strings.Cut(rest, "/")
+			fail(w, ErrPluginNotFound, "Plugin %s not found (%s %s is not a route of this broker)", plugin, r.Method, r.URL.Path)
+			return
+		}
+		fail(w, ErrInvalidPath, "Request path %s is invalid: the broker serves /kbs/v0/..., /healthz, /metrics and /.well-known/jwks.json", r.URL.Path)
+	})
 	return http.MaxBytesHandler(mux, s.cfg.MaxBody)
 }
 
 // Error is the JSON error body: a type and a detail that says what to do.
 type Error = httpjson.Error
 
-var (
-	respond = httpjson.Respond
-	fail    = httpjson.Fail
-)
+var respond = httpjson.Respond
 
-func decodeStrict(r io.Reader, v any) error {
-	dec := json.NewDecoder(r)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return fmt.Errorf("the body is larger than %d bytes", mbe.Limit)
-		}
-		return err
-	}
-	return nil
-}
-
-// The protocol's bodies (package protocol, which clients link alone).
-type (
-	AuthRequest   = protocol.AuthRequest
-	Challenge     = protocol.Challenge
-	AttestRequest = protocol.AttestRequest
-	RuntimeData   = protocol.RuntimeData
-)
-
-// ParseAuth decodes an auth body strictly.
-func ParseAuth(r io.Reader) (*AuthRequest, error) {
-	var a AuthRequest
-	if err := decodeStrict(r, &a); err != nil {
-		return nil, fmt.Errorf("auth body: %w", err)
-	}
-	if a.Version == "" || !strings.HasPrefix(a.Version, "0.") {
-		return nil, fmt.Errorf("auth body: protocol version %q is not supported; this broker speaks %s", a.Version, ProtocolVersion)
-	}
-	switch tee.Kind(a.TEE) {
-	case tee.SNP, tee.TDX, tee.Sim:
-	default:
-		return nil, fmt.Errorf("auth body: tee %q is not supported; use snp, tdx or sim", a.TEE)
-	}
-	return &a, nil
-}
-
-func (s *Server) auth(w http.ResponseWriter, r *http.Request) {
-	a, err := ParseAuth(r.Body)
-	if err != nil {
-		fail(w, http.StatusBadRequest, "bad_request", "%v", err)
-		return
-	}
-	id, nonce, err := s.sessions.create(tee.Kind(a.TEE))
-	if err != nil {
-		fail(w, http.StatusServiceUnavailable, "busy", "%v", err)
-		return
-	}
-	http.SetCookie(w, &http.Cookie{Name: "kbs-session-id", Value: id, Path: "/kbs", HttpOnly: true, MaxAge: int(s.cfg.SessionTTL.Seconds())})
-	respond(w, http.StatusOK, Challenge{Nonce: nonce, ExtraParams: ""})
-}
-
-// ParseAttest decodes an attest body strictly and checks the JWK.
-func ParseAttest(r io.Reader) (*AttestRequest, *tee.Evidence, error) {
-	var a AttestRequest
-	if err := decodeStrict(r, &a); err != nil {
-		return nil, nil, fmt.Errorf("attest body: %w", err)
-	}
-	if a.RuntimeData.Nonce == "" {
-		return nil, nil, errors.New(`attest body: "runtime-data.nonce" is missing`)
-	}
-	if err := CheckJWK(a.RuntimeData.TEEPubKey); err != nil {
-		return nil, nil, fmt.Errorf(`attest body: "runtime-data.tee-pubkey": %w`, err)
-	}
-	raw := []byte(a.TEEEvidence)
-	var str string
-	if json.Unmarshal(raw, &str) == nil {
-		raw = []byte(str)
-	}
-	ev, err := tee.ParseEvidence(raw)
-	if err != nil {
-		return nil, nil, fmt.Errorf(`attest body: "tee-evidence": %w`, err)
-	}
-	return &a, ev, nil
-}
-
-// CheckJWK accepts public EC (P-256, P-384) and RSA (>= 2048 bits) keys.
-func CheckJWK(m map[string]any) error {
-	if m == nil {
-		return errors.New("missing")
-	}
-	b, _ := json.Marshal(m)
-	var k jose.JSONWebKey
-	if err := k.UnmarshalJSON(b); err != nil {
-		return fmt.Errorf("not a JWK: %w", err)
-	}
-	if !k.IsPublic() {
-		return errors.New("must be a public key")
-	}
-	if !k.Valid() {
-		return errors.New("not a valid key")
-	}
-	switch pk := k.Key.(type) {
-	case interface{ Size() int }:
-		if pk.Size() < 256 {
-			return errors.New("RSA keys must have at least 2048 bits")
-		}
-	}
-	return nil
-}
-
-func (s *Server) attest(w http.ResponseWriter, r *http.Request) {
-	c, err := r.Cookie("kbs-session-id")
-	if err != nil {
-		fail(w, http.StatusUnauthorized, "no_session", "no kbs-session-id cookie: call POST /kbs/v0/auth first")
-		return
-	}
-	a, ev, err := ParseAttest(r.Body)
-	if err != nil {
-		fail(w, http.StatusBadRequest, "bad_request", "%v", err)
-		return
-	}
-	sess, err := s.sessions.consumeNonce(c.Value, a.RuntimeData.Nonce)
-	if err != nil {
-		s.audit(auditLine{Event: "attest", Verdict: "refused", Reason: err.Error()})
-		fail(w, http.StatusUnauthorized, "bad_session", "%v", err)
-		return
-	}
-	if sess.tee != ev.TEE {
-		fail(w, http.StatusBadRequest, "bad_request", "the session was opened for tee %q but the evidence is %q", sess.tee, ev.TEE)
-		return
-	}
-	structured := map[string]any{"nonce": a.RuntimeData.Nonce, "tee-pubkey": a.RuntimeData.TEEPubKey}
-	canon, err := tee.CanonicalJSON(structured)
-	if err != nil {
-		fail(w, http.StatusBadRequest, "bad_request", "%v", err)
-		return
-	}
-	tok, ear, err := s.cfg.Attestation.Issue(r.Context(), ev, tee.BindKeyBroker, canon, structured, a.RuntimeData.Nonce)
-	if err != nil {
-		if !errors.Is(err, attest.ErrVerification) {
-			s.audit(auditLine{Event: "attest", Verdict: "error", Reason: "internal failure (see the service log)", TEE: string(ev.TEE)})
-			httpjson.Internal(w, s.log, "attestation", err)
-			return
-		}
-		// A verification failure is about the caller's evidence: it is
-		// told what was wrong with it.
-		s.audit(auditLine{Event: "attest", Verdict: "refused", Reason: err.Error(), TEE: string(ev.TEE)})
-		fail(w, http.StatusForbidden, "attestation_failed", "%v", err)
-		return
-	}
-	s.sessions.setToken(c.Value, tok)
-	s.remember(tok, ear)
-	app := ear.CPU()
-	s.audit(auditLine{Event: "attest", Verdict: app.Status, TEE: string(ev.TEE), Measurement: app.Evidence.Measurement, HostData: app.Evidence.HostData})
-	respond(w, http.StatusOK, map[string]string{"token": tok})
-}
+var errNoToken = errors.New("no attestation token")
 
 // claimsOf finds the caller's verified token: the session's, or a bearer
 // token signed by the broker or a trusted attestation service.
@@ -303,10 +165,10 @@ func (s *Server) claimsOf(r *http.Request) (map[string]any, *token.EAR, string, 
 	} else if c, err := r.Cookie("kbs-session-id"); err == nil {
 		raw, err = s.sessions.token(c.Value)
 		if err != nil {
-			return nil, nil, "", err
+			return nil, nil, "", fmt.Errorf("%w: %w", errNoToken, err)
 		}
 	} else {
-		return nil, nil, "", errors.New("no session cookie or bearer token: attest first (POST /kbs/v0/auth, /kbs/v0/attest)")
+		return nil, nil, "", fmt.Errorf("%w: no session cookie or bearer token; attest first (POST /kbs/v0/auth, /kbs/v0/attest)", errNoToken)
 	}
 	s.tokMu.Lock()
 	if v, ok := s.verified[raw]; ok && time.Now().Before(time.Unix(v.ear.Expiry, 0)) {
@@ -355,13 +217,17 @@ func (s *Server) getResource(w http.ResponseWriter, r *http.Request) {
 	repo, typ, tag := r.PathValue("repo"), r.PathValue("type"), r.PathValue("tag")
 	path, err := protocol.ResourcePath(repo, typ, tag)
 	if err != nil {
-		fail(w, http.StatusBadRequest, "bad_path", "%v", err)
+		fail(w, ErrInvalidPath, "%v", err)
 		return
 	}
 	claims, ear, raw, err := s.claimsOf(r)
 	if err != nil {
 		s.audit(auditLine{Event: "resource", Resource: path, Verdict: "refused", Reason: err.Error()})
-		fail(w, http.StatusUnauthorized, "unauthenticated", "%v", err)
+		typ := ErrTokenVerifier
+		if errors.Is(err, errNoToken) {
+			typ = ErrTokenNotFound
+		}
+		fail(w, typ, "%v", err)
 		return
 	}
 	cpu := ear.CPU()
@@ -376,7 +242,7 @@ func (s *Server) getResource(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		line.Verdict, line.Reason = "error", "release policy evaluation failed (see the service log)"
 		s.audit(line)
-		httpjson.Internal(w, s.log, "the release policy", err)
+		s.internal(w, "the release policy", err)
 		return
 	}
 	if !allow {
@@ -385,41 +251,38 @@ func (s *Server) getResource(w http.ResponseWriter, r *http.Request) {
 			line.Reason = "the release policy does not allow it"
 		}
 		s.audit(line)
-		fail(w, http.StatusForbidden, "denied", "the release policy refuses %s: %s", path, line.Reason)
+		fail(w, ErrPolicyDeny, "the release policy refuses %s: %s", path, line.Reason)
 		return
 	}
 	if cpu.KeyAttestation == nil {
 		line.Verdict, line.Reason = "refused", "the token carries no TEE public key"
 		s.audit(line)
-		fail(w, http.StatusBadRequest, "no_tee_key", "the token carries no TEE public key to encrypt the resource to; attest with runtime-data.tee-pubkey")
+		fail(w, ErrJwe, "the token carries no TEE public key to encrypt the resource to; attest with runtime-data.tee-pubkey")
 		return
 	}
 	data, err := s.cfg.Store.Get(r.Context(), path)
 	if errors.Is(err, ErrNotFound) {
 		line.Verdict, line.Reason = "not_found", "no such resource"
 		s.audit(line)
-		fail(w, http.StatusNotFound, "not_found", "no resource %s", path)
+		fail(w, ErrResourceNotFound, "no resource %s", path)
 		return
 	}
 	if err != nil {
 		line.Verdict, line.Reason = "error", "the store failed (see the service log)"
 		s.audit(line)
-		httpjson.Internal(w, s.log, "reading the resource", err)
+		s.internal(w, "reading the resource", err)
 		return
 	}
-	enc, err := s.encrypterFor(raw, cpu.KeyAttestation)
+	pub, err := s.teeKeyOf(raw, cpu.KeyAttestation)
 	var jwe []byte
 	if err == nil {
-		var obj *jose.JSONWebEncryption
-		if obj, err = enc.Encrypt(data); err == nil {
-			jwe = []byte(obj.FullSerialize())
-		}
+		jwe, err = sealJWE(pub, data)
 	}
 	clear(data)
 	if err != nil {
 		line.Verdict, line.Reason = "refused", "the token's TEE key cannot be encrypted to"
 		s.audit(line)
-		fail(w, http.StatusBadRequest, "no_tee_key", "the token's TEE key cannot be encrypted to: %v", err)
+		fail(w, ErrJwe, "the token's TEE key cannot be encrypted to: %v", err)
 		return
 	}
 	line.Verdict = "released"
@@ -465,62 +328,27 @@ func (s *Server) decide(ctx context.Context, pol *releasePolicy, raw string, cla
 	return allow, reasons, nil
 }
 
-// encrypterFor returns the (cached) encrypter to the TEE key of a token.
-func (s *Server) encrypterFor(raw string, ka *token.KeyAttestation) (jose.Encrypter, error) {
+// teeKeyOf returns the (cached) TEE public key of a token.
+func (s *Server) teeKeyOf(raw string, ka *token.KeyAttestation) (crypto.PublicKey, error) {
 	s.tokMu.Lock()
 	v, ok := s.verified[raw]
 	s.tokMu.Unlock()
-	if ok && v.enc != nil {
-		return v.enc, nil
+	if ok && v.pub != nil {
+		return v.pub, nil
 	}
-	jwk, err := ka.JWK()
+	pub, err := ka.Key()
 	if err != nil {
 		return nil, fmt.Errorf("TEE public key: %w", err)
-	}
-	enc, err := newEncrypter(jwk)
-	if err != nil {
-		return nil, err
 	}
 	if ok {
 		s.tokMu.Lock()
 		if cur, still := s.verified[raw]; still {
-			cur.enc = enc
+			cur.pub = pub
 			s.verified[raw] = cur
 		}
 		s.tokMu.Unlock()
 	}
-	return enc, nil
-}
-
-func newEncrypter(jwk map[string]any) (jose.Encrypter, error) {
-	b, _ := json.Marshal(jwk)
-	var k jose.JSONWebKey
-	if err := k.UnmarshalJSON(b); err != nil {
-		return nil, fmt.Errorf("TEE public key: %w", err)
-	}
-	alg := jose.ECDH_ES_A256KW
-	if _, ok := k.Key.(interface{ Size() int }); ok {
-		alg = jose.RSA_OAEP_256
-	}
-	enc, err := jose.NewEncrypter(jose.A256GCM, jose.Recipient{Algorithm: alg, Key: k.Key}, nil)
-	if err != nil {
-		return nil, fmt.Errorf("encrypt to the TEE key: %w", err)
-	}
-	return enc, nil
-}
-
-// EncryptTo encrypts data to a public JWK as a flattened JWE (A256GCM;
-// ECDH-ES+A256KW for EC keys, RSA-OAEP-256 for RSA keys).
-func EncryptTo(jwk map[string]any, data []byte) ([]byte, error) {
-	enc, err := newEncrypter(jwk)
-	if err != nil {
-		return nil, err
-	}
-	obj, err := enc.Encrypt(data)
-	if err != nil {
-		return nil, err
-	}
-	return []byte(obj.FullSerialize()), nil
+	return pub, nil
 }
 
 type auditLine struct {
@@ -532,6 +360,7 @@ type auditLine struct {
 	TEE         string `json:"tee,omitempty"`
 	Measurement string `json:"measurement,omitempty"`
 	HostData    string `json:"host_data,omitempty"`
+	Binding     string `json:"binding,omitempty"`
 }
 
 func (s *Server) audit(l auditLine) {
@@ -547,7 +376,7 @@ func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if err := s.checkAdmin(r); err != nil {
 			s.audit(auditLine{Event: "admin", Resource: r.URL.Path, Verdict: "refused", Reason: err.Error()})
-			fail(w, http.StatusUnauthorized, "unauthorized", "%v", err)
+			fail(w, ErrAdminAuth, "%v", err)
 			return
 		}
 		h(w, r)
@@ -579,16 +408,16 @@ func (s *Server) checkAdmin(r *http.Request) error {
 func (s *Server) putResource(w http.ResponseWriter, r *http.Request) {
 	path, err := protocol.ResourcePath(r.PathValue("repo"), r.PathValue("type"), r.PathValue("tag"))
 	if err != nil {
-		fail(w, http.StatusBadRequest, "bad_path", "%v", err)
+		fail(w, ErrInvalidPath, "%v", err)
 		return
 	}
 	data, err := io.ReadAll(r.Body)
 	if err != nil {
-		fail(w, http.StatusRequestEntityTooLarge, "too_large", "%v", err)
+		fail(w, ErrPayloadTooLarge, "%v", err)
 		return
 	}
 	if err := s.cfg.Store.Put(r.Context(), path, data); err != nil {
-		httpjson.Internal(w, s.log, "the store", err)
+		s.internal(w, "the store", err)
 		return
 	}
 	clear(data)
@@ -599,14 +428,14 @@ func (s *Server) putResource(w http.ResponseWriter, r *http.Request) {
 func (s *Server) deleteResource(w http.ResponseWriter, r *http.Request) {
 	path, err := protocol.ResourcePath(r.PathValue("repo"), r.PathValue("type"), r.PathValue("tag"))
 	if err != nil {
-		fail(w, http.StatusBadRequest, "bad_path", "%v", err)
+		fail(w, ErrInvalidPath, "%v", err)
 		return
 	}
 	if err := s.cfg.Store.Delete(r.Context(), path); errors.Is(err, ErrNotFound) {
-		fail(w, http.StatusNotFound, "not_found", "no resource %s", path)
+		fail(w, ErrResourceNotFound, "no resource %s", path)
 		return
 	} else if err != nil {
-		httpjson.Internal(w, s.log, "the store", err)
+		s.internal(w, "the store", err)
 		return
 	}
 	s.audit(auditLine{Event: "admin_delete", Resource: path, Verdict: "deleted"})
@@ -616,15 +445,15 @@ func (s *Server) deleteResource(w http.ResponseWriter, r *http.Request) {
 func (s *Server) adminGetResource(w http.ResponseWriter, r *http.Request) {
 	path, err := protocol.ResourcePath(r.PathValue("repo"), r.PathValue("type"), r.PathValue("tag"))
 	if err != nil {
-		fail(w, http.StatusBadRequest, "bad_path", "%v", err)
+		fail(w, ErrInvalidPath, "%v", err)
 		return
 	}
 	data, err := s.cfg.Store.Get(r.Context(), path)
 	if errors.Is(err, ErrNotFound) {
-		fail(w, http.StatusNotFound, "not_found", "no resource %s", path)
+		fail(w, ErrResourceNotFound, "no resource %s", path)
 		return
 	} else if err != nil {
-		httpjson.Internal(w, s.log, "the store", err)
+		s.internal(w, "the store", err)
 		return
 	}
 	s.audit(auditLine{Event: "admin_get", Resource: path, Verdict: "read"})
@@ -635,7 +464,7 @@ func (s *Server) adminGetResource(w http.ResponseWriter, r *http.Request) {
 func (s *Server) listResources(w http.ResponseWriter, r *http.Request) {
 	list, err := s.cfg.Store.List(r.Context())
 	if err != nil {
-		httpjson.Internal(w, s.log, "the store", err)
+		s.internal(w, "the store", err)
 		return
 	}
 	if list == nil {
@@ -656,24 +485,24 @@ func (s *Server) setPolicy(w http.ResponseWriter, r *http.Request) {
 		Policy string `json:"policy"`
 	}
 	if err := decodeStrict(r.Body, &body); err != nil {
-		fail(w, http.StatusBadRequest, "bad_request", `body must be {"policy": "<base64url Rego>"}: %v`, err)
+		fail(w, ErrParsePolicy, `body must be {"policy": "<base64url Rego>"}: %v`, err)
 		return
 	}
 	text, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(body.Policy, "="))
 	if err != nil {
 		if text, err = base64.StdEncoding.DecodeString(body.Policy); err != nil {
-			fail(w, http.StatusBadRequest, "bad_request", "policy must be base64: %v", err)
+			fail(w, ErrParsePolicy, "policy must be base64: %v", err)
 			return
 		}
 	}
 	p, err := compileReleasePolicy(r.Context(), string(text), s.cfg.AllowSim)
 	if err != nil {
-		fail(w, http.StatusBadRequest, "bad_policy", "%v", err)
+		fail(w, ErrParsePolicy, "%v", err)
 		return
 	}
 	if s.cfg.OnPolicyChange != nil {
 		if err := s.cfg.OnPolicyChange(string(text)); err != nil {
-			httpjson.Internal(w, s.log, "the store", err)
+			s.internal(w, "the store", err)
 			return
 		}
 	}

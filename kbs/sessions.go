@@ -13,6 +13,7 @@ import (
 
 type session struct {
 	tee       tee.Kind
+	binding   tee.Binding // the composite evidence's binding
 	nonce     string
 	nonceUsed bool
 	token     string
@@ -44,7 +45,7 @@ func rand32() string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-func (s *sessions) create(kind tee.Kind) (string, string, error) {
+func (s *sessions) create(kind tee.Kind, binding tee.Binding) (string, string, error) {
 	id, nonce := rand32(), rand32()
 	now := s.now()
 	s.mu.Lock()
@@ -60,7 +61,7 @@ func (s *sessions) create(kind tee.Kind) (string, string, error) {
 			return "", "", errors.New("too many open sessions; retry shortly")
 		}
 	}
-	s.m[id] = &session{tee: kind, nonce: nonce, expires: now.Add(s.ttl)}
+	s.m[id] = &session{tee: kind, binding: binding, nonce: nonce, expires: now.Add(s.ttl)}
 	return id, nonce, nil
 }
 
@@ -76,23 +77,28 @@ func (s *sessions) get(id string) (*session, error) {
 	return v, nil
 }
 
-// consumeNonce checks the session's nonce and uses it.
-func (s *sessions) consumeNonce(id, nonce string) (*session, error) {
+// consumeNonce checks the session's nonce and uses it. A session that
+// already earned a token answers with it (as Trustee does); one whose
+// nonce was used by an attestation that failed does not take another.
+func (s *sessions) consumeNonce(id, nonce string) (*session, string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	v, err := s.get(id)
 	if err != nil {
-		return nil, err
+		return nil, "", err
+	}
+	if v.token != "" {
+		return nil, v.token, nil
 	}
 	if v.nonceUsed {
-		return nil, errors.New("the session's nonce was already used: call POST /kbs/v0/auth for a new one")
+		return nil, "", errors.New("the session's nonce was already used: call POST /kbs/v0/auth for a new one")
 	}
 	if subtle.ConstantTimeCompare([]byte(v.nonce), []byte(nonce)) != 1 {
-		return nil, errors.New("runtime-data.nonce is not this session's nonce")
+		return nil, "", errors.New("runtime-data.nonce is not this session's nonce")
 	}
 	v.nonceUsed = true
 	c := *v
-	return &c, nil
+	return &c, "", nil
 }
 
 func (s *sessions) setToken(id, tok string) {

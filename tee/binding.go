@@ -1,8 +1,10 @@
 package tee
 
 import (
+	"crypto/sha256"
 	"crypto/sha512"
 	"fmt"
+	"strings"
 )
 
 // Binding names one consumer of a report's REPORT_DATA. Every consumer has
@@ -32,32 +34,62 @@ const (
 	BindWorkload Binding = "cocoon/v1/workload"
 )
 
+// The KBS protocol's own bindings (Trustee, guest-components): REPORT_DATA
+// is a plain hash of the canonical runtime data {"additional-evidence",
+// "nonce", "tee-pubkey"}, zero-padded to 64 bytes; the challenge's
+// extra-params choose the hash (SHA-384 when they say nothing). A stock KBS
+// client in a pod makes this evidence through the workload's raw evidence
+// route (/aa/evidence); only the key broker accepts it. None of cocoon's own
+// bindings can equal one of these (theirs fill all 64 bytes with a hash of
+// an input that starts with a "cocoon/" label, never with "{").
+const (
+	BindKBSSHA256 Binding = "kbs-protocol/sha256"
+	BindKBSSHA384 Binding = "kbs-protocol/sha384"
+	BindKBSSHA512 Binding = "kbs-protocol/sha512"
+)
+
 // Bindings lists every binding, for diagnosis and tests.
 func Bindings() []Binding {
-	return []Binding{BindHostChallenge, BindKeyBroker, BindAttestationService, BindWorkload}
+	return []Binding{BindHostChallenge, BindKeyBroker, BindAttestationService, BindWorkload, BindKBSSHA256, BindKBSSHA384, BindKBSSHA512}
 }
+
+// Foreign reports whether b is another platform's binding (a plain hash)
+// rather than one of cocoon's domain-separated ones.
+func (b Binding) Foreign() bool { return strings.HasPrefix(string(b), "kbs-protocol/") }
 
 // ReportData is the REPORT_DATA that binds data under b.
 func (b Binding) ReportData(data []byte) [64]byte {
+	var out [64]byte
+	switch b {
+	case BindKBSSHA256:
+		h := sha256.Sum256(data)
+		copy(out[:], h[:])
+		return out
+	case BindKBSSHA384:
+		h := sha512.Sum384(data)
+		copy(out[:], h[:])
+		return out
+	case BindKBSSHA512:
+		return sha512.Sum512(data)
+	}
 	h := sha512.New()
 	h.Write([]byte(b))
 	h.Write([]byte{0})
 	h.Write(data)
-	var out [64]byte
 	h.Sum(out[:0])
 	return out
 }
 
 // ParseBinding accepts a binding's label or its short name (the label's
 // last component: host-challenge, key-broker, attestation-service,
-// workload).
+// workload, sha256, sha384, sha512).
 func ParseBinding(s string) (Binding, error) {
 	for _, b := range Bindings() {
 		if s == string(b) || s == b.Short() {
 			return b, nil
 		}
 	}
-	return "", fmt.Errorf("unknown binding %q; want host-challenge, key-broker, attestation-service or workload", s)
+	return "", fmt.Errorf("unknown binding %q; want host-challenge, key-broker, attestation-service, workload or a kbs-protocol/sha256|sha384|sha512", s)
 }
 
 // Short is the binding's last label component (e.g. "host-challenge").

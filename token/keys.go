@@ -170,9 +170,14 @@ func (s *Signer) Sign(claims *EAR) (string, error) {
 	k := s.keys[len(s.keys)-1]
 	sig, ok := s.signers[k.Kid]
 	if !ok {
+		// The header names the key twice: by kid (for a JWKS lookup) and
+		// as a public JWK (RFC 7515 "jwk"), which Trustee-style relying
+		// parties read. Neither is a reason to trust the token: a relying
+		// party checks the key against the issuer's JWKS or a pinned key.
+		pub := jose.JSONWebKey{Key: &k.Key.PublicKey, KeyID: k.Kid, Algorithm: string(s.alg), Use: "sig"}
 		var err error
 		sig, err = jose.NewSigner(jose.SigningKey{Algorithm: s.alg, Key: k.Key},
-			(&jose.SignerOptions{}).WithType("JWT").WithHeader(jose.HeaderKey("kid"), k.Kid))
+			(&jose.SignerOptions{}).WithType("JWT").WithHeader(jose.HeaderKey("kid"), k.Kid).WithHeader(jose.HeaderKey("jwk"), pub))
 		if err != nil {
 			s.mu.Unlock()
 			return "", err

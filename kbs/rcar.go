@@ -1,0 +1,321 @@
+package kbs
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	jose "github.com/go-jose/go-jose/v4"
+
+	"cocoon.dev/cocoon/attest"
+	"cocoon.dev/cocoon/kbs/protocol"
+	"cocoon.dev/cocoon/tee"
+)
+
+// The RCAR handshake (request, challenge, attestation, response) as the KBS
+// protocol 0.4.0 defines it and Trustee serves it. Two evidence shapes are
+// accepted in "tee-evidence":
+//
+//   - the protocol's composite {"primary_evidence", "additional_evidence"}
+//     (what guest-components' kbs_protocol sends): REPORT_DATA binds the
+//     canonical {"additional-evidence", "nonce", "tee-pubkey"} under the
+//     hash the challenge chose (SHA-384 when its extra-params say nothing),
+//     zero-padded — tee.BindKBSSHA384 and its siblings;
+//   - cocoon's evidence envelope alone (the agent's own client): REPORT_DATA
+//     binds the canonical {"nonce", "tee-pubkey"} under tee.BindKeyBroker,
+//     which no workload route of the agent can produce.
+
+// The protocol's bodies (package protocol, which clients link alone).
+type (
+	AuthRequest   = protocol.AuthRequest
+	Challenge     = protocol.Challenge
+	AttestRequest = protocol.AttestRequest
+	RuntimeData   = protocol.RuntimeData
+)
+
+func decodeStrict(r io.Reader, v any) error {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data after the JSON object")
+	}
+	return nil
+}
+
+// kbsTEE maps a KBS protocol TEE name (kbs-types) to cocoon's. "sample",
+// the protocol's test TEE, is cocoon's simulated TEE, accepted only where
+// sim evidence is (kbs serve --allow-sim).
+func kbsTEE(name string) (tee.Kind, error) {
+	switch name {
+	case "snp":
+		return tee.SNP, nil
+	case "tdx":
+		return tee.TDX, nil
+	case "sample", "sim":
+		return tee.Sim, nil
+	case "az-snp-vtpm", "az-tdx-vtpm", "sgx", "cca", "csv", "se", "tpm", "hygon-dcu", "nvidia", "sample-device":
+		return "", fmt.Errorf("tee %q is a KBS protocol TEE this broker does not verify; it verifies snp, tdx and sample (cocoon's simulated TEE)", name)
+	}
+	return "", fmt.Errorf("tee %q is unknown; use snp, tdx or sample", name)
+}
+
+// ParseAuth decodes an auth body strictly: the protocol version must be
+// exactly 0.4.0 (build metadata aside), as Trustee requires.
+func ParseAuth(r io.Reader) (*AuthRequest, error) {
+	var a AuthRequest
+	if err := decodeStrict(r, &a); err != nil {
+		return nil, fmt.Errorf("auth body: %w", err)
+	}
+	v, _, _ := strings.Cut(a.Version, "+")
+	if v != ProtocolVersion {
+		return nil, fmt.Errorf("KBS Client Protocol Version Mismatch: expect =%s while the request is %q", ProtocolVersion, a.Version)
+	}
+	if _, err := kbsTEE(a.TEE); err != nil {
+		return nil, fmt.Errorf("auth body: %w", err)
+	}
+	return &a, nil
+}
+
+// chooseBinding picks the hash the composite evidence binds with, from the
+// algorithms the client says it supports (extra-params
+// "supported-hash-algorithms"): SHA-384, the protocol's default, when it
+// supports it or says nothing, and then the challenge's extra-params stay
+// "" as Trustee's do; else SHA-512 or SHA-256, named in the challenge's
+// "selected-hash-algorithm".
+func chooseBinding(extra any) (tee.Binding, any, error) {
+	m, _ := extra.(map[string]any)
+	list, ok := m["supported-hash-algorithms"].([]any)
+	if !ok {
+		return tee.BindKBSSHA384, "", nil
+	}
+	has := map[string]bool{}
+	for _, v := range list {
+		if s, ok := v.(string); ok {
+			has[strings.ToLower(s)] = true
+		}
+	}
+	switch {
+	case has["sha384"]:
+		return tee.BindKBSSHA384, "", nil
+	case has["sha512"]:
+		return tee.BindKBSSHA512, map[string]any{"selected-hash-algorithm": "sha512"}, nil
+	case has["sha256"]:
+		return tee.BindKBSSHA256, map[string]any{"selected-hash-algorithm": "sha256"}, nil
+	}
+	return "", nil, fmt.Errorf("auth body: none of the supported-hash-algorithms %v is one this broker binds with (sha256, sha384, sha512)", list)
+}
+
+func (s *Server) auth(w http.ResponseWriter, r *http.Request) {
+	a, err := ParseAuth(r.Body)
+	if err != nil {
+		bodyFail(w, ErrAttestation, err)
+		return
+	}
+	kind, _ := kbsTEE(a.TEE)
+	binding, extra, err := chooseBinding(a.ExtraParams)
+	if err != nil {
+		fail(w, ErrAttestation, "%v", err)
+		return
+	}
+	id, nonce, err := s.sessions.create(kind, binding)
+	if err != nil {
+		fail(w, ErrBusy, "%v", err)
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: "kbs-session-id", Value: id, Path: "/kbs", HttpOnly: true, MaxAge: int(s.cfg.SessionTTL.Seconds())})
+	respond(w, http.StatusOK, Challenge{Nonce: nonce, ExtraParams: extra})
+}
+
+// Attestation is a parsed attest body.
+type Attestation struct {
+	Request  *AttestRequest
+	Evidence *tee.Evidence
+	// Composite is true for the protocol's composite evidence; Additional
+	// is its additional_evidence string, bound into REPORT_DATA.
+	Composite  bool
+	Additional string
+}
+
+// ParseAttest decodes an attest body strictly, checks the TEE key and reads
+// the evidence: composite or cocoon's envelope.
+func ParseAttest(r io.Reader) (*Attestation, error) {
+	var a AttestRequest
+	if err := decodeStrict(r, &a); err != nil {
+		return nil, fmt.Errorf("attest body: %w", err)
+	}
+	if a.RuntimeData.Nonce == "" {
+		return nil, errors.New(`attest body: "runtime-data.nonce" is missing`)
+	}
+	if err := CheckJWK(a.RuntimeData.TEEPubKey); err != nil {
+		return nil, fmt.Errorf(`attest body: "runtime-data.tee-pubkey": %w`, err)
+	}
+	out := &Attestation{Request: &a}
+	raw := []byte(a.TEEEvidence)
+	var comp struct {
+		Primary    json.RawMessage `json:"primary_evidence"`
+		Additional *string         `json:"additional_evidence"`
+	}
+	if isObjectWith(raw, "primary_evidence") {
+		if err := decodeStrict(strings.NewReader(string(raw)), &comp); err != nil {
+			return nil, fmt.Errorf(`attest body: "tee-evidence": %w`, err)
+		}
+		if comp.Additional == nil {
+			return nil, errors.New(`attest body: "tee-evidence.additional_evidence" is missing (send "" when there is none)`)
+		}
+		if err := checkAdditional(*comp.Additional); err != nil {
+			return nil, err
+		}
+		out.Composite, out.Additional, raw = true, *comp.Additional, comp.Primary
+	}
+	ev, err := parsePrimary(raw)
+	if err != nil {
+		return nil, fmt.Errorf(`attest body: "tee-evidence": %w`, err)
+	}
+	out.Evidence = ev
+	return out, nil
+}
+
+func isObjectWith(raw []byte, key string) bool {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) != nil {
+		return false
+	}
+	_, ok := m[key]
+	return ok
+}
+
+// checkAdditional refuses evidence of further devices (GPUs, ...): the
+// broker cannot verify it, and binding what it cannot check would be a lie.
+func checkAdditional(s string) error {
+	if s == "" {
+		return nil
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(s), &m); err != nil {
+		return fmt.Errorf(`attest body: "tee-evidence.additional_evidence" must be "" or a JSON object string: %w`, err)
+	}
+	if len(m) > 0 {
+		names := make([]string, 0, len(m))
+		for k := range m {
+			names = append(names, k)
+		}
+		return fmt.Errorf(`attest body: additional evidence for %v cannot be verified by this broker; attest without additional devices`, names)
+	}
+	return nil
+}
+
+// parsePrimary reads the primary evidence: cocoon's envelope (as an object
+// or a JSON string), or the attestation agent's TDX evidence
+// {"cc_eventlog", "quote"} (the event logs are not appraised).
+func parsePrimary(raw []byte) (*tee.Evidence, error) {
+	var str string
+	if json.Unmarshal(raw, &str) == nil {
+		raw = []byte(str)
+	}
+	if isObjectWith(raw, "quote") {
+		var aa struct {
+			Quote      []byte  `json:"quote"`
+			CCEventLog *string `json:"cc_eventlog"`
+			AAEventLog *string `json:"aa_eventlog"`
+		}
+		if err := decodeStrict(strings.NewReader(string(raw)), &aa); err != nil {
+			return nil, fmt.Errorf("TDX evidence: %w", err)
+		}
+		if len(aa.Quote) == 0 {
+			return nil, errors.New(`TDX evidence: "quote" is empty`)
+		}
+		return &tee.Evidence{TEE: tee.TDX, Report: aa.Quote}, nil
+	}
+	return tee.ParseEvidence(raw)
+}
+
+// CheckJWK accepts public EC (P-256, P-384, P-521) and RSA (>= 2048 bits)
+// keys.
+func CheckJWK(m map[string]any) error {
+	if m == nil {
+		return errors.New("missing")
+	}
+	b, _ := json.Marshal(m)
+	var k jose.JSONWebKey
+	if err := k.UnmarshalJSON(b); err != nil {
+		return fmt.Errorf("not a JWK: %w", err)
+	}
+	if !k.IsPublic() {
+		return errors.New("must be a public key")
+	}
+	if !k.Valid() {
+		return errors.New("not a valid key")
+	}
+	if pk, ok := k.Key.(interface{ Size() int }); ok && pk.Size() < 256 {
+		return errors.New("RSA keys must have at least 2048 bits")
+	}
+	return nil
+}
+
+func (s *Server) attest(w http.ResponseWriter, r *http.Request) {
+	c, err := r.Cookie("kbs-session-id")
+	if err != nil {
+		fail(w, ErrAttestation, "no kbs-session-id cookie: call POST /kbs/v0/auth first")
+		return
+	}
+	at, err := ParseAttest(r.Body)
+	if err != nil {
+		bodyFail(w, ErrAttestation, err)
+		return
+	}
+	a, ev := at.Request, at.Evidence
+	sess, tok, err := s.sessions.consumeNonce(c.Value, a.RuntimeData.Nonce)
+	if err != nil {
+		s.audit(auditLine{Event: "attest", Verdict: "refused", Reason: err.Error()})
+		fail(w, ErrAttestation, "%v", err)
+		return
+	}
+	if tok != "" {
+		// Trustee answers a repeated attest on an attested session with
+		// the token it earned.
+		respond(w, http.StatusOK, map[string]string{"token": tok})
+		return
+	}
+	if sess.tee != ev.TEE {
+		fail(w, ErrAttestation, "the session was opened for tee %q but the evidence is %q", sess.tee, ev.TEE)
+		return
+	}
+	binding := tee.BindKeyBroker
+	structured := map[string]any{"nonce": a.RuntimeData.Nonce, "tee-pubkey": a.RuntimeData.TEEPubKey}
+	if at.Composite {
+		binding = sess.binding
+		structured["additional-evidence"] = at.Additional
+	} else if ev.Binding != "" && ev.Binding != tee.BindKeyBroker {
+		fail(w, ErrAttestation, "the evidence was made for %s; the key broker accepts %s, or the KBS protocol's composite evidence", ev.Binding, tee.BindKeyBroker)
+		return
+	}
+	canon, err := tee.CanonicalJSON(structured)
+	if err != nil {
+		fail(w, ErrAttestation, "%v", err)
+		return
+	}
+	tok, ear, err := s.cfg.Attestation.Issue(r.Context(), ev, binding, canon, structured, a.RuntimeData.Nonce)
+	if err != nil {
+		if !errors.Is(err, attest.ErrVerification) {
+			s.audit(auditLine{Event: "attest", Verdict: "error", Reason: "internal failure (see the service log)", TEE: string(ev.TEE)})
+			s.internal(w, "attestation", err)
+			return
+		}
+		// A verification failure is about the caller's evidence: it is
+		// told what was wrong with it.
+		s.audit(auditLine{Event: "attest", Verdict: "refused", Reason: err.Error(), TEE: string(ev.TEE)})
+		fail(w, ErrAttestation, "%v", err)
+		return
+	}
+	s.sessions.setToken(c.Value, tok)
+	s.remember(tok, ear)
+	app := ear.CPU()
+	s.audit(auditLine{Event: "attest", Verdict: app.Status, TEE: string(ev.TEE), Measurement: app.Evidence.Measurement, HostData: app.Evidence.HostData, Binding: string(binding)})
+	respond(w, http.StatusOK, map[string]string{"token": tok})
+}
