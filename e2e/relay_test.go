@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"cocoon.dev/cocoon/kbs"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -123,8 +124,8 @@ func TestEvidenceRelayRefused(t *testing.T) {
 		ev := pth.ev(canon)
 		code, m := postJSON(t, hc, kbsURL+"/kbs/v0/attest", map[string]any{
 			"runtime-data": map[string]any{"nonce": nonce, "tee-pubkey": pub}, "tee-evidence": json.RawMessage(ev)})
-		if code != http.StatusForbidden || !strings.Contains(m["detail"].(string), pth.want) {
-			t.Errorf("%s: attest answered %d %v, want 403 with %q", pth.name, code, m, pth.want)
+		if code != http.StatusUnauthorized || m["type"] != kbs.ErrorTypePrefix+kbs.ErrAttestation || !strings.Contains(m["detail"].(string), pth.want) {
+			t.Errorf("%s: attest answered %d %v, want 401 AttestationError with %q", pth.name, code, m, pth.want)
 		}
 		if _, ok := m["token"]; ok {
 			t.Errorf("%s: a token was issued", pth.name)
@@ -171,7 +172,7 @@ func TestEvidenceRelayRefused(t *testing.T) {
 	kc := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	for _, res := range []string{"app/db/password", "app/volume/key"} {
 		code, body := getBody(t, kc, kbsURL+"/kbs/v0/resource/"+res, tok)
-		if code != http.StatusBadRequest || !bytes.Contains(body, []byte("no TEE public key")) {
+		if code != http.StatusUnauthorized || !bytes.Contains(body, []byte("no TEE public key")) {
 			t.Errorf("keyless token for %s: %d %s", res, code, body)
 		}
 	}

@@ -291,9 +291,6 @@ func (s *Server) attest(w http.ResponseWriter, r *http.Request) {
 	if at.Composite {
 		binding = sess.binding
 		structured["additional-evidence"] = at.Additional
-	} else if ev.Binding != "" && ev.Binding != tee.BindKeyBroker {
-		fail(w, ErrAttestation, "the evidence was made for %s; the key broker accepts %s, or the KBS protocol's composite evidence", ev.Binding, tee.BindKeyBroker)
-		return
 	}
 	canon, err := tee.CanonicalJSON(structured)
 	if err != nil {
