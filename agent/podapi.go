@@ -27,8 +27,8 @@ import (
 //
 //	GET  /cocoon/v1/evidence?runtime_data=<base64url>   evidence envelope,
 //	     REPORT_DATA bound under cocoon/v1/workload
-//	GET  /aa/evidence?runtime_data=<string>            (Confidential Containers alias,
-//	     bound under cocoon/v1/workload as well)
+//	/aa/..., /info, /cdh/resource/...                  (Confidential Containers'
+//	     guest-components API, coco.go)
 //	POST /attest/raw {"runtime_data": "<base64>"}      (Azure SKR sidecar alias:
 //	     REPORT_DATA = SHA-256(runtime_data) then 32 zero bytes, which no
 //	     SHA-512 binding can equal; answers {"report": "<hex>"})
@@ -55,9 +55,7 @@ func (a *Agent) podAPI() http.Handler {
 		}
 		a.serveEvidence(w, r.Context(), rd)
 	})
-	mux.HandleFunc("GET /aa/evidence", func(w http.ResponseWriter, r *http.Request) {
-		a.serveEvidence(w, r.Context(), []byte(r.URL.Query().Get("runtime_data")))
-	})
+	a.cocoRoutes(mux)
 	mux.HandleFunc("GET /cocoon/v1/resource/{repo}/{type}/{tag}", a.serveResource)
 	mux.HandleFunc("GET /cdh/resource/{repo}/{type}/{tag}", a.serveResource)
 	mux.HandleFunc("POST /attest/raw", func(w http.ResponseWriter, r *http.Request) {

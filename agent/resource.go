@@ -25,10 +25,10 @@ func (a *Agent) kbsConfig() (*policy.KBS, error) {
 	return k, nil
 }
 
-// resource runs the KBS protocol from inside the sandbox: the request goes
-// through the host's egress channel, TLS is checked against the CA the policy
-// pins, and the resource comes encrypted to a key made here.
-func (a *Agent) resource(ctx context.Context, repo, typ, tag string) ([]byte, error) {
+// kbsClient is a KBS protocol client to the policy's broker: the requests
+// go through the host's egress channel and TLS is checked against the CA the
+// policy pins.
+func (a *Agent) kbsClient() (*client.Client, error) {
 	k, err := a.kbsConfig()
 	if err != nil {
 		return nil, err
@@ -42,7 +42,16 @@ func (a *Agent) resource(ctx context.Context, repo, typ, tag string) ([]byte, er
 	if err != nil {
 		return nil, err
 	}
-	c := &client.Client{URL: k.URL, HTTP: hc, Attester: a.cfg.Attester}
+	return &client.Client{URL: k.URL, HTTP: hc, Attester: a.cfg.Attester}, nil
+}
+
+// resource runs the KBS protocol from inside the sandbox; the resource comes
+// encrypted to a key made here.
+func (a *Agent) resource(ctx context.Context, repo, typ, tag string) ([]byte, error) {
+	c, err := a.kbsClient()
+	if err != nil {
+		return nil, err
+	}
 	b, err := c.Resource(ctx, repo, typ, tag)
 	if err != nil {
 		return nil, fmt.Errorf("resource %s/%s/%s: %w", repo, typ, tag, err)

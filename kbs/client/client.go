@@ -65,11 +65,18 @@ func readErr(resp *http.Response) error {
 	return fmt.Errorf("key broker: %s: %s", resp.Status, bytes.TrimSpace(b))
 }
 
-// Resource runs the protocol and returns the plaintext of repo/type/tag.
-func (c *Client) Resource(ctx context.Context, repo, typ, tag string) ([]byte, error) {
-	if _, err := protocol.ResourcePath(repo, typ, tag); err != nil {
-		return nil, err
-	}
+// Session is an attested KBS session: the broker's token, the ephemeral
+// key pair the token attests (made here, inside the TEE) and the HTTP
+// client holding the session cookie.
+type Session struct {
+	Token string
+	Key   *ecdsa.PrivateKey
+	base  string
+	hc    *http.Client
+}
+
+// Attest runs the handshake (auth, attest) with a fresh key pair.
+func (c *Client) Attest(ctx context.Context) (*Session, error) {
 	if c.Attester == nil {
 		return nil, errors.New("no TEE attester: resources are released only to attested TEEs")
 	}
@@ -121,13 +128,21 @@ func (c *Client) Resource(ctx context.Context, repo, typ, tag string) ([]byte, e
 	if err := post("/kbs/v0/attest", map[string]any{"runtime-data": rd, "tee-evidence": json.RawMessage(evJSON)}, &tokResp); err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/kbs/v0/resource/"+repo+"/"+typ+"/"+tag, nil)
+	return &Session{Token: tokResp["token"], Key: priv, base: base, hc: &hc}, nil
+}
+
+// Resource fetches and decrypts repo/type/tag in an attested session.
+func (s *Session) Resource(ctx context.Context, repo, typ, tag string) ([]byte, error) {
+	if _, err := protocol.ResourcePath(repo, typ, tag); err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.base+"/kbs/v0/resource/"+repo+"/"+typ+"/"+tag, nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := hc.Do(req)
+	resp, err := s.hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("key broker %s: %w", base, err)
+		return nil, fmt.Errorf("key broker %s: %w", s.base, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -137,7 +152,19 @@ func (c *Client) Resource(ctx context.Context, repo, typ, tag string) ([]byte, e
 	if err != nil {
 		return nil, err
 	}
-	return Decrypt(body, priv)
+	return Decrypt(body, s.Key)
+}
+
+// Resource runs the protocol and returns the plaintext of repo/type/tag.
+func (c *Client) Resource(ctx context.Context, repo, typ, tag string) ([]byte, error) {
+	if _, err := protocol.ResourcePath(repo, typ, tag); err != nil {
+		return nil, err
+	}
+	s, err := c.Attest(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.Resource(ctx, repo, typ, tag)
 }
 
 // Decrypt opens a JWE (flattened or compact) with the private key.
