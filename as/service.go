@@ -321,6 +321,9 @@ func (s *Service) Issue(ctx context.Context, ev *tee.Evidence, b tee.Binding, da
 	if err != nil {
 		return "", nil, err
 	}
+	if data != nil {
+		app.Policy.Binding = string(b)
+	}
 	if structured != nil {
 		app.Policy.RuntimeData = structured
 		if k, ok := structured["tee-pubkey"].(map[string]any); ok {

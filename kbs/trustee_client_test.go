@@ -241,6 +241,11 @@ func TestTrusteeClientAttestsAndDecrypts(t *testing.T) {
 	if err := json.Unmarshal(b, &tok); err != nil || strings.Count(tok.Token, ".") != 2 {
 		t.Fatalf("attest answer %s", b)
 	}
+	// The token says which binding attested, for release policies.
+	pb, _ := base64.RawURLEncoding.DecodeString(strings.Split(tok.Token, ".")[1])
+	if !strings.Contains(string(pb), `"binding":"kbs-protocol/sha384"`) {
+		t.Errorf("the token does not name the binding: %s", pb)
+	}
 	// The token's header carries its key (jwk), which the broker's JWKS lists.
 	hb, _ := base64.RawURLEncoding.DecodeString(strings.Split(tok.Token, ".")[0])
 	var hdr struct {

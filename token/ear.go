@@ -49,8 +49,13 @@ type Appraisal struct {
 type PolicyClaims struct {
 	PolicyID string   `json:"policy_id"`
 	Reasons  []string `json:"reasons"`
-	// InitData is the structured runtime data the evidence bound.
+	// RuntimeData is the structured runtime data the evidence bound.
 	RuntimeData map[string]any `json:"runtime_data,omitempty"`
+	// Binding is the REPORT_DATA binding the evidence was checked under
+	// (tee.Binding): a key broker's release policy can tell the agent's
+	// own client (cocoon/v1/key-broker) from a KBS protocol client in the
+	// workload (kbs-protocol/sha384, ...).
+	Binding string `json:"binding,omitempty"`
 }
 
 // KeyAttestation holds an attested public key as draft-fv-rats-ear and
