@@ -25,6 +25,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 
+	"cocoon.dev/cocoon/as/maa"
 	"cocoon.dev/cocoon/attest"
 	"cocoon.dev/cocoon/tee"
 	"cocoon.dev/cocoon/token"
@@ -129,6 +130,9 @@ func (s *Service) Handler() http.Handler {
 	mux.HandleFunc("POST /challenge", s.challenge)
 	mux.HandleFunc("POST /attestation", s.attestation)
 	mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
+	// MAA's routes: the SEV-SNP attestation and the signing keys (/certs).
+	mux.HandleFunc("POST "+maa.Path, s.maaAttest)
+	mux.HandleFunc("GET /certs", s.jwks)
 	mux.HandleFunc("GET /.well-known/openid-configuration", s.discovery)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { respond(w, 200, map[string]string{"status": "ok"}) })
 	mux.HandleFunc("GET /metrics", s.metrics.serve)

@@ -23,7 +23,7 @@ import (
 //     (what guest-components' kbs_protocol sends): REPORT_DATA binds the
 //     canonical {"additional-evidence", "nonce", "tee-pubkey"} under the
 //     hash the challenge chose (SHA-384 when its extra-params say nothing),
-//     zero-padded — tee.BindKBSSHA384 and its siblings;
+//     zero-padded — tee.BindSHA384 and its siblings;
 //   - cocoon's evidence envelope alone (the agent's own client): REPORT_DATA
 //     binds the canonical {"nonce", "tee-pubkey"} under tee.BindKeyBroker,
 //     which no workload route of the agent can produce.
@@ -92,7 +92,7 @@ func chooseBinding(extra any) (tee.Binding, any, error) {
 	m, _ := extra.(map[string]any)
 	list, ok := m["supported-hash-algorithms"].([]any)
 	if !ok {
-		return tee.BindKBSSHA384, "", nil
+		return tee.BindSHA384, "", nil
 	}
 	has := map[string]bool{}
 	for _, v := range list {
@@ -102,11 +102,11 @@ func chooseBinding(extra any) (tee.Binding, any, error) {
 	}
 	switch {
 	case has["sha384"]:
-		return tee.BindKBSSHA384, "", nil
+		return tee.BindSHA384, "", nil
 	case has["sha512"]:
-		return tee.BindKBSSHA512, map[string]any{"selected-hash-algorithm": "sha512"}, nil
+		return tee.BindSHA512, map[string]any{"selected-hash-algorithm": "sha512"}, nil
 	case has["sha256"]:
-		return tee.BindKBSSHA256, map[string]any{"selected-hash-algorithm": "sha256"}, nil
+		return tee.BindSHA256, map[string]any{"selected-hash-algorithm": "sha256"}, nil
 	}
 	return "", nil, fmt.Errorf("auth body: none of the supported-hash-algorithms %v is one this broker binds with (sha256, sha384, sha512)", list)
 }

@@ -243,7 +243,7 @@ func TestTrusteeClientAttestsAndDecrypts(t *testing.T) {
 	}
 	// The token says which binding attested, for release policies.
 	pb, _ := base64.RawURLEncoding.DecodeString(strings.Split(tok.Token, ".")[1])
-	if !strings.Contains(string(pb), `"binding":"kbs-protocol/sha384"`) {
+	if !strings.Contains(string(pb), `"binding":"plain/sha384"`) {
 		t.Errorf("the token does not name the binding: %s", pb)
 	}
 	// The token's header carries its key (jwk), which the broker's JWKS lists.

@@ -34,42 +34,46 @@ const (
 	BindWorkload Binding = "cocoon/v1/workload"
 )
 
-// The KBS protocol's own bindings (Trustee, guest-components): REPORT_DATA
-// is a plain hash of the canonical runtime data {"additional-evidence",
-// "nonce", "tee-pubkey"}, zero-padded to 64 bytes; the challenge's
-// extra-params choose the hash (SHA-384 when they say nothing). A stock KBS
-// client in a pod makes this evidence through the workload's raw evidence
-// route (/aa/evidence); only the key broker accepts it. None of cocoon's own
-// bindings can equal one of these (theirs fill all 64 bytes with a hash of
-// an input that starts with a "cocoon/" label, never with "{").
+// Other platforms' bindings: REPORT_DATA is a plain hash of the runtime
+// data, zero-padded to 64 bytes. The KBS protocol (Trustee,
+// guest-components) hashes the canonical {"additional-evidence", "nonce",
+// "tee-pubkey"} with the hash the challenge chose (SHA-384 when its
+// extra-params say nothing): a stock KBS client in a pod makes this through
+// the workload's raw evidence route (/aa/evidence), and the key broker
+// accepts it for composite evidence. Azure (the SKR sidecar, MAA) hashes the
+// runtime data with SHA-256: the in-pod /attest/raw and /attest/maa routes,
+// accepted by the attestation service's MAA-compatible route. Both are made
+// over data a container chooses; none of cocoon's own bindings can equal
+// one of these (theirs fill all 64 bytes with a hash of an input that
+// starts with a "cocoon/" label, and no container route fills the last 16).
 const (
-	BindKBSSHA256 Binding = "kbs-protocol/sha256"
-	BindKBSSHA384 Binding = "kbs-protocol/sha384"
-	BindKBSSHA512 Binding = "kbs-protocol/sha512"
+	BindSHA256 Binding = "plain/sha256"
+	BindSHA384 Binding = "plain/sha384"
+	BindSHA512 Binding = "plain/sha512"
 )
 
 // Bindings lists every binding, for diagnosis and tests.
 func Bindings() []Binding {
-	return []Binding{BindHostChallenge, BindKeyBroker, BindAttestationService, BindWorkload, BindKBSSHA256, BindKBSSHA384, BindKBSSHA512}
+	return []Binding{BindHostChallenge, BindKeyBroker, BindAttestationService, BindWorkload, BindSHA256, BindSHA384, BindSHA512}
 }
 
 // Foreign reports whether b is another platform's binding (a plain hash)
 // rather than one of cocoon's domain-separated ones.
-func (b Binding) Foreign() bool { return strings.HasPrefix(string(b), "kbs-protocol/") }
+func (b Binding) Foreign() bool { return strings.HasPrefix(string(b), "plain/") }
 
 // ReportData is the REPORT_DATA that binds data under b.
 func (b Binding) ReportData(data []byte) [64]byte {
 	var out [64]byte
 	switch b {
-	case BindKBSSHA256:
+	case BindSHA256:
 		h := sha256.Sum256(data)
 		copy(out[:], h[:])
 		return out
-	case BindKBSSHA384:
+	case BindSHA384:
 		h := sha512.Sum384(data)
 		copy(out[:], h[:])
 		return out
-	case BindKBSSHA512:
+	case BindSHA512:
 		return sha512.Sum512(data)
 	}
 	h := sha512.New()
@@ -89,7 +93,7 @@ func ParseBinding(s string) (Binding, error) {
 			return b, nil
 		}
 	}
-	return "", fmt.Errorf("unknown binding %q; want host-challenge, key-broker, attestation-service, workload or a kbs-protocol/sha256|sha384|sha512", s)
+	return "", fmt.Errorf("unknown binding %q; want host-challenge, key-broker, attestation-service, workload or a plain/sha256|sha384|sha512", s)
 }
 
 // Short is the binding's last label component (e.g. "host-challenge").

@@ -54,7 +54,7 @@ type PolicyClaims struct {
 	// Binding is the REPORT_DATA binding the evidence was checked under
 	// (tee.Binding): a key broker's release policy can tell the agent's
 	// own client (cocoon/v1/key-broker) from a KBS protocol client in the
-	// workload (kbs-protocol/sha384, ...).
+	// workload (plain/sha384, ...).
 	Binding string `json:"binding,omitempty"`
 }
 

@@ -164,8 +164,12 @@ func (s *Signer) JWKS() jose.JSONWebKeySet {
 	return set
 }
 
-// Sign signs claims with the current key.
-func (s *Signer) Sign(claims *EAR) (string, error) {
+// Sign signs an EAR with the current key.
+func (s *Signer) Sign(claims *EAR) (string, error) { return s.SignClaims(claims) }
+
+// SignClaims signs any JSON claims set (an MAA-shaped token, say) with the
+// current key.
+func (s *Signer) SignClaims(claims any) (string, error) {
 	s.mu.Lock()
 	k := s.keys[len(s.keys)-1]
 	sig, ok := s.signers[k.Kid]
