@@ -102,4 +102,3 @@ func TestMAARoute(t *testing.T) {
 		}
 	}
 }
-
