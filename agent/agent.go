@@ -50,6 +50,10 @@ type Config struct {
 	// PodAPISocket, when set, is the host path of the in-pod API socket,
 	// bind-mounted into every container at /run/cocoon/api.sock.
 	PodAPISocket string
+	// ListenPod listens on an address of the pod's own network (its
+	// loopback), for the APIs a policy turns on (the Azure SKR API); nil
+	// when the sandbox has no network of its own.
+	ListenPod func(addr string) (net.Listener, error)
 	// SetHostname makes CreateSandbox set the agent's own UTS hostname (the
 	// agent must be in its own UTS namespace).
 	SetHostname bool

@@ -106,6 +106,9 @@ func (s *service) CreateSandbox(ctx context.Context, req *agentv1.CreateSandboxR
 			return nil, fmt.Errorf("set hostname: %w", err)
 		}
 	}
+	if err := a.startSKR(); err != nil {
+		return nil, err
+	}
 	a.sandbox = &sandboxState{name: req.GetName(), hostname: host, volumes: vols, files: files}
 	a.log.Info("sandbox created", "name", req.GetName(), "volumes", len(vols))
 	return &agentv1.CreateSandboxResponse{}, nil

@@ -44,9 +44,17 @@ type Policy struct {
 	// KBS is the key broker the agent fetches resources from, so the host
 	// cannot point it at another one.
 	KBS *KBS `json:"kbs,omitempty"`
+	// AttestationService is the attestation service the agent asks for
+	// MAA-style tokens (the in-pod Azure SKR API's /attest/maa), pinned
+	// like the key broker.
+	AttestationService *KBS `json:"attestation_service,omitempty"`
+	// SKRPort, when set, is the pod-loopback port of the in-pod Azure SKR
+	// API (opt-in: applications often listen on its usual 8080).
+	SKRPort int `json:"skr_port,omitempty"`
 }
 
-// KBS names a key broker and the CA its TLS certificate must chain to.
+// KBS names a service (a key broker, an attestation service) and the CA its
+// TLS certificate must chain to.
 type KBS struct {
 	URL string `json:"url"`
 	// CA is PEM; empty means the system roots.

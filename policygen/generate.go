@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -24,6 +25,13 @@ import (
 const (
 	AnnotationKBS   = "cocoon.dev/kbs"
 	AnnotationKBSCA = "cocoon.dev/kbs-ca" // PEM, base64
+	// AnnotationAS pins the attestation service the in-pod Azure SKR API's
+	// /attest/maa asks (its MAA-compatible route); AnnotationASCA its CA.
+	AnnotationAS   = "cocoon.dev/attestation-service"
+	AnnotationASCA = "cocoon.dev/attestation-service-ca" // PEM, base64
+	// AnnotationSKR turns on the in-pod Azure SKR API: "true" serves it on
+	// 127.0.0.1:8080, a number on that port.
+	AnnotationSKR = "cocoon.dev/skr"
 )
 
 // GenerateOptions configure Generate.
@@ -59,18 +67,14 @@ func Generate(ctx context.Context, p *pod.Pod, o GenerateOptions) (*policy.Polic
 		Sandbox:    policy.Sandbox{Name: p.Name, Hostname: p.Hostname, Volumes: []policy.Volume{}, Sysctls: p.Sysctls},
 		Containers: map[string]*policy.Container{}, Images: imgs,
 	}
-	if u := p.Annotations[AnnotationKBS]; u != "" {
-		if !strings.HasPrefix(u, "https://") {
-			return nil, fmt.Errorf("annotation %s = %q: the key broker must be an https:// URL", AnnotationKBS, u)
-		}
-		pol.KBS = &policy.KBS{URL: u}
-		if ca := p.Annotations[AnnotationKBSCA]; ca != "" {
-			b, err := base64.StdEncoding.DecodeString(ca)
-			if err != nil {
-				return nil, fmt.Errorf("annotation %s: not base64: %w", AnnotationKBSCA, err)
-			}
-			pol.KBS.CA = string(b)
-		}
+	if pol.KBS, err = endpoint(p.Annotations, AnnotationKBS, AnnotationKBSCA, "the key broker"); err != nil {
+		return nil, err
+	}
+	if pol.AttestationService, err = endpoint(p.Annotations, AnnotationAS, AnnotationASCA, "the attestation service"); err != nil {
+		return nil, err
+	}
+	if pol.SKRPort, err = skrPort(p.Annotations[AnnotationSKR]); err != nil {
+		return nil, err
 	}
 	pol.Sandbox.EncryptedVolumes = []policy.EncryptedVolume{}
 	for _, v := range p.Encrypted {
@@ -214,4 +218,40 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
+}
+
+// endpoint reads a pinned service: an https:// URL and its CA (base64 PEM).
+func endpoint(ann map[string]string, urlKey, caKey, what string) (*policy.KBS, error) {
+	u := ann[urlKey]
+	if u == "" {
+		return nil, nil
+	}
+	if !strings.HasPrefix(u, "https://") {
+		return nil, fmt.Errorf("annotation %s = %q: %s must be an https:// URL", urlKey, u, what)
+	}
+	e := &policy.KBS{URL: u}
+	if ca := ann[caKey]; ca != "" {
+		b, err := base64.StdEncoding.DecodeString(ca)
+		if err != nil {
+			return nil, fmt.Errorf("annotation %s: not base64: %w", caKey, err)
+		}
+		e.CA = string(b)
+	}
+	return e, nil
+}
+
+// skrPort reads the SKR annotation: "" or "false" off, "true" 8080, or a
+// port.
+func skrPort(v string) (int, error) {
+	switch v {
+	case "", "false":
+		return 0, nil
+	case "true":
+		return 8080, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 65535 || n == 8006 {
+		return 0, fmt.Errorf("annotation %s = %q: want \"true\" (port 8080) or a port 1-65535 other than the in-pod API's 8006", AnnotationSKR, v)
+	}
+	return n, nil
 }

@@ -84,6 +84,7 @@ func newGuestAgent(ch *vmchan.Guest, params map[string]string, log *slog.Logger)
 			return ch.FetchTree(ctx, p, filepath.Join(agent.GuestStateDir, "local"))
 		},
 		VolumeSource: vmchan.FindDisk,
+		ListenPod:    func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) },
 	}
 	switch params["tee"] {
 	case "sim":

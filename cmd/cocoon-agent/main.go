@@ -118,6 +118,7 @@ func run() error {
 				return fail(fmt.Errorf("in-pod API on %s: %w", agent.PodAPIAddr, err))
 			}
 			podListeners = append(podListeners, tl)
+			cfg.ListenPod = func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
 		}
 	}
 	a, err := agent.New(cfg)

@@ -49,7 +49,10 @@ func newASCmd(g *globals) *cobra.Command {
 
   POST /challenge                      a fresh nonce (single use, 5 minutes)
   POST /attestation                    verify evidence, appraise, return {"token": JWT}
-  GET  /.well-known/jwks.json          the token signing keys
+  POST /attest/SevSnpVm?api-version=2022-08-01
+                                       Microsoft Azure Attestation's SEV-SNP request:
+                                       a token with MAA's claim names (x-ms-...)
+  GET  /.well-known/jwks.json, /certs  the token signing keys
   GET  /.well-known/openid-configuration
   GET  /healthz, GET /metrics          (Prometheus)
   GET|PUT /admin/reference-values      (Bearer STATE/admin-token)
