@@ -80,9 +80,10 @@ at launch, and the agent enforces it on every host request.`,
 
 func newPolicyGenerateCmd(g *globals) *cobra.Command {
 	f := &genFlags{}
+	af := &aciFlags{}
 	var print bool
 	cmd := &cobra.Command{
-		Use:   "generate POD.yaml [-o FILE | -o json] [--print]",
+		Use:   "generate POD.yaml|TEMPLATE.json [-o FILE | -o json] [--print]",
 		Short: "Generate a pod's policy and write it into its annotations",
 		Long: `Resolve each image of the pod (registry or OCI layout) to its digests and
 config, verify every layer, and write the policy into the annotations
@@ -93,15 +94,25 @@ digest: generating again is instant.
 
 A manifest of several documents (a Deployment with its Service and ConfigMap)
 gets a policy in each workload's pod template (Pod, Deployment, StatefulSet,
-DaemonSet, ReplicaSet, Job); the other documents are kept as they are.`,
+DaemonSet, ReplicaSet, Job); the other documents are kept as they are.
+
+An Azure Container Instances ARM template (what az confcom acipolicygen -a
+reads) is translated to a pod (unsupported fields are named; the Azure SKR
+sidecar becomes cocoon's own SKR API; tags named cocoon.dev/... are the pod's
+annotations) and the policy is written into its ccePolicy. Give parameters
+without a defaultValue with --aci-param NAME=VALUE.`,
 		Example: `  cocoon policy generate examples/hello/pod.yaml
   cocoon policy generate --print pod.yaml | less
-  cocoon policy generate app.yaml     # Deployment + Service + ConfigMap: each workload annotated`,
+  cocoon policy generate app.yaml     # Deployment + Service + ConfigMap: each workload annotated
+  cocoon policy generate aci-template.json --aci-param image=registry/app:1`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			y, err := os.ReadFile(args[0])
 			if err != nil {
 				return err
+			}
+			if pod.IsACITemplate(y) {
+				return generateACI(cmd, g, args[0], y, f, af, print)
 			}
 			if docs, err := pod.Documents(y); err == nil && len(docs) > 1 {
 				return generateManifest(cmd, g, args[0], docs, f, print)
@@ -136,8 +147,42 @@ DaemonSet, ReplicaSet, Job); the other documents are kept as they are.`,
 		},
 	}
 	f.add(cmd)
+	af.add(cmd)
 	cmd.Flags().BoolVar(&print, "print", false, "print the policy (Rego) instead of annotating")
 	return cmd
+}
+
+// generateACI makes the policy of an ACI container group template and
+// writes it into its ccePolicy.
+func generateACI(cmd *cobra.Command, g *globals, file string, data []byte, f *genFlags, af *aciFlags, print bool) error {
+	a, _, err := translateACI(cmd, file, data, &aciFlags{params: af.params})
+	if err != nil {
+		return err
+	}
+	pol, text, err := generate(cmd, g, file, a.PodYAML, f)
+	if err != nil {
+		return err
+	}
+	if print {
+		_, err := cmd.OutOrStdout().Write(text)
+		return err
+	}
+	out, err := setCCEPolicy(data, base64.StdEncoding.EncodeToString(text))
+	if err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	dst := file
+	if g.outFile != "" {
+		dst = g.outFile
+	}
+	if err := os.WriteFile(dst, out, 0o644); err != nil {
+		return err
+	}
+	if g.json() {
+		return printJSON(cmd.OutOrStdout(), map[string]any{"file": dst, "sha256": policy.HashHex(text, tee.Sim), "sha384": policy.HashHex(text, tee.TDX), "containers": len(pol.Containers), "images": len(pol.Images)})
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "%s: policy sha256 %s written to ccePolicy (%d containers, %d images)\n", dst, policy.HashHex(text, tee.Sim), len(pol.Containers), len(pol.Images))
+	return nil
 }
 
 func newPolicySettingsCmd(*globals) *cobra.Command {

@@ -32,7 +32,9 @@ func newRunCmd(g *globals) *cobra.Command {
 		Use:   "run [-d] POD.yaml",
 		Short: "Run a pod in a new sandbox",
 		Long: `Run the pod described by POD.yaml (a Pod, or the pod template of a Deployment,
-Job, StatefulSet or DaemonSet) in a new sandbox named after the pod.
+Job, StatefulSet or DaemonSet) in a new sandbox named after the pod. An Azure
+Container Instances ARM template runs too: its container group, translated to a
+pod, with the policy in its ccePolicy (cocoon policy generate TEMPLATE.json).
 
 In the foreground, cocoon shows image pull progress on a terminal, streams the
 containers' output (prefixed with the container name when the pod has several),
@@ -64,12 +66,14 @@ error); 137 when the sandbox's agent died.`,
 	vm.add(cmd)
 	cmd.Flags().BoolVar(&gen.generate, "generate-policy", false, "generate the pod's policy now when it has none (and say so)")
 	gen.add(cmd)
+	gen.aci.add(cmd)
 	return cmd
 }
 
 type runGen struct {
 	generate bool
 	genFlags
+	aci aciFlags
 }
 
 // vmFlags are the run flags of the qemu isolation backend.
@@ -101,6 +105,11 @@ func runPod(cmd *cobra.Command, g *globals, file, teeKind string, detach, rm boo
 	agentBin, err := g.agentBinary()
 	if err != nil {
 		return &exitError{125, err.Error()}
+	}
+	if pod.IsACITemplate(y) {
+		if _, y, err = translateACI(cmd, file, y, &gen.aci); err != nil {
+			return &exitError{125, err.Error()}
+		}
 	}
 	parsed, err := pod.Parse(y)
 	if err != nil {
