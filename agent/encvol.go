@@ -19,11 +19,20 @@ import (
 // device), and its filesystem mounted in the agent's private mount
 // namespace, at the directory returned.
 func (a *Agent) openEncrypted(ctx context.Context, v *agentv1.EncryptedVolume) (string, error) {
-	repo, typ, tag, err := protocol.ParseURI(v.GetKeyUri())
+	ks, err := volume.ParseKeyURI(v.GetKeyUri())
 	if err != nil {
 		return "", fmt.Errorf("volume %q: %w: %w", v.GetName(), err, errInvalid)
 	}
-	key, err := a.resource(ctx, repo, typ, tag)
+	repo, typ, tag, err := protocol.ParseURI(ks.Resource)
+	if err != nil {
+		return "", fmt.Errorf("volume %q: %w: %w", v.GetName(), err, errInvalid)
+	}
+	res, err := a.resource(ctx, repo, typ, tag)
+	if err != nil {
+		return "", fmt.Errorf("volume %q: key: %w", v.GetName(), err)
+	}
+	key, err := ks.Passphrase(res)
+	clear(res)
 	if err != nil {
 		return "", fmt.Errorf("volume %q: key: %w", v.GetName(), err)
 	}

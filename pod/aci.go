@@ -98,9 +98,10 @@ func FromACI(data []byte, params map[string]string) (*ACI, error) {
 }
 
 type aciTranslator struct {
-	t        *armTemplate
-	params   map[string]string
-	warnings []string
+	t            *armTemplate
+	params       map[string]string
+	warnings     []string
+	encfsVolumes []encfsVolume
 }
 
 // str resolves a string field: a literal or [parameters('x')] /
@@ -263,6 +264,9 @@ func (x *aciTranslator) group(g map[string]any) (*ACI, error) {
 		if err != nil {
 			return nil, err
 		}
+		if skr == "encfs" {
+			continue
+		}
 		if skr != "" {
 			k.Annotations["cocoon.dev/skr"] = skr
 			continue
@@ -271,6 +275,9 @@ func (x *aciTranslator) group(g map[string]any) (*ACI, error) {
 	}
 	if len(k.Spec.Containers) == 0 {
 		return nil, errors.New("the container group has no containers")
+	}
+	if err := x.placeEncfs(k); err != nil {
+		return nil, err
 	}
 	if len(k.Annotations) == 0 {
 		k.Annotations = nil
@@ -319,7 +326,8 @@ func (x *aciTranslator) volume(v map[string]any, field string) (corev1.Volume, e
 var skrImage = regexp.MustCompile(`^mcr\.microsoft\.com/aci/skr(:|@|$)`)
 
 // container translates one container; for the SKR sidecar it returns the
-// port cocoon's own SKR API should take instead.
+// port cocoon's own SKR API should take instead, for the encrypted-filesystem
+// sidecar "encfs" (its filesystems become encrypted volumes).
 func (x *aciTranslator) container(c map[string]any, field string) (corev1.Container, string, error) {
 	if err := known(c, field, "name", "properties"); err != nil {
 		return corev1.Container{}, "", err
@@ -379,8 +387,8 @@ func (x *aciTranslator) container(c map[string]any, field string) (corev1.Contai
 		}
 		return kc, port, nil
 	}
-	if strings.HasPrefix(image, "mcr.microsoft.com/aci/encfs") {
-		return kc, "", fmt.Errorf("container %s is the Azure encrypted-filesystem sidecar: not translated yet; describe the filesystem as a cocoon encrypted volume (docs/volumes.md)", name)
+	if encfsImage.MatchString(image) {
+		return kc, "encfs", x.encfs(name, kc.Env)
 	}
 	for i, pt := range list(p["ports"]) {
 		pm := obj(pt)

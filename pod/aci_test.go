@@ -1,6 +1,8 @@
 package pod
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"os"
 	"strings"
 	"testing"
@@ -90,4 +92,72 @@ func FuzzACI(f *testing.F) {
 		}
 		_, _ = Parse(a.PodYAML)
 	})
+}
+
+// TestACIEncfs: the encrypted-filesystem sidecar's configuration becomes an
+// encrypted volume with the sidecar's key derivation, mounted where the
+// app looked for it; no privileged sidecar is left.
+func TestACIEncfs(t *testing.T) {
+	data, err := os.ReadFile("testdata/aci/encfs-app.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := FromACI(data, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Parse(a.PodYAML)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, a.PodYAML)
+	}
+	if len(p.Main) != 1 || len(p.Encrypted) != 1 {
+		t.Fatalf("containers %d, encrypted volumes %d\n%s", len(p.Main), len(p.Encrypted), a.PodYAML)
+	}
+	ev := p.Encrypted[0]
+	if ev.GetSource() != "https://acct.blob.core.windows.net/c/fs.img?sv=sig" || ev.GetKeyUri() != "kbs:///keyvault/keys/fs-key?kdf=azure-encfs&label=Volume+Key&salt=00aabb" || !ev.GetReadOnly() {
+		t.Errorf("volume %v", ev)
+	}
+	mounted := false
+	for _, m := range p.Main[0].Spec.GetMounts() {
+		mounted = mounted || (m.GetMountPath() == "/mnt/remote/share" && m.GetReadOnly())
+	}
+	if !mounted {
+		t.Errorf("the app does not mount the filesystem at /mnt/remote/share: %v", p.Main[0].Spec.GetMounts())
+	}
+	// Refusals, each a change of the sidecar's configuration.
+	args := func(mod func(fs map[string]any)) []byte {
+		fs := map[string]any{"mount_point": "/mnt/remote/share", "azure_url": "https://a.example/fs.img", "read_write": false,
+			"key": map[string]any{"kid": "fs-key", "kty": "RSA", "authority": map[string]any{"endpoint": "m"}, "akv": map[string]any{"endpoint": "v"}},
+			"key_derivation": map[string]any{"salt": "00", "label": "l"}}
+		mod(fs)
+		b, _ := json.Marshal(map[string]any{"azure_filesystems": []any{fs}})
+		var t map[string]any
+		json.Unmarshal(data, &t)
+		c := t["resources"].([]any)[0].(map[string]any)["properties"].(map[string]any)["containers"].([]any)[0].(map[string]any)
+		c["properties"].(map[string]any)["environmentVariables"] = []any{map[string]any{"name": "EncfsSideCarArgs", "value": base64.StdEncoding.EncodeToString(b)}}
+		out, _ := json.Marshal(t)
+		return out
+	}
+	if _, err := FromACI(args(func(map[string]any) {}), nil); err != nil {
+		t.Fatalf("the unchanged configuration: %v", err)
+	}
+	for name, tc := range map[string]struct {
+		mod  func(fs map[string]any)
+		want string
+	}{
+		"read-write":      {func(fs map[string]any) { fs["read_write"] = true }, "read-only"},
+		"private blob":    {func(fs map[string]any) { fs["azure_url_private"] = true }, "managed identity"},
+		"raw key":         {func(fs map[string]any) { fs["raw_key"] = "00" }, "raw_key"},
+		"not a URL":       {func(fs map[string]any) { fs["azure_url"] = "/local/fs.img" }, "azure_url"},
+		"bad salt":        {func(fs map[string]any) { fs["key_derivation"] = map[string]any{"salt": "zz"} }, "salt"},
+		"ec key":          {func(fs map[string]any) { fs["key"].(map[string]any)["kty"] = "EC" }, "kty"},
+		"bad kid":         {func(fs map[string]any) { fs["key"].(map[string]any)["kid"] = "../x" }, "kid"},
+		"unknown field":   {func(fs map[string]any) { fs["extra"] = 1 }, "unknown field"},
+		"nobody mounts":   {func(fs map[string]any) { fs["mount_point"] = "/elsewhere/share" }, "no container mounts"},
+		"unclean mountpt": {func(fs map[string]any) { fs["mount_point"] = "/mnt/remote/../share" }, "mount_point"},
+	} {
+		if _, err := FromACI(args(tc.mod), nil); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error saying %q", name, err, tc.want)
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package pod
 
 import (
+	"cocoon.dev/cocoon/kbs/protocol"
 	"fmt"
 	"net/url"
 	"path"
@@ -322,8 +323,12 @@ func encryptedVolume(at string, v corev1.Volume) (*agentv1.EncryptedVolume, erro
 	} else if ev.Source == "" || strings.Contains("/"+ev.Source+"/", "/../") {
 		return nil, fmt.Errorf("%s.csi.volumeAttributes.source must be the image's path (without \"..\") or an http(s) URL", at)
 	}
-	if !strings.HasPrefix(ev.KeyUri, "kbs:///") {
-		return nil, fmt.Errorf("%s.csi.volumeAttributes.key must be a key broker resource kbs:///repo/type/tag", at)
+	ks, err := volume.ParseKeyURI(ev.KeyUri)
+	if err != nil {
+		return nil, fmt.Errorf("%s.csi.volumeAttributes.key: %w", at, err)
+	}
+	if _, _, _, err := protocol.ParseURI(ks.Resource); err != nil {
+		return nil, fmt.Errorf("%s.csi.volumeAttributes.key: %w", at, err)
 	}
 	return ev, nil
 }
