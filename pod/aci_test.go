@@ -127,7 +127,7 @@ func TestACIEncfs(t *testing.T) {
 	// Refusals, each a change of the sidecar's configuration.
 	args := func(mod func(fs map[string]any)) []byte {
 		fs := map[string]any{"mount_point": "/mnt/remote/share", "azure_url": "https://a.example/fs.img", "read_write": false,
-			"key": map[string]any{"kid": "fs-key", "kty": "RSA", "authority": map[string]any{"endpoint": "m"}, "akv": map[string]any{"endpoint": "v"}},
+			"key":            map[string]any{"kid": "fs-key", "kty": "RSA", "authority": map[string]any{"endpoint": "m"}, "akv": map[string]any{"endpoint": "v"}},
 			"key_derivation": map[string]any{"salt": "00", "label": "l"}}
 		mod(fs)
 		b, _ := json.Marshal(map[string]any{"azure_filesystems": []any{fs}})
