@@ -126,9 +126,10 @@ func agentVersion() string {
 }
 
 // aaEvidence answers the attestation agent's evidence for the TEE: the TDX
-// quote in its {"cc_eventlog", "quote"} form; on SNP and sim cocoon's
-// envelope (report and certificates), which cocoon's key broker reads as
-// primary evidence.
+// quote in its {"cc_eventlog", "quote"} form; on SNP its
+// {"attestation_report", "cert_chain"} form (the sev crate's), which
+// Trustee's verifier and cocoon's key broker read — for the simulated TEE
+// too, whose reports are SNP reports signed by the simulated chip.
 func (a *Agent) aaEvidence(w http.ResponseWriter, r *http.Request) {
 	rd, err := cocoRuntimeData(r)
 	if err != nil {
@@ -146,10 +147,11 @@ func (a *Agent) aaEvidence(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var body []byte
-	if ev.TEE == tee.TDX {
+	switch ev.TEE {
+	case tee.TDX:
 		body, err = json.Marshal(map[string]any{"cc_eventlog": nil, "quote": base64.StdEncoding.EncodeToString(ev.Report)})
-	} else {
-		body, err = json.Marshal(ev)
+	default: // SNP, and the simulated TEE's SNP-shaped reports
+		body, err = tee.SNPToAA(ev.Report, ev.Certs)
 	}
 	if err != nil {
 		apiFail(w, http.StatusInternalServerError, "evidence_unavailable", err.Error())

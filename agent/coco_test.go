@@ -69,9 +69,9 @@ func TestCoCoEvidence(t *testing.T) {
 			if ct := w.Header().Get("Content-Type"); ct != "application/octet-stream" {
 				t.Errorf("content type %q", ct)
 			}
-			ev, err := tee.ParseEvidence(w.Body.Bytes())
-			if err != nil || ev.Binding != "" || !bytes.Equal(ev.Report, want[:]) {
-				t.Errorf("evidence %s (%v): want the sim envelope with no cocoon binding", w.Body, err)
+			rep, _, err := tee.SNPFromAA(w.Body.Bytes())
+			if err != nil || !bytes.Equal(rep[0x50:0x90], want[:]) {
+				t.Errorf("evidence %.200s (%v): want the attestation agent's SNP evidence with REPORT_DATA %x", w.Body, err, want)
 			}
 		})
 	}

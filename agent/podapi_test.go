@@ -27,7 +27,12 @@ func (c *countingAttester) Kind() tee.Kind { return tee.Sim }
 func (c *countingAttester) Evidence(_ context.Context, rd [64]byte) (*tee.Evidence, error) {
 	c.calls.Add(1)
 	c.last.Store(rd)
-	return &tee.Evidence{TEE: tee.Sim, Report: rd[:]}, nil
+	// An SNP-shaped report (version 2) carrying REPORT_DATA where the
+	// hardware puts it, unsigned.
+	r := make([]byte, tee.SNPReportSize)
+	r[0] = 2
+	copy(r[0x50:], rd[:])
+	return &tee.Evidence{TEE: tee.Sim, Report: r}, nil
 }
 
 // TestPodAPIAnswersOnlyThePod: the in-pod API serves a loopback or

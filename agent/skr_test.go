@@ -33,7 +33,7 @@ func TestSKRRoutes(t *testing.T) {
 	rd := []byte(`{"nonce":"x"}`)
 	code, m := do(lo, http.MethodPost, "/attest/raw", `{"runtime_data": "`+base64.StdEncoding.EncodeToString(rd)+`"}`)
 	want := sha256.Sum256(rd)
-	if code != 200 || !strings.HasPrefix(m["report"], hex.EncodeToString(want[:])+strings.Repeat("00", 32)) {
+	if code != 200 || len(m["report"]) < 2*0x90 || m["report"][2*0x50:2*0x90] != hex.EncodeToString(want[:])+strings.Repeat("00", 32) {
 		t.Errorf("/attest/raw: %d %v", code, m)
 	}
 	cases := []struct {

@@ -140,6 +140,10 @@ type Attestation struct {
 	// is its additional_evidence string, bound into REPORT_DATA.
 	Composite  bool
 	Additional string
+	// AASNP is true when the primary evidence was the attestation agent's
+	// SNP form, which does not say whether the chip is real or simulated:
+	// the session's TEE decides which roots verify it.
+	AASNP bool
 }
 
 // ParseAttest decodes an attest body strictly, checks the TEE key and reads
@@ -173,11 +177,11 @@ func ParseAttest(r io.Reader) (*Attestation, error) {
 		}
 		out.Composite, out.Additional, raw = true, *comp.Additional, comp.Primary
 	}
-	ev, err := parsePrimary(raw)
+	ev, aa, err := parsePrimary(raw)
 	if err != nil {
 		return nil, fmt.Errorf(`attest body: "tee-evidence": %w`, err)
 	}
-	out.Evidence = ev
+	out.Evidence, out.AASNP = ev, aa
 	return out, nil
 }
 
@@ -211,13 +215,26 @@ func checkAdditional(s string) error {
 }
 
 // parsePrimary reads the primary evidence: cocoon's envelope (as an object
-// or a JSON string), or the attestation agent's TDX evidence
-// {"cc_eventlog", "quote"} (the event logs are not appraised).
-func parsePrimary(raw []byte) (*tee.Evidence, error) {
+// or a JSON string), the attestation agent's SNP evidence
+// {"attestation_report", "cert_chain"}, or its TDX evidence {"cc_eventlog",
+// "quote"} (the event logs are not appraised).
+func parsePrimary(raw []byte) (*tee.Evidence, bool, error) {
 	var str string
 	if json.Unmarshal(raw, &str) == nil {
 		raw = []byte(str)
 	}
+	if tee.IsAASNP(raw) {
+		r, certs, err := tee.SNPFromAA(raw)
+		if err != nil {
+			return nil, false, err
+		}
+		return &tee.Evidence{TEE: tee.SNP, Report: r, Certs: certs}, true, nil
+	}
+	ev, err := parseOther(raw)
+	return ev, false, err
+}
+
+func parseOther(raw []byte) (*tee.Evidence, error) {
 	if isObjectWith(raw, "quote") {
 		var aa struct {
 			Quote      []byte  `json:"quote"`
@@ -281,6 +298,9 @@ func (s *Server) attest(w http.ResponseWriter, r *http.Request) {
 		// the token it earned.
 		respond(w, http.StatusOK, map[string]string{"token": tok})
 		return
+	}
+	if at.AASNP && sess.tee == tee.Sim {
+		ev.TEE = tee.Sim // verified against the simulated chip's roots, and only with --allow-sim
 	}
 	if sess.tee != ev.TEE {
 		fail(w, ErrAttestation, "the session was opened for tee %q but the evidence is %q", sess.tee, ev.TEE)

@@ -39,6 +39,9 @@ type trusteeClient struct {
 	key  *ecdh.PrivateKey
 	// launch is what the (simulated) TEE was launched with.
 	launch sim.Launch
+	// aaForm sends the attestation agent's SNP evidence, not cocoon's
+	// envelope.
+	aaForm bool
 }
 
 func newTrusteeClient(t *testing.T, f *fixture) *trusteeClient {
@@ -99,7 +102,14 @@ func (c *trusteeClient) attestBody(nonce string, reportData *[64]byte) []byte {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	primary := map[string]any{"tee": "sim", "report": raw, "certs": map[string][]byte{"vcek": authority(c.t).Vcek.Raw}}
+	var primary any = map[string]any{"tee": "sim", "report": raw, "certs": map[string][]byte{"vcek": authority(c.t).Vcek.Raw}}
+	if c.aaForm {
+		aa, err := tee.SNPToAA(raw, map[string][]byte{"vcek": authority(c.t).Vcek.Raw})
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		primary = json.RawMessage(aa)
+	}
 	b, _ := json.Marshal(map[string]any{
 		"runtime-data": map[string]any{"nonce": nonce, "tee-pubkey": pub},
 		"tee-evidence": map[string]any{"primary_evidence": primary, "additional_evidence": ""},
@@ -379,5 +389,35 @@ func TestTrusteeHashSelection(t *testing.T) {
 	code, b = c.do(http.MethodPost, "/kbs/v0/auth", []byte(`{"version":"0.4.0","tee":"sample","extra-params":{"supported-hash-algorithms":["md5"]}}`))
 	if code != 401 || !strings.Contains(string(b), "md5") {
 		t.Errorf("no common hash: %d %s", code, b)
+	}
+}
+
+// TestTrusteeAASNPEvidence: the attestation agent's SNP evidence (what the
+// in-pod /aa/evidence answers) attests in a "sample" session, verified
+// against the simulated chip's roots; the same evidence in an "snp" session
+// is checked against AMD's roots and refused.
+func TestTrusteeAASNPEvidence(t *testing.T) {
+	f := newFixture(t, true, nil)
+	f.admin.Put(context.Background(), "default/key/one", []byte("s3cret-one"))
+	c := newTrusteeClient(t, f)
+	c.aaForm = true
+	_, ch := c.auth()
+	if code, b := c.do(http.MethodPost, "/kbs/v0/attest", c.attestBody(ch["nonce"].(string), nil)); code != 200 {
+		t.Fatalf("attest: %d %s", code, b)
+	}
+	code, b := c.do(http.MethodGet, "/kbs/v0/resource/default/key/one", nil)
+	if got, err := c.decrypt(b); code != 200 || err != nil || string(got) != "s3cret-one" {
+		t.Fatalf("resource: %d %q %v", code, got, err)
+	}
+	s := newTrusteeClient(t, f)
+	s.aaForm = true
+	code, b = s.do(http.MethodPost, "/kbs/v0/auth", []byte(`{"version":"0.4.0","tee":"snp","extra-params":""}`))
+	var ch2 map[string]any
+	json.Unmarshal(b, &ch2)
+	if code != 200 {
+		t.Fatalf("auth snp: %d %s", code, b)
+	}
+	if code, b := s.do(http.MethodPost, "/kbs/v0/attest", s.attestBody(ch2["nonce"].(string), nil)); code != 401 {
+		t.Errorf("sim evidence in an snp session: %d %s", code, b)
 	}
 }
