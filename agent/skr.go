@@ -12,7 +12,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strings"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 
 	"cocoon.dev/cocoon/as/maa"
 	"cocoon.dev/cocoon/kbs/client"
+	"cocoon.dev/cocoon/kbs/protocol"
 	"cocoon.dev/cocoon/policy"
 	"cocoon.dev/cocoon/tee"
 )
@@ -91,15 +91,21 @@ func (a *Agent) skrEvidence(w http.ResponseWriter, r *http.Request, rdB64 string
 	return ev, rd, true
 }
 
-func (a *Agent) skrRaw(w http.ResponseWriter, r *http.Request) {
+// skrRuntimeEvidence reads a {"runtime_data"} body and gets its report.
+func (a *Agent) skrRuntimeEvidence(w http.ResponseWriter, r *http.Request) (*tee.Evidence, bool) {
 	var req struct {
 		RuntimeData string `json:"runtime_data"`
 	}
 	if err := skrDecode(r, &req, map[string]*string{"runtime_data": &req.RuntimeData}); err != nil {
 		skrFail(w, http.StatusBadRequest, "%v", err)
-		return
+		return nil, false
 	}
 	ev, _, ok := a.skrEvidence(w, r, req.RuntimeData)
+	return ev, ok
+}
+
+func (a *Agent) skrRaw(w http.ResponseWriter, r *http.Request) {
+	ev, ok := a.skrRuntimeEvidence(w, r)
 	if !ok {
 		return
 	}
@@ -120,14 +126,7 @@ func certChainPEM(ev *tee.Evidence) ([]byte, [][]byte) {
 }
 
 func (a *Agent) skrCombined(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		RuntimeData string `json:"runtime_data"`
-	}
-	if err := skrDecode(r, &req, map[string]*string{"runtime_data": &req.RuntimeData}); err != nil {
-		skrFail(w, http.StatusBadRequest, "%v", err)
-		return
-	}
-	ev, _, ok := a.skrEvidence(w, r, req.RuntimeData)
+	ev, ok := a.skrRuntimeEvidence(w, r)
 	if !ok {
 		return
 	}
@@ -254,22 +253,6 @@ func (a *Agent) maaToken(ctx context.Context, as *policy.KBS, ev *tee.Evidence, 
 	return out.Token, nil
 }
 
-// keyNameRE is what Azure Key Vault accepts as a key name.
-var keyNameRE = regexp.MustCompile(`^[A-Za-z0-9-]{1,127}$`)
-
-// keyName takes a key vault key name from a kid: "name", or
-// "https://vault/keys/name[/version]".
-func keyName(kid string) (string, error) {
-	name := kid
-	if i := strings.Index(kid, "/keys/"); i >= 0 {
-		name, _, _ = strings.Cut(kid[i+len("/keys/"):], "/")
-	}
-	if !keyNameRE.MatchString(name) {
-		return "", fmt.Errorf("kid %q: a key name is 1-127 letters, digits and dashes (or https://<vault>/keys/<name>[/<version>])", kid)
-	}
-	return name, nil
-}
-
 // skrRelease releases a key from the pod's key broker: the agent runs the
 // KBS protocol itself (its own key-broker binding, a key pair made here),
 // the broker's release policy judges keyvault/keys/<name>, and the key
@@ -286,7 +269,7 @@ func (a *Agent) skrRelease(w http.ResponseWriter, r *http.Request) {
 		skrFail(w, http.StatusBadRequest, "%v", err)
 		return
 	}
-	name, err := keyName(req.KID)
+	name, err := protocol.KeyVaultName(req.KID)
 	if err != nil {
 		skrFail(w, http.StatusBadRequest, "%v", err)
 		return
@@ -304,7 +287,7 @@ func (a *Agent) skrRelease(w http.ResponseWriter, r *http.Request) {
 		skrFail(w, http.StatusForbidden, "secure key release failed: maa_endpoint %q is not the attestation service this pod's policy pins (%s)", req.MAAEndpoint, as.URL)
 		return
 	}
-	b, err := a.resource(r.Context(), "keyvault", "keys", name)
+	b, err := a.resource(r.Context(), protocol.KeyVaultRepo, protocol.KeyVaultType, name)
 	if err != nil {
 		skrFail(w, http.StatusForbidden, "secure key release failed: %v", err)
 		return

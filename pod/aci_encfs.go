@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"cocoon.dev/cocoon/kbs/protocol"
 	"cocoon.dev/cocoon/volume"
 )
 
@@ -50,8 +51,6 @@ type encfsFS struct {
 }
 
 var encfsImage = regexp.MustCompile(`^mcr\.microsoft\.com/aci/encfs(:|@|$)`)
-
-var akvKeyName = regexp.MustCompile(`^[A-Za-z0-9-]{1,127}$`)
 
 // encfs reads the sidecar's configuration from its environment.
 func (x *aciTranslator) encfs(name string, env []corev1.EnvVar) error {
@@ -95,9 +94,9 @@ func (x *aciTranslator) encfs(name string, env []corev1.EnvVar) error {
 		if !strings.HasPrefix(fs.MountPoint, "/") || path.Clean(fs.MountPoint) != fs.MountPoint {
 			return fmt.Errorf("%s.mount_point %q: want a clean absolute path", at, fs.MountPoint)
 		}
-		kid, err := encfsKeyName(fs.Key.KID)
+		kid, err := protocol.KeyVaultName(fs.Key.KID)
 		if err != nil {
-			return fmt.Errorf("%s.key.kid: %w", at, err)
+			return fmt.Errorf("%s.key: %w", at, err)
 		}
 		q := url.Values{"kdf": {volume.KDFAzureEncfs}}
 		switch strings.TrimSuffix(fs.Key.KTY, "-HSM") {
@@ -115,7 +114,7 @@ func (x *aciTranslator) encfs(name string, env []corev1.EnvVar) error {
 		}
 		x.encfsVolumes = append(x.encfsVolumes, encfsVolume{
 			name: fmt.Sprintf("encfs-%d", len(x.encfsVolumes)), source: fs.AzureURL,
-			key: "kbs:///keyvault/keys/" + kid + "?" + q.Encode(), mountPoint: fs.MountPoint,
+			key: "kbs:///" + protocol.KeyVaultRepo + "/" + protocol.KeyVaultType + "/" + kid + "?" + q.Encode(), mountPoint: fs.MountPoint,
 		})
 	}
 	x.warn("container %s is the Azure encrypted-filesystem sidecar: replaced by %d cocoon encrypted volume(s), opened inside the sandbox with keys from the key broker (keyvault/keys/<name>); no privileged container runs", name, len(args.AzureFilesystems))
@@ -124,18 +123,6 @@ func (x *aciTranslator) encfs(name string, env []corev1.EnvVar) error {
 
 type encfsVolume struct {
 	name, source, key, mountPoint string
-}
-
-// encfsKeyName takes a key name from a kid (a name or a vault key URL).
-func encfsKeyName(kid string) (string, error) {
-	name := kid
-	if i := strings.Index(kid, "/keys/"); i >= 0 {
-		name, _, _ = strings.Cut(kid[i+len("/keys/"):], "/")
-	}
-	if !akvKeyName.MatchString(name) {
-		return "", fmt.Errorf("%q: a key name is 1-127 letters, digits and dashes (or https://<vault>/keys/<name>[/<version>])", kid)
-	}
-	return name, nil
 }
 
 // placeEncfs adds the encrypted volumes and mounts them in every container

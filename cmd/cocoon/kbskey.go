@@ -5,13 +5,12 @@ import (
 	"crypto/rsa"
 	"encoding/json"
 	"fmt"
-	"regexp"
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/spf13/cobra"
-)
 
-var akvKeyName = regexp.MustCompile(`^[A-Za-z0-9-]{1,127}$`)
+	"cocoon.dev/cocoon/kbs/protocol"
+)
 
 // newKBSKeyCmd: keys addressed as Azure Key Vault keys are (by name), for the
 // in-pod Azure SKR API's /key/release. A key is a JWK with its private part,
@@ -35,7 +34,7 @@ part of an RSA key is printed, to wrap data for the workload.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			if !akvKeyName.MatchString(name) {
+			if n, err := protocol.KeyVaultName(name); err != nil || n != name {
 				return fmt.Errorf("key name %q: 1-127 letters, digits and dashes, as in Azure Key Vault", name)
 			}
 			a, err := af.admin()
@@ -69,7 +68,7 @@ part of an RSA key is printed, to wrap data for the workload.`,
 				return err
 			}
 			defer clear(b)
-			if err := a.Put(cmd.Context(), "keyvault/keys/"+name, b); err != nil {
+			if err := a.Put(cmd.Context(), protocol.KeyVaultRepo+"/"+protocol.KeyVaultType+"/"+name, b); err != nil {
 				return err
 			}
 			out := map[string]any{"kid": name, "resource": "kbs:///keyvault/keys/" + name, "kty": kty}

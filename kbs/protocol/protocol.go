@@ -90,3 +90,26 @@ func AdminToken(key ed25519.PrivateKey) (string, error) {
 	return jwt.Signed(sig).Claims(jwt.Claims{IssuedAt: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(5 * time.Minute)),
 		ID: base64.RawURLEncoding.EncodeToString(jti[:]), Subject: "admin"}).Serialize()
 }
+
+// Keys addressed as Azure Key Vault addresses them (the in-pod SKR API's
+// /key/release, the encrypted-filesystem sidecar's key.kid) are the
+// resources keyvault/keys/<name>.
+const (
+	KeyVaultRepo = "keyvault"
+	KeyVaultType = "keys"
+)
+
+var keyVaultNameRE = regexp.MustCompile(`^[A-Za-z0-9-]{1,127}$`)
+
+// KeyVaultName takes a key name from a kid: "name", or
+// "https://<vault>/keys/<name>[/<version>]".
+func KeyVaultName(kid string) (string, error) {
+	name := kid
+	if i := strings.Index(kid, "/keys/"); i >= 0 {
+		name, _, _ = strings.Cut(kid[i+len("/keys/"):], "/")
+	}
+	if !keyVaultNameRE.MatchString(name) {
+		return "", fmt.Errorf("kid %q: a key name is 1-127 letters, digits and dashes (or https://<vault>/keys/<name>[/<version>])", kid)
+	}
+	return name, nil
+}
