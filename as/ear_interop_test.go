@@ -54,8 +54,12 @@ func TestVeraisonEARLibraryReadsTokens(t *testing.T) {
 		t.Fatalf("GetKeyAttestation: %v", err)
 	}
 	got, ok := k.(*ecdsa.PublicKey)
+	if !ok {
+		t.Fatalf("akpub is a %T", k)
+	}
 	want := req["runtime_data"].(map[string]any)["structured"].(map[string]any)["tee-pubkey"].(map[string]any)
-	if !ok || got.X.Text(16) == "" || b64Coord(got.X.Bytes(), 32) != want["x"] {
+	pt, _ := got.Bytes()
+	if len(pt) != 65 || base64.RawURLEncoding.EncodeToString(pt[1:33]) != want["x"] || base64.RawURLEncoding.EncodeToString(pt[33:]) != want["y"] {
 		t.Errorf("akpub %T %v is not the TEE key %v", k, k, want)
 	}
 	// Every value of the trust vector is one AR4SI defines for its claim.
@@ -78,9 +82,4 @@ func TestVeraisonEARLibraryReadsTokens(t *testing.T) {
 			t.Errorf("trust vector %s = %d: not a value AR4SI defines (%v)", name, v, defined[name])
 		}
 	}
-}
-
-func b64Coord(b []byte, size int) string {
-	p := make([]byte, size-len(b), size)
-	return base64.RawURLEncoding.EncodeToString(append(p, b...))
 }

@@ -45,7 +45,7 @@ func TestMAARoute(t *testing.T) {
 	var ks jose.JSONWebKeySet
 	json.NewDecoder(resp.Body).Decode(&ks)
 	resp.Body.Close()
-	jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.ES256, jose.ES384})
+	jws, err := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.ES256, jose.ES384})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -132,7 +132,7 @@ func TestSKRAPIInPod(t *testing.T) {
 	var ks jose.JSONWebKeySet
 	json.NewDecoder(resp.Body).Decode(&ks)
 	resp.Body.Close()
-	jws, err := jose.ParseSigned(tok.Token, []jose.SignatureAlgorithm{jose.ES256, jose.ES384})
+	jws, err := jose.ParseSignedCompact(tok.Token, []jose.SignatureAlgorithm{jose.ES256, jose.ES384})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -58,10 +58,12 @@ func sealJWE(pub crypto.PublicKey, plaintext []byte) ([]byte, error) {
 		if wrapped, err = josecipher.KeyWrap(block, cek); err != nil {
 			return nil, err
 		}
-		size := (k.Curve.Params().BitSize + 7) / 8
-		x, y := make([]byte, size), make([]byte, size)
-		eph.PublicKey.X.FillBytes(x)
-		eph.PublicKey.Y.FillBytes(y)
+		pt, err := eph.PublicKey.Bytes() // 0x04 || X || Y
+		if err != nil {
+			return nil, err
+		}
+		size := (len(pt) - 1) / 2
+		x, y := pt[1:1+size], pt[1+size:]
 		// encoding/json writes map keys sorted: the canonical form.
 		header, err = json.Marshal(map[string]any{"alg": string(jose.ECDH_ES_A256KW), "enc": string(jose.A256GCM),
 			"epk": map[string]string{"crv": k.Curve.Params().Name, "kty": "EC", "x": b64.EncodeToString(x), "y": b64.EncodeToString(y)}})
