@@ -4,17 +4,20 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"cocoon.dev/cocoon/internal/vectors"
 )
 
-// TestAASNPRoundTrip: real SEV-SNP reports (attest/testdata, Milan; see
-// its README for provenance) written as the attestation agent's evidence
+// TestAASNPRoundTrip: real SEV-SNP reports (attest/testdata/evidence, Milan;
+// its README says where they were published) written as the attestation agent's evidence
 // and read back are the same bytes, so their signatures still verify; the
 // JSON has the sev crate's field names and byte arrays.
 func TestAASNPRoundTrip(t *testing.T) {
 	for _, f := range []string{"milan-report.bin", "milan-b-report.bin"} {
-		r, err := os.ReadFile("../attest/testdata/evidence/snp/" + f)
+		r, err := os.ReadFile(filepath.Join(vectors.EvidenceDir(), "snp", f))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -52,7 +55,7 @@ func TestAASNPRoundTrip(t *testing.T) {
 }
 
 func TestAASNPRefusals(t *testing.T) {
-	r, _ := os.ReadFile("../attest/testdata/evidence/snp/milan-report.bin")
+	r, _ := os.ReadFile(filepath.Join(vectors.EvidenceDir(), "snp", "milan-report.bin"))
 	j, _ := SNPToAA(r, nil)
 	for name, mod := range map[string]func(string) string{
 		"short report_data": func(s string) string { return strings.Replace(s, `"report_data":[`, `"report_data":[1,`, 1) },
@@ -70,7 +73,7 @@ func TestAASNPRefusals(t *testing.T) {
 }
 
 func FuzzSNPFromAA(f *testing.F) {
-	r, _ := os.ReadFile("../attest/testdata/evidence/snp/milan-report.bin")
+	r, _ := os.ReadFile(filepath.Join(vectors.EvidenceDir(), "snp", "milan-report.bin"))
 	j, _ := SNPToAA(r, map[string][]byte{"vcek": {1}})
 	f.Add(j)
 	f.Add([]byte(`{"attestation_report":{},"cert_chain":null}`))
