@@ -30,6 +30,8 @@ type Claims struct {
 	Debug bool       `json:"debug"`
 	SNP   *SNPClaims `json:"snp,omitempty"`
 	TDX   *TDXClaims `json:"tdx,omitempty"`
+	// Azure is what an Azure confidential VM's vTPM adds (VerifyAzureSNP).
+	Azure *AzureClaims `json:"azure,omitempty"`
 }
 
 // TCB is an SNP TCB version, by component.
