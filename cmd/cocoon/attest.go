@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -79,6 +80,7 @@ carries no TEE key, so no key broker releases anything to it.`,
 
 type verifyFlags struct {
 	snpReport, vcek, tdxQuote, collateral string
+	azureVTPM                             string
 	offline, allowDebug, trustSim         bool
 	at, reference, simRoots, nonce        string
 	binding                               string
@@ -87,7 +89,7 @@ type verifyFlags struct {
 func newVerifyCmd(g *globals) *cobra.Command {
 	f := &verifyFlags{}
 	cmd := &cobra.Command{
-		Use:   "verify [EVIDENCE.json | --snp-report FILE --vcek FILE | --tdx-quote FILE --collateral DIR]",
+		Use:   "verify [EVIDENCE.json | --snp-report FILE --vcek FILE | --tdx-quote FILE --collateral DIR | --azure-vtpm FILE --nonce HEX]",
 		Short: "Verify attestation evidence and print its claims",
 		Long: `Verify attestation evidence: the report's signature, the certificate chain to
 AMD's or Intel's root (or to the simulated TEE's root with --trust-sim), the
@@ -96,7 +98,10 @@ Exits 0 only when verification and every check passed.
 
 Evidence is a JSON envelope (from cocoon attest, or - for standard input), or raw
 inputs: an SNP report with its VCEK certificate, or a TDX quote with Intel PCS
-collateral saved in a directory (for offline verification).
+collateral saved in a directory (for offline verification), or the evidence of
+an Azure confidential VM on SEV-SNP (--azure-vtpm: the HCL report, the vTPM's
+quote over the PCRs and the VCEK, as Azure's guest attestation sends it), whose
+quote must carry --nonce.
 
 By default certificates missing from the evidence are fetched from AMD KDS or
 Intel PCS (cached under ROOT/cache) and revocation lists are checked; --offline
@@ -104,7 +109,8 @@ does neither.`,
 		Example: `  cocoon verify --trust-sim evidence.json
   cocoon verify --offline --snp-report report.bin --vcek vcek.der
   cocoon verify --offline --tdx-quote quote.dat --collateral ./collateral --at 2023-07-01T00:00:00Z
-  cocoon verify -o json --reference-values refs.yaml evidence.json`,
+  cocoon verify -o json --reference-values refs.yaml evidence.json
+  cocoon verify --offline --azure-vtpm azure-evidence.json --nonce 0123abcd`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runVerify(cmd, g, f, args)
@@ -114,6 +120,7 @@ does neither.`,
 	fl.StringVar(&f.snpReport, "snp-report", "", "raw SEV-SNP report (1184 bytes)")
 	fl.StringVar(&f.vcek, "vcek", "", "VCEK certificate (DER or PEM) for --snp-report")
 	fl.StringVar(&f.tdxQuote, "tdx-quote", "", "raw TDX quote")
+	fl.StringVar(&f.azureVTPM, "azure-vtpm", "", "Azure confidential VM (SEV-SNP) vTPM evidence: {version, hcl_report, tpm_quote, vcek} (JSON)")
 	fl.StringVar(&f.collateral, "collateral", "", "directory of saved Intel PCS responses (tcbInfo, qeIdentity, pckcrl, rootcrl.der)")
 	fl.BoolVar(&f.offline, "offline", false, "no AMD KDS / Intel PCS fetches and no CRL checks")
 	fl.BoolVar(&f.allowDebug, "allow-debug", false, "accept guests whose policy allows debugging")
@@ -176,7 +183,14 @@ func loadEvidence(f *verifyFlags, args []string) (*tee.Evidence, error) {
 }
 
 func runVerify(cmd *cobra.Command, g *globals, f *verifyFlags, args []string) error {
-	ev, err := loadEvidence(f, args)
+	var ev *tee.Evidence
+	var azure *attest.AzureEvidence
+	var err error
+	if f.azureVTPM != "" {
+		azure, err = loadAzure(f.azureVTPM)
+	} else {
+		ev, err = loadEvidence(f, args)
+	}
 	if err != nil {
 		return &exitError{2, err.Error()}
 	}
@@ -209,18 +223,30 @@ func runVerify(cmd *cobra.Command, g *globals, f *verifyFlags, args []string) er
 	if o.Binding, err = tee.ParseBinding(f.binding); err != nil {
 		return &exitError{2, "--binding: " + err.Error()}
 	}
+	var nonce []byte
 	if f.nonce != "" {
-		n, err := hex.DecodeString(f.nonce)
-		if err != nil {
+		if nonce, err = hex.DecodeString(f.nonce); err != nil {
 			return &exitError{2, "--nonce must be hex"}
 		}
+	}
+	if azure != nil && nonce == nil {
+		return &exitError{2, "--azure-vtpm needs --nonce: the qualifying data the vTPM quote must carry (without it the quote could be a replay)"}
+	}
+	if ev != nil && nonce != nil {
+		n := nonce
 		if string(n) != string(ev.RuntimeData) {
 			return &exitError{1, fmt.Sprintf("verification failed: runtime_data: found %x, expected %s (not this nonce's evidence, or a replay)", ev.RuntimeData, f.nonce)}
 		}
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
 	defer cancel()
-	claims, verr := attest.Verify(ctx, ev, o)
+	var claims *attest.Claims
+	var verr error
+	if azure != nil {
+		claims, verr = attest.NewVerifier().VerifyAzureSNP(ctx, azure, nonce, o)
+	} else {
+		claims, verr = attest.Verify(ctx, ev, o)
+	}
 	if g.json() {
 		out := map[string]any{"verified": verr == nil, "claims": claims}
 		if verr != nil {
@@ -239,6 +265,24 @@ func runVerify(cmd *cobra.Command, g *globals, f *verifyFlags, args []string) er
 	return nil
 }
 
+func loadAzure(path string) (*attest.AzureEvidence, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > tee.MaxEvidenceBytes {
+		return nil, fmt.Errorf("%s: %d bytes; at most %d are accepted", path, len(b), tee.MaxEvidenceBytes)
+	}
+	var ev attest.AzureEvidence
+	if err := json.Unmarshal(b, &ev); err != nil {
+		return nil, fmt.Errorf("%s: not Azure vTPM evidence: %w", path, err)
+	}
+	if ev.HCLReport == "" || ev.TPMQuote.Message == "" {
+		return nil, fmt.Errorf("%s: Azure vTPM evidence needs hcl_report and tpm_quote", path)
+	}
+	return &ev, nil
+}
+
 func printClaims(w io.Writer, c *attest.Claims) {
 	fmt.Fprintf(w, "verified: %s (%s", c.TEE, c.Platform)
 	if c.Product != "" {
@@ -255,6 +299,17 @@ func printClaims(w io.Writer, c *attest.Claims) {
 			fmt.Fprintf(w, " (%s)", t.TCBStatusReason)
 		}
 		fmt.Fprintln(w)
+	}
+	if a := c.Azure; a != nil {
+		idx := make([]int, 0, len(a.PCRs))
+		for i := range a.PCRs {
+			idx = append(idx, i)
+		}
+		sort.Ints(idx)
+		fmt.Fprintf(w, "  vtpm nonce   %s\n", a.Nonce)
+		for _, i := range idx {
+			fmt.Fprintf(w, "  pcr%-2d        %s\n", i, a.PCRs[i])
+		}
 	}
 }
 
