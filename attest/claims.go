@@ -32,6 +32,8 @@ type Claims struct {
 	TDX   *TDXClaims `json:"tdx,omitempty"`
 	// Azure is what an Azure confidential VM's vTPM adds (VerifyAzureSNP).
 	Azure *AzureClaims `json:"azure,omitempty"`
+	// SGX are an SGX enclave's facts (VerifySGX).
+	SGX *SGXClaims `json:"sgx,omitempty"`
 }
 
 // TCB is an SNP TCB version, by component.

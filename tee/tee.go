@@ -22,6 +22,9 @@ const (
 	// Sim is the simulated secure processor: for development only, never
 	// trusted by default.
 	Sim Kind = "sim"
+	// SGX is an Intel SGX enclave (its quotes are verified by
+	// attest.VerifySGX; no sandbox runs in one).
+	SGX Kind = "sgx"
 )
 
 // Evidence is the JSON envelope that carries a report to a verifier:

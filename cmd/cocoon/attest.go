@@ -80,7 +80,7 @@ carries no TEE key, so no key broker releases anything to it.`,
 
 type verifyFlags struct {
 	snpReport, vcek, tdxQuote, collateral string
-	azureVTPM                             string
+	azureVTPM, sgxQuote                   string
 	offline, allowDebug, trustSim         bool
 	at, reference, simRoots, nonce        string
 	binding                               string
@@ -89,7 +89,7 @@ type verifyFlags struct {
 func newVerifyCmd(g *globals) *cobra.Command {
 	f := &verifyFlags{}
 	cmd := &cobra.Command{
-		Use:   "verify [EVIDENCE.json | --snp-report FILE --vcek FILE | --tdx-quote FILE --collateral DIR | --azure-vtpm FILE --nonce HEX]",
+		Use:   "verify [EVIDENCE.json | --snp-report FILE --vcek FILE | --tdx-quote FILE --collateral DIR | --azure-vtpm FILE --nonce HEX | --sgx-quote FILE]",
 		Short: "Verify attestation evidence and print its claims",
 		Long: `Verify attestation evidence: the report's signature, the certificate chain to
 AMD's or Intel's root (or to the simulated TEE's root with --trust-sim), the
@@ -101,7 +101,9 @@ inputs: an SNP report with its VCEK certificate, or a TDX quote with Intel PCS
 collateral saved in a directory (for offline verification), or the evidence of
 an Azure confidential VM on SEV-SNP (--azure-vtpm: the HCL report, the vTPM's
 quote over the PCRs and the VCEK, as Azure's guest attestation sends it), whose
-quote must carry --nonce.
+quote must carry --nonce, or an Intel SGX DCAP quote (version 3) with its PCK
+certificate chain (--sgx-quote: verified to Intel's SGX Root CA; the TCB status
+is "unknown" without Intel's collateral).
 
 By default certificates missing from the evidence are fetched from AMD KDS or
 Intel PCS (cached under ROOT/cache) and revocation lists are checked; --offline
@@ -110,7 +112,8 @@ does neither.`,
   cocoon verify --offline --snp-report report.bin --vcek vcek.der
   cocoon verify --offline --tdx-quote quote.dat --collateral ./collateral --at 2023-07-01T00:00:00Z
   cocoon verify -o json --reference-values refs.yaml evidence.json
-  cocoon verify --offline --azure-vtpm azure-evidence.json --nonce 0123abcd`,
+  cocoon verify --offline --azure-vtpm azure-evidence.json --nonce 0123abcd
+  cocoon verify --sgx-quote quote.dat --at 2024-01-01 --allow-debug`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runVerify(cmd, g, f, args)
@@ -121,6 +124,7 @@ does neither.`,
 	fl.StringVar(&f.vcek, "vcek", "", "VCEK certificate (DER or PEM) for --snp-report")
 	fl.StringVar(&f.tdxQuote, "tdx-quote", "", "raw TDX quote")
 	fl.StringVar(&f.azureVTPM, "azure-vtpm", "", "Azure confidential VM (SEV-SNP) vTPM evidence: {version, hcl_report, tpm_quote, vcek} (JSON)")
+	fl.StringVar(&f.sgxQuote, "sgx-quote", "", "Intel SGX DCAP quote (version 3) with its PCK certificate chain")
 	fl.StringVar(&f.collateral, "collateral", "", "directory of saved Intel PCS responses (tcbInfo, qeIdentity, pckcrl, rootcrl.der)")
 	fl.BoolVar(&f.offline, "offline", false, "no AMD KDS / Intel PCS fetches and no CRL checks")
 	fl.BoolVar(&f.allowDebug, "allow-debug", false, "accept guests whose policy allows debugging")
@@ -185,10 +189,14 @@ func loadEvidence(f *verifyFlags, args []string) (*tee.Evidence, error) {
 func runVerify(cmd *cobra.Command, g *globals, f *verifyFlags, args []string) error {
 	var ev *tee.Evidence
 	var azure *attest.AzureEvidence
+	var sgxQuote []byte
 	var err error
-	if f.azureVTPM != "" {
+	switch {
+	case f.azureVTPM != "":
 		azure, err = loadAzure(f.azureVTPM)
-	} else {
+	case f.sgxQuote != "":
+		sgxQuote, err = os.ReadFile(f.sgxQuote)
+	default:
 		ev, err = loadEvidence(f, args)
 	}
 	if err != nil {
@@ -242,9 +250,13 @@ func runVerify(cmd *cobra.Command, g *globals, f *verifyFlags, args []string) er
 	defer cancel()
 	var claims *attest.Claims
 	var verr error
-	if azure != nil {
+	switch {
+	case azure != nil:
 		claims, verr = attest.NewVerifier().VerifyAzureSNP(ctx, azure, nonce, o)
-	} else {
+	case sgxQuote != nil:
+		o.ReportData = nonce
+		claims, verr = attest.NewVerifier().VerifySGX(ctx, sgxQuote, o)
+	default:
 		claims, verr = attest.Verify(ctx, ev, o)
 	}
 	if g.json() {
@@ -299,6 +311,9 @@ func printClaims(w io.Writer, c *attest.Claims) {
 			fmt.Fprintf(w, " (%s)", t.TCBStatusReason)
 		}
 		fmt.Fprintln(w)
+	}
+	if s := c.SGX; s != nil {
+		fmt.Fprintf(w, "  mrenclave    %s\n  mrsigner     %s\n  isv_prod_id  %d\n  isv_svn      %d\n  attributes   %s\n  tcb_status   %s\n", s.MRENCLAVE, s.MRSIGNER, s.ISVProdID, s.ISVSVN, s.Attributes, s.TCBStatus)
 	}
 	if a := c.Azure; a != nil {
 		idx := make([]int, 0, len(a.PCRs))

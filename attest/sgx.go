@@ -1,0 +1,225 @@
+package attest
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+
+	"cocoon.dev/cocoon/tee"
+)
+
+// Intel SGX ECDSA (DCAP) quotes, version 3: a 48-byte header, the ISV
+// enclave's 384-byte report body, and the signature data — the quote's
+// ECDSA signature by the attestation key, that key, the Quoting Enclave's
+// report signed by the platform's PCK key, the QE's authentication data
+// and the PCK certificate chain. No Go library verifies SGX quotes (go-tdx-
+// guest's verifier is for TD quotes and does not export its root), so the
+// structure is read here; the certificates and signatures use crypto/x509
+// and crypto/ecdsa, and the root is Intel's SGX Root CA, the one embedded
+// with the TCB signing chain.
+
+// SGXClaims are an SGX enclave's facts.
+type SGXClaims struct {
+	QuoteVersion uint16 `json:"quote_version"`
+	MRENCLAVE    string `json:"mrenclave"`
+	MRSIGNER     string `json:"mrsigner"`
+	ISVProdID    uint16 `json:"isv_prod_id"`
+	ISVSVN       uint16 `json:"isv_svn"`
+	Attributes   string `json:"attributes"`
+	CPUSVN       string `json:"cpu_svn"`
+	MiscSelect   uint32 `json:"misc_select"`
+	QESVN        uint16 `json:"qe_svn"`
+	PCESVN       uint16 `json:"pce_svn"`
+	// TCBStatus is "unknown": the platform's TCB level is judged against
+	// Intel's TCB info collateral, which this verifier does not take for
+	// SGX yet.
+	TCBStatus string `json:"tcb_status"`
+}
+
+const (
+	sgxHeaderSize = 48
+	sgxBodySize   = 384
+	sgxSignedSize = sgxHeaderSize + sgxBodySize
+	sgxAttrDebug  = 1 << 1 // ATTRIBUTES.FLAGS bit 1
+	sgxCertPCK    = 5      // certification data: PCK certificate chain (PEM)
+	// MaxSGXQuoteBytes bounds a quote: real ones are under 8 KiB.
+	MaxSGXQuoteBytes = 64 << 10
+)
+
+// sgxQuote is a parsed SGX quote.
+type sgxQuote struct {
+	raw      []byte
+	body     []byte // the ISV enclave report body
+	sig      []byte // the quote signature (r || s)
+	attKey   []byte // x || y
+	qeReport []byte
+	qeSig    []byte
+	qeAuth   []byte
+	pck      []*x509.Certificate // leaf first
+}
+
+// parseSGXQuote reads an SGX DCAP quote (version 3, ECDSA P-256).
+func parseSGXQuote(raw []byte) (*sgxQuote, error) {
+	if len(raw) > MaxSGXQuoteBytes {
+		return nil, fmt.Errorf("SGX quote: %d bytes; at most %d are accepted", len(raw), MaxSGXQuoteBytes)
+	}
+	if len(raw) < sgxSignedSize+4 {
+		return nil, fmt.Errorf("SGX quote: %d bytes is too short", len(raw))
+	}
+	le := binary.LittleEndian
+	if v := le.Uint16(raw); v != 3 {
+		return nil, fmt.Errorf("SGX quote: version %d; version 3 is read", v)
+	}
+	if k := le.Uint16(raw[2:]); k != 2 {
+		return nil, fmt.Errorf("SGX quote: attestation key type %d; ECDSA P-256 (2) is read", k)
+	}
+	if t := le.Uint32(raw[4:]); t != 0 {
+		return nil, fmt.Errorf("SGX quote: TEE type %#x is not SGX (0)", t)
+	}
+	sigLen := le.Uint32(raw[sgxSignedSize:])
+	sd := raw[sgxSignedSize+4:]
+	if uint64(sigLen) != uint64(len(sd)) {
+		return nil, fmt.Errorf("SGX quote: signature data is %d bytes, the quote says %d", len(sd), sigLen)
+	}
+	if len(sd) < 64+64+sgxBodySize+64+2 {
+		return nil, errors.New("SGX quote: signature data is too short")
+	}
+	q := &sgxQuote{raw: raw, body: raw[sgxHeaderSize:sgxSignedSize], sig: sd[:64], attKey: sd[64:128],
+		qeReport: sd[128 : 128+sgxBodySize], qeSig: sd[512:576]}
+	authLen := int(le.Uint16(sd[576:]))
+	rest := sd[578:]
+	if authLen > len(rest) {
+		return nil, errors.New("SGX quote: QE authentication data overruns the quote")
+	}
+	q.qeAuth, rest = rest[:authLen], rest[authLen:]
+	if len(rest) < 6 {
+		return nil, errors.New("SGX quote: no certification data")
+	}
+	certType, certLen := le.Uint16(rest), le.Uint32(rest[2:])
+	rest = rest[6:]
+	if uint64(certLen) > uint64(len(rest)) {
+		return nil, errors.New("SGX quote: certification data overruns the quote")
+	}
+	if certType != sgxCertPCK {
+		return nil, fmt.Errorf("SGX quote: certification data type %d; the PCK certificate chain (5) is read", certType)
+	}
+	for chain := rest[:certLen]; ; {
+		var blk *pem.Block
+		blk, chain = pem.Decode(chain)
+		if blk == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("SGX quote: PCK certificate chain: %w", err)
+		}
+		q.pck = append(q.pck, c)
+	}
+	if len(q.pck) < 2 {
+		return nil, fmt.Errorf("SGX quote: the PCK certificate chain has %d certificates; want the PCK, its CA and the root", len(q.pck))
+	}
+	return q, nil
+}
+
+// intelSGXRoot is Intel's SGX Root CA, from the embedded TCB signing chain.
+func intelSGXRoot() (*x509.Certificate, error) {
+	for rest := intelTCBSigningChain; ; {
+		var blk *pem.Block
+		blk, rest = pem.Decode(rest)
+		if blk == nil {
+			return nil, errors.New("no Intel SGX Root CA embedded")
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err == nil && c.Subject.CommonName == "Intel SGX Root CA" {
+			return c, nil
+		}
+	}
+}
+
+func verifyP256(pub *ecdsa.PublicKey, msg, sig []byte) bool {
+	h := sha256.Sum256(msg)
+	r, s := new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:64])
+	return ecdsa.Verify(pub, h[:], r, s)
+}
+
+// VerifySGX verifies an SGX DCAP quote: the PCK chain to Intel's SGX Root
+// CA (at o.Now), the QE report's signature by the PCK key, the attestation
+// key bound in the QE report data, the quote's signature by that key, and
+// DEBUG (refused unless o.AllowDebug). Report data, when o.ReportData is
+// set, must match.
+func (v *Verifier) VerifySGX(_ context.Context, raw []byte, o Options) (*Claims, error) {
+	fail := func(format string, args ...any) (*Claims, error) {
+		return nil, fmt.Errorf("%w: SGX quote: "+format, append([]any{ErrVerification}, args...)...)
+	}
+	q, err := parseSGXQuote(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrVerification, err)
+	}
+	root, err := intelSGXRoot()
+	if err != nil {
+		return nil, err
+	}
+	roots, inter := x509.NewCertPool(), x509.NewCertPool()
+	roots.AddCert(root)
+	for _, c := range q.pck[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := q.pck[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: o.now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return fail("the PCK certificate does not chain to Intel's SGX Root CA: %v", err)
+	}
+	pckKey, ok := q.pck[0].PublicKey.(*ecdsa.PublicKey)
+	if !ok {
+		return fail("the PCK key is a %T, not ECDSA", q.pck[0].PublicKey)
+	}
+	if !verifyP256(pckKey, q.qeReport, q.qeSig) {
+		return fail("the Quoting Enclave's report is not signed by the PCK key")
+	}
+	h := sha256.New()
+	h.Write(q.attKey)
+	h.Write(q.qeAuth)
+	qeData := q.qeReport[320:384]
+	if !bytes.Equal(qeData[:32], h.Sum(nil)) || !bytes.Equal(qeData[32:], make([]byte, 32)) {
+		return fail("the Quoting Enclave's report data does not bind the attestation key")
+	}
+	attKey, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append([]byte{4}, q.attKey...))
+	if err != nil {
+		return fail("the attestation key: %v", err)
+	}
+	if !verifyP256(attKey, raw[:sgxSignedSize], q.sig) {
+		return fail("the quote is not signed by the attestation key")
+	}
+	b, le := q.body, binary.LittleEndian
+	flags := le.Uint64(b[48:])
+	c := &Claims{
+		TEE: tee.SGX, Platform: "Intel SGX",
+		Measurement: hex.EncodeToString(b[64:96]),
+		ReportData:  hex.EncodeToString(b[320:384]),
+		Debug:       flags&sgxAttrDebug != 0,
+		SGX: &SGXClaims{
+			QuoteVersion: le.Uint16(raw), MRENCLAVE: hex.EncodeToString(b[64:96]), MRSIGNER: hex.EncodeToString(b[128:160]),
+			ISVProdID: le.Uint16(b[256:]), ISVSVN: le.Uint16(b[258:]), Attributes: hex.EncodeToString(b[48:64]),
+			CPUSVN: hex.EncodeToString(b[:16]), MiscSelect: le.Uint32(b[16:]),
+			QESVN: le.Uint16(raw[8:]), PCESVN: le.Uint16(raw[10:]), TCBStatus: "unknown",
+		},
+	}
+	if c.Debug && !o.AllowDebug {
+		return c, fmt.Errorf("%w: SGX quote: the enclave is a DEBUG enclave (ATTRIBUTES.DEBUG set): its memory is readable by the host; allow it only for development (--allow-debug)", ErrVerification)
+	}
+	if len(o.ReportData) > 0 {
+		want := make([]byte, 64)
+		copy(want, o.ReportData)
+		if !bytes.Equal(b[320:384], want) {
+			return c, fmt.Errorf("%w: SGX quote: report_data: found %s, expected %s", ErrVerification, c.ReportData, hex.EncodeToString(want))
+		}
+	}
+	return c, nil
+}
