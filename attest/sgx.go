@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"time"
 
 	"cocoon.dev/cocoon/tee"
 )
@@ -112,21 +113,11 @@ func parseSGXQuote(raw []byte) (*sgxQuote, error) {
 	if certType != sgxCertPCK {
 		return nil, fmt.Errorf("SGX quote: certification data type %d; the PCK certificate chain (5) is read", certType)
 	}
-	for chain := rest[:certLen]; ; {
-		var blk *pem.Block
-		blk, chain = pem.Decode(chain)
-		if blk == nil {
-			break
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("SGX quote: PCK certificate chain: %w", err)
-		}
-		q.pck = append(q.pck, c)
+	pck, err := parsePCKChain(rest[:certLen])
+	if err != nil {
+		return nil, fmt.Errorf("SGX quote: %w", err)
 	}
-	if len(q.pck) < 2 {
-		return nil, fmt.Errorf("SGX quote: the PCK certificate chain has %d certificates; want the PCK, its CA and the root", len(q.pck))
-	}
+	q.pck = pck
 	return q, nil
 }
 
@@ -143,6 +134,69 @@ func intelSGXRoot() (*x509.Certificate, error) {
 			return c, nil
 		}
 	}
+}
+
+// verifyQE checks what SGX and TDX quotes share: the PCK chain to Intel's
+// SGX Root CA at now, the Quoting Enclave's report signed by the PCK key,
+// the attestation key bound in that report's data (SHA-256 of the key and
+// the QE authentication data), and the quote's signature over signed by
+// the attestation key.
+func verifyQE(signed, sig, attKeyXY, qeReport, qeSig, qeAuth []byte, pck []*x509.Certificate, now time.Time) error {
+	root, err := intelSGXRoot()
+	if err != nil {
+		return err
+	}
+	roots, inter := x509.NewCertPool(), x509.NewCertPool()
+	roots.AddCert(root)
+	for _, c := range pck[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := pck[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return fmt.Errorf("the PCK certificate does not chain to Intel's SGX Root CA: %w", err)
+	}
+	pckKey, ok := pck[0].PublicKey.(*ecdsa.PublicKey)
+	if !ok {
+		return fmt.Errorf("the PCK key is a %T, not ECDSA", pck[0].PublicKey)
+	}
+	if !verifyP256(pckKey, qeReport, qeSig) {
+		return errors.New("the Quoting Enclave's report is not signed by the PCK key")
+	}
+	h := sha256.New()
+	h.Write(attKeyXY)
+	h.Write(qeAuth)
+	qeData := qeReport[320:384]
+	if !bytes.Equal(qeData[:32], h.Sum(nil)) || !bytes.Equal(qeData[32:], make([]byte, 32)) {
+		return errors.New("the Quoting Enclave's report data does not bind the attestation key")
+	}
+	attKey, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append([]byte{4}, attKeyXY...))
+	if err != nil {
+		return fmt.Errorf("the attestation key: %w", err)
+	}
+	if !verifyP256(attKey, signed, sig) {
+		return errors.New("the quote is not signed by the attestation key")
+	}
+	return nil
+}
+
+// parsePCKChain reads a PEM PCK certificate chain, leaf first.
+func parsePCKChain(chain []byte) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for {
+		var blk *pem.Block
+		blk, chain = pem.Decode(chain)
+		if blk == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("PCK certificate chain: %w", err)
+		}
+		out = append(out, c)
+	}
+	if len(out) < 2 {
+		return nil, fmt.Errorf("the PCK certificate chain has %d certificates; want the PCK, its CA and the root", len(out))
+	}
+	return out, nil
 }
 
 func verifyP256(pub *ecdsa.PublicKey, msg, sig []byte) bool {
@@ -164,38 +218,8 @@ func (v *Verifier) VerifySGX(_ context.Context, raw []byte, o Options) (*Claims,
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrVerification, err)
 	}
-	root, err := intelSGXRoot()
-	if err != nil {
-		return nil, err
-	}
-	roots, inter := x509.NewCertPool(), x509.NewCertPool()
-	roots.AddCert(root)
-	for _, c := range q.pck[1:] {
-		inter.AddCert(c)
-	}
-	if _, err := q.pck[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: o.now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		return fail("the PCK certificate does not chain to Intel's SGX Root CA: %v", err)
-	}
-	pckKey, ok := q.pck[0].PublicKey.(*ecdsa.PublicKey)
-	if !ok {
-		return fail("the PCK key is a %T, not ECDSA", q.pck[0].PublicKey)
-	}
-	if !verifyP256(pckKey, q.qeReport, q.qeSig) {
-		return fail("the Quoting Enclave's report is not signed by the PCK key")
-	}
-	h := sha256.New()
-	h.Write(q.attKey)
-	h.Write(q.qeAuth)
-	qeData := q.qeReport[320:384]
-	if !bytes.Equal(qeData[:32], h.Sum(nil)) || !bytes.Equal(qeData[32:], make([]byte, 32)) {
-		return fail("the Quoting Enclave's report data does not bind the attestation key")
-	}
-	attKey, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append([]byte{4}, q.attKey...))
-	if err != nil {
-		return fail("the attestation key: %v", err)
-	}
-	if !verifyP256(attKey, raw[:sgxSignedSize], q.sig) {
-		return fail("the quote is not signed by the attestation key")
+	if err := verifyQE(raw[:sgxSignedSize], q.sig, q.attKey, q.qeReport, q.qeSig, q.qeAuth, q.pck, o.now()); err != nil {
+		return fail("%v", err)
 	}
 	b, le := q.body, binary.LittleEndian
 	flags := le.Uint64(b[48:])

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/x509"
 	_ "embed"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
@@ -90,6 +91,13 @@ func pckChain(q *pb.QuoteV4) (*x509.Certificate, []byte, error) {
 var tcbStatusRE = regexp.MustCompile(`TCB Status is not "UpToDate", found "([A-Za-z]+)"`)
 
 func verifyTDX(ctx context.Context, ev *tee.Evidence, o *Options) (*Claims, error) {
+	if len(ev.Report) >= 2 && binary.LittleEndian.Uint16(ev.Report) == 5 {
+		c, err := verifyTDX5(ev.Report, o)
+		if err == nil && c.Debug && !o.AllowDebug {
+			err = fmt.Errorf("%w: TD_ATTRIBUTES %s has DEBUG set (the host can read the TD's memory); refused unless debug is allowed (--allow-debug)", ErrVerification, c.TDX.TDAttributes)
+		}
+		return c, err
+	}
 	q, err := ParseTDXQuote(ev.Report)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrVerification, err)
