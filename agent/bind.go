@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 
@@ -49,6 +50,12 @@ func launchData(ev *tee.Evidence) ([]byte, string, error) {
 		}
 		return r.GetHostData(), "HOST_DATA", nil
 	case tee.TDX:
+		// A version 5 quote (TDX 1.5), which go-tdx-guest does not read:
+		// MRCONFIGID is at 184 in the TD report body, after the 48-byte
+		// header and the 6-byte body descriptor.
+		if r := ev.Report; len(r) >= 54+232 && binary.LittleEndian.Uint16(r) == 5 {
+			return append([]byte(nil), r[54+184:54+232]...), "MRCONFIGID", nil
+		}
 		q, err := tdxabi.QuoteToProto(ev.Report)
 		if err != nil {
 			return nil, "", fmt.Errorf("parse own quote: %w", err)

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,7 +15,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
+	"cocoon.dev/cocoon/internal/vectors"
 	"cocoon.dev/cocoon/policy"
+	"cocoon.dev/cocoon/tee"
 	"cocoon.dev/cocoon/tee/sim"
 )
 
@@ -112,4 +115,17 @@ func startSimAgent(t *testing.T, launched []byte) (*Agent, agentv1.AgentService)
 	t.Cleanup(cancel)
 	go sim.NewServer(auth, sim.Launch{HostData: sha256.Sum256(launched)}).Serve(ctx, l)
 	return startAgentWith(t, func(c *Config) { c.Attester = sim.NewClient(sock) })
+}
+
+// TestLaunchDataTDXv5: the policy binding reads MRCONFIGID from a TDX 1.5
+// (version 5) quote too — the real one of the evidence vectors.
+func TestLaunchDataTDXv5(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(vectors.EvidenceDir(), "tdx", "quote-5.dat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, field, err := launchData(&tee.Evidence{TEE: tee.TDX, Report: raw})
+	if err != nil || field != "MRCONFIGID" || len(got) != 48 || !bytes.Equal(got, raw[54+184:54+232]) {
+		t.Fatalf("%x %s %v", got, field, err)
+	}
 }
