@@ -28,17 +28,63 @@ import (
 // key. AzureEvidence is that evidence as Azure's guest attestation
 // libraries and guest-components' az-snp-vtpm attester send it.
 
-// AzureEvidence is Azure vTPM evidence ({"version", "hcl_report",
-// "tpm_quote": {"message", "signature", "pcrs"}, "vcek"}).
+// AzureEvidence is Azure vTPM evidence: on SEV-SNP {"version",
+// "hcl_report" (base64url), "tpm_quote": {"message", "signature", "pcrs"}
+// (hex), "vcek" (base64url of PEM)}; on TDX {"hcl_report", "td_quote",
+// "tpm_quote"} with byte arrays (as the az-tdx-vtpm attester writes them).
 type AzureEvidence struct {
-	Version   int    `json:"version"`
-	HCLReport string `json:"hcl_report"` // base64url
+	Version   int        `json:"version"`
+	HCLReport b64OrBytes `json:"hcl_report"`
+	TDQuote   b64OrBytes `json:"td_quote,omitempty"`
 	TPMQuote  struct {
-		Message   string   `json:"message"`   // hex TPMS_ATTEST
-		Signature string   `json:"signature"` // hex RSASSA-PKCS1-v1_5 SHA-256
-		PCRs      []string `json:"pcrs"`      // hex SHA-256 bank, PCR 0..23
+		Message   hexOrBytes   `json:"message"`   // TPMS_ATTEST
+		Signature hexOrBytes   `json:"signature"` // RSASSA-PKCS1-v1_5, SHA-256
+		PCRs      []hexOrBytes `json:"pcrs"`      // SHA-256 bank, PCR 0..23
 	} `json:"tpm_quote"`
-	VCEK string `json:"vcek"` // base64url of PEM (or DER)
+	VCEK b64OrBytes `json:"vcek,omitempty"` // PEM or DER
+}
+
+// hexOrBytes is bytes written as a hex string or a JSON array of numbers.
+type hexOrBytes []byte
+
+func (h *hexOrBytes) UnmarshalJSON(d []byte) error {
+	var s string
+	if json.Unmarshal(d, &s) == nil {
+		b, err := hex.DecodeString(s)
+		if err != nil {
+			return fmt.Errorf("not hex: %w", err)
+		}
+		*h = b
+		return nil
+	}
+	var b []byte
+	if err := json.Unmarshal(d, &b); err != nil {
+		return err
+	}
+	*h = b
+	return nil
+}
+
+// b64OrBytes is bytes written as base64 (URL or standard alphabet) or a
+// JSON array of numbers.
+type b64OrBytes []byte
+
+func (h *b64OrBytes) UnmarshalJSON(d []byte) error {
+	var s string
+	if json.Unmarshal(d, &s) == nil {
+		b, err := decodeB64Any(s)
+		if err != nil {
+			return fmt.Errorf("not base64: %w", err)
+		}
+		*h = b
+		return nil
+	}
+	var b []byte
+	if err := json.Unmarshal(d, &b); err != nil {
+		return err
+	}
+	*h = b
+	return nil
 }
 
 // AzureClaims are what the vTPM adds to the TEE's claims.
@@ -53,15 +99,21 @@ type AzureClaims struct {
 }
 
 const (
-	hclHeaderSize = 0x20
-	hclTypeSNP    = 2
-	hclHashSHA256 = 1
+	hclHeaderSize   = 0x20
+	hclRequestType  = 2 // an attestation report request
+	hclReportSNP    = 2
+	hclReportTDX    = 4
+	hclHashSHA256   = 1
+	hclHWRegionSize = tee.SNPReportSize // the hardware report region, SNP or TDX
 )
 
 // HCLReport is a parsed paravisor report.
 type HCLReport struct {
-	// HW is the hardware report (SNP) it carries.
+	// HW is the hardware report region: an SNP report, or a TDREPORT
+	// (1024 bytes) and padding.
 	HW []byte
+	// ReportType is 2 (SEV-SNP) or 4 (TDX).
+	ReportType uint32
 	// VarData is the runtime data whose hash the hardware report binds.
 	VarData  []byte
 	hashType uint32
@@ -77,16 +129,19 @@ func ParseHCLReport(b []byte) (*HCLReport, error) {
 		return nil, errors.New(`HCL report: no "HCLA" signature`)
 	}
 	le := binary.LittleEndian
-	if t := le.Uint32(b[12:]); t != hclTypeSNP {
-		return nil, fmt.Errorf("HCL report: request type %d; only SEV-SNP (2) is read here", t)
+	if t := le.Uint32(b[12:]); t != hclRequestType {
+		return nil, fmt.Errorf("HCL report: request type %d; an attestation report (2) is read", t)
 	}
-	hw := b[hclHeaderSize : hclHeaderSize+tee.SNPReportSize]
-	rt := b[hclHeaderSize+tee.SNPReportSize:]
-	hashType, size := le.Uint32(rt[12:]), le.Uint32(rt[16:])
+	hw := b[hclHeaderSize : hclHeaderSize+hclHWRegionSize]
+	rt := b[hclHeaderSize+hclHWRegionSize:]
+	reportType, hashType, size := le.Uint32(rt[8:]), le.Uint32(rt[12:]), le.Uint32(rt[16:])
+	if reportType != hclReportSNP && reportType != hclReportTDX {
+		return nil, fmt.Errorf("HCL report: report type %d; SEV-SNP (2) or TDX (4) is read", reportType)
+	}
 	if uint64(size) > uint64(len(rt)-20) {
 		return nil, fmt.Errorf("HCL report: runtime data of %d bytes does not fit in %d", size, len(rt)-20)
 	}
-	return &HCLReport{HW: hw, VarData: rt[20 : 20+size], hashType: hashType}, nil
+	return &HCLReport{HW: hw, ReportType: reportType, VarData: rt[20 : 20+size], hashType: hashType}, nil
 }
 
 // akPub finds the vTPM attestation key in the HCL runtime data.
@@ -117,107 +172,123 @@ func decodeB64Any(s string) ([]byte, error) {
 	return base64.RawStdEncoding.DecodeString(s)
 }
 
-// VerifyAzureSNP verifies Azure vTPM evidence on SEV-SNP: the SNP report
-// and its VCEK chain as for raw SNP evidence, the HCL runtime data against
-// REPORT_DATA, VMPL 0 (the paravisor's), the TPM quote's signature by the
+// VerifyAzure verifies Azure vTPM evidence, on SEV-SNP or TDX: the
+// hardware evidence as for raw evidence (the SNP report and its VCEK chain
+// at VMPL 0, the paravisor's; or the TD quote), SHA-256 of the HCL runtime
+// data against its REPORT_DATA, the TPM quote's signature by the
 // attestation key the runtime data carries, its qualifying data against
 // nonce, and its PCR digest against the PCR values given.
-func (v *Verifier) VerifyAzureSNP(ctx context.Context, ev *AzureEvidence, nonce []byte, o Options) (*Claims, error) {
+func (v *Verifier) VerifyAzure(ctx context.Context, ev *AzureEvidence, nonce []byte, o Options) (*Claims, error) {
 	fail := func(format string, args ...any) (*Claims, error) {
 		return nil, fmt.Errorf("%w: Azure vTPM: "+format, append([]any{ErrVerification}, args...)...)
 	}
-	raw, err := decodeB64Any(ev.HCLReport)
-	if err != nil {
-		return fail("hcl_report is not base64: %v", err)
-	}
-	hcl, err := ParseHCLReport(raw)
+	hcl, err := ParseHCLReport(ev.HCLReport)
 	if err != nil {
 		return fail("%v", err)
 	}
-	certs := map[string][]byte{}
-	if ev.VCEK != "" {
-		vb, err := decodeB64Any(ev.VCEK)
-		if err != nil {
-			return fail("vcek is not base64: %v", err)
-		}
-		if blk, _ := pem.Decode(vb); blk != nil {
-			vb = blk.Bytes
-		}
-		certs["vcek"] = vb
-	}
-	o.Binding, o.BoundData, o.ReportData = "", nil, nil
-	c, err := v.Verify(ctx, &tee.Evidence{TEE: tee.SNP, Report: hcl.HW, Certs: certs}, o)
-	if err != nil {
-		return c, err
-	}
-	if c.SNP != nil && c.SNP.VMPL != 0 {
-		return fail("the SNP report is at VMPL %d; the paravisor's is at 0", c.SNP.VMPL)
-	}
 	if hcl.hashType != hclHashSHA256 {
 		return fail("HCL runtime data hash type %d; SHA-256 (1) is read", hcl.hashType)
+	}
+	o.Binding, o.BoundData, o.ReportData = "", nil, nil
+	var c *Claims
+	switch hcl.ReportType {
+	case hclReportSNP:
+		certs := map[string][]byte{}
+		if vb := []byte(ev.VCEK); len(vb) > 0 {
+			if blk, _ := pem.Decode(vb); blk != nil {
+				vb = blk.Bytes
+			}
+			certs["vcek"] = vb
+		}
+		if c, err = v.Verify(ctx, &tee.Evidence{TEE: tee.SNP, Report: hcl.HW, Certs: certs}, o); err != nil {
+			return c, err
+		}
+		if c.SNP != nil && c.SNP.VMPL != 0 {
+			return fail("the SNP report is at VMPL %d; the paravisor's is at 0", c.SNP.VMPL)
+		}
+	case hclReportTDX:
+		if len(ev.TDQuote) == 0 {
+			return fail("TDX evidence needs td_quote")
+		}
+		if c, err = v.Verify(ctx, &tee.Evidence{TEE: tee.TDX, Report: ev.TDQuote}, o); err != nil {
+			return c, err
+		}
+		// The HCL report's TDREPORT and the quote must be the same TD
+		// report: REPORTDATA sits at 128 in the TDREPORT's MAC structure.
+		if rd, _ := hex.DecodeString(c.ReportData); !bytes.Equal(hcl.HW[128:192], rd) {
+			return fail("the TD quote is not of the TDREPORT the HCL report carries (REPORTDATA differs)")
+		}
 	}
 	h := sha256.Sum256(hcl.VarData)
 	rd, _ := hex.DecodeString(c.ReportData)
 	if len(rd) < 32 || !bytes.Equal(rd[:32], h[:]) {
 		return fail("REPORT_DATA does not bind the HCL runtime data (SHA-256 %x)", h)
 	}
-	ak, err := hcl.akPub()
+	az, err := verifyVTPMQuote(hcl, ev, nonce)
 	if err != nil {
 		return fail("%v", err)
 	}
-	msg, err := hex.DecodeString(ev.TPMQuote.Message)
+	c.Azure = az
+	return c, nil
+}
+
+// VerifyAzureSNP is VerifyAzure for SEV-SNP evidence.
+func (v *Verifier) VerifyAzureSNP(ctx context.Context, ev *AzureEvidence, nonce []byte, o Options) (*Claims, error) {
+	return v.VerifyAzure(ctx, ev, nonce, o)
+}
+
+// verifyVTPMQuote checks the vTPM's quote against the key the HCL runtime
+// data carries, the nonce and the PCR values.
+func verifyVTPMQuote(hcl *HCLReport, ev *AzureEvidence, nonce []byte) (*AzureClaims, error) {
+	ak, err := hcl.akPub()
 	if err != nil {
-		return fail("tpm_quote.message is not hex: %v", err)
+		return nil, err
 	}
-	sig, err := hex.DecodeString(ev.TPMQuote.Signature)
-	if err != nil {
-		return fail("tpm_quote.signature is not hex: %v", err)
-	}
+	msg, sig := []byte(ev.TPMQuote.Message), []byte(ev.TPMQuote.Signature)
 	mh := sha256.Sum256(msg)
 	if err := rsa.VerifyPKCS1v15(ak, crypto.SHA256, mh[:], sig); err != nil {
-		return fail("the TPM quote is not signed by the attestation key the HCL report binds: %v", err)
+		return nil, fmt.Errorf("the TPM quote is not signed by the attestation key the HCL report binds: %w", err)
 	}
 	att, err := tpm2.Unmarshal[tpm2.TPMSAttest](msg)
 	if err != nil {
-		return fail("the TPM quote: %v", err)
+		return nil, fmt.Errorf("the TPM quote: %w", err)
 	}
 	if att.Magic != tpm2.TPMGeneratedValue || att.Type != tpm2.TPMSTAttestQuote {
-		return fail("the TPM quote is not a TPM-generated quote (magic %#x, type %#x)", att.Magic, att.Type)
+		return nil, fmt.Errorf("the TPM quote is not a TPM-generated quote (magic %#x, type %#x)", att.Magic, att.Type)
 	}
 	if nonce == nil {
-		return fail("no nonce to check the quote's qualifying data against")
+		return nil, errors.New("no nonce to check the quote's qualifying data against")
 	}
 	if !bytes.Equal(att.ExtraData.Buffer, nonce) {
-		return fail("the quote's qualifying data %x is not the nonce %x", att.ExtraData.Buffer, nonce)
+		return nil, fmt.Errorf("the quote's qualifying data %x is not the nonce %x", att.ExtraData.Buffer, nonce)
 	}
 	qi, err := att.Attested.Quote()
 	if err != nil {
-		return fail("the TPM quote: %v", err)
+		return nil, fmt.Errorf("the TPM quote: %w", err)
 	}
 	pcrs := map[int]string{}
 	dig := sha256.New()
 	for _, sel := range qi.PCRSelect.PCRSelections {
 		if sel.Hash != tpm2.TPMAlgSHA256 {
-			return fail("the quote selects PCRs of hash %#x; the SHA-256 bank is read", sel.Hash)
+			return nil, fmt.Errorf("the quote selects PCRs of hash %#x; the SHA-256 bank is read", sel.Hash)
 		}
 		for i := 0; i < len(sel.PCRSelect)*8; i++ {
 			if sel.PCRSelect[i/8]&(1<<(i%8)) == 0 {
 				continue
 			}
 			if i >= len(ev.TPMQuote.PCRs) {
-				return fail("the quote covers PCR %d, which the evidence does not give", i)
+				return nil, fmt.Errorf("the quote covers PCR %d, which the evidence does not give", i)
 			}
-			val, err := hex.DecodeString(ev.TPMQuote.PCRs[i])
-			if err != nil || len(val) != sha256.Size {
-				return fail("PCR %d is not a SHA-256 value", i)
+			val := ev.TPMQuote.PCRs[i]
+			if len(val) != sha256.Size {
+				return nil, fmt.Errorf("PCR %d is not a SHA-256 value", i)
 			}
 			dig.Write(val)
-			pcrs[i] = ev.TPMQuote.PCRs[i]
+			pcrs[i] = hex.EncodeToString(val)
 		}
 	}
 	if !bytes.Equal(dig.Sum(nil), qi.PCRDigest.Buffer) {
-		return fail("the PCR values given do not make the quote's PCR digest")
+		return nil, errors.New("the PCR values given do not make the quote's PCR digest")
 	}
-	c.Azure = &AzureClaims{PCRs: pcrs, RuntimeData: append(json.RawMessage(nil), hcl.VarData...), Nonce: hex.EncodeToString(nonce)}
-	return c, nil
+	return &AzureClaims{PCRs: pcrs, RuntimeData: append(json.RawMessage(nil), hcl.VarData...), Nonce: hex.EncodeToString(nonce)}, nil
 }

@@ -2,13 +2,12 @@ package attest
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-tpm/tpm2"
 
@@ -17,7 +16,7 @@ import (
 
 func azureVector(t *testing.T, name string) (*AzureEvidence, []byte) {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(vectors.EvidenceDir(), "azure-snp-vtpm", name))
+	b, err := os.ReadFile(filepath.Join(vectors.EvidenceDir(), name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,8 +27,7 @@ func azureVector(t *testing.T, name string) (*AzureEvidence, []byte) {
 	// The nonce the verifier of that capture asked for is the quote's
 	// qualifying data; the test takes it from there and then checks that
 	// any other nonce is refused.
-	msg, _ := hex.DecodeString(ev.TPMQuote.Message)
-	att, err := tpm2.Unmarshal[tpm2.TPMSAttest](msg)
+	att, err := tpm2.Unmarshal[tpm2.TPMSAttest](ev.TPMQuote.Message)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,58 +41,60 @@ func azureVector(t *testing.T, name string) (*AzureEvidence, []byte) {
 // digest. Each tampering is refused with what was wrong.
 func TestAzureSNPvTPM(t *testing.T) {
 	ctx := context.Background()
-	for _, name := range []string{"evidence-v1.json", "evidence-v2.json"} {
+	for _, name := range []string{"azure-snp-vtpm/evidence-v1.json", "azure-snp-vtpm/evidence-v2.json", "azure-tdx-vtpm/evidence-v0.json"} {
 		ev, nonce := azureVector(t, name)
-		o := Options{Offline: true}
-		c, err := NewVerifier().VerifyAzureSNP(ctx, ev, nonce, o)
+		o := Options{Offline: true, Now: time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)} // inside every certificate's validity
+		c, err := NewVerifier().VerifyAzure(ctx, ev, nonce, o)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		if c.Azure == nil || len(c.Azure.PCRs) == 0 || !strings.Contains(string(c.Azure.RuntimeData), "HCLAkPub") || c.SNP == nil {
+		if c.Azure == nil || len(c.Azure.PCRs) == 0 || !strings.Contains(string(c.Azure.RuntimeData), "HCLAkPub") || (c.SNP == nil && c.TDX == nil) {
 			t.Errorf("%s: claims %+v", name, c)
 		}
 		cases := map[string]func(ev *AzureEvidence) []byte{
 			"another nonce": func(*AzureEvidence) []byte { return append([]byte{1}, nonce...) },
 			"a PCR changed": func(ev *AzureEvidence) []byte {
-				for i := range ev.TPMQuote.PCRs {
-					if ev.TPMQuote.PCRs[i] != strings.Repeat("00", 32) {
-						ev.TPMQuote.PCRs[i] = strings.Repeat("00", 32)
-						break
-					}
-				}
+				ev.TPMQuote.PCRs[0] = append(hexOrBytes(nil), ev.TPMQuote.PCRs[0]...)
+				ev.TPMQuote.PCRs[0][0] ^= 1
 				return nonce
 			},
 			"quote signature": func(ev *AzureEvidence) []byte {
-				ev.TPMQuote.Signature = strings.Repeat("00", len(ev.TPMQuote.Signature)/2)
+				ev.TPMQuote.Signature = make(hexOrBytes, len(ev.TPMQuote.Signature))
 				return nonce
 			},
 			"quote message": func(ev *AzureEvidence) []byte {
-				b, _ := hex.DecodeString(ev.TPMQuote.Message)
+				b := append(hexOrBytes(nil), ev.TPMQuote.Message...)
 				b[len(b)-1] ^= 1
-				ev.TPMQuote.Message = hex.EncodeToString(b)
+				ev.TPMQuote.Message = b
 				return nonce
 			},
 			"runtime data": func(ev *AzureEvidence) []byte {
-				b, _ := decodeB64Any(ev.HCLReport)
+				b := append(b64OrBytes(nil), ev.HCLReport...)
 				i := strings.Index(string(b), "HCLAkPub")
 				b[i+7] = 'X'
-				ev.HCLReport = base64.RawURLEncoding.EncodeToString(b)
+				ev.HCLReport = b
 				return nonce
 			},
-			"SNP report": func(ev *AzureEvidence) []byte {
-				b, _ := decodeB64Any(ev.HCLReport)
+			"hardware report": func(ev *AzureEvidence) []byte {
+				if len(ev.TDQuote) > 0 {
+					b := append(b64OrBytes(nil), ev.TDQuote...)
+					b[48+136] ^= 1 // an MRTD bit
+					ev.TDQuote = b
+					return nonce
+				}
+				b := append(b64OrBytes(nil), ev.HCLReport...)
 				b[0x20+0x90] ^= 1 // a measurement bit
-				ev.HCLReport = base64.RawURLEncoding.EncodeToString(b)
+				ev.HCLReport = b
 				return nonce
 			},
 		}
 		why := map[string]string{
 			"another nonce": "qualifying data", "a PCR changed": "PCR digest", "quote signature": "not signed by the attestation key",
-			"quote message": "not signed by the attestation key", "runtime data": "REPORT_DATA does not bind", "SNP report": "SNP report signature",
+			"quote message": "not signed by the attestation key", "runtime data": "REPORT_DATA does not bind", "hardware report": "signature",
 		}
 		for what, mod := range cases {
 			e2 := *ev
-			e2.TPMQuote.PCRs = append([]string(nil), ev.TPMQuote.PCRs...)
+			e2.TPMQuote.PCRs = append([]hexOrBytes(nil), ev.TPMQuote.PCRs...)
 			n := mod(&e2)
 			_, err := NewVerifier().VerifyAzureSNP(ctx, &e2, n, o)
 			if err == nil || !strings.Contains(err.Error(), why[what]) {
@@ -131,5 +131,5 @@ func azureVectorBytes() ([]byte, error) {
 	if err := json.Unmarshal(b, &ev); err != nil {
 		return nil, err
 	}
-	return decodeB64Any(ev.HCLReport)
+	return ev.HCLReport, nil
 }

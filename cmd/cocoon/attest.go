@@ -99,9 +99,9 @@ Exits 0 only when verification and every check passed.
 Evidence is a JSON envelope (from cocoon attest, or - for standard input), or raw
 inputs: an SNP report with its VCEK certificate, or a TDX quote with Intel PCS
 collateral saved in a directory (for offline verification), or the evidence of
-an Azure confidential VM on SEV-SNP (--azure-vtpm: the HCL report, the vTPM's
-quote over the PCRs and the VCEK, as Azure's guest attestation sends it), whose
-quote must carry --nonce, or an Intel SGX DCAP quote (version 3) with its PCK
+an Azure confidential VM on SEV-SNP or TDX (--azure-vtpm: the HCL report, the
+vTPM's quote over the PCRs, and the VCEK or the TD quote, as Azure's guest
+attestation sends it), whose quote must carry --nonce, or an Intel SGX DCAP quote (version 3) with its PCK
 certificate chain (--sgx-quote: verified to Intel's SGX Root CA; the TCB status
 is "unknown" without Intel's collateral).
 
@@ -123,7 +123,7 @@ does neither.`,
 	fl.StringVar(&f.snpReport, "snp-report", "", "raw SEV-SNP report (1184 bytes)")
 	fl.StringVar(&f.vcek, "vcek", "", "VCEK certificate (DER or PEM) for --snp-report")
 	fl.StringVar(&f.tdxQuote, "tdx-quote", "", "raw TDX quote")
-	fl.StringVar(&f.azureVTPM, "azure-vtpm", "", "Azure confidential VM (SEV-SNP) vTPM evidence: {version, hcl_report, tpm_quote, vcek} (JSON)")
+	fl.StringVar(&f.azureVTPM, "azure-vtpm", "", "Azure confidential VM vTPM evidence (JSON): {hcl_report, tpm_quote, vcek} on SEV-SNP, {hcl_report, td_quote, tpm_quote} on TDX")
 	fl.StringVar(&f.sgxQuote, "sgx-quote", "", "Intel SGX DCAP quote (version 3) with its PCK certificate chain")
 	fl.StringVar(&f.collateral, "collateral", "", "directory of saved Intel PCS responses (tcbInfo, qeIdentity, pckcrl, rootcrl.der)")
 	fl.BoolVar(&f.offline, "offline", false, "no AMD KDS / Intel PCS fetches and no CRL checks")
@@ -252,7 +252,7 @@ func runVerify(cmd *cobra.Command, g *globals, f *verifyFlags, args []string) er
 	var verr error
 	switch {
 	case azure != nil:
-		claims, verr = attest.NewVerifier().VerifyAzureSNP(ctx, azure, nonce, o)
+		claims, verr = attest.NewVerifier().VerifyAzure(ctx, azure, nonce, o)
 	case sgxQuote != nil:
 		o.ReportData = nonce
 		claims, verr = attest.NewVerifier().VerifySGX(ctx, sgxQuote, o)
@@ -289,7 +289,7 @@ func loadAzure(path string) (*attest.AzureEvidence, error) {
 	if err := json.Unmarshal(b, &ev); err != nil {
 		return nil, fmt.Errorf("%s: not Azure vTPM evidence: %w", path, err)
 	}
-	if ev.HCLReport == "" || ev.TPMQuote.Message == "" {
+	if len(ev.HCLReport) == 0 || len(ev.TPMQuote.Message) == 0 {
 		return nil, fmt.Errorf("%s: Azure vTPM evidence needs hcl_report and tpm_quote", path)
 	}
 	return &ev, nil
