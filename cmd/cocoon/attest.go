@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -96,7 +98,8 @@ AMD's or Intel's root (or to the simulated TEE's root with --trust-sim), the
 guest policy (debug refused unless --allow-debug), and reference values.
 Exits 0 only when verification and every check passed.
 
-Evidence is a JSON envelope (from cocoon attest, or - for standard input), or raw
+Evidence is a JSON envelope (from cocoon attest, or - for standard input; Azure
+vTPM evidence and SGX quotes are recognised by their shape), or raw
 inputs: an SNP report with its VCEK certificate, or a TDX quote with Intel PCS
 collateral saved in a directory (for offline verification), or the evidence of
 an Azure confidential VM on SEV-SNP or TDX (--azure-vtpm: the HCL report, the
@@ -191,6 +194,20 @@ func runVerify(cmd *cobra.Command, g *globals, f *verifyFlags, args []string) er
 	var azure *attest.AzureEvidence
 	var sgxQuote []byte
 	var err error
+	if f.azureVTPM == "" && f.sgxQuote == "" && f.snpReport == "" && f.tdxQuote == "" && len(args) == 1 && args[0] != "-" {
+		// An evidence file names its kind by its shape: Azure vTPM JSON,
+		// an SGX quote (version 3, TEE type 0), or cocoon's envelope.
+		switch kind := sniffEvidence(args[0]); kind {
+		case "azure":
+			f.azureVTPM = args[0]
+		case "sgx":
+			f.sgxQuote = args[0]
+		case "snp":
+			return &exitError{2, fmt.Sprintf("%s looks like a raw SEV-SNP report, not an evidence envelope: verify it with --snp-report %s --vcek VCEK", args[0], args[0])}
+		case "tdx":
+			return &exitError{2, fmt.Sprintf("%s looks like a raw TDX quote, not an evidence envelope: verify it with --tdx-quote %s", args[0], args[0])}
+		}
+	}
 	switch {
 	case f.azureVTPM != "":
 		azure, err = loadAzure(f.azureVTPM)
@@ -275,6 +292,35 @@ func runVerify(cmd *cobra.Command, g *globals, f *verifyFlags, args []string) er
 		return &exitError{1, verr.Error()}
 	}
 	return nil
+}
+
+// sniffEvidence tells Azure vTPM evidence and SGX quotes from cocoon's
+// envelope by their first bytes ("" when unsure: the envelope's parser
+// then says what is wrong).
+func sniffEvidence(path string) string {
+	fh, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer fh.Close()
+	head := make([]byte, 4096)
+	n, _ := io.ReadFull(fh, head)
+	head = head[:n]
+	if n >= 8 && head[0] == 3 && head[1] == 0 && head[2] == 2 && head[3] == 0 && binary.LittleEndian.Uint32(head[4:]) == 0 {
+		return "sgx"
+	}
+	if t := bytes.TrimSpace(head); len(t) > 0 && t[0] == '{' && bytes.Contains(head, []byte(`"hcl_report"`)) {
+		return "azure"
+	}
+	if n >= 8 && (head[0] == 4 || head[0] == 5) && head[1] == 0 && binary.LittleEndian.Uint32(head[4:]) == 0x81 {
+		return "tdx"
+	}
+	if st, err := fh.Stat(); err == nil && st.Size() == tee.SNPReportSize && n >= 4 {
+		if v := binary.LittleEndian.Uint32(head); v >= 2 && v <= 5 {
+			return "snp"
+		}
+	}
+	return ""
 }
 
 func loadAzure(path string) (*attest.AzureEvidence, error) {
