@@ -14,6 +14,7 @@ import (
 
 	"cocoon.dev/cocoon/as/maa"
 	"cocoon.dev/cocoon/attest"
+	"cocoon.dev/cocoon/internal/httpjson"
 	"cocoon.dev/cocoon/tee"
 	"cocoon.dev/cocoon/token"
 )
@@ -74,10 +75,7 @@ func (s *Service) maaAttest(w http.ResponseWriter, r *http.Request) {
 }
 
 func httpjsonInternal(w http.ResponseWriter, s *Service, what string, err error) {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	id := hex.EncodeToString(b[:])
-	s.log.Error(what+" failed", "request_id", id, "error", err)
+	id := httpjson.LogInternal(s.log, what, err)
 	maaFail(w, http.StatusInternalServerError, "InternalError", "%s failed inside the service; give its operator the request id %s", what, id)
 }
 

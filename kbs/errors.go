@@ -1,8 +1,6 @@
 package kbs
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -61,10 +59,7 @@ func fail(w http.ResponseWriter, typ, format string, args ...any) {
 // text (it may name paths, queries or key material): the caller gets what
 // failed and a request id, the log gets the cause under that id.
 func (s *Server) internal(w http.ResponseWriter, what string, err error) {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	id := hex.EncodeToString(b[:])
-	s.log.Error(what+" failed", "request_id", id, "error", err)
+	id := httpjson.LogInternal(s.log, what, err)
 	httpjson.Respond(w, http.StatusInternalServerError, Error{Type: ErrorTypePrefix + ErrInternal,
 		Detail: what + " failed inside the service; retry, and if it persists give its operator the request id", RequestID: id})
 }

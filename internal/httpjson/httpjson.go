@@ -36,10 +36,18 @@ func Fail(w http.ResponseWriter, code int, typ, format string, args ...any) {
 // queries or key material: the caller gets what failed and a request id,
 // the log gets the cause under that id.
 func Internal(w http.ResponseWriter, log *slog.Logger, what string, err error) {
+	id := LogInternal(log, what, err)
+	Respond(w, http.StatusInternalServerError, Error{Type: "internal",
+		Detail: what + " failed inside the service; retry, and if it persists give its operator the request id", RequestID: id})
+}
+
+// LogInternal logs an internal failure with its cause under a fresh request
+// id and returns the id, for services whose error bodies have another
+// shape than Error (the KBS protocol's, MAA's).
+func LogInternal(log *slog.Logger, what string, err error) string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	id := hex.EncodeToString(b[:])
 	log.Error(what+" failed", "request_id", id, "error", err)
-	Respond(w, http.StatusInternalServerError, Error{Type: "internal",
-		Detail: what + " failed inside the service; retry, and if it persists give its operator the request id", RequestID: id})
+	return id
 }
