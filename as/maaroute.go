@@ -54,12 +54,12 @@ func (s *Service) maaAttest(w http.ResponseWriter, r *http.Request) {
 			maaFail(w, http.StatusBadRequest, "InvalidParameter", "%v", err)
 			return
 		}
-		httpjsonInternal(w, s, "attestation", err)
+		maaInternal(w, s, "attestation", err)
 		return
 	}
 	app, err := s.appraise(r.Context(), claims)
 	if err != nil {
-		httpjsonInternal(w, s, "appraisal", err)
+		maaInternal(w, s, "appraisal", err)
 		return
 	}
 	if app.Status == token.Contraindicated {
@@ -68,13 +68,13 @@ func (s *Service) maaAttest(w http.ResponseWriter, r *http.Request) {
 	}
 	tok, err := s.cfg.Signer.SignClaims(s.maaClaims(claims, app, runtimeData, req.RuntimeData.DataType))
 	if err != nil {
-		httpjsonInternal(w, s, "signing", err)
+		maaInternal(w, s, "signing", err)
 		return
 	}
 	respond(w, http.StatusOK, maa.Response{Token: tok})
 }
 
-func httpjsonInternal(w http.ResponseWriter, s *Service, what string, err error) {
+func maaInternal(w http.ResponseWriter, s *Service, what string, err error) {
 	id := httpjson.LogInternal(s.log, what, err)
 	maaFail(w, http.StatusInternalServerError, "InternalError", "%s failed inside the service; give its operator the request id %s", what, id)
 }

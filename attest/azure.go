@@ -232,11 +232,6 @@ func (v *Verifier) VerifyAzure(ctx context.Context, ev *AzureEvidence, nonce []b
 	return c, nil
 }
 
-// VerifyAzureSNP is VerifyAzure for SEV-SNP evidence.
-func (v *Verifier) VerifyAzureSNP(ctx context.Context, ev *AzureEvidence, nonce []byte, o Options) (*Claims, error) {
-	return v.VerifyAzure(ctx, ev, nonce, o)
-}
-
 // verifyVTPMQuote checks the vTPM's quote against the key the HCL runtime
 // data carries, the nonce and the PCR values.
 func verifyVTPMQuote(hcl *HCLReport, ev *AzureEvidence, nonce []byte) (*AzureClaims, error) {

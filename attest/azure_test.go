@@ -96,7 +96,7 @@ func TestAzureSNPvTPM(t *testing.T) {
 			e2 := *ev
 			e2.TPMQuote.PCRs = append([]hexOrBytes(nil), ev.TPMQuote.PCRs...)
 			n := mod(&e2)
-			_, err := NewVerifier().VerifyAzureSNP(ctx, &e2, n, o)
+			_, err := NewVerifier().VerifyAzure(ctx, &e2, n, o)
 			if err == nil || !strings.Contains(err.Error(), why[what]) {
 				t.Errorf("%s: %s: %v, want an error saying %q", name, what, err, why[what])
 			}

@@ -30,7 +30,7 @@ type Claims struct {
 	Debug bool       `json:"debug"`
 	SNP   *SNPClaims `json:"snp,omitempty"`
 	TDX   *TDXClaims `json:"tdx,omitempty"`
-	// Azure is what an Azure confidential VM's vTPM adds (VerifyAzureSNP).
+	// Azure is what an Azure confidential VM's vTPM adds (VerifyAzure).
 	Azure *AzureClaims `json:"azure,omitempty"`
 	// SGX are an SGX enclave's facts (VerifySGX).
 	SGX *SGXClaims `json:"sgx,omitempty"`

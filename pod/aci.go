@@ -69,9 +69,8 @@ type armTemplate struct {
 	Parameters map[string]struct {
 		DefaultValue any `json:"defaultValue"`
 	} `json:"parameters"`
-	Variables map[string]any             `json:"variables"`
-	Resources []map[string]any           `json:"resources"`
-	Extra     map[string]json.RawMessage `json:"-"`
+	Variables map[string]any   `json:"variables"`
+	Resources []map[string]any `json:"resources"`
 }
 
 // FromACI translates the container group of an ARM template. params give

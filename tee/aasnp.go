@@ -33,8 +33,8 @@ type aaVersion struct {
 }
 
 type aaSignature struct {
-	R []uint8 `json:"r"`
-	S []uint8 `json:"s"`
+	R aaBytes `json:"r"`
+	S aaBytes `json:"s"`
 }
 
 // aaBytes marshals as a JSON array of numbers (serde's [u8; N]), not base64.
@@ -63,25 +63,6 @@ func (b *aaBytes) UnmarshalJSON(d []byte) error {
 		return err
 	}
 	*b = n
-	return nil
-}
-
-func (s aaSignature) MarshalJSON() ([]byte, error) {
-	return json.Marshal(struct {
-		R aaBytes `json:"r"`
-		S aaBytes `json:"s"`
-	}{s.R, s.S})
-}
-
-func (s *aaSignature) UnmarshalJSON(d []byte) error {
-	var v struct {
-		R aaBytes `json:"r"`
-		S aaBytes `json:"s"`
-	}
-	if err := json.Unmarshal(d, &v); err != nil {
-		return err
-	}
-	s.R, s.S = v.R, v.S
 	return nil
 }
 

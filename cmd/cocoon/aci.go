@@ -74,16 +74,12 @@ var ccePolicyRE = regexp.MustCompile(`("ccePolicy"\s*:\s*)"[^"]*"`)
 // it has a ccePolicy, else into a new confidentialComputeProperties (the
 // template is then rewritten with sorted keys).
 func setCCEPolicy(data []byte, b64 string) ([]byte, error) {
-	if ccePolicyRE.Match(data) {
-		n := 0
-		out := ccePolicyRE.ReplaceAllFunc(data, func(m []byte) []byte {
-			n++
-			return ccePolicyRE.ReplaceAll(m, []byte(`${1}"`+b64+`"`))
-		})
-		if n != 1 {
-			return nil, fmt.Errorf("the template has %d ccePolicy fields; want one", n)
-		}
-		return out, nil
+	switch n := len(ccePolicyRE.FindAllIndex(data, -1)); n {
+	case 0:
+	case 1:
+		return ccePolicyRE.ReplaceAll(data, []byte(`${1}"`+b64+`"`)), nil
+	default:
+		return nil, fmt.Errorf("the template has %d ccePolicy fields; keep one container group per template", n)
 	}
 	var t map[string]any
 	if err := json.Unmarshal(data, &t); err != nil {
