@@ -184,14 +184,26 @@ func (u *Userspace) Close() error {
 }
 
 // unmountFUSE unmounts the FUSE file system. The kernel releases a detached
-// loop device's backing file asynchronously, so the mount can be busy for a
-// moment after it is detached; it retries for up to two seconds.
+// loop device's backing file asynchronously (after the last opener, such as
+// udev's probe, closes the device), so the mount can be busy for a while
+// after the detach: it waits for the loop device to let go of the file, and
+// if the mount is still busy after that, detaches it lazily so the kernel
+// drops it (and the server stops) once the last reference goes.
 func (u *Userspace) unmountFUSE() error {
+	if u.Loop != "" {
+		waitLoopReleased(u.Loop, 10*time.Second)
+	}
 	deadline := time.Now().Add(2 * time.Second)
 	for {
 		err := u.server.Unmount()
-		if err == nil || !strings.Contains(err.Error(), "busy") || time.Now().After(deadline) {
+		if err == nil || !strings.Contains(err.Error(), "busy") {
 			return err
+		}
+		if time.Now().After(deadline) {
+			if lerr := unix.Unmount(u.fuseDir, unix.MNT_DETACH); lerr != nil {
+				return fmt.Errorf("%w (lazy unmount: %w)", err, lerr)
+			}
+			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

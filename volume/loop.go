@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -83,4 +84,18 @@ func detachLoop(dev string) error {
 		return fmt.Errorf("detach %s: %w", dev, err)
 	}
 	return nil
+}
+
+// waitLoopReleased waits up to limit for a detached loop device to drop its
+// backing file: the kernel does that when the device's last opener closes
+// it, which can be after LOOP_CLR_FD returns.
+func waitLoopReleased(dev string, limit time.Duration) {
+	backing := "/sys/block/" + filepath.Base(dev) + "/loop/backing_file"
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(backing); errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
