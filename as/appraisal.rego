@@ -44,6 +44,17 @@ hardware := 32 if {
 	not c.tdx.tcb_status in {"UpToDate"}
 }
 
+hardware := 32 if {
+	count(hardware_reasons) == 0
+	c.sgx
+	c.sgx.tcb_status != "UpToDate"
+}
+
+hardware_warning contains sprintf("sgx tcb_status: %s (the platform's TCB level was not judged against Intel's collateral)", [c.sgx.tcb_status]) if {
+	c.sgx
+	c.sgx.tcb_status != "UpToDate"
+}
+
 hardware_warning contains "tee: sim (the simulated TEE proves nothing against the host; development only)" if c.tee == "sim"
 
 hardware_warning contains sprintf("tdx tcb_status: %s", [c.tdx.tcb_status]) if {
@@ -51,20 +62,77 @@ hardware_warning contains sprintf("tdx tcb_status: %s", [c.tdx.tcb_status]) if {
 	not c.tdx.tcb_status in {"UpToDate", "Revoked"}
 }
 
-# --- executables (the launch measurement) ------------------------------------
+# --- executables (the launch measurement, vTPM PCRs, the enclave) --------
 
-default executables := 33
+pcr_ref := object.get(rv, "pcrs", {}) if object.get(rv, "pcrs", {}) != null
 
-executables := 2 if c.measurement in list("measurements")
+pcr_ref := {} if object.get(rv, "pcrs", {}) == null
 
-executables := 96 if {
+sgx_ref := object.get(rv, "sgx", {}) if object.get(rv, "sgx", {}) != null
+
+sgx_ref := {} if object.get(rv, "sgx", {}) == null
+
+sgx_list(k) := object.get(sgx_ref, k, []) if object.get(sgx_ref, k, []) != null
+
+sgx_list(k) := [] if object.get(sgx_ref, k, []) == null
+
+executables_mismatch contains sprintf("measurement: found %s, expected one of %v", [c.measurement, list("measurements")]) if {
 	count(list("measurements")) > 0
 	not c.measurement in list("measurements")
 }
 
-executables_reason := sprintf("measurement: found %s, expected one of %v", [c.measurement, list("measurements")]) if executables == 96
+executables_mismatch contains sprintf("pcrs: the reference values pin vTPM PCRs, but %s evidence has none", [c.tee]) if {
+	count(pcr_ref) > 0
+	not c.azure
+}
 
-executables_reason := "measurement: no reference values to compare with" if executables == 33
+executables_mismatch contains sprintf("pcrs[%s]: found %s, expected one of %v", [i, object.get(c.azure.pcrs, i, "nothing (not quoted)"), vals]) if {
+	some i, vals in pcr_ref
+	c.azure
+	not object.get(c.azure.pcrs, i, "") in vals
+}
+
+executables_mismatch contains sprintf("sgx: the reference values are an SGX enclave's, but the evidence is %s", [c.tee]) if {
+	count(sgx_ref) > 0
+	not c.sgx
+}
+
+executables_mismatch contains sprintf("sgx.%s: found %s, expected one of %v", [k, c.sgx[k], sgx_list(k)]) if {
+	some k in ["mrenclave", "mrsigner"]
+	count(sgx_list(k)) > 0
+	not c.sgx[k] in sgx_list(k)
+}
+
+executables_mismatch contains sprintf("sgx.isv_prod_id: found %d, expected %d", [c.sgx.isv_prod_id, sgx_ref.isv_prod_id]) if {
+	c.sgx.isv_prod_id != sgx_ref.isv_prod_id
+}
+
+executables_mismatch contains sprintf("sgx.isv_svn: found %d, expected at least %d", [c.sgx.isv_svn, sgx_ref.min_isv_svn]) if {
+	c.sgx.isv_svn < sgx_ref.min_isv_svn
+}
+
+# Something was compared with reference values (and nothing differed).
+executables_pinned if c.measurement in list("measurements")
+
+executables_pinned if count(pcr_ref) > 0
+
+executables_pinned if count(sgx_ref) > 0
+
+default executables := 33
+
+executables := 96 if count(executables_mismatch) > 0
+
+executables := 2 if {
+	count(executables_mismatch) == 0
+	executables_pinned
+}
+
+executables_reasons contains r if some r in executables_mismatch
+
+executables_reasons contains "measurement: no reference values to compare with" if {
+	count(executables_mismatch) == 0
+	not executables_pinned
+}
 
 # --- configuration (the policy hash and debug) -------------------------------
 
@@ -138,7 +206,7 @@ unjudged if executables == 33
 
 reasons := sort(array.concat(
 	array.concat([r | some r in hardware_reasons], [r | some r in hardware_warning]),
-	array.concat([r | some r in configuration_reasons], [r | r := executables_reason]),
+	array.concat([r | some r in configuration_reasons], [r | some r in executables_reasons]),
 ))
 
 result := {"status": status, "vector": vector, "reasons": reasons}

@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -362,6 +363,13 @@ func appraisalKey(c *attest.Claims, ref *attest.ReferenceValues) string {
 		snp.ReportID = ""
 		cc.SNP = &snp
 	}
+	if c.Azure != nil {
+		// The nonce and the paravisor's runtime data (its user-data
+		// carries the nonce) change with every request.
+		az := *c.Azure
+		az.Nonce, az.RuntimeData = "", nil
+		cc.Azure = &az
+	}
 	b, _ := json.Marshal(struct {
 		C *attest.Claims
 		R *attest.ReferenceValues
@@ -425,6 +433,20 @@ func refForPolicy(r *attest.ReferenceValues) map[string]any {
 	m := map[string]any{"measurements": r.Measurements, "host_data": r.HostData, "allow_debug": r.AllowDebug, "tees": r.TEEs}
 	if r.MinTCB != nil {
 		m["min_tcb"] = map[string]any{"bootloader": r.MinTCB.Bootloader, "tee": r.MinTCB.TEE, "snp": r.MinTCB.SNP, "microcode": r.MinTCB.Microcode}
+	}
+	if len(r.PCRs) > 0 {
+		pcrs := map[string]any{}
+		for i, l := range r.PCRs {
+			pcrs[strconv.Itoa(i)] = l
+		}
+		m["pcrs"] = pcrs
+	}
+	if x := r.SGX; x != nil {
+		sgx := map[string]any{"mrenclave": x.MRENCLAVE, "mrsigner": x.MRSIGNER, "min_isv_svn": x.MinISVSVN}
+		if x.ISVProdID != nil {
+			sgx["isv_prod_id"] = *x.ISVProdID
+		}
+		m["sgx"] = sgx
 	}
 	return m
 }

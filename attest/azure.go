@@ -189,7 +189,11 @@ func (v *Verifier) VerifyAzure(ctx context.Context, ev *AzureEvidence, nonce []b
 	if hcl.hashType != hclHashSHA256 {
 		return fail("HCL runtime data hash type %d; SHA-256 (1) is read", hcl.hashType)
 	}
-	o.Binding, o.BoundData, o.ReportData = "", nil, nil
+	// The hardware report binds the paravisor's runtime data, not the
+	// caller's: the binding is checked in the TPM quote. Reference values
+	// are checked once the vTPM's claims are in.
+	ref := o.Reference
+	o.Binding, o.BoundData, o.ReportData, o.Reference = "", nil, nil, nil
 	var c *Claims
 	switch hcl.ReportType {
 	case hclReportSNP:
@@ -200,7 +204,13 @@ func (v *Verifier) VerifyAzure(ctx context.Context, ev *AzureEvidence, nonce []b
 			}
 			certs["vcek"] = vb
 		}
-		if c, err = v.Verify(ctx, &tee.Evidence{TEE: tee.SNP, Report: hcl.HW, Certs: certs}, o); err != nil {
+		kind := tee.SNP
+		if o.TrustSim && simIssued(ev.VCEK, o.SimRoots) {
+			// The simulated TEE standing in for the paravisor's
+			// hardware: its claims say sim, and every sim gate applies.
+			kind = tee.Sim
+		}
+		if c, err = v.Verify(ctx, &tee.Evidence{TEE: kind, Report: hcl.HW, Certs: certs}, o); err != nil {
 			return c, err
 		}
 		if c.SNP != nil && c.SNP.VMPL != 0 {
@@ -226,10 +236,61 @@ func (v *Verifier) VerifyAzure(ctx context.Context, ev *AzureEvidence, nonce []b
 	}
 	az, err := verifyVTPMQuote(hcl, ev, nonce)
 	if err != nil {
-		return fail("%v", err)
+		return fail("%w", err)
 	}
+	if ev.Version >= 2 {
+		// Version 2 evidence also binds the nonce into the hardware
+		// report: the paravisor put it in its runtime data's user-data
+		// when the guest asked for a fresh report.
+		if err := checkUserData(hcl.VarData, nonce); err != nil {
+			return fail("%v", err)
+		}
+	}
+	c.Platform = "Azure vTPM on " + c.Platform
 	c.Azure = az
+	switch {
+	case c.TEE == tee.Sim:
+	case c.TDX != nil:
+		c.TEE = tee.AzureTDX
+	default:
+		c.TEE = tee.AzureSNP
+	}
+	if ref != nil {
+		if err := ref.Check(c); err != nil {
+			return c, fmt.Errorf("%w: %w", ErrVerification, err)
+		}
+	}
 	return c, nil
+}
+
+// errQualifyingData marks a TPM quote whose qualifying data is not the
+// nonce expected.
+var errQualifyingData = errors.New("the TPM quote's qualifying data is not the nonce expected")
+
+// quoteNonce reads the qualifying data of the evidence's TPM quote
+// (unverified: for diagnosis only).
+func quoteNonce(ev *AzureEvidence) ([]byte, error) {
+	att, err := tpm2.Unmarshal[tpm2.TPMSAttest](ev.TPMQuote.Message)
+	if err != nil {
+		return nil, err
+	}
+	return att.ExtraData.Buffer, nil
+}
+
+// checkUserData checks that the HCL runtime data's "user-data" (hex)
+// starts with nonce.
+func checkUserData(varData, nonce []byte) error {
+	var rt struct {
+		UserData string `json:"user-data"`
+	}
+	if err := json.Unmarshal(varData, &rt); err != nil {
+		return fmt.Errorf("the HCL runtime data: %w", err)
+	}
+	ud, err := hex.DecodeString(rt.UserData)
+	if err != nil || len(ud) < len(nonce) || !bytes.Equal(ud[:len(nonce)], nonce) {
+		return fmt.Errorf("version 2 evidence: the HCL runtime data's user-data %q does not carry the nonce %x", rt.UserData, nonce)
+	}
+	return nil
 }
 
 // verifyVTPMQuote checks the vTPM's quote against the key the HCL runtime
@@ -255,7 +316,7 @@ func verifyVTPMQuote(hcl *HCLReport, ev *AzureEvidence, nonce []byte) (*AzureCla
 		return nil, errors.New("no nonce to check the quote's qualifying data against")
 	}
 	if !bytes.Equal(att.ExtraData.Buffer, nonce) {
-		return nil, fmt.Errorf("the quote's qualifying data %x is not the nonce %x", att.ExtraData.Buffer, nonce)
+		return nil, fmt.Errorf("%w: found %x, expected %x", errQualifyingData, att.ExtraData.Buffer, nonce)
 	}
 	qi, err := att.Attested.Quote()
 	if err != nil {

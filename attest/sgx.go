@@ -146,13 +146,21 @@ func verifyQE(signed, sig, attKeyXY, qeReport, qeSig, qeAuth []byte, pck []*x509
 	if err != nil {
 		return err
 	}
+	return verifyQEWith([]*x509.Certificate{root}, "Intel's SGX Root CA", signed, sig, attKeyXY, qeReport, qeSig, qeAuth, pck, now)
+}
+
+// verifyQEWith is verifyQE with the roots given (the simulated TEE's, for
+// its SGX quotes).
+func verifyQEWith(rootCerts []*x509.Certificate, rootName string, signed, sig, attKeyXY, qeReport, qeSig, qeAuth []byte, pck []*x509.Certificate, now time.Time) error {
 	roots, inter := x509.NewCertPool(), x509.NewCertPool()
-	roots.AddCert(root)
+	for _, r := range rootCerts {
+		roots.AddCert(r)
+	}
 	for _, c := range pck[1:] {
 		inter.AddCert(c)
 	}
 	if _, err := pck[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		return fmt.Errorf("the PCK certificate does not chain to Intel's SGX Root CA: %w", err)
+		return fmt.Errorf("the PCK certificate does not chain to %s: %w", rootName, err)
 	}
 	pckKey, ok := pck[0].PublicKey.(*ecdsa.PublicKey)
 	if !ok {
@@ -176,6 +184,26 @@ func verifyQE(signed, sig, attKeyXY, qeReport, qeSig, qeAuth []byte, pck []*x509
 		return errors.New("the quote is not signed by the attestation key")
 	}
 	return nil
+}
+
+// parsePEMCerts reads every certificate of a PEM bundle.
+func parsePEMCerts(b []byte) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for {
+		var blk *pem.Block
+		if blk, b = pem.Decode(b); blk == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no certificate")
+	}
+	return out, nil
 }
 
 // parsePCKChain reads a PEM PCK certificate chain, leaf first.
@@ -218,13 +246,25 @@ func (v *Verifier) VerifySGX(_ context.Context, raw []byte, o Options) (*Claims,
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrVerification, err)
 	}
-	if err := verifyQE(raw[:sgxSignedSize], q.sig, q.attKey, q.qeReport, q.qeSig, q.qeAuth, q.pck, o.now()); err != nil {
+	kind, platform := tee.SGX, "Intel SGX"
+	if o.TrustSim && simIssued(q.pck[len(q.pck)-1].Raw, o.SimRoots) {
+		// The simulated TEE's SGX quotes: their claims say sim, and
+		// every sim gate applies.
+		roots, err := parsePEMCerts(o.SimRoots)
+		if err != nil {
+			return nil, fmt.Errorf("sim roots: %w", err)
+		}
+		if err := verifyQEWith(roots, "the simulated TEE's root", raw[:sgxSignedSize], q.sig, q.attKey, q.qeReport, q.qeSig, q.qeAuth, q.pck, o.now()); err != nil {
+			return fail("%v", err)
+		}
+		kind, platform = tee.Sim, "simulated SGX (INSECURE, development only)"
+	} else if err := verifyQE(raw[:sgxSignedSize], q.sig, q.attKey, q.qeReport, q.qeSig, q.qeAuth, q.pck, o.now()); err != nil {
 		return fail("%v", err)
 	}
 	b, le := q.body, binary.LittleEndian
 	flags := le.Uint64(b[48:])
 	c := &Claims{
-		TEE: tee.SGX, Platform: "Intel SGX",
+		TEE: kind, Platform: platform,
 		Measurement: hex.EncodeToString(b[64:96]),
 		ReportData:  hex.EncodeToString(b[320:384]),
 		Debug:       flags&sgxAttrDebug != 0,

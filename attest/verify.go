@@ -42,6 +42,12 @@ func (v *Verifier) Verify(ctx context.Context, ev *tee.Evidence, o Options) (*Cl
 		c, err = v.verifySNP(ctx, ev, &o)
 	case tee.TDX:
 		c, err = verifyTDX(ctx, ev, &o)
+	case tee.SGX:
+		c, err = v.VerifySGX(ctx, ev.Report, o)
+	case tee.AzureSNP, tee.AzureTDX:
+		// The binding is in the TPM quote, not in REPORT_DATA: checked
+		// there, with the reference values.
+		return v.verifyAzureKind(ctx, ev, &o)
 	default:
 		return nil, fmt.Errorf("%w: unknown TEE %q", ErrVerification, ev.TEE)
 	}

@@ -1,6 +1,7 @@
 package kbs
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,6 +49,9 @@ func decodeStrict(r io.Reader, v any) error {
 	return nil
 }
 
+// kbsTEENames are the KBS protocol TEEs the broker verifies.
+const kbsTEENames = "snp, tdx, sgx, az-snp-vtpm, az-tdx-vtpm and sample (cocoon's simulated TEE)"
+
 // kbsTEE maps a KBS protocol TEE name (kbs-types) to cocoon's. "sample",
 // the protocol's test TEE, is cocoon's simulated TEE, accepted only where
 // sim evidence is (kbs serve --allow-sim).
@@ -59,10 +63,16 @@ func kbsTEE(name string) (tee.Kind, error) {
 		return tee.TDX, nil
 	case "sample", "sim":
 		return tee.Sim, nil
-	case "az-snp-vtpm", "az-tdx-vtpm", "sgx", "cca", "csv", "se", "tpm", "hygon-dcu", "nvidia", "sample-device":
-		return "", fmt.Errorf("tee %q is a KBS protocol TEE this broker does not verify; it verifies snp, tdx and sample (cocoon's simulated TEE)", name)
+	case "sgx":
+		return tee.SGX, nil
+	case "az-snp-vtpm":
+		return tee.AzureSNP, nil
+	case "az-tdx-vtpm":
+		return tee.AzureTDX, nil
+	case "cca", "csv", "se", "tpm", "hygon-dcu", "nvidia", "sample-device":
+		return "", fmt.Errorf("tee %q is a KBS protocol TEE this broker does not verify; it verifies %s", name, kbsTEENames)
 	}
-	return "", fmt.Errorf("tee %q is unknown; use snp, tdx or sample", name)
+	return "", fmt.Errorf("tee %q is unknown; use one of %s", name, kbsTEENames)
 }
 
 // ParseAuth decodes an auth body strictly: the protocol version must be
@@ -215,9 +225,11 @@ func checkAdditional(s string) error {
 }
 
 // parsePrimary reads the primary evidence: cocoon's envelope (as an object
-// or a JSON string), the attestation agent's SNP evidence
-// {"attestation_report", "cert_chain"}, or its TDX evidence {"cc_eventlog",
-// "quote"} (the event logs are not appraised).
+// or a JSON string), or one of the attestation agent's forms: SNP
+// {"attestation_report", "cert_chain"}, TDX {"cc_eventlog", "quote"} (the
+// event logs are not appraised), SGX {"quote"} (told from TDX by the
+// quote's TEE type), Azure vTPM {"version", "tpm_quote", "hcl_report",
+// "vcek" | "td_quote"}.
 func parsePrimary(raw []byte) (*tee.Evidence, bool, error) {
 	var str string
 	if json.Unmarshal(raw, &str) == nil {
@@ -235,6 +247,16 @@ func parsePrimary(raw []byte) (*tee.Evidence, bool, error) {
 }
 
 func parseOther(raw []byte) (*tee.Evidence, error) {
+	if isObjectWith(raw, "hcl_report") {
+		kind := tee.AzureSNP
+		if isObjectWith(raw, "td_quote") {
+			kind = tee.AzureTDX
+		}
+		if _, err := attest.ParseAzureEvidence(raw); err != nil {
+			return nil, err
+		}
+		return &tee.Evidence{TEE: kind, Report: append([]byte(nil), raw...)}, nil
+	}
 	if isObjectWith(raw, "quote") {
 		var aa struct {
 			Quote      []byte  `json:"quote"`
@@ -244,8 +266,15 @@ func parseOther(raw []byte) (*tee.Evidence, error) {
 		if err := decodeStrict(strings.NewReader(string(raw)), &aa); err != nil {
 			return nil, fmt.Errorf("TDX evidence: %w", err)
 		}
-		if len(aa.Quote) == 0 {
-			return nil, errors.New(`TDX evidence: "quote" is empty`)
+		if len(aa.Quote) < 8 {
+			return nil, errors.New(`quote evidence: "quote" is too short to be a quote`)
+		}
+		// The quote header's TEE type: 0 for SGX, 0x81 for TDX.
+		if binary.LittleEndian.Uint32(aa.Quote[4:]) == 0 {
+			if aa.CCEventLog != nil || aa.AAEventLog != nil {
+				return nil, errors.New("SGX evidence: an SGX quote comes without event logs")
+			}
+			return &tee.Evidence{TEE: tee.SGX, Report: aa.Quote}, nil
 		}
 		return &tee.Evidence{TEE: tee.TDX, Report: aa.Quote}, nil
 	}

@@ -42,6 +42,11 @@ type trusteeClient struct {
 	// aaForm sends the attestation agent's SNP evidence, not cocoon's
 	// envelope.
 	aaForm bool
+	// teeName and primary, when set, are the KBS TEE name and the primary
+	// evidence made for the binding hash (unpadded), as that TEE's
+	// attester in guest-components makes it.
+	teeName string
+	primary func(hash []byte) any
 }
 
 func newTrusteeClient(t *testing.T, f *fixture) *trusteeClient {
@@ -103,6 +108,9 @@ func (c *trusteeClient) attestBody(nonce string, reportData *[64]byte) []byte {
 		c.t.Fatal(err)
 	}
 	var primary any = map[string]any{"tee": "sim", "report": raw, "certs": map[string][]byte{"vcek": authority(c.t).Vcek.Raw}}
+	if c.primary != nil {
+		primary = c.primary(h[:])
+	}
 	if c.aaForm {
 		aa, err := tee.SNPToAA(raw, map[string][]byte{"vcek": authority(c.t).Vcek.Raw})
 		if err != nil {
@@ -118,7 +126,11 @@ func (c *trusteeClient) attestBody(nonce string, reportData *[64]byte) []byte {
 }
 
 func (c *trusteeClient) auth() (int, map[string]any) {
-	code, b := c.do(http.MethodPost, "/kbs/v0/auth", []byte(`{"version":"0.4.0","tee":"sample","extra-params":{"supported-hash-algorithms":["sha256","sha384","sha512"]}}`))
+	name := c.teeName
+	if name == "" {
+		name = "sample"
+	}
+	code, b := c.do(http.MethodPost, "/kbs/v0/auth", []byte(`{"version":"0.4.0","tee":"`+name+`","extra-params":{"supported-hash-algorithms":["sha256","sha384","sha512"]}}`))
 	var m map[string]any
 	_ = json.Unmarshal(b, &m)
 	return code, m

@@ -19,6 +19,7 @@ if [ "${1:-}" = "--test" ]; then
   command -v ss >/dev/null || need+=(iproute2)
   command -v pgrep >/dev/null || need+=(procps)
   [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+  command -v swtpm >/dev/null || need+=(swtpm)
 fi
 if [ "${1:-}" = "--bench" ]; then
   command -v gocryptfs >/dev/null || need+=(gocryptfs)

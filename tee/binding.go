@@ -84,6 +84,21 @@ func (b Binding) ReportData(data []byte) [64]byte {
 	return out
 }
 
+// Digest is the hash that binds data under b, unpadded: 32, 48 or 64 bytes
+// for the plain bindings, 64 for cocoon's. Where the binding is not
+// REPORT_DATA but a value of the hash's own length — an Azure vTPM quote's
+// qualifying data — this is what it must equal.
+func (b Binding) Digest(data []byte) []byte {
+	rd := b.ReportData(data)
+	switch b {
+	case BindSHA256:
+		return rd[:sha256.Size]
+	case BindSHA384:
+		return rd[:sha512.Size384]
+	}
+	return rd[:]
+}
+
 // ParseBinding accepts a binding's label or its short name (the label's
 // last component: host-challenge, key-broker, attestation-service,
 // workload, sha256, sha384, sha512).

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 )
 
 // Kind names a TEE.
@@ -22,17 +23,29 @@ const (
 	// Sim is the simulated secure processor: for development only, never
 	// trusted by default.
 	Sim Kind = "sim"
-	// SGX is an Intel SGX enclave (its quotes are verified by
-	// attest.VerifySGX; no sandbox runs in one).
+	// SGX is an Intel SGX enclave: Report is its DCAP quote (version 3).
+	// No sandbox runs in one; enclave apps attest to the key broker.
 	SGX Kind = "sgx"
+	// AzureSNP and AzureTDX are Azure confidential VMs, whose paravisor
+	// keeps the hardware report and proves the guest's state with its
+	// vTPM: Report is the evidence JSON {"version", "hcl_report",
+	// "tpm_quote", "vcek" | "td_quote"} (attest.AzureEvidence), and the
+	// TPM quote's qualifying data, not the hardware REPORT_DATA, carries
+	// the binding. The names are the KBS protocol's.
+	AzureSNP Kind = "az-snp-vtpm"
+	AzureTDX Kind = "az-tdx-vtpm"
 )
+
+// Kinds lists the TEEs an evidence envelope may name.
+func Kinds() []Kind { return []Kind{SNP, TDX, Sim, SGX, AzureSNP, AzureTDX} }
 
 // Evidence is the JSON envelope that carries a report to a verifier:
 //
-//	{"tee":"snp|tdx|sim", "report":"<b64 raw>", "certs":{...},
+//	{"tee":"snp|tdx|sim|sgx|az-snp-vtpm|az-tdx-vtpm", "report":"<b64 raw>", "certs":{...},
 //	 "runtime_data":"<b64>", "binding":"cocoon/v1/host-challenge"}
 //
-// Report is the raw hardware report (SNP, sim) or quote (TDX). Certs holds
+// Report is the raw hardware report (SNP, sim), quote (TDX, SGX) or Azure
+// vTPM evidence JSON (see the kinds). Certs holds
 // certificates by role ("vcek", "ask", "ark", "vlek") as DER. RuntimeData is
 // what the report's REPORT_DATA binds, under Binding: REPORT_DATA =
 // Binding.ReportData(runtime_data). A verifier decides which binding it
@@ -71,12 +84,11 @@ func ParseEvidence(b []byte) (*Evidence, error) {
 	if dec.More() {
 		return nil, errors.New("evidence envelope: trailing data after the JSON object")
 	}
-	switch e.TEE {
-	case SNP, TDX, Sim:
-	case "":
-		return nil, errors.New(`evidence envelope: "tee" is missing; want snp, tdx or sim`)
-	default:
-		return nil, fmt.Errorf("evidence envelope: unknown tee %q; want snp, tdx or sim", e.TEE)
+	switch {
+	case e.TEE == "":
+		return nil, fmt.Errorf(`evidence envelope: "tee" is missing; want one of %v`, Kinds())
+	case !slices.Contains(Kinds(), e.TEE):
+		return nil, fmt.Errorf("evidence envelope: unknown tee %q; want one of %v", e.TEE, Kinds())
 	}
 	if len(e.Report) == 0 {
 		return nil, errors.New(`evidence envelope: "report" is empty`)
