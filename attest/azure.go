@@ -234,7 +234,7 @@ func (v *Verifier) VerifyAzure(ctx context.Context, ev *AzureEvidence, nonce []b
 	if len(rd) < 32 || !bytes.Equal(rd[:32], h[:]) {
 		return fail("REPORT_DATA does not bind the HCL runtime data (SHA-256 %x)", h)
 	}
-	az, err := verifyVTPMQuote(hcl, ev, nonce)
+	az, err := verifyVTPMQuote(&v.chains, hcl, ev, nonce)
 	if err != nil {
 		return fail("%w", err)
 	}
@@ -295,8 +295,8 @@ func checkUserData(varData, nonce []byte) error {
 
 // verifyVTPMQuote checks the vTPM's quote against the key the HCL runtime
 // data carries, the nonce and the PCR values.
-func verifyVTPMQuote(hcl *HCLReport, ev *AzureEvidence, nonce []byte) (*AzureClaims, error) {
-	ak, err := hcl.akPub()
+func verifyVTPMQuote(cache *chainCache, hcl *HCLReport, ev *AzureEvidence, nonce []byte) (*AzureClaims, error) {
+	ak, err := cache.akPub(hcl)
 	if err != nil {
 		return nil, err
 	}

@@ -26,10 +26,12 @@ func FuzzParseTDXQuote(f *testing.F) {
 	f.Add(readEvidence(f, "tdx/quote-4.dat"))
 	f.Add([]byte{4, 0, 2, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		q, err := ParseTDXQuote(b)
-		if err == nil {
-			_ = tdxClaims(q)
-			_, _, _ = pckChain(q)
+		if _, err := ParseTDXQuote(b); err != nil {
+			return
+		}
+		if q, err := parseTDX5(b); err == nil {
+			_ = tdxBodyClaims(q.version, q.body)
+			_, _, _ = pckChain(q.pckPEM)
 		}
 	})
 }

@@ -65,7 +65,8 @@ type sgxQuote struct {
 	qeReport []byte
 	qeSig    []byte
 	qeAuth   []byte
-	pck      []*x509.Certificate // leaf first
+	pckPEM   []byte              // the PCK certificate chain (PEM)
+	pck      []*x509.Certificate // leaf first, once parsed (withChain)
 }
 
 // parseSGXQuote reads an SGX DCAP quote (version 3, ECDSA P-256).
@@ -113,11 +114,20 @@ func parseSGXQuote(raw []byte) (*sgxQuote, error) {
 	if certType != sgxCertPCK {
 		return nil, fmt.Errorf("SGX quote: certification data type %d; the PCK certificate chain (5) is read", certType)
 	}
-	pck, err := parsePCKChain(rest[:certLen])
+	q.pckPEM = rest[:certLen]
+	return q, nil
+}
+
+// parseSGXQuoteChain is parseSGXQuote with the PCK chain parsed (through
+// the cache, when given).
+func parseSGXQuoteChain(cache *chainCache, raw []byte) (*sgxQuote, error) {
+	q, err := parseSGXQuote(raw)
 	if err != nil {
+		return nil, err
+	}
+	if q.pck, err = cache.parsedPCK(q.pckPEM); err != nil {
 		return nil, fmt.Errorf("SGX quote: %w", err)
 	}
-	q.pck = pck
 	return q, nil
 }
 
@@ -141,26 +151,40 @@ func intelSGXRoot() (*x509.Certificate, error) {
 // the attestation key bound in that report's data (SHA-256 of the key and
 // the QE authentication data), and the quote's signature over signed by
 // the attestation key.
-func verifyQE(signed, sig, attKeyXY, qeReport, qeSig, qeAuth []byte, pck []*x509.Certificate, now time.Time) error {
-	root, err := intelSGXRoot()
-	if err != nil {
-		return err
+func verifyQE(cache *chainCache, signed, sig, attKeyXY, qeReport, qeSig, qeAuth []byte, pck []*x509.Certificate, now time.Time) error {
+	roots := func() ([]*x509.Certificate, error) {
+		root, err := intelSGXRoot()
+		return []*x509.Certificate{root}, err
 	}
-	return verifyQEWith([]*x509.Certificate{root}, "Intel's SGX Root CA", signed, sig, attKeyXY, qeReport, qeSig, qeAuth, pck, now)
+	return verifyQEWith(cache, roots, "Intel's SGX Root CA", signed, sig, attKeyXY, qeReport, qeSig, qeAuth, pck, now)
 }
 
 // verifyQEWith is verifyQE with the roots given (the simulated TEE's, for
-// its SGX quotes).
-func verifyQEWith(rootCerts []*x509.Certificate, rootName string, signed, sig, attKeyXY, qeReport, qeSig, qeAuth []byte, pck []*x509.Certificate, now time.Time) error {
-	roots, inter := x509.NewCertPool(), x509.NewCertPool()
-	for _, r := range rootCerts {
-		roots.AddCert(r)
-	}
-	for _, c := range pck[1:] {
-		inter.AddCert(c)
-	}
-	if _, err := pck[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		return fmt.Errorf("the PCK certificate does not chain to %s: %w", rootName, err)
+// its SGX quotes). A chain verified before (cache) is not verified again,
+// but each certificate must still be valid at now.
+func verifyQEWith(cache *chainCache, rootCerts func() ([]*x509.Certificate, error), rootName string, signed, sig, attKeyXY, qeReport, qeSig, qeAuth []byte, pck []*x509.Certificate, now time.Time) error {
+	key := pckKey(rootName, pck)
+	if cache.pckVerified(key) {
+		for _, c := range pck {
+			if now.Before(c.NotBefore) || now.After(c.NotAfter) {
+				return fmt.Errorf("the PCK certificate chain is not valid at %s (%q: %s to %s)", now.Format(time.RFC3339), c.Subject.CommonName, c.NotBefore.Format(time.RFC3339), c.NotAfter.Format(time.RFC3339))
+			}
+		}
+	} else {
+		rc, err := rootCerts()
+		if err != nil {
+			return err
+		}
+		roots, inter := x509.NewCertPool(), x509.NewCertPool()
+		for _, r := range rc {
+			roots.AddCert(r)
+		}
+		for _, c := range pck[1:] {
+			inter.AddCert(c)
+		}
+		if _, err := pck[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			return fmt.Errorf("the PCK certificate does not chain to %s: %w", rootName, err)
+		}
 	}
 	pckKey, ok := pck[0].PublicKey.(*ecdsa.PublicKey)
 	if !ok {
@@ -183,6 +207,7 @@ func verifyQEWith(rootCerts []*x509.Certificate, rootName string, signed, sig, a
 	if !verifyP256(attKey, signed, sig) {
 		return errors.New("the quote is not signed by the attestation key")
 	}
+	cache.putPCK(key, pck[0])
 	return nil
 }
 
@@ -242,7 +267,7 @@ func (v *Verifier) VerifySGX(_ context.Context, raw []byte, o Options) (*Claims,
 	fail := func(format string, args ...any) (*Claims, error) {
 		return nil, fmt.Errorf("%w: SGX quote: "+format, append([]any{ErrVerification}, args...)...)
 	}
-	q, err := parseSGXQuote(raw)
+	q, err := parseSGXQuoteChain(&v.chains, raw)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrVerification, err)
 	}
@@ -250,15 +275,12 @@ func (v *Verifier) VerifySGX(_ context.Context, raw []byte, o Options) (*Claims,
 	if o.TrustSim && simIssued(q.pck[len(q.pck)-1].Raw, o.SimRoots) {
 		// The simulated TEE's SGX quotes: their claims say sim, and
 		// every sim gate applies.
-		roots, err := parsePEMCerts(o.SimRoots)
-		if err != nil {
-			return nil, fmt.Errorf("sim roots: %w", err)
-		}
-		if err := verifyQEWith(roots, "the simulated TEE's root", raw[:sgxSignedSize], q.sig, q.attKey, q.qeReport, q.qeSig, q.qeAuth, q.pck, o.now()); err != nil {
+		roots := func() ([]*x509.Certificate, error) { return parsePEMCerts(o.SimRoots) }
+		if err := verifyQEWith(&v.chains, roots, "the simulated TEE's root", raw[:sgxSignedSize], q.sig, q.attKey, q.qeReport, q.qeSig, q.qeAuth, q.pck, o.now()); err != nil {
 			return fail("%v", err)
 		}
 		kind, platform = tee.Sim, "simulated SGX (INSECURE, development only)"
-	} else if err := verifyQE(raw[:sgxSignedSize], q.sig, q.attKey, q.qeReport, q.qeSig, q.qeAuth, q.pck, o.now()); err != nil {
+	} else if err := verifyQE(&v.chains, raw[:sgxSignedSize], q.sig, q.attKey, q.qeReport, q.qeSig, q.qeAuth, q.pck, o.now()); err != nil {
 		return fail("%v", err)
 	}
 	b, le := q.body, binary.LittleEndian

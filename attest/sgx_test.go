@@ -76,6 +76,6 @@ func FuzzSGXQuote(f *testing.F) {
 	f.Add(sgxVector(f))
 	f.Add([]byte{3, 0, 2, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, _ = parseSGXQuote(b)
+		_, _ = parseSGXQuoteChain(nil, b)
 	})
 }

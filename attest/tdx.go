@@ -5,8 +5,6 @@ import (
 	"context"
 	"crypto/x509"
 	_ "embed"
-	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -18,7 +16,6 @@ import (
 	"strings"
 
 	"github.com/google/go-tdx-guest/abi"
-	"github.com/google/go-tdx-guest/pcs"
 	pb "github.com/google/go-tdx-guest/proto/tdx"
 	"github.com/google/go-tdx-guest/verify"
 	tdxtrust "github.com/google/go-tdx-guest/verify/trust"
@@ -47,36 +44,8 @@ func ParseTDXQuote(raw []byte) (*pb.QuoteV4, error) {
 	return v4, nil
 }
 
-func tdxClaims(q *pb.QuoteV4) *Claims {
-	b := q.GetTdQuoteBody()
-	attrs := b.GetTdAttributes()
-	c := &Claims{
-		TEE: tee.TDX, Platform: "Intel TDX",
-		Measurement: hex.EncodeToString(b.GetMrTd()),
-		HostData:    hex.EncodeToString(b.GetMrConfigId()),
-		ReportData:  hex.EncodeToString(b.GetReportData()),
-		// TD_ATTRIBUTES bit 0 is DEBUG.
-		Debug: len(attrs) > 0 && attrs[0]&1 == 1,
-		TDX: &TDXClaims{
-			QuoteVersion: q.GetHeader().GetVersion(),
-			MRTD:         hex.EncodeToString(b.GetMrTd()),
-			MRConfigID:   hex.EncodeToString(b.GetMrConfigId()),
-			MROwner:      hex.EncodeToString(b.GetMrOwner()), MROwnerConfig: hex.EncodeToString(b.GetMrOwnerConfig()),
-			MRSeam: hex.EncodeToString(b.GetMrSeam()), TDAttributes: hex.EncodeToString(attrs),
-			XFAM: hex.EncodeToString(b.GetXfam()), TEETCBSVN: hex.EncodeToString(b.GetTeeTcbSvn()),
-		},
-	}
-	for i, r := range b.GetRtmrs() {
-		if i < 4 {
-			c.TDX.RTMR[i] = hex.EncodeToString(r)
-		}
-	}
-	return c
-}
-
-// pckChain returns the PCK leaf and the rest of the chain (PEM) from a quote.
-func pckChain(q *pb.QuoteV4) (*x509.Certificate, []byte, error) {
-	raw := q.GetSignedData().GetCertificationData().GetQeReportCertificationData().GetPckCertificateChainData().GetPckCertChain()
+// pckChain returns the PCK leaf and the rest of the chain (PEM).
+func pckChain(raw []byte) (*x509.Certificate, []byte, error) {
 	leaf, rest := pem.Decode(raw)
 	if leaf == nil {
 		return nil, nil, errors.New("the quote carries no PCK certificate")
@@ -90,35 +59,30 @@ func pckChain(q *pb.QuoteV4) (*x509.Certificate, []byte, error) {
 
 var tcbStatusRE = regexp.MustCompile(`TCB Status is not "UpToDate", found "([A-Za-z]+)"`)
 
-func verifyTDX(ctx context.Context, ev *tee.Evidence, o *Options) (*Claims, error) {
-	if len(ev.Report) >= 2 && binary.LittleEndian.Uint16(ev.Report) == 5 {
-		c, err := verifyTDX5(ev.Report, o)
-		if err == nil && c.Debug && !o.AllowDebug {
-			err = fmt.Errorf("%w: TD_ATTRIBUTES %s has DEBUG set (the host can read the TD's memory); refused unless debug is allowed (--allow-debug)", ErrVerification, c.TDX.TDAttributes)
-		}
-		return c, err
-	}
-	q, err := ParseTDXQuote(ev.Report)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrVerification, err)
-	}
-	c := tdxClaims(q)
+func verifyTDX(ctx context.Context, cache *chainCache, ev *tee.Evidence, o *Options) (*Claims, error) {
 	// Quote signature, QE report signature and binding, PCK chain to
-	// Intel's root, as of o.Now.
-	if err := verify.TdxQuote(q, &verify.Options{Now: o.now()}); err != nil {
+	// Intel's root, as of o.Now — the chain cached (go-tdx-guest, which
+	// checks the chain every time, runs below when collateral is
+	// evaluated).
+	tq, c, err := verifyTDXQuote(cache, ev.Report, o.now())
+	if err != nil {
 		return c, fmt.Errorf("%w: TDX quote signature or PCK chain: %w", ErrVerification, err)
 	}
-	leaf, rest, err := pckChain(q)
-	if err != nil {
-		return c, fmt.Errorf("%w: %w", ErrVerification, err)
-	}
-	if ext, err := pcs.PckCertificateExtensions(leaf); err == nil {
-		c.TDX.FMSPC = ext.FMSPC
+	if tq.version == 5 {
+		c.TDX.TCBStatus, c.TDX.TCBStatusReason = "NotEvaluated", "quote version 5: the TCB level is not evaluated against Intel's collateral yet"
+		if c.Debug && !o.AllowDebug {
+			return c, fmt.Errorf("%w: TD_ATTRIBUTES %s has DEBUG set (the host can read the TD's memory); refused unless debug is allowed (--allow-debug)", ErrVerification, c.TDX.TDAttributes)
+		}
+		return c, nil
 	}
 	// TCB status from Intel collateral: a saved directory, or PCS.
 	var getter verify.Options
 	switch {
 	case o.TDXCollateralDir != "":
+		_, rest, err := pckChain(tq.pckPEM)
+		if err != nil {
+			return c, fmt.Errorf("%w: %w", ErrVerification, err)
+		}
 		g, err := newCollateralGetter(o.TDXCollateralDir, rest)
 		if err != nil {
 			return c, err
@@ -136,8 +100,12 @@ func verifyTDX(ctx context.Context, ev *tee.Evidence, o *Options) (*Claims, erro
 		getter = verify.Options{GetCollateral: true, CheckRevocations: true, Getter: tdxtrust.DefaultHTTPSGetter()}
 	}
 	if getter.GetCollateral {
+		q, err := ParseTDXQuote(ev.Report)
+		if err != nil {
+			return c, fmt.Errorf("%w: %w", ErrVerification, err)
+		}
 		getter.Now = o.now()
-		err := verify.TdxQuote(q, &getter)
+		err = verify.TdxQuote(q, &getter)
 		switch m := tcbStatusRE.FindStringSubmatch(fmt.Sprint(err)); {
 		case err == nil:
 			c.TDX.TCBStatus = "UpToDate"

@@ -1,6 +1,8 @@
 package attest
 
 import (
+	"time"
+
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -36,6 +38,9 @@ type tdx5Quote struct {
 	version uint16
 }
 
+// parseTDX5 splits a TDX quote, version 4 or 5, into its signed part and
+// its signature data (the name is the version it was written for; version
+// 4 is read the same way so that both verify through verifyQE).
 func parseTDX5(raw []byte) (*tdx5Quote, error) {
 	if len(raw) > MaxSGXQuoteBytes {
 		return nil, fmt.Errorf("TDX quote: %d bytes; at most %d are accepted", len(raw), MaxSGXQuoteBytes)
@@ -44,8 +49,9 @@ func parseTDX5(raw []byte) (*tdx5Quote, error) {
 	if len(raw) < tdx5HeaderSize+6 {
 		return nil, errors.New("TDX quote: too short")
 	}
-	if v := le.Uint16(raw); v != 5 {
-		return nil, fmt.Errorf("TDX quote: version %d, not 5", v)
+	version := le.Uint16(raw)
+	if version != 4 && version != 5 {
+		return nil, fmt.Errorf("TDX quote: version %d; versions 4 and 5 are read", version)
 	}
 	if k := le.Uint16(raw[2:]); k != 2 {
 		return nil, fmt.Errorf("TDX quote: attestation key type %d; ECDSA P-256 (2) is read", k)
@@ -53,19 +59,33 @@ func parseTDX5(raw []byte) (*tdx5Quote, error) {
 	if t := le.Uint32(raw[4:]); t != 0x81 {
 		return nil, fmt.Errorf("TDX quote: TEE type %#x is not TDX (0x81)", t)
 	}
-	bodyType, bodySize := le.Uint16(raw[48:]), le.Uint32(raw[50:])
-	switch {
-	case bodyType == 2 && bodySize == tdxBody10Size, bodyType == 3 && bodySize == tdxBody15Size:
-	default:
-		return nil, fmt.Errorf("TDX quote: body type %d of %d bytes; a TD report body (type 2, 584 bytes, or 3, 648 bytes) is read", bodyType, bodySize)
+	// Version 4: the TD report body follows the header. Version 5: a
+	// descriptor (type, size) comes first.
+	start, bodySize := tdx5HeaderSize, uint32(tdxBody10Size)
+	if version == 5 {
+		bodyType := le.Uint16(raw[48:])
+		bodySize = le.Uint32(raw[50:])
+		switch {
+		case bodyType == 2 && bodySize == tdxBody10Size, bodyType == 3 && bodySize == tdxBody15Size:
+		default:
+			return nil, fmt.Errorf("TDX quote: body type %d of %d bytes; a TD report body (type 2, 584 bytes, or 3, 648 bytes) is read", bodyType, bodySize)
+		}
+		start += 6
 	}
-	end := tdx5HeaderSize + 6 + int(bodySize)
+	end := start + int(bodySize)
 	if len(raw) < end+4 {
 		return nil, errors.New("TDX quote: truncated body")
 	}
-	q := &tdx5Quote{signed: raw[:end], body: raw[tdx5HeaderSize+6 : end], version: 5}
+	q := &tdx5Quote{signed: raw[:end], body: raw[start:end], version: version}
 	sd := raw[end+4:]
-	if sl := le.Uint32(raw[end:]); uint64(sl) != uint64(len(sd)) {
+	sl := le.Uint32(raw[end:])
+	if uint64(sl) < uint64(len(sd)) {
+		// Bytes after the signature data (quote buffers come padded from
+		// the quote service) are neither signed nor read; go-tdx-guest
+		// ignores them too.
+		sd = sd[:sl]
+	}
+	if uint64(sl) != uint64(len(sd)) {
 		return nil, fmt.Errorf("TDX quote: signature data is %d bytes, the quote says %d", len(sd), sl)
 	}
 	if len(sd) < 128+6 {
@@ -99,39 +119,46 @@ func parseTDX5(raw []byte) (*tdx5Quote, error) {
 	return q, nil
 }
 
-// verifyTDX5 verifies a version 5 TDX quote: signatures, QE binding and
-// the PCK chain (verifyQE). The TCB status is not evaluated for version 5
-// yet (Intel's TCB info for TDX 1.5 is not read here).
-func verifyTDX5(raw []byte, o *Options) (*Claims, error) {
-	q, err := parseTDX5(raw)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrVerification, err)
-	}
-	b := q.body
+// tdxBodyClaims are the claims of a TD report body (TDX 1.0 layout; the
+// TDX 1.5 body only appends TEE_TCB_SVN2 and MRSERVICETD).
+func tdxBodyClaims(version uint16, b []byte) *Claims {
 	attrs := b[120:128]
 	c := &Claims{
 		TEE: tee.TDX, Platform: "Intel TDX",
 		Measurement: hex.EncodeToString(b[136:184]),
 		HostData:    hex.EncodeToString(b[184:232]),
 		ReportData:  hex.EncodeToString(b[520:584]),
-		Debug:       attrs[0]&1 == 1,
+		// TD_ATTRIBUTES bit 0 is DEBUG.
+		Debug: attrs[0]&1 == 1,
 		TDX: &TDXClaims{
-			QuoteVersion: 5, MRTD: hex.EncodeToString(b[136:184]), MRConfigID: hex.EncodeToString(b[184:232]),
+			QuoteVersion: uint32(version), MRTD: hex.EncodeToString(b[136:184]), MRConfigID: hex.EncodeToString(b[184:232]),
 			MROwner: hex.EncodeToString(b[232:280]), MROwnerConfig: hex.EncodeToString(b[280:328]),
 			MRSeam: hex.EncodeToString(b[16:64]), TDAttributes: hex.EncodeToString(attrs),
 			XFAM: hex.EncodeToString(b[128:136]), TEETCBSVN: hex.EncodeToString(b[:16]),
-			TCBStatus: "NotEvaluated", TCBStatusReason: "quote version 5: the TCB level is not evaluated against Intel's collateral yet",
 		},
 	}
 	for i := range 4 {
 		c.TDX.RTMR[i] = hex.EncodeToString(b[328+48*i : 376+48*i])
 	}
-	pck, err := parsePCKChain(q.pckPEM)
+	return c
+}
+
+// verifyTDXQuote parses a TDX quote (version 4 or 5), checks its
+// signatures, QE binding and PCK chain (verifyQE, the chain cached) and
+// returns its claims with the FMSPC.
+func verifyTDXQuote(cache *chainCache, raw []byte, now time.Time) (*tdx5Quote, *Claims, error) {
+	q, err := parseTDX5(raw)
 	if err != nil {
-		return c, fmt.Errorf("%w: TDX quote: %w", ErrVerification, err)
+		return nil, nil, err
 	}
-	if err := verifyQE(q.signed, q.sig, q.attKey, q.qeRep, q.qeSig, q.qeAuth, pck, o.now()); err != nil {
-		return c, fmt.Errorf("%w: TDX quote: %w", ErrVerification, err)
+	c := tdxBodyClaims(q.version, q.body)
+	pck, err := cache.parsedPCK(q.pckPEM)
+	if err != nil {
+		return q, c, fmt.Errorf("TDX quote: %w", err)
 	}
-	return c, nil
+	if err := verifyQE(cache, q.signed, q.sig, q.attKey, q.qeRep, q.qeSig, q.qeAuth, pck, now); err != nil {
+		return q, c, fmt.Errorf("TDX quote: %w", err)
+	}
+	c.TDX.FMSPC = cache.fmspc(pck[0])
+	return q, c, nil
 }

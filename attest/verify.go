@@ -41,7 +41,7 @@ func (v *Verifier) Verify(ctx context.Context, ev *tee.Evidence, o Options) (*Cl
 	case tee.SNP, tee.Sim:
 		c, err = v.verifySNP(ctx, ev, &o)
 	case tee.TDX:
-		c, err = verifyTDX(ctx, ev, &o)
+		c, err = verifyTDX(ctx, &v.chains, ev, &o)
 	case tee.SGX:
 		c, err = v.VerifySGX(ctx, ev.Report, o)
 	case tee.AzureSNP, tee.AzureTDX:
