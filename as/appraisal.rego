@@ -29,6 +29,10 @@ hardware_reasons contains sprintf("tdx tcb_status: %s", [c.tdx.tcb_status]) if {
 	c.tdx.tcb_status == "Revoked"
 }
 
+hardware_reasons contains sprintf("sgx tcb_status: %s", [c.sgx.tcb_status]) if {
+	c.sgx.tcb_status == "Revoked"
+}
+
 default hardware := 2
 
 hardware := 96 if count(hardware_reasons) > 0
@@ -47,12 +51,12 @@ hardware := 32 if {
 hardware := 32 if {
 	count(hardware_reasons) == 0
 	c.sgx
-	c.sgx.tcb_status != "UpToDate"
+	not c.sgx.tcb_status in {"UpToDate", "Revoked"}
 }
 
 hardware_warning contains sprintf("sgx tcb_status: %s (the platform's TCB level was not judged against Intel's collateral)", [c.sgx.tcb_status]) if {
 	c.sgx
-	c.sgx.tcb_status != "UpToDate"
+	not c.sgx.tcb_status in {"UpToDate", "Revoked"}
 }
 
 hardware_warning contains "tee: sim (the simulated TEE proves nothing against the host; development only)" if c.tee == "sim"

@@ -48,7 +48,8 @@ type Options struct {
 	// Client fetches from AMD KDS and Intel PCS (nil: a default client).
 	Client *http.Client
 	// TDXCollateralDir holds Intel PCS responses saved to files for offline
-	// TDX verification (tcbInfo, qeIdentity, pckcrl, rootcrl.der).
+	// TCB evaluation: TDX (tcbInfo, qeIdentity, pckcrl, rootcrl.der) and
+	// SGX (the TCB info of the platform's FMSPC, the QE identity).
 	TDXCollateralDir string
 }
 

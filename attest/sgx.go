@@ -13,7 +13,10 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"strings"
 	"time"
+
+	"github.com/google/go-tdx-guest/pcs"
 
 	"cocoon.dev/cocoon/tee"
 )
@@ -40,10 +43,13 @@ type SGXClaims struct {
 	MiscSelect   uint32 `json:"misc_select"`
 	QESVN        uint16 `json:"qe_svn"`
 	PCESVN       uint16 `json:"pce_svn"`
-	// TCBStatus is "unknown": the platform's TCB level is judged against
-	// Intel's TCB info collateral, which this verifier does not take for
-	// SGX yet.
-	TCBStatus string `json:"tcb_status"`
+	FMSPC     string `json:"fmspc,omitempty"`
+	// TCBStatus is Intel's status of the platform and Quoting Enclave from
+	// collateral (UpToDate, SWHardeningNeeded, OutOfDate, Revoked, ...),
+	// "NotEvaluated" when no collateral for its FMSPC was given, or
+	// "unknown" without collateral; TCBStatusReason says why.
+	TCBStatus       string `json:"tcb_status"`
+	TCBStatusReason string `json:"tcb_status_reason,omitempty"`
 }
 
 const (
@@ -297,6 +303,9 @@ func (v *Verifier) VerifySGX(_ context.Context, raw []byte, o Options) (*Claims,
 			QESVN: le.Uint16(raw[8:]), PCESVN: le.Uint16(raw[10:]), TCBStatus: "unknown",
 		},
 	}
+	if err := sgxEvaluateTCB(c.SGX, q, o); err != nil {
+		return c, fmt.Errorf("%w: SGX quote: %w", ErrVerification, err)
+	}
 	if c.Debug && !o.AllowDebug {
 		return c, fmt.Errorf("%w: SGX quote: the enclave is a DEBUG enclave (ATTRIBUTES.DEBUG set): its memory is readable by the host; allow it only for development (--allow-debug)", ErrVerification)
 	}
@@ -308,4 +317,25 @@ func (v *Verifier) VerifySGX(_ context.Context, raw []byte, o Options) (*Claims,
 		}
 	}
 	return c, nil
+}
+
+// sgxEvaluateTCB sets the TCB status from the collateral directory, when
+// one is given.
+func sgxEvaluateTCB(c *SGXClaims, q *sgxQuote, o Options) error {
+	c.TCBStatus, c.TCBStatusReason = "unknown", "no collateral given (--collateral DIR)"
+	ext, err := pcs.PckCertificateExtensions(q.pck[0])
+	if err != nil {
+		c.TCBStatusReason = "the PCK certificate has no SGX extensions (a simulated quote?)"
+		return nil
+	}
+	c.FMSPC = strings.ToLower(ext.FMSPC)
+	if o.TDXCollateralDir == "" {
+		return nil
+	}
+	status, reason, err := sgxTCBStatus(o.TDXCollateralDir, ext, q.qeReport, o.now())
+	if err != nil {
+		return err
+	}
+	c.TCBStatus, c.TCBStatusReason = status, reason
+	return nil
 }

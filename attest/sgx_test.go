@@ -2,6 +2,7 @@ package attest
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -77,5 +78,103 @@ func FuzzSGXQuote(f *testing.F) {
 	f.Add([]byte{3, 0, 2, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, _ = parseSGXQuoteChain(nil, b)
+	})
+}
+
+// TestSGXTCBFromCollateral: Intel's own collateral for the quote's FMSPC
+// (the TCB info, version 2, and the QE identity, both signed by Intel's
+// TCB Signing key; see the evidence README) gives the real quote its TCB
+// status; a changed byte of either document, expired collateral or a
+// quote for another FMSPC are told apart.
+func TestSGXTCBFromCollateral(t *testing.T) {
+	raw := sgxVector(t)
+	dir := filepath.Join(vectors.EvidenceDir(), "sgx", "collateral")
+	o := Options{Now: time.Date(2024, 6, 25, 0, 0, 0, 0, time.UTC), AllowDebug: true, TDXCollateralDir: dir}
+	c, err := NewVerifier().VerifySGX(context.Background(), raw, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.SGX
+	t.Logf("status %s: %s", s.TCBStatus, s.TCBStatusReason)
+	if s.FMSPC != "00606a000000" || s.TCBStatus != "OutOfDate" || !strings.Contains(s.TCBStatusReason, "2021-11-10") || !strings.Contains(s.TCBStatusReason, "Quoting Enclave ISVSVN") {
+		t.Fatalf("status %q (%s), fmspc %s", s.TCBStatus, s.TCBStatusReason, s.FMSPC)
+	}
+	// Without collateral: unknown.
+	o2 := o
+	o2.TDXCollateralDir = ""
+	if c, _ := NewVerifier().VerifySGX(context.Background(), raw, o2); c == nil || c.SGX.TCBStatus != "unknown" {
+		t.Fatalf("without collateral: %+v", c)
+	}
+	tamper := func(file, from, to string) string {
+		d := t.TempDir()
+		for _, f := range []string{"tcbinfo-sgx-00606a000000.json", "qe-identity.json"} {
+			b, err := os.ReadFile(filepath.Join(dir, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f == file {
+				if !strings.Contains(string(b), from) {
+					t.Fatalf("%s has no %q", f, from)
+				}
+				b = []byte(strings.Replace(string(b), from, to, 1))
+			}
+			os.WriteFile(filepath.Join(d, f), b, 0o644)
+		}
+		return d
+	}
+	for _, tc := range []struct {
+		name string
+		dir  string
+		now  time.Time
+		want string
+	}{
+		{"a TCB level changed", tamper("tcbinfo-sgx-00606a000000.json", `"pcesvn":11`, `"pcesvn":10`), o.Now, "not Intel's TCB Signing key's"},
+		{"the QE identity changed", tamper("qe-identity.json", `"isvsvn":8`, `"isvsvn":1`), o.Now, "not Intel's TCB Signing key's"},
+		{"expired TCB info", dir, time.Date(2024, 8, 1, 0, 0, 0, 0, time.UTC), "expired"},
+	} {
+		oo := o
+		oo.TDXCollateralDir, oo.Now = tc.dir, tc.now
+		if _, err := NewVerifier().VerifySGX(context.Background(), raw, oo); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error saying %q", tc.name, err, tc.want)
+		}
+	}
+	// Collateral for other platforms only: not evaluated, and says why.
+	empty := t.TempDir()
+	oo := o
+	oo.TDXCollateralDir = empty
+	if c, err := NewVerifier().VerifySGX(context.Background(), raw, oo); err != nil || c.SGX.TCBStatus != "NotEvaluated" {
+		t.Fatalf("no TCB info for the FMSPC: %v %+v", err, c)
+	}
+}
+
+// FuzzSGXCollateral: any TCB info or QE identity body is parsed and
+// matched against the real quote's platform without a panic.
+func FuzzSGXCollateral(f *testing.F) {
+	dir := filepath.Join(vectors.EvidenceDir(), "sgx", "collateral")
+	for _, name := range []string{"tcbinfo-sgx-00606a000000.json", "qe-identity.json"} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	q, err := parseSGXQuoteChain(nil, sgxVector(f))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var doc struct {
+			TcbInfo         json.RawMessage `json:"tcbInfo"`
+			EnclaveIdentity json.RawMessage `json:"enclaveIdentity"`
+		}
+		if json.Unmarshal(b, &doc) != nil {
+			return
+		}
+		if doc.TcbInfo != nil {
+			_, _, _ = parseSGXTCBInfo(doc.TcbInfo)
+		}
+		if doc.EnclaveIdentity != nil {
+			_, _, _ = qeIdentityStatus(doc.EnclaveIdentity, q.qeReport, time.Date(2025, 6, 10, 0, 0, 0, 0, time.UTC))
+		}
 	})
 }
