@@ -75,15 +75,17 @@ func (c *chainCache) put(k [32]byte, chain *spb.CertificateChain) {
 	if err != nil {
 		return
 	}
+	c.store(k, cert)
+}
+
+// store records a verified chain by its leaf.
+func (c *chainCache) store(k [32]byte, leaf *x509.Certificate) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.m == nil {
+	if c.m == nil || len(c.m) > 4096 {
 		c.m = map[[32]byte]chainEntry{}
 	}
-	if len(c.m) > 4096 {
-		clear(c.m)
-	}
-	c.m[k] = chainEntry{cert: cert, verified: time.Now()}
+	c.m[k] = chainEntry{cert: leaf, verified: time.Now()}
 }
 
 // pckKey names a verified PCK certificate chain (SGX and TDX quotes) to a
@@ -112,18 +114,31 @@ func (c *chainCache) pckVerified(k [32]byte) bool {
 }
 
 func (c *chainCache) putPCK(k [32]byte, leaf *x509.Certificate) {
-	if c == nil {
-		return
+	if c != nil {
+		c.store(k, leaf)
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = map[[32]byte]chainEntry{}
+}
+
+// memoized returns m[k], or computes, keeps (at most 4096 entries per map)
+// and returns it; a failed computation is not kept.
+func memoized[V any](mu *sync.Mutex, m *map[[32]byte]V, k [32]byte, compute func() (V, error)) (V, error) {
+	mu.Lock()
+	v, ok := (*m)[k]
+	mu.Unlock()
+	if ok {
+		return v, nil
 	}
-	if len(c.m) > 4096 {
-		clear(c.m)
+	v, err := compute()
+	if err != nil {
+		return v, err
 	}
-	c.m[k] = chainEntry{cert: leaf, verified: time.Now()}
+	mu.Lock()
+	defer mu.Unlock()
+	if *m == nil || len(*m) > 4096 {
+		*m = map[[32]byte]V{}
+	}
+	(*m)[k] = v
+	return v, nil
 }
 
 // parsedPCK parses a PEM PCK chain, or returns it parsed before (a nil
@@ -132,47 +147,20 @@ func (c *chainCache) parsedPCK(pemBytes []byte) ([]*x509.Certificate, error) {
 	if c == nil {
 		return parsePCKChain(pemBytes)
 	}
-	k := sha256.Sum256(pemBytes)
-	c.mu.Lock()
-	certs, ok := c.parsed[k]
-	c.mu.Unlock()
-	if ok {
-		return certs, nil
-	}
-	certs, err := parsePCKChain(pemBytes)
-	if err != nil {
-		return nil, err
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.parsed == nil || len(c.parsed) > 4096 {
-		c.parsed = map[[32]byte][]*x509.Certificate{}
-	}
-	c.parsed[k] = certs
-	return certs, nil
+	return memoized(&c.mu, &c.parsed, sha256.Sum256(pemBytes), func() ([]*x509.Certificate, error) { return parsePCKChain(pemBytes) })
 }
 
 // fmspc returns the FMSPC of a PCK certificate ("" when it cannot be
 // read), parsing each certificate's extensions once.
 func (c *chainCache) fmspc(leaf *x509.Certificate) string {
-	k := sha256.Sum256(leaf.Raw)
-	c.mu.Lock()
-	f, ok := c.fmspcs[k]
-	c.mu.Unlock()
-	if ok {
-		return f
-	}
-	ext, err := pcs.PckCertificateExtensions(leaf)
-	if err != nil {
-		return ""
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.fmspcs == nil || len(c.fmspcs) > 4096 {
-		c.fmspcs = map[[32]byte]string{}
-	}
-	c.fmspcs[k] = ext.FMSPC
-	return ext.FMSPC
+	f, _ := memoized(&c.mu, &c.fmspcs, sha256.Sum256(leaf.Raw), func() (string, error) {
+		ext, err := pcs.PckCertificateExtensions(leaf)
+		if err != nil {
+			return "", err
+		}
+		return ext.FMSPC, nil
+	})
+	return f
 }
 
 // akPub returns the attestation key the HCL runtime data carries, reading
@@ -181,22 +169,5 @@ func (c *chainCache) akPub(h *HCLReport) (*rsa.PublicKey, error) {
 	if c == nil {
 		return h.akPub()
 	}
-	k := sha256.Sum256(h.VarData)
-	c.mu.Lock()
-	ak, ok := c.aks[k]
-	c.mu.Unlock()
-	if ok {
-		return ak, nil
-	}
-	ak, err := h.akPub()
-	if err != nil {
-		return nil, err
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.aks == nil || len(c.aks) > 4096 {
-		c.aks = map[[32]byte]*rsa.PublicKey{}
-	}
-	c.aks[k] = ak
-	return ak, nil
+	return memoized(&c.mu, &c.aks, sha256.Sum256(h.VarData), h.akPub)
 }

@@ -43,7 +43,7 @@ type SGXClaims struct {
 	MiscSelect   uint32 `json:"misc_select"`
 	QESVN        uint16 `json:"qe_svn"`
 	PCESVN       uint16 `json:"pce_svn"`
-	FMSPC     string `json:"fmspc,omitempty"`
+	FMSPC        string `json:"fmspc,omitempty"`
 	// TCBStatus is Intel's status of the platform and Quoting Enclave from
 	// collateral (UpToDate, SWHardeningNeeded, OutOfDate, Revoked, ...),
 	// "NotEvaluated" when no collateral for its FMSPC was given, or

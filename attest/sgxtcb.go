@@ -129,11 +129,11 @@ func checkTCBSigned(d signedDoc, now time.Time) error {
 // sgxTCBLevel is a TCB level in either TCB info version: version 2 lists
 // the components as sgxtcbcomp01svn..16, version 3 as sgxtcbcomponents.
 type sgxTCBLevel struct {
-	svn       [16]byte
-	pcesvn    uint16
-	status    string
-	advisory  []string
-	tcbDate   string
+	svn      [16]byte
+	pcesvn   uint16
+	status   string
+	advisory []string
+	tcbDate  string
 }
 
 func parseSGXTCBInfo(body []byte) (*pcs.TcbInfo, []sgxTCBLevel, error) {

@@ -106,7 +106,7 @@ an Azure confidential VM on SEV-SNP or TDX (--azure-vtpm: the HCL report, the
 vTPM's quote over the PCRs, and the VCEK or the TD quote, as Azure's guest
 attestation sends it), whose quote must carry --nonce, or an Intel SGX DCAP quote (version 3) with its PCK
 certificate chain (--sgx-quote: verified to Intel's SGX Root CA; the TCB status
-is "unknown" without Intel's collateral).
+comes from the TCB info and QE identity in --collateral DIR, "unknown" without).
 
 By default certificates missing from the evidence are fetched from AMD KDS or
 Intel PCS (cached under ROOT/cache) and revocation lists are checked; --offline
@@ -116,7 +116,8 @@ does neither.`,
   cocoon verify --offline --tdx-quote quote.dat --collateral ./collateral --at 2023-07-01T00:00:00Z
   cocoon verify -o json --reference-values refs.yaml evidence.json
   cocoon verify --offline --azure-vtpm azure-evidence.json --nonce 0123abcd
-  cocoon verify --sgx-quote quote.dat --at 2024-01-01 --allow-debug`,
+  cocoon verify --sgx-quote quote.dat --at 2024-01-01 --allow-debug
+  cocoon verify --sgx-quote quote.dat --collateral pcs/ --at 2024-06-25 --allow-debug`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runVerify(cmd, g, f, args)
@@ -128,7 +129,7 @@ does neither.`,
 	fl.StringVar(&f.tdxQuote, "tdx-quote", "", "raw TDX quote")
 	fl.StringVar(&f.azureVTPM, "azure-vtpm", "", "Azure confidential VM vTPM evidence (JSON): {hcl_report, tpm_quote, vcek} on SEV-SNP, {hcl_report, td_quote, tpm_quote} on TDX")
 	fl.StringVar(&f.sgxQuote, "sgx-quote", "", "Intel SGX DCAP quote (version 3) with its PCK certificate chain")
-	fl.StringVar(&f.collateral, "collateral", "", "directory of saved Intel PCS responses (tcbInfo, qeIdentity, pckcrl, rootcrl.der)")
+	fl.StringVar(&f.collateral, "collateral", "", "directory of saved Intel PCS responses: TCB info and QE identity (TDX and SGX), pckcrl, rootcrl.der (TDX)")
 	fl.BoolVar(&f.offline, "offline", false, "no AMD KDS / Intel PCS fetches and no CRL checks")
 	fl.BoolVar(&f.allowDebug, "allow-debug", false, "accept guests whose policy allows debugging")
 	fl.StringVar(&f.at, "at", "", "verify as of this time (RFC 3339), for old captured evidence")
@@ -359,7 +360,7 @@ func printClaims(w io.Writer, c *attest.Claims) {
 		fmt.Fprintln(w)
 	}
 	if s := c.SGX; s != nil {
-		fmt.Fprintf(w, "  mrenclave    %s\n  mrsigner     %s\n  isv_prod_id  %d\n  isv_svn      %d\n  attributes   %s\n  tcb_status   %s\n", s.MRENCLAVE, s.MRSIGNER, s.ISVProdID, s.ISVSVN, s.Attributes, s.TCBStatus)
+		fmt.Fprintf(w, "  mrenclave    %s\n  mrsigner     %s\n  isv_prod_id  %d\n  isv_svn      %d\n  attributes   %s\n  tcb_status   %s (%s)\n", s.MRENCLAVE, s.MRSIGNER, s.ISVProdID, s.ISVSVN, s.Attributes, s.TCBStatus, s.TCBStatusReason)
 	}
 	if a := c.Azure; a != nil {
 		idx := make([]int, 0, len(a.PCRs))
