@@ -24,6 +24,18 @@ func (a *Agent) bindPolicy(ctx context.Context, text []byte) error {
 		return fmt.Errorf("%w: the policy cannot be bound to a hardware report", errNoTEE)
 	}
 	want := policy.Hash(text, att.Kind())
+	if b, ok := att.(initDataBinder); ok {
+		// An Azure CVM: HOST_DATA is Azure's, so the policy is bound in
+		// the vTPM's init data PCR, which relying parties pin.
+		var d [32]byte
+		copy(d[:], want)
+		pcr, err := b.BindInitData(d)
+		if err != nil {
+			return fmt.Errorf("bind the policy into the vTPM: %w", err)
+		}
+		a.log.Info("policy bound to the vTPM's init data PCR", "pcr", 8, "value", hex.EncodeToString(pcr), "hash", hex.EncodeToString(want))
+		return nil
+	}
 	ev, err := att.Evidence(ctx, [64]byte{})
 	if err != nil {
 		return fmt.Errorf("get a report to bind the policy: %w", err)
@@ -38,6 +50,12 @@ func (a *Agent) bindPolicy(ctx context.Context, text []byte) error {
 	}
 	a.log.Info("policy bound to the hardware report", "field", field, "hash", hex.EncodeToString(want))
 	return nil
+}
+
+// initDataBinder is an attester that binds the policy itself (Azure's
+// vTPM: PCR 8) rather than finding it in the launch measurement.
+type initDataBinder interface {
+	BindInitData(digest [32]byte) ([]byte, error)
 }
 
 // launchData extracts HOST_DATA (SNP, sim) or MRCONFIGID (TDX).

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -72,6 +73,12 @@ func rawReportData(rd []byte) ([64]byte, error) {
 	return out, nil
 }
 
+// rawNonceAttester is an attester whose evidence binds a nonce of any
+// length up to 64 bytes as it is (Azure's vTPM quote).
+type rawNonceAttester interface {
+	RawEvidence(ctx context.Context, nonce []byte) ([]byte, error)
+}
+
 // kbsTEEName is the KBS protocol's (kbs-types) name of a TEE.
 func kbsTEEName(k tee.Kind) string {
 	if k == tee.Sim {
@@ -139,6 +146,18 @@ func (a *Agent) aaEvidence(w http.ResponseWriter, r *http.Request) {
 	reportData, err := rawReportData(rd)
 	if err != nil {
 		apiFail(w, http.StatusBadRequest, "bad_runtime_data", err.Error())
+		return
+	}
+	if c, ok := a.cfg.Attester.(rawNonceAttester); ok {
+		// Azure's vTPM: guest-components' az-*-vtpm attesters quote
+		// runtime_data as it is, unpadded, and answer the evidence JSON.
+		body, err := c.RawEvidence(r.Context(), rd)
+		if err != nil {
+			apiFail(w, statusFor(err), "evidence_unavailable", err.Error())
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		_, _ = w.Write(body)
 		return
 	}
 	ev, err := a.evidenceFor(r.Context(), reportData)

@@ -19,6 +19,7 @@ import (
 	"cocoon.dev/cocoon/agent"
 	"cocoon.dev/cocoon/policy"
 	"cocoon.dev/cocoon/tee"
+	"cocoon.dev/cocoon/tee/azvtpm"
 	"cocoon.dev/cocoon/tee/sim"
 	"cocoon.dev/cocoon/tee/snp"
 	"cocoon.dev/cocoon/tee/tdx"
@@ -155,6 +156,13 @@ func attester(simSP string) (tee.Attester, error) {
 		return snp.New()
 	case tee.TDX:
 		return tdx.New()
+	}
+	// An Azure confidential VM: the paravisor keeps the hardware report
+	// and the vTPM attests (untested on Azure hardware; docs/attestation.md).
+	if att, err := azvtpm.Detect(&azvtpm.IMDS{}); err != nil {
+		return nil, err
+	} else if att != nil {
+		return att, nil
 	}
 	return nil, nil
 }

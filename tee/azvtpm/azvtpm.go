@@ -84,6 +84,16 @@ func (a *Attester) Evidence(ctx context.Context, reportData [64]byte) (*tee.Evid
 	return &tee.Evidence{TEE: a.kind, Report: b}, nil
 }
 
+// RawEvidence collects evidence with nonce as it is (1 to 64 bytes) and
+// returns its JSON: what guest-components' attestation agent answers.
+func (a *Attester) RawEvidence(ctx context.Context, nonce []byte) ([]byte, error) {
+	ev, err := a.Collect(ctx, nonce)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(ev)
+}
+
 // Evidence is the az-snp-vtpm / az-tdx-vtpm evidence JSON, version 2.
 type Evidence struct {
 	Version   int      `json:"version"`

@@ -3,6 +3,10 @@ package azvtpm_test
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -86,4 +90,57 @@ func hexOf(b []byte) string {
 		out = append(out, digits[x>>4], digits[x&15])
 	}
 	return string(out)
+}
+
+// TestRawEvidenceForKBSClients: what the in-pod /aa/evidence answers on
+// Azure — runtime_data quoted as it is — verifies under the KBS protocol's
+// SHA-384 binding, as Trustee checks it.
+func TestRawEvidenceForKBSClients(t *testing.T) {
+	a, _ := attester(t)
+	data := []byte(`{"additional-evidence":"","nonce":"n","tee-pubkey":{}}`)
+	b, err := a.RawEvidence(context.Background(), tee.BindSHA384.Digest(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := attest.Options{TrustSim: true, SimRoots: testsim.Authority(t).RootsPEM(), Binding: tee.BindSHA384, BoundData: data}
+	if _, err := attest.Verify(context.Background(), &tee.Evidence{TEE: tee.AzureSNP, Report: b}, o); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.RawEvidence(context.Background(), make([]byte, 65)); err == nil {
+		t.Error("a 65-byte nonce was quoted")
+	}
+}
+
+// TestIMDS: the VCEK and TD quote routes, as Azure documents them.
+func TestIMDS(t *testing.T) {
+	cert := testsim.Authority(t).Vcek.Raw
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Metadata") != "true" {
+			http.Error(w, "no Metadata header", http.StatusBadRequest)
+			return
+		}
+		switch r.URL.Path {
+		case "/metadata/THIM/amd/certification":
+			json.NewEncoder(w).Encode(map[string]string{"vcekCert": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert}))})
+		case "/acc/tdquote":
+			var in struct{ Report string }
+			json.NewDecoder(r.Body).Decode(&in)
+			json.NewEncoder(w).Encode(map[string]string{"quote": in.Report})
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	m := &azvtpm.IMDS{URL: srv.URL, HTTP: srv.Client()}
+	got, err := m.VCEK(context.Background())
+	if err != nil || string(got) != string(cert) {
+		t.Fatalf("VCEK: %v", err)
+	}
+	q, err := m.TDQuote(context.Background(), []byte("td report"))
+	if err != nil || string(q) != "td report" {
+		t.Fatalf("TD quote: %q %v", q, err)
+	}
+	if _, err := (&azvtpm.IMDS{URL: srv.URL + "/nothing", HTTP: srv.Client()}).VCEK(context.Background()); err == nil {
+		t.Error("a 404 gave a VCEK")
+	}
 }
