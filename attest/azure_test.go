@@ -76,6 +76,30 @@ func TestAzureSNPvTPM(t *testing.T) {
 				ev.HCLReport = b
 				return nonce
 			},
+			"another TD's quote": func(ev *AzureEvidence) []byte {
+				// Another machine's real quote (with its own PCK chain)
+				// in place of this TD's.
+				other, err := os.ReadFile(filepath.Join(vectors.EvidenceDir(), "tdx", "quote-4.dat"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(ev.TDQuote) == 0 {
+					return nil // SEV-SNP captures: see the VCEK case
+				}
+				ev.TDQuote = other
+				return nonce
+			},
+			"another chip's VCEK": func(ev *AzureEvidence) []byte {
+				if len(ev.TDQuote) > 0 {
+					return nil // TDX captures: see the TD quote case
+				}
+				vcek, err := os.ReadFile(filepath.Join(vectors.EvidenceDir(), "snp", "milan-vcek.der"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				ev.VCEK = vcek
+				return nonce
+			},
 			"hardware report": func(ev *AzureEvidence) []byte {
 				if len(ev.TDQuote) > 0 {
 					b := append(b64OrBytes(nil), ev.TDQuote...)
@@ -92,11 +116,15 @@ func TestAzureSNPvTPM(t *testing.T) {
 		why := map[string]string{
 			"another nonce": "qualifying data", "a PCR changed": "PCR digest", "quote signature": "not signed by the attestation key",
 			"quote message": "not signed by the attestation key", "runtime data": "REPORT_DATA does not bind", "hardware report": "signature",
+			"another chip's VCEK": "signature", "another TD's quote": "TD",
 		}
 		for what, mod := range cases {
 			e2 := *ev
 			e2.TPMQuote.PCRs = append([]hexOrBytes(nil), ev.TPMQuote.PCRs...)
 			n := mod(&e2)
+			if n == nil {
+				continue
+			}
 			_, err := NewVerifier().VerifyAzure(ctx, &e2, n, o)
 			if err == nil || !strings.Contains(err.Error(), why[what]) {
 				t.Errorf("%s: %s: %v, want an error saying %q", name, what, err, why[what])
