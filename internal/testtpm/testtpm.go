@@ -5,6 +5,7 @@ package testtpm
 
 import (
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,10 +45,12 @@ func Start(t testing.TB) transport.TPMCloser {
 		_ = cmd.Process.Kill()
 		<-exited
 	})
-	// swtpm creates the socket once it is ready to serve.
+	// swtpm binds the socket, then listens: ready once a connection is
+	// accepted (swtpm serves one connection at a time; this one closes).
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, err := os.Stat(sock); err == nil {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
 			break
 		}
 		select {
@@ -57,7 +60,7 @@ func Start(t testing.TB) transport.TPMCloser {
 		case <-time.After(10 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatal(errors.New("swtpm did not create its socket within 10 s"))
+			t.Fatal(errors.New("swtpm did not accept a connection on its socket within 10 s"))
 		}
 	}
 	tpm, err := linuxudstpm.Open(sock)
