@@ -91,6 +91,7 @@ type Agent struct {
 	containers map[string]*container
 	logs       map[string]*logFile
 	encrypted  []volume.Closer
+	aael       aaelLog
 	// pidHolder is the init of the pod's shared PID namespace, started
 	// when a container first asks to share it.
 	pidHolder *exec.Cmd

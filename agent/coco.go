@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"net/http"
 	"runtime/debug"
 
@@ -21,7 +20,7 @@ import (
 //	GET  /aa/evidence?runtime_data=<s>[&encoding=base64]   REPORT_DATA = runtime_data, zero-padded
 //	GET  /aa/additional-evidence?runtime_data=<s>          "" (no additional devices)
 //	GET  /aa/token?token_type=kbs                          {"token", "tee_keypair"}
-//	POST /aa/aael {"domain", "operation", "content"}       runtime measurement
+//	POST /aa/aael {"domain", "operation", "content"}       runtime event log (aael.go)
 //	GET  /info                                             {"version", "tee", "feature"}
 //	GET  /cdh/resource/<repo>/<type>/<tag>                 (podapi.go)
 //
@@ -100,22 +99,8 @@ func (a *Agent) cocoRoutes(mux *http.ServeMux) {
 		w.WriteHeader(http.StatusOK)
 	})
 	mux.HandleFunc("GET /aa/token", a.aaToken)
-	mux.HandleFunc("POST /aa/aael", func(w http.ResponseWriter, r *http.Request) {
-		var ev struct {
-			Domain    string `json:"domain"`
-			Operation string `json:"operation"`
-			Content   string `json:"content"`
-		}
-		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&ev); err != nil {
-			apiFail(w, http.StatusBadRequest, "bad_request", `body must be {"domain", "operation", "content"}: `+err.Error())
-			return
-		}
-		// None of the TEEs cocoon runs on has a runtime measurement
-		// register the agent extends yet (SNP has none; TDX's RTMRs are not
-		// driven): the attestation agent's own answer for that case.
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = io.WriteString(w, `{"success":"false","message": "The platform does not support runtime measurement"}`)
-	})
+	mux.HandleFunc("POST /aa/aael", a.aaelRecord)
+	mux.HandleFunc("GET /cocoon/v1/aael", a.aaelRead)
 	mux.HandleFunc("GET /info", func(w http.ResponseWriter, _ *http.Request) {
 		info := map[string]any{"version": agentVersion(), "feature": "all"}
 		if a.cfg.Attester != nil {

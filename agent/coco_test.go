@@ -83,11 +83,7 @@ func TestCoCoRoutes(t *testing.T) {
 	a, _ := startAgentWith(t, func(c *Config) { c.Attester = att; c.Enforcer = testEnforcer{} })
 	h := a.podAPI()
 	do := func(method, target, body string) *httptest.ResponseRecorder {
-		r := httptest.NewRequest(method, target, strings.NewReader(body))
-		r.RemoteAddr = "127.0.0.1:40000"
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
-		return w
+		return podRequest(h, method, target, body)
 	}
 	w := do(http.MethodGet, "/info", "")
 	var info map[string]any
@@ -145,4 +141,13 @@ func FuzzCoCoRuntimeData(f *testing.F) {
 			t.Fatalf("runtime data %x became REPORT_DATA %x", rd, out)
 		}
 	})
+}
+
+// podRequest serves one request of the pod's loopback peer.
+func podRequest(h http.Handler, method, target, body string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(method, target, strings.NewReader(body))
+	r.RemoteAddr = "127.0.0.1:40000"
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w
 }

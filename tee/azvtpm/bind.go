@@ -2,6 +2,7 @@ package azvtpm
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -50,4 +51,18 @@ func BindInitData(t transport.TPM, digest [32]byte) ([]byte, error) {
 			InitDataPCR, hex.EncodeToString(cur), hex.EncodeToString(want), InitDataPCR)
 	}
 	return cur, nil
+}
+
+// RuntimePCR is the PCR the runtime event log extends. guest-components
+// uses PCR 17 by default, but a PC-client TPM refuses extends of PCRs 17-22
+// at locality 0, where the guest's TPM driver runs (TPM_RC_LOCALITY,
+// measured with swtpm), and PCRs 16 and 23 can be reset, which would let
+// events be erased. PCR 15 is extended at locality 0, cannot be reset and
+// is not extended by firmware, shim or GRUB; a guest whose boot uses it
+// (systemd's measured UKI boot) fails the replay, visibly.
+const RuntimePCR = 15
+
+// ExtendRuntime extends the runtime event log's PCR with an event's digest.
+func (a *Attester) ExtendRuntime(_ context.Context, digest [32]byte) error {
+	return ExtendPCR(a.tpm, RuntimePCR, digest)
 }
