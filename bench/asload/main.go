@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"cocoon.dev/cocoon/bench/internal/cpuprof"
 	"cocoon.dev/cocoon/internal/serving"
 	"cocoon.dev/cocoon/tee"
 	"cocoon.dev/cocoon/tee/sim"
@@ -50,6 +51,8 @@ func run(bin string, count int, maxTime time.Duration, workers int) error {
 	}
 	cmd := exec.Command(bin, "as", "serve", "--listen", "127.0.0.1:0", "--state", filepath.Join(work, "as"),
 		"--trust-sim", "--sim-roots", filepath.Join(work, "sim", sim.FileRoots), "--offline")
+	prof := filepath.Join(work, "as.cpu")
+	cmd.Env = append(os.Environ(), "COCOON_CPUPROFILE="+prof)
 	url, err := serving.Start(cmd, 20*time.Second)
 	if err != nil {
 		return err
@@ -158,5 +161,8 @@ func run(bin string, count int, maxTime time.Duration, workers int) error {
 	fmt.Printf("(preparing the %d challenges and sim reports took %v apart: %.0f/s)\n", count, prep.Round(time.Millisecond), float64(count)/prep.Seconds())
 	fmt.Printf("POST /attestation latency: p50 %v, p99 %v (targets: >= 1000/s, p99 < 20ms)\n",
 		lat[len(lat)/2].Round(10*time.Microsecond), lat[len(lat)*99/100].Round(10*time.Microsecond))
-	return nil
+	if err := serving.Terminate(cmd, 10*time.Second); err != nil {
+		return err
+	}
+	return cpuprof.Report(prof, "the attestation service", "verifying the sim report (P-384) and the chain")
 }

@@ -29,6 +29,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
+	"cocoon.dev/cocoon/bench/internal/cpuprof"
 	"cocoon.dev/cocoon/internal/serving"
 	"cocoon.dev/cocoon/kbs/client"
 	"cocoon.dev/cocoon/tee"
@@ -71,13 +72,22 @@ func run(bin string, n int, maxTime time.Duration, workers int) error {
 	if out, err := exec.Command(bin, "kbs", "init", "--state", state, "--listen", addr).CombinedOutput(); err != nil {
 		return fmt.Errorf("init: %v %s", err, out)
 	}
-	cmd := exec.Command(bin, "kbs", "serve", "--state", state, "--listen", addr, "--allow-sim", "--offline",
-		"--sim-roots", filepath.Join(work, "sim", sim.FileRoots))
-	_, err = serving.Start(cmd, 20*time.Second)
+	// One broker process per phase, each with its own CPU profile; the
+	// second reads the same state (its token keys verify the first's
+	// tokens).
+	serve := func(prof string) (*exec.Cmd, error) {
+		cmd := exec.Command(bin, "kbs", "serve", "--state", state, "--listen", addr, "--allow-sim", "--offline",
+			"--sim-roots", filepath.Join(work, "sim", sim.FileRoots))
+		cmd.Env = append(os.Environ(), "COCOON_CPUPROFILE="+prof)
+		_, err := serving.Start(cmd, 20*time.Second)
+		return cmd, err
+	}
+	prof1, prof2 := filepath.Join(work, "phase1.cpu"), filepath.Join(work, "phase2.cpu")
+	cmd, err := serve(prof1)
 	if err != nil {
 		return err
 	}
-	defer serving.Stop(cmd)
+	defer func() { serving.Stop(cmd) }()
 	put := exec.Command(bin, "kbs", "put", "kbs:///bench/key/k1", "-", "--state", state)
 	put.Stdin = strings.NewReader("a 32-byte secret for the bench..")
 	if out, err := put.CombinedOutput(); err != nil {
@@ -148,8 +158,17 @@ func run(bin string, n int, maxTime time.Duration, workers int) error {
 		tokens[i] = tok
 		return err
 	})
-	report("attest + 1 resource (broker throughput)", lat, elapsed, failed, workers, "target >= 800/s, p99 < 25ms")
+	full := report("attest + 1 resource (broker throughput)", lat, elapsed, failed, workers, "target >= 800/s, p99 < 25ms")
 	fmt.Printf("  (auth + sim evidence for the %d sessions took %v apart: %.0f/s)\n", n, prep.Round(time.Millisecond), float64(n)/prep.Seconds())
+	if err := serving.Terminate(cmd, 10*time.Second); err != nil {
+		return err
+	}
+	if err := cpuprof.Report(prof1, "  the broker (full protocol, auth included)", "the sim report (P-384), the chain"); err != nil {
+		return err
+	}
+	if cmd, err = serve(prof2); err != nil {
+		return err
+	}
 	// Phase 2: resources with an existing token (bearer).
 	tok, key := tokens[0], sessions[0].key
 	lat, elapsed, failed = load(n*3, workers, maxTime, func(i int) error {
@@ -160,7 +179,16 @@ func run(bin string, n int, maxTime time.Duration, workers int) error {
 		}
 		return get(base, url, tok, nil)
 	})
-	report("resource with an existing token (broker throughput)", lat, elapsed, failed, workers, "target >= 5000/s")
+	tokenOnly := report("resource with an existing token (broker throughput)", lat, elapsed, failed, workers, "target >= 5000/s")
+	if err := serving.Terminate(cmd, 10*time.Second); err != nil {
+		return err
+	}
+	if err := cpuprof.Report(prof2, "  the broker (token only)", "the token's signature (P-256)"); err != nil {
+		return err
+	}
+	if full > 0 {
+		fmt.Printf("token-only fetches / full protocol: %.1fx (target >= 5x)\n", tokenOnly/full)
+	}
 	return nil
 }
 
@@ -229,12 +257,14 @@ func load(n, workers int, maxTime time.Duration, op func(int) error) ([]time.Dur
 	return lat, time.Since(start), failed.Load()
 }
 
-func report(what string, lat []time.Duration, elapsed time.Duration, failed int64, workers int, target string) {
+// report prints a phase's figures and returns its rate (per second).
+func report(what string, lat []time.Duration, elapsed time.Duration, failed int64, workers int, target string) float64 {
 	if len(lat) == 0 {
 		fmt.Printf("%s: nothing succeeded\n", what)
-		return
+		return 0
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	fmt.Printf("%s: %d ok, %d failed, %.0f/s with %d clients; p50 %v, p99 %v (%s)\n", what, len(lat), failed,
 		float64(len(lat))/elapsed.Seconds(), workers, lat[len(lat)/2].Round(10*time.Microsecond), lat[len(lat)*99/100].Round(10*time.Microsecond), target)
+	return float64(len(lat)) / elapsed.Seconds()
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 
 	"github.com/google/logger"
 )
@@ -19,22 +20,50 @@ type exitError struct {
 
 func (e *exitError) Error() string { return e.msg }
 
-func main() {
+func main() { os.Exit(run()) }
+
+// run runs the command and returns the process's exit code.
+func run() int {
 	// go-sev-guest and go-tdx-guest log warnings through google/logger;
 	// cocoon reports what matters itself.
 	logger.Init("cocoon", false, false, io.Discard)
+	// COCOON_CPUPROFILE=FILE: a CPU profile of this process until it exits
+	// (the benchmarks profile the services with it).
+	if path := os.Getenv("COCOON_CPUPROFILE"); path != "" {
+		stop, err := startCPUProfile(path)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "cocoon: COCOON_CPUPROFILE:", err)
+			return 1
+		}
+		defer stop()
+	}
 	root := newRootCmd()
 	err := root.Execute()
 	if err == nil {
-		return
+		return 0
 	}
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.msg != "" {
 			fmt.Fprintln(os.Stderr, "cocoon:", ee.msg)
 		}
-		os.Exit(ee.code)
+		return ee.code
 	}
 	fmt.Fprintln(os.Stderr, "cocoon:", err)
-	os.Exit(1)
+	return 1
+}
+
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

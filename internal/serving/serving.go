@@ -9,6 +9,7 @@ import (
 	"io"
 	"os/exec"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -60,5 +61,28 @@ func Stop(cmd *exec.Cmd) {
 	if cmd.Process != nil {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
+	}
+}
+
+// Terminate asks a process started by Start to shut down (SIGTERM), so that
+// it finishes what it writes on exit (a CPU profile), and kills it if it is
+// still running after timeout.
+func Terminate(cmd *exec.Cmd, timeout time.Duration) error {
+	if cmd.Process == nil {
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		<-done
+		return nil // already gone
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(timeout):
+		_ = cmd.Process.Kill()
+		<-done
+		return fmt.Errorf("%s did not shut down within %v of SIGTERM", cmd.Path, timeout)
 	}
 }

@@ -1,0 +1,134 @@
+// Package cpuprof reads a CPU profile of a cocoon service (written under
+// COCOON_CPUPROFILE) and says where its time went, for the load generators.
+package cpuprof
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/google/pprof/profile"
+)
+
+// ECDSAVerify and ECDSASign are the functions every ECDSA verification and
+// signature in the standard library runs through (P-256 and P-384 alike).
+var (
+	ECDSAVerify = []string{"crypto/internal/fips140/ecdsa.Verify"}
+	ECDSASign   = []string{"crypto/internal/fips140/ecdsa.Sign"}
+)
+
+// Profile is a parsed CPU profile.
+type Profile struct{ p *profile.Profile }
+
+// Read parses the profile at path.
+func Read(path string) (*Profile, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	p, err := profile.Parse(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	for i, st := range p.SampleType {
+		if st.Type == "cpu" && st.Unit == "nanoseconds" {
+			return &Profile{p}, checkIndex(i)
+		}
+	}
+	return nil, fmt.Errorf("%s: no cpu/nanoseconds samples", path)
+}
+
+// checkIndex documents the layout Go's CPU profiles have: samples, then
+// cpu nanoseconds.
+func checkIndex(i int) error {
+	if i != 1 {
+		return fmt.Errorf("cpu samples at index %d, want 1", i)
+	}
+	return nil
+}
+
+// Total is the CPU time the profile sampled.
+func (p *Profile) Total() time.Duration {
+	var t int64
+	for _, s := range p.p.Sample {
+		t += s.Value[1]
+	}
+	return time.Duration(t)
+}
+
+// Share is the fraction of the sampled CPU time spent in (or below) a
+// function whose name starts with one of prefixes.
+func (p *Profile) Share(prefixes ...string) float64 {
+	var in, all int64
+	for _, s := range p.p.Sample {
+		all += s.Value[1]
+		if stackHas(s, prefixes) {
+			in += s.Value[1]
+		}
+	}
+	if all == 0 {
+		return 0
+	}
+	return float64(in) / float64(all)
+}
+
+func stackHas(s *profile.Sample, prefixes []string) bool {
+	for _, loc := range s.Location {
+		for _, l := range loc.Line {
+			if l.Function == nil {
+				continue
+			}
+			for _, pre := range prefixes {
+				if strings.HasPrefix(l.Function.Name, pre) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// Top lists the n functions with the most CPU time of their own (flat),
+// among samples outside skip, as "share name" lines: where the rest of the
+// time goes.
+func (p *Profile) Top(n int, skip ...string) []string {
+	flat := map[string]int64{}
+	var all int64
+	for _, s := range p.p.Sample {
+		all += s.Value[1]
+		if stackHas(s, skip) || len(s.Location) == 0 || len(s.Location[0].Line) == 0 || s.Location[0].Line[0].Function == nil {
+			continue
+		}
+		flat[s.Location[0].Line[0].Function.Name] += s.Value[1]
+	}
+	names := make([]string, 0, len(flat))
+	for k := range flat {
+		names = append(names, k)
+	}
+	sort.Slice(names, func(i, j int) bool { return flat[names[i]] > flat[names[j]] })
+	var out []string
+	for _, name := range names[:min(n, len(names))] {
+		out = append(out, fmt.Sprintf("%5.1f%%  %s", 100*float64(flat[name])/float64(all), name))
+	}
+	return out
+}
+
+// Report prints where a service's CPU time went: the share in ECDSA
+// verification (what cannot be avoided: the evidence's signatures), the
+// share in ECDSA signing (its tokens), and the top functions of the rest.
+func Report(path, service, verifies string) error {
+	p, err := Read(path)
+	if err != nil {
+		return err
+	}
+	v, s := p.Share(ECDSAVerify...), p.Share(ECDSASign...)
+	fmt.Printf("%s CPU profile: %v sampled; %.0f%% in ECDSA verification (%s), %.0f%% in ECDSA signing, %.0f%% elsewhere (target: verification >= 70%%)\n",
+		service, p.Total().Round(time.Millisecond), 100*v, verifies, 100*s, 100*(1-v-s))
+	for _, l := range p.Top(8, append(ECDSAVerify, ECDSASign...)...) {
+		fmt.Println("    elsewhere:", l)
+	}
+	return nil
+}
