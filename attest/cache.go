@@ -36,6 +36,9 @@ type chainCache struct {
 	// aks are vTPM attestation keys, by the SHA-256 of the HCL runtime
 	// data that carries them.
 	aks map[[32]byte]*rsa.PublicKey
+	// products are the product names of VCEK certificates, by the SHA-256
+	// of the certificate.
+	products map[[32]byte]string
 }
 
 func chainKey(vcek, vlek []byte, o *Options, kind tee.Kind) [32]byte {

@@ -2,6 +2,7 @@ package attest
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 
@@ -111,11 +112,19 @@ func (v *Verifier) verifySNP(ctx context.Context, ev *tee.Evidence, o *Options) 
 	}
 	product := ""
 	if c := att.GetCertificateChain().GetVcekCert(); len(c) > 0 {
-		if cert, err := trust.ParseCert(c); err == nil {
-			if ext, err := kds.VcekCertificateExtensions(cert); err == nil {
-				product = ext.ProductName
+		// The certificate was verified above; its product name is parsed
+		// once per certificate.
+		product, _ = memoized(&v.chains.mu, &v.chains.products, sha256.Sum256(c), func() (string, error) {
+			cert, err := trust.ParseCert(c)
+			if err != nil {
+				return "", err
 			}
-		}
+			ext, err := kds.VcekCertificateExtensions(cert)
+			if err != nil {
+				return "", err
+			}
+			return ext.ProductName, nil
+		})
 	}
 	claims := snpClaims(ev.TEE, r, product)
 	// The guest policy, TCB and VMPL checks of go-sev-guest's validate,
