@@ -17,7 +17,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
-	"cocoon.dev/cocoon/guest"
 	"cocoon.dev/cocoon/internal/proc"
 	"cocoon.dev/cocoon/internal/vmchan"
 	"cocoon.dev/cocoon/pod"
@@ -195,13 +194,15 @@ func (s *shim) launch() error {
 			return err
 		}
 		go func() {
-			d, err := guest.FileDigest(s.cfg.AgentBinary)
+			d, err := s.root.agentDigest(s.cfg.AgentBinary, time.Now())
 			if err != nil {
 				ln.Close()
 				simReady <- fmt.Errorf("measure cocoon-agent: %w", err)
 				return
 			}
-			simReady <- s.startSim(SimMeasurement(d), ln)
+			err = s.startSim(SimMeasurement(d), ln)
+			s.timing("sim_ready_s")
+			simReady <- err
 		}()
 	} else {
 		simReady <- nil
@@ -211,6 +212,7 @@ func (s *shim) launch() error {
 		return err
 	}
 	s.agentProc = child
+	s.timing("agent_serving_s")
 	s.recordAgent(child.Cmd.Process.Pid)
 	go s.watchAgent()
 	if err := <-simReady; err != nil {

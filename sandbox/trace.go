@@ -36,6 +36,10 @@ func phaseName(k string) string {
 	switch k {
 	case "vm_kernel_s":
 		return "guest kernel booted (its init started)"
+	case "agent_serving_s":
+		return "agent process serving (started in its namespaces)"
+	case "sim_ready_s":
+		return "simulated secure processor ready (agent binary measured)"
 	case "agent_ready_s":
 		return "agent ready (sandbox started, agent serving)"
 	case "sandbox_created_s":
