@@ -1,6 +1,7 @@
 package kbs
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -175,8 +176,10 @@ func ParseAttest(r io.Reader) (*Attestation, error) {
 		Primary    json.RawMessage `json:"primary_evidence"`
 		Additional *string         `json:"additional_evidence"`
 	}
-	if isObjectWith(raw, "primary_evidence") {
-		if err := decodeStrict(strings.NewReader(string(raw)), &comp); err != nil {
+	members := objectMembers(raw)
+	if _, ok := members["primary_evidence"]; ok {
+		members = nil // the primary evidence's own, below
+		if err := decodeStrict(bytes.NewReader(raw), &comp); err != nil {
 			return nil, fmt.Errorf(`attest body: "tee-evidence": %w`, err)
 		}
 		if comp.Additional == nil {
@@ -187,7 +190,7 @@ func ParseAttest(r io.Reader) (*Attestation, error) {
 		}
 		out.Composite, out.Additional, raw = true, *comp.Additional, comp.Primary
 	}
-	ev, aa, err := parsePrimary(raw)
+	ev, aa, err := parsePrimary(raw, members)
 	if err != nil {
 		return nil, fmt.Errorf(`attest body: "tee-evidence": %w`, err)
 	}
@@ -195,13 +198,15 @@ func ParseAttest(r io.Reader) (*Attestation, error) {
 	return out, nil
 }
 
-func isObjectWith(raw []byte, key string) bool {
+// objectMembers decodes raw as a JSON object into its members, in one
+// pass; nil when raw is not a JSON object. The evidence's form is told by
+// its members' names.
+func objectMembers(raw []byte) map[string]json.RawMessage {
 	var m map[string]json.RawMessage
 	if json.Unmarshal(raw, &m) != nil {
-		return false
+		return nil
 	}
-	_, ok := m[key]
-	return ok
+	return m
 }
 
 // checkAdditional refuses evidence of further devices (GPUs, ...): the
@@ -230,26 +235,33 @@ func checkAdditional(s string) error {
 // event logs are not appraised), SGX {"quote"} (told from TDX by the
 // quote's TEE type), Azure vTPM {"version", "tpm_quote", "hcl_report",
 // "vcek" | "td_quote"}.
-func parsePrimary(raw []byte) (*tee.Evidence, bool, error) {
-	var str string
-	if json.Unmarshal(raw, &str) == nil {
-		raw = []byte(str)
+// parsePrimary reads the primary evidence; members are raw's members when
+// the caller decoded them already (nil: decoded here).
+func parsePrimary(raw []byte, members map[string]json.RawMessage) (*tee.Evidence, bool, error) {
+	if t := bytes.TrimLeft(raw, " \t\r\n"); len(t) > 0 && t[0] == '"' {
+		var str string
+		if json.Unmarshal(raw, &str) == nil {
+			raw, members = []byte(str), nil
+		}
 	}
-	if tee.IsAASNP(raw) {
+	if members == nil {
+		members = objectMembers(raw)
+	}
+	if _, ok := members["attestation_report"]; ok {
 		r, certs, err := tee.SNPFromAA(raw)
 		if err != nil {
 			return nil, false, err
 		}
 		return &tee.Evidence{TEE: tee.SNP, Report: r, Certs: certs}, true, nil
 	}
-	ev, err := parseOther(raw)
+	ev, err := parseOther(raw, members)
 	return ev, false, err
 }
 
-func parseOther(raw []byte) (*tee.Evidence, error) {
-	if isObjectWith(raw, "hcl_report") {
+func parseOther(raw []byte, members map[string]json.RawMessage) (*tee.Evidence, error) {
+	if _, ok := members["hcl_report"]; ok {
 		kind := tee.AzureSNP
-		if isObjectWith(raw, "td_quote") {
+		if _, ok := members["td_quote"]; ok {
 			kind = tee.AzureTDX
 		}
 		if _, err := attest.ParseAzureEvidence(raw); err != nil {
@@ -257,13 +269,13 @@ func parseOther(raw []byte) (*tee.Evidence, error) {
 		}
 		return &tee.Evidence{TEE: kind, Report: append([]byte(nil), raw...)}, nil
 	}
-	if isObjectWith(raw, "quote") {
+	if _, ok := members["quote"]; ok {
 		var aa struct {
 			Quote      []byte  `json:"quote"`
 			CCEventLog *string `json:"cc_eventlog"`
 			AAEventLog *string `json:"aa_eventlog"`
 		}
-		if err := decodeStrict(strings.NewReader(string(raw)), &aa); err != nil {
+		if err := decodeStrict(bytes.NewReader(raw), &aa); err != nil {
 			return nil, fmt.Errorf("TDX evidence: %w", err)
 		}
 		if len(aa.Quote) < 8 {

@@ -32,14 +32,15 @@ func main() {
 	count := flag.Int("n", 5000, "attestations to run (bound)")
 	maxTime := flag.Duration("time", 30*time.Second, "time bound")
 	workers := flag.Int("c", 4, "concurrent clients")
+	profiles := flag.String("profiles", "", "keep the services' CPU profiles in this directory (for go tool pprof)")
 	flag.Parse()
-	if err := run(*bin, *count, *maxTime, *workers); err != nil {
+	if err := run(*bin, *count, *maxTime, *workers, *profiles); err != nil {
 		fmt.Fprintln(os.Stderr, "asload:", err)
 		os.Exit(1)
 	}
 }
 
-func run(bin string, count int, maxTime time.Duration, workers int) error {
+func run(bin string, count int, maxTime time.Duration, workers int, keep string) error {
 	work, err := os.MkdirTemp("", "asload")
 	if err != nil {
 		return err
@@ -164,5 +165,5 @@ func run(bin string, count int, maxTime time.Duration, workers int) error {
 	if err := serving.Terminate(cmd, 10*time.Second); err != nil {
 		return err
 	}
-	return cpuprof.Report(prof, "the attestation service", "verifying the sim report (P-384) and the chain")
+	return cpuprof.Report(prof, keep, "the attestation service", "verifying the sim report (P-384) and the chain")
 }

@@ -41,8 +41,9 @@ func main() {
 	n := flag.Int("n", 3000, "operations per phase (bound)")
 	maxTime := flag.Duration("time", 30*time.Second, "time bound per phase")
 	workers := flag.Int("c", 4, "concurrent clients")
+	profiles := flag.String("profiles", "", "keep the services' CPU profiles in this directory (for go tool pprof)")
 	flag.Parse()
-	if err := run(*bin, *n, *maxTime, *workers); err != nil {
+	if err := run(*bin, *n, *maxTime, *workers, *profiles); err != nil {
 		fmt.Fprintln(os.Stderr, "kbsload:", err)
 		os.Exit(1)
 	}
@@ -55,7 +56,7 @@ type session struct {
 	key  *ecdsa.PrivateKey
 }
 
-func run(bin string, n int, maxTime time.Duration, workers int) error {
+func run(bin string, n int, maxTime time.Duration, workers int, keep string) error {
 	work, err := os.MkdirTemp("", "kbsload")
 	if err != nil {
 		return err
@@ -163,7 +164,7 @@ func run(bin string, n int, maxTime time.Duration, workers int) error {
 	if err := serving.Terminate(cmd, 10*time.Second); err != nil {
 		return err
 	}
-	if err := cpuprof.Report(prof1, "  the broker (full protocol, auth included)", "the sim report (P-384), the chain"); err != nil {
+	if err := cpuprof.Report(prof1, keep, "  the broker (full protocol, auth included)", "the sim report (P-384), the chain"); err != nil {
 		return err
 	}
 	if cmd, err = serve(prof2); err != nil {
@@ -183,7 +184,7 @@ func run(bin string, n int, maxTime time.Duration, workers int) error {
 	if err := serving.Terminate(cmd, 10*time.Second); err != nil {
 		return err
 	}
-	if err := cpuprof.Report(prof2, "  the broker (token only)", "the token's signature (P-256)"); err != nil {
+	if err := cpuprof.Report(prof2, keep, "  the broker (token only)", "the token's signature (P-256)"); err != nil {
 		return err
 	}
 	if full > 0 {

@@ -5,6 +5,7 @@ package cpuprof
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -136,10 +137,22 @@ func (p *Profile) Top(n int, skip ...string) []string {
 // Report prints where a service's CPU time went: the share in ECDSA
 // verification (what cannot be avoided: the evidence's signatures), the
 // share in ECDSA signing (its tokens), and the top functions of the rest.
-func Report(path, service, verifies string) error {
+// With keep set, the profile is also copied into that directory.
+func Report(path, keep, service, verifies string) error {
 	p, err := Read(path)
 	if err != nil {
 		return err
+	}
+	if keep != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(keep, filepath.Base(path))
+		if err := os.WriteFile(dst, b, 0o644); err != nil {
+			return err
+		}
+		fmt.Printf("    profile kept: %s (go tool pprof -top %s)\n", dst, dst)
 	}
 	v, s := p.Share(ECDSAVerify...), p.Share(ECDSASign...)
 	fmt.Printf("%s CPU profile: %v sampled; %.0f%% in ECDSA verification (%s), %.0f%% in ECDSA signing, %.0f%% elsewhere (target: verification >= 70%%)\n",
