@@ -50,7 +50,7 @@ func phaseName(k string) string {
 	if rest, ok := strings.CutPrefix(k, "container_"); ok {
 		for suffix, what := range map[string]string{
 			"_created_s": "created (policy decision, rootfs, OCI spec)",
-			"_started_s": "started (runc create + start)",
+			"_started_s": "started (runc run, until its process exists)",
 			"_exited_s":  "exited (seen by the runtime)",
 		} {
 			if name, ok := strings.CutSuffix(rest, suffix); ok {
