@@ -8,6 +8,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	agentv1 "cocoon.dev/cocoon/api/agent/v1"
+	"cocoon.dev/cocoon/internal/spans"
 	"cocoon.dev/cocoon/policy"
 )
 
@@ -37,6 +39,7 @@ func interceptor(e Enforcer) ttrpc.UnaryServerInterceptor {
 		short := shortMethod(info.FullMethod)
 		checked := false
 		var captured any
+		ctx, rec := spans.With(ctx, nil)
 		resp, err := method(ctx, func(v any) error {
 			if err := unmarshal(v); err != nil {
 				return err
@@ -54,7 +57,32 @@ func interceptor(e Enforcer) ttrpc.UnaryServerInterceptor {
 		if o, ok := e.(Observer); ok && checked && captured != nil {
 			o.Observe(short, captured, err)
 		}
+		if err == nil {
+			attachSpans(resp, rec.Spans())
+		}
 		return resp, toStatus(err)
+	}
+}
+
+// attachSpans answers the steps the agent took with the responses the
+// host's trace lays out.
+func attachSpans(resp any, list []spans.Span) {
+	if len(list) == 0 {
+		return
+	}
+	out := make([]*agentv1.Span, len(list))
+	for i, s := range list {
+		out[i] = &agentv1.Span{Name: s.Name, DurationUs: s.Duration.Microseconds()}
+	}
+	switch r := resp.(type) {
+	case *agentv1.CreateSandboxResponse:
+		r.Spans = out
+	case *agentv1.PullImageResponse:
+		r.Spans = out
+	case *agentv1.CreateContainerResponse:
+		r.Spans = out
+	case *agentv1.StartContainerResponse:
+		r.Spans = out
 	}
 }
 

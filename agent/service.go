@@ -17,6 +17,7 @@ import (
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
 	"cocoon.dev/cocoon/image"
+	"cocoon.dev/cocoon/internal/spans"
 )
 
 // service implements agentv1.AgentService. Requests reach it only after the
@@ -88,7 +89,9 @@ func (s *service) CreateSandbox(ctx context.Context, req *agentv1.CreateSandboxR
 			return nil, fmt.Errorf("volume %q is declared twice: %w", v.GetName(), errInvalid)
 		}
 		a.mu.Unlock() // the key broker round trip must not hold the agent
+		end := spans.Start(ctx, "encrypted volume "+v.GetName()+" opened (key from the broker)")
 		dir, err := a.openEncrypted(ctx, v)
+		end()
 		a.mu.Lock()
 		if err != nil {
 			return nil, err
@@ -152,6 +155,7 @@ func (s *service) PullImage(ctx context.Context, req *agentv1.PullImageRequest) 
 		a.log.Warn("pull failed", "image", ref, "error", err)
 		return nil, fmt.Errorf("pull: %w", err)
 	}
+	spans.Add(ctx, fmt.Sprintf("image resolved and verified (%d of %d layers from the verified cache)", img.CachedLayers, len(img.DiffIDs)), time.Since(start))
 	a.mu.Lock()
 	a.images[ref] = img
 	a.mu.Unlock()
@@ -180,7 +184,7 @@ func (s *service) PullProgress(_ context.Context, req *agentv1.PullProgressReque
 	return resp, nil
 }
 
-func (s *service) CreateContainer(_ context.Context, req *agentv1.CreateContainerRequest) (*agentv1.CreateContainerResponse, error) {
+func (s *service) CreateContainer(ctx context.Context, req *agentv1.CreateContainerRequest) (*agentv1.CreateContainerResponse, error) {
 	a := s.a
 	spec := req.GetSpec()
 	if spec == nil {
@@ -209,10 +213,12 @@ func (s *service) CreateContainer(_ context.Context, req *agentv1.CreateContaine
 		return nil, fmt.Errorf("container %q: image %q was not pulled in this sandbox; pull it first: %w", name, spec.GetImage(), errNotFound)
 	}
 	bundle := filepath.Join(a.cfg.StateDir, "containers", name)
+	end := spans.Start(ctx, "rootfs mounted (overlay of the verified layers)")
 	if err := mountRootfs(bundle, img.LayerDirs); err != nil {
 		os.RemoveAll(bundle)
 		return nil, fmt.Errorf("container %q: %w", name, err)
 	}
+	end()
 	ok = false
 	defer func() {
 		if !ok {
@@ -237,6 +243,7 @@ func (s *service) CreateContainer(_ context.Context, req *agentv1.CreateContaine
 		}
 		pidNS = ns
 	}
+	end = spans.Start(ctx, "OCI runtime spec built and written")
 	sp, err := buildSpec(specInput{
 		c: spec, img: img, rootfs: filepath.Join(bundle, "rootfs"), hostname: a.sandbox.hostname, pidNS: pidNS,
 		// The container's cgroup is a leaf below one of its own, which
@@ -251,6 +258,7 @@ func (s *service) CreateContainer(_ context.Context, req *agentv1.CreateContaine
 	if err := writeJSON(filepath.Join(bundle, "config.json"), sp); err != nil {
 		return nil, fmt.Errorf("container %q: write runtime spec: %w", name, err)
 	}
+	end()
 	if _, exists := a.logs[name]; !exists {
 		lf, err := newLogFile(filepath.Join(a.cfg.StateDir, "logs", name+".log"))
 		if err != nil {
@@ -281,7 +289,7 @@ func (c *container) status() (state string, done chan struct{}) {
 	return c.state, c.done
 }
 
-func (s *service) StartContainer(_ context.Context, req *agentv1.StartContainerRequest) (*agentv1.StartContainerResponse, error) {
+func (s *service) StartContainer(ctx context.Context, req *agentv1.StartContainerRequest) (*agentv1.StartContainerResponse, error) {
 	a := s.a
 	c, err := a.get(req.GetContainer())
 	if err != nil {
@@ -299,9 +307,11 @@ func (s *service) StartContainer(_ context.Context, req *agentv1.StartContainerR
 	if st != stateCreated {
 		return nil, fmt.Errorf("container %q is %s; only a created container can start: %w", req.GetContainer(), st, errState)
 	}
+	end := spans.Start(ctx, "runc run, until the container's process exists")
 	if err := a.start(c, lf); err != nil {
 		return nil, fmt.Errorf("start %q: %w", req.GetContainer(), err)
 	}
+	end()
 	return &agentv1.StartContainerResponse{}, nil
 }
 

@@ -78,7 +78,11 @@ func TestInteractiveIO(t *testing.T) {
 	if _, err := cl.ResizeTerminal(ctx, &agentv1.ResizeTerminalRequest{Container: "sh", ExecId: id, Width: 70000, Height: 45}); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("resize to 70000 columns: %v, want InvalidArgument", err)
 	}
-	if _, err := cl.WriteStdin(ctx, &agentv1.WriteStdinRequest{Container: "sh", ExecId: id, Data: []byte("test -t 0 && echo on-a-tty; stty size; exit 7\n")}); err != nil {
+	// runc relays input before it copies the window size to the terminal
+	// it makes in the container (runc's own start-up order), so the first
+	// command can see a 0x0 terminal: the shell asks again until the size
+	// arrived.
+	if _, err := cl.WriteStdin(ctx, &agentv1.WriteStdinRequest{Container: "sh", ExecId: id, Data: []byte("test -t 0 && echo on-a-tty; for i in 1 2 3 4 5 6 7 8 9 10; do stty size 2>/dev/null && break; sleep 0.2; done; exit 7\n")}); err != nil {
 		t.Fatal(err)
 	}
 	out := readUntil(t, cl, "sh", id, "45 123")

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
+	"cocoon.dev/cocoon/internal/spans"
 	"cocoon.dev/cocoon/tee"
 )
 
@@ -75,11 +76,13 @@ func (e *Engine) Check(ctx context.Context, method string, req any) error {
 	if method == "CreateContainer" && e.pulled != nil {
 		pulled = e.pulled()
 	}
+	end := spans.Start(ctx, "policy decision")
 	in, err := Input(ev.Policy, method, req, &st, pulled, host)
 	if err != nil {
 		return deny(method, "%v", err)
 	}
 	ok, reasons, err := ev.Decide(ctx, method, in)
+	end()
 	if err != nil {
 		return deny(method, "%v", err)
 	}
@@ -104,21 +107,28 @@ func (e *Engine) load(ctx context.Context, req any) error {
 	if len(r.GetPolicy()) == 0 {
 		return deny(m, "the request carries no policy; generate one with `cocoon policy generate` (or run with --generate-policy)")
 	}
+	end := spans.Start(ctx, "policy parsed and loaded")
 	ev, err := NewEvaluator(ctx, r.GetPolicy())
+	end()
 	if err != nil {
 		return deny(m, "the policy is not valid: %v", err)
 	}
 	if e.bind == nil {
 		return deny(m, "this sandbox cannot bind a policy to a hardware report")
 	}
-	if err := e.bind(ctx, r.GetPolicy()); err != nil {
+	end = spans.Start(ctx, "policy bound to the hardware report (evidence)")
+	err = e.bind(ctx, r.GetPolicy())
+	end()
+	if err != nil {
 		return deny(m, "%v", err)
 	}
+	end = spans.Start(ctx, "policy decision")
 	in, err := Input(ev.Policy, m, r, &e.st, nil, "")
 	if err != nil {
 		return deny(m, "%v", err)
 	}
 	allowed, reasons, err := ev.Decide(ctx, m, in)
+	end()
 	if err != nil {
 		return deny(m, "%v", err)
 	}

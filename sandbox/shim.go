@@ -152,6 +152,21 @@ func (s *shim) container(name string, f func(*ContainerStatus)) {
 	})
 }
 
+// agentSpans records the steps the agent reported for a phase.
+func (s *shim) agentSpans(phase, prefix string, list []*agentv1.Span) {
+	if len(list) == 0 {
+		return
+	}
+	s.update(func(st *Status) {
+		if st.AgentSpans == nil {
+			st.AgentSpans = map[string][]AgentSpan{}
+		}
+		for _, sp := range list {
+			st.AgentSpans[phase] = append(st.AgentSpans[phase], AgentSpan{Name: prefix + sp.GetName(), Ms: float64(sp.GetDurationUs()) / 1000})
+		}
+	})
+}
+
 // timing records how long since the launch a phase ended.
 func (s *shim) timing(phase string) {
 	d := time.Since(s.launched).Seconds()
@@ -236,11 +251,12 @@ func (s *shim) createSandbox() error {
 	if err != nil {
 		return err
 	}
-	_, err = cl.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{Name: s.pod.Name, Hostname: s.pod.Hostname, Volumes: s.pod.Volumes, Policy: pol, EncryptedVolumes: s.pod.Encrypted, Network: s.network, Sysctls: s.pod.Sysctls})
+	resp, err := cl.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{Name: s.pod.Name, Hostname: s.pod.Hostname, Volumes: s.pod.Volumes, Policy: pol, EncryptedVolumes: s.pod.Encrypted, Network: s.network, Sysctls: s.pod.Sysctls})
 	if err != nil {
 		return fmt.Errorf("create sandbox: %s", Message(err))
 	}
 	s.timing("sandbox_created_s") // the policy bound to the report and loaded, volumes opened
+	s.agentSpans("sandbox_created_s", "", resp.GetSpans())
 	return nil
 }
 
@@ -455,6 +471,11 @@ func (s *shim) pull(ctx context.Context) error {
 				return
 			}
 			digests[i] = resp.GetManifestDigest()
+			prefix := ""
+			if len(imgs) > 1 {
+				prefix = ref + ": "
+			}
+			s.agentSpans("images_ready_s", prefix, resp.GetSpans())
 		}()
 	}
 	wg.Wait()

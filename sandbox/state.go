@@ -82,8 +82,17 @@ type Status struct {
 	// container container_NAME_created_s, _started_s and _exited_s, and
 	// for VM sandboxes vm_kernel_s (the guest's uptime when its init
 	// started). `cocoon run --trace` prints them.
-	Timings    map[string]float64 `json:"timings,omitempty"`
-	Containers []ContainerStatus  `json:"containers"`
+	Timings map[string]float64 `json:"timings,omitempty"`
+	// AgentSpans are the steps the agent reported for a phase (keyed as
+	// Timings): what the agent did inside the request that ended it.
+	AgentSpans map[string][]AgentSpan `json:"agentSpans,omitempty"`
+	Containers []ContainerStatus      `json:"containers"`
+}
+
+// AgentSpan is a step the agent took and its duration in milliseconds.
+type AgentSpan struct {
+	Name string  `json:"name"`
+	Ms   float64 `json:"ms"`
 }
 
 // Root is a runtime state directory: sandboxes/<name>/ for each sandbox and

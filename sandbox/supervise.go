@@ -43,17 +43,21 @@ func (s *shim) supervise(ctx context.Context, c pod.Container, policy corev1.Res
 			})
 			return 128
 		}
-		if _, err := s.cl.CreateContainer(ctx, &agentv1.CreateContainerRequest{Spec: c.Spec}); err != nil {
+		created, err := s.cl.CreateContainer(ctx, &agentv1.CreateContainerRequest{Spec: c.Spec})
+		if err != nil {
 			return fail("CreateError: " + Message(err))
 		}
 		if attempt == 0 {
 			s.timing("container_" + name + "_created_s")
+			s.agentSpans("container_"+name+"_created_s", "", created.GetSpans())
 		}
-		if _, err := s.cl.StartContainer(ctx, &agentv1.StartContainerRequest{Container: name}); err != nil {
+		started, err := s.cl.StartContainer(ctx, &agentv1.StartContainerRequest{Container: name})
+		if err != nil {
 			return fail("StartError: " + Message(err))
 		}
 		if attempt == 0 {
 			s.timing("container_" + name + "_started_s")
+			s.agentSpans("container_"+name+"_started_s", "", started.GetSpans())
 		}
 		s.container(name, func(cs *ContainerStatus) {
 			cs.State, cs.Started, cs.Reason, cs.Restarts = "running", time.Now(), "", attempt

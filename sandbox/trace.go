@@ -11,21 +11,23 @@ type TraceEvent struct {
 	// At is the time since the traced command started.
 	At   time.Duration `json:"at"`
 	What string        `json:"what"`
+	// Agent are the steps the agent reported for this phase.
+	Agent []AgentSpan `json:"agent,omitempty"`
 }
 
 // Trace lays a sandbox's timings out on the timeline of a command that
 // started at start and returned at end (cocoon run --trace): when the launch
 // began, each phase the runtime recorded, and the command's return.
 func (st *Status) Trace(start, end time.Time) []TraceEvent {
-	ev := []TraceEvent{{0, "cocoon run started"}}
+	ev := []TraceEvent{{At: 0, What: "cocoon run started"}}
 	if !st.LaunchedAt.IsZero() {
-		ev = append(ev, TraceEvent{st.LaunchedAt.Sub(start), "launch began (runtime process up)"})
+		ev = append(ev, TraceEvent{At: st.LaunchedAt.Sub(start), What: "launch began (runtime process up)"})
 		for k, s := range st.Timings {
-			ev = append(ev, TraceEvent{st.LaunchedAt.Sub(start) + time.Duration(s*float64(time.Second)), phaseName(k)})
+			ev = append(ev, TraceEvent{st.LaunchedAt.Sub(start) + time.Duration(s*float64(time.Second)), phaseName(k), st.AgentSpans[k]})
 		}
 	}
 	if !end.IsZero() {
-		ev = append(ev, TraceEvent{end.Sub(start), "pod ended (seen by cocoon run)"})
+		ev = append(ev, TraceEvent{At: end.Sub(start), What: "pod ended (seen by cocoon run)"})
 	}
 	sort.SliceStable(ev, func(i, j int) bool { return ev[i].At < ev[j].At })
 	return ev

@@ -406,6 +406,9 @@ func printTrace(w io.Writer, name string, st *sandbox.Status, start time.Time) {
 	prev := time.Duration(0)
 	for _, e := range st.Trace(start, time.Now()) {
 		fmt.Fprintf(w, "  %8.1f  %+7.1f  %s\n", ms(e.At), ms(e.At-prev), e.What)
+		for _, a := range e.Agent {
+			fmt.Fprintf(w, "  %8s  %7.1f    agent: %s\n", "", a.Ms, a.Name)
+		}
 		prev = e.At
 	}
 }

@@ -510,7 +510,9 @@ func (x *EncryptedVolume) GetReadOnly() bool {
 }
 
 type CreateSandboxResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The steps the agent took, for `cocoon run --trace`.
+	Spans         []*Span `protobuf:"bytes,1,rep,name=spans,proto3" json:"spans,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -545,6 +547,67 @@ func (*CreateSandboxResponse) Descriptor() ([]byte, []int) {
 	return file_agent_proto_rawDescGZIP(), []int{6}
 }
 
+func (x *CreateSandboxResponse) GetSpans() []*Span {
+	if x != nil {
+		return x.Spans
+	}
+	return nil
+}
+
+// Span is a step the agent took to answer a request and how long it took.
+// Durations only: a VM guest's clock need not agree with the host's.
+type Span struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	DurationUs    int64                  `protobuf:"varint,2,opt,name=duration_us,json=durationUs,proto3" json:"duration_us,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Span) Reset() {
+	*x = Span{}
+	mi := &file_agent_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Span) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Span) ProtoMessage() {}
+
+func (x *Span) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Span.ProtoReflect.Descriptor instead.
+func (*Span) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Span) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Span) GetDurationUs() int64 {
+	if x != nil {
+		return x.DurationUs
+	}
+	return 0
+}
+
 type PullImageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Image reference as written in the pod spec: a registry reference
@@ -561,7 +624,7 @@ type PullImageRequest struct {
 
 func (x *PullImageRequest) Reset() {
 	*x = PullImageRequest{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -573,7 +636,7 @@ func (x *PullImageRequest) String() string {
 func (*PullImageRequest) ProtoMessage() {}
 
 func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -586,7 +649,7 @@ func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageRequest.ProtoReflect.Descriptor instead.
 func (*PullImageRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PullImageRequest) GetImage() string {
@@ -610,14 +673,15 @@ type PullImageResponse struct {
 	ConfigDigest   string                 `protobuf:"bytes,3,opt,name=config_digest,json=configDigest,proto3" json:"config_digest,omitempty"`
 	DiffIds        []string               `protobuf:"bytes,4,rep,name=diff_ids,json=diffIds,proto3" json:"diff_ids,omitempty"`
 	// Layers found in the verified layer cache rather than fetched.
-	CachedLayers  int32 `protobuf:"varint,5,opt,name=cached_layers,json=cachedLayers,proto3" json:"cached_layers,omitempty"`
+	CachedLayers  int32   `protobuf:"varint,5,opt,name=cached_layers,json=cachedLayers,proto3" json:"cached_layers,omitempty"`
+	Spans         []*Span `protobuf:"bytes,6,rep,name=spans,proto3" json:"spans,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PullImageResponse) Reset() {
 	*x = PullImageResponse{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -629,7 +693,7 @@ func (x *PullImageResponse) String() string {
 func (*PullImageResponse) ProtoMessage() {}
 
 func (x *PullImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -642,7 +706,7 @@ func (x *PullImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageResponse.ProtoReflect.Descriptor instead.
 func (*PullImageResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PullImageResponse) GetImage() string {
@@ -680,6 +744,13 @@ func (x *PullImageResponse) GetCachedLayers() int32 {
 	return 0
 }
 
+func (x *PullImageResponse) GetSpans() []*Span {
+	if x != nil {
+		return x.Spans
+	}
+	return nil
+}
+
 type PullProgressRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Image         string                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
@@ -689,7 +760,7 @@ type PullProgressRequest struct {
 
 func (x *PullProgressRequest) Reset() {
 	*x = PullProgressRequest{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -701,7 +772,7 @@ func (x *PullProgressRequest) String() string {
 func (*PullProgressRequest) ProtoMessage() {}
 
 func (x *PullProgressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -714,7 +785,7 @@ func (x *PullProgressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullProgressRequest.ProtoReflect.Descriptor instead.
 func (*PullProgressRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PullProgressRequest) GetImage() string {
@@ -738,7 +809,7 @@ type PullProgressResponse struct {
 
 func (x *PullProgressResponse) Reset() {
 	*x = PullProgressResponse{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -750,7 +821,7 @@ func (x *PullProgressResponse) String() string {
 func (*PullProgressResponse) ProtoMessage() {}
 
 func (x *PullProgressResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -763,7 +834,7 @@ func (x *PullProgressResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullProgressResponse.ProtoReflect.Descriptor instead.
 func (*PullProgressResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PullProgressResponse) GetLayersTotal() int32 {
@@ -818,7 +889,7 @@ type EnvVar struct {
 
 func (x *EnvVar) Reset() {
 	*x = EnvVar{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -830,7 +901,7 @@ func (x *EnvVar) String() string {
 func (*EnvVar) ProtoMessage() {}
 
 func (x *EnvVar) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -843,7 +914,7 @@ func (x *EnvVar) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnvVar.ProtoReflect.Descriptor instead.
 func (*EnvVar) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *EnvVar) GetName() string {
@@ -873,7 +944,7 @@ type VolumeMount struct {
 
 func (x *VolumeMount) Reset() {
 	*x = VolumeMount{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -885,7 +956,7 @@ func (x *VolumeMount) String() string {
 func (*VolumeMount) ProtoMessage() {}
 
 func (x *VolumeMount) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -898,7 +969,7 @@ func (x *VolumeMount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeMount.ProtoReflect.Descriptor instead.
 func (*VolumeMount) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *VolumeMount) GetVolume() string {
@@ -939,7 +1010,7 @@ type Resources struct {
 
 func (x *Resources) Reset() {
 	*x = Resources{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -951,7 +1022,7 @@ func (x *Resources) String() string {
 func (*Resources) ProtoMessage() {}
 
 func (x *Resources) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -964,7 +1035,7 @@ func (x *Resources) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resources.ProtoReflect.Descriptor instead.
 func (*Resources) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Resources) GetMemoryLimitBytes() int64 {
@@ -1036,7 +1107,7 @@ type ContainerSpec struct {
 
 func (x *ContainerSpec) Reset() {
 	*x = ContainerSpec{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1048,7 +1119,7 @@ func (x *ContainerSpec) String() string {
 func (*ContainerSpec) ProtoMessage() {}
 
 func (x *ContainerSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1061,7 +1132,7 @@ func (x *ContainerSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerSpec.ProtoReflect.Descriptor instead.
 func (*ContainerSpec) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ContainerSpec) GetName() string {
@@ -1257,7 +1328,7 @@ type DNSConfig struct {
 
 func (x *DNSConfig) Reset() {
 	*x = DNSConfig{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1269,7 +1340,7 @@ func (x *DNSConfig) String() string {
 func (*DNSConfig) ProtoMessage() {}
 
 func (x *DNSConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1282,7 +1353,7 @@ func (x *DNSConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSConfig.ProtoReflect.Descriptor instead.
 func (*DNSConfig) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DNSConfig) GetServers() []string {
@@ -1315,7 +1386,7 @@ type CreateContainerRequest struct {
 
 func (x *CreateContainerRequest) Reset() {
 	*x = CreateContainerRequest{}
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1327,7 +1398,7 @@ func (x *CreateContainerRequest) String() string {
 func (*CreateContainerRequest) ProtoMessage() {}
 
 func (x *CreateContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1340,7 +1411,7 @@ func (x *CreateContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContainerRequest.ProtoReflect.Descriptor instead.
 func (*CreateContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CreateContainerRequest) GetSpec() *ContainerSpec {
@@ -1352,13 +1423,14 @@ func (x *CreateContainerRequest) GetSpec() *ContainerSpec {
 
 type CreateContainerResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	Spans         []*Span                `protobuf:"bytes,1,rep,name=spans,proto3" json:"spans,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateContainerResponse) Reset() {
 	*x = CreateContainerResponse{}
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1370,7 +1442,7 @@ func (x *CreateContainerResponse) String() string {
 func (*CreateContainerResponse) ProtoMessage() {}
 
 func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1383,7 +1455,14 @@ func (x *CreateContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateContainerResponse.ProtoReflect.Descriptor instead.
 func (*CreateContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *CreateContainerResponse) GetSpans() []*Span {
+	if x != nil {
+		return x.Spans
+	}
+	return nil
 }
 
 type StartContainerRequest struct {
@@ -1395,7 +1474,7 @@ type StartContainerRequest struct {
 
 func (x *StartContainerRequest) Reset() {
 	*x = StartContainerRequest{}
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1407,7 +1486,7 @@ func (x *StartContainerRequest) String() string {
 func (*StartContainerRequest) ProtoMessage() {}
 
 func (x *StartContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1420,7 +1499,7 @@ func (x *StartContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartContainerRequest.ProtoReflect.Descriptor instead.
 func (*StartContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{18}
+	return file_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *StartContainerRequest) GetContainer() string {
@@ -1433,13 +1512,14 @@ func (x *StartContainerRequest) GetContainer() string {
 type StartContainerResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Pid           int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	Spans         []*Span                `protobuf:"bytes,2,rep,name=spans,proto3" json:"spans,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StartContainerResponse) Reset() {
 	*x = StartContainerResponse{}
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1451,7 +1531,7 @@ func (x *StartContainerResponse) String() string {
 func (*StartContainerResponse) ProtoMessage() {}
 
 func (x *StartContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1464,7 +1544,7 @@ func (x *StartContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartContainerResponse.ProtoReflect.Descriptor instead.
 func (*StartContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StartContainerResponse) GetPid() int32 {
@@ -1472,6 +1552,13 @@ func (x *StartContainerResponse) GetPid() int32 {
 		return x.Pid
 	}
 	return 0
+}
+
+func (x *StartContainerResponse) GetSpans() []*Span {
+	if x != nil {
+		return x.Spans
+	}
+	return nil
 }
 
 type RemoveContainerRequest struct {
@@ -1485,7 +1572,7 @@ type RemoveContainerRequest struct {
 
 func (x *RemoveContainerRequest) Reset() {
 	*x = RemoveContainerRequest{}
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1497,7 +1584,7 @@ func (x *RemoveContainerRequest) String() string {
 func (*RemoveContainerRequest) ProtoMessage() {}
 
 func (x *RemoveContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1510,7 +1597,7 @@ func (x *RemoveContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveContainerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{20}
+	return file_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RemoveContainerRequest) GetContainer() string {
@@ -1535,7 +1622,7 @@ type RemoveContainerResponse struct {
 
 func (x *RemoveContainerResponse) Reset() {
 	*x = RemoveContainerResponse{}
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1547,7 +1634,7 @@ func (x *RemoveContainerResponse) String() string {
 func (*RemoveContainerResponse) ProtoMessage() {}
 
 func (x *RemoveContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1560,7 +1647,7 @@ func (x *RemoveContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveContainerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{21}
+	return file_agent_proto_rawDescGZIP(), []int{22}
 }
 
 type ExecProcessRequest struct {
@@ -1587,7 +1674,7 @@ type ExecProcessRequest struct {
 
 func (x *ExecProcessRequest) Reset() {
 	*x = ExecProcessRequest{}
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1599,7 +1686,7 @@ func (x *ExecProcessRequest) String() string {
 func (*ExecProcessRequest) ProtoMessage() {}
 
 func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1612,7 +1699,7 @@ func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecProcessRequest.ProtoReflect.Descriptor instead.
 func (*ExecProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{22}
+	return file_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ExecProcessRequest) GetContainer() string {
@@ -1691,7 +1778,7 @@ type ExecProcessResponse struct {
 
 func (x *ExecProcessResponse) Reset() {
 	*x = ExecProcessResponse{}
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1703,7 +1790,7 @@ func (x *ExecProcessResponse) String() string {
 func (*ExecProcessResponse) ProtoMessage() {}
 
 func (x *ExecProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1716,7 +1803,7 @@ func (x *ExecProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecProcessResponse.ProtoReflect.Descriptor instead.
 func (*ExecProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{23}
+	return file_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ExecProcessResponse) GetExitCode() int32 {
@@ -1761,7 +1848,7 @@ type SignalContainerRequest struct {
 
 func (x *SignalContainerRequest) Reset() {
 	*x = SignalContainerRequest{}
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1773,7 +1860,7 @@ func (x *SignalContainerRequest) String() string {
 func (*SignalContainerRequest) ProtoMessage() {}
 
 func (x *SignalContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1786,7 +1873,7 @@ func (x *SignalContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalContainerRequest.ProtoReflect.Descriptor instead.
 func (*SignalContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{24}
+	return file_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SignalContainerRequest) GetContainer() string {
@@ -1825,7 +1912,7 @@ type SignalContainerResponse struct {
 
 func (x *SignalContainerResponse) Reset() {
 	*x = SignalContainerResponse{}
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1837,7 +1924,7 @@ func (x *SignalContainerResponse) String() string {
 func (*SignalContainerResponse) ProtoMessage() {}
 
 func (x *SignalContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1850,7 +1937,7 @@ func (x *SignalContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalContainerResponse.ProtoReflect.Descriptor instead.
 func (*SignalContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{25}
+	return file_agent_proto_rawDescGZIP(), []int{26}
 }
 
 type WaitContainerRequest struct {
@@ -1866,7 +1953,7 @@ type WaitContainerRequest struct {
 
 func (x *WaitContainerRequest) Reset() {
 	*x = WaitContainerRequest{}
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1878,7 +1965,7 @@ func (x *WaitContainerRequest) String() string {
 func (*WaitContainerRequest) ProtoMessage() {}
 
 func (x *WaitContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1891,7 +1978,7 @@ func (x *WaitContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitContainerRequest.ProtoReflect.Descriptor instead.
 func (*WaitContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{26}
+	return file_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *WaitContainerRequest) GetContainer() string {
@@ -1926,7 +2013,7 @@ type WaitContainerResponse struct {
 
 func (x *WaitContainerResponse) Reset() {
 	*x = WaitContainerResponse{}
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1938,7 +2025,7 @@ func (x *WaitContainerResponse) String() string {
 func (*WaitContainerResponse) ProtoMessage() {}
 
 func (x *WaitContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1951,7 +2038,7 @@ func (x *WaitContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitContainerResponse.ProtoReflect.Descriptor instead.
 func (*WaitContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{27}
+	return file_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WaitContainerResponse) GetExited() bool {
@@ -1994,7 +2081,7 @@ type ReadLogsRequest struct {
 
 func (x *ReadLogsRequest) Reset() {
 	*x = ReadLogsRequest{}
-	mi := &file_agent_proto_msgTypes[28]
+	mi := &file_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2006,7 +2093,7 @@ func (x *ReadLogsRequest) String() string {
 func (*ReadLogsRequest) ProtoMessage() {}
 
 func (x *ReadLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[28]
+	mi := &file_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2019,7 +2106,7 @@ func (x *ReadLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogsRequest.ProtoReflect.Descriptor instead.
 func (*ReadLogsRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{28}
+	return file_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReadLogsRequest) GetContainer() string {
@@ -2082,7 +2169,7 @@ type ReadLogsResponse struct {
 
 func (x *ReadLogsResponse) Reset() {
 	*x = ReadLogsResponse{}
-	mi := &file_agent_proto_msgTypes[29]
+	mi := &file_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2094,7 +2181,7 @@ func (x *ReadLogsResponse) String() string {
 func (*ReadLogsResponse) ProtoMessage() {}
 
 func (x *ReadLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[29]
+	mi := &file_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2107,7 +2194,7 @@ func (x *ReadLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogsResponse.ProtoReflect.Descriptor instead.
 func (*ReadLogsResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{29}
+	return file_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ReadLogsResponse) GetData() []byte {
@@ -2148,7 +2235,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_agent_proto_msgTypes[30]
+	mi := &file_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2160,7 +2247,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[30]
+	mi := &file_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2173,7 +2260,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{30}
+	return file_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *LogChunk) GetStream() LogStream {
@@ -2198,7 +2285,7 @@ type ListContainersRequest struct {
 
 func (x *ListContainersRequest) Reset() {
 	*x = ListContainersRequest{}
-	mi := &file_agent_proto_msgTypes[31]
+	mi := &file_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2210,7 +2297,7 @@ func (x *ListContainersRequest) String() string {
 func (*ListContainersRequest) ProtoMessage() {}
 
 func (x *ListContainersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[31]
+	mi := &file_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2223,7 +2310,7 @@ func (x *ListContainersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListContainersRequest.ProtoReflect.Descriptor instead.
 func (*ListContainersRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{31}
+	return file_agent_proto_rawDescGZIP(), []int{32}
 }
 
 type ContainerStatus struct {
@@ -2244,7 +2331,7 @@ type ContainerStatus struct {
 
 func (x *ContainerStatus) Reset() {
 	*x = ContainerStatus{}
-	mi := &file_agent_proto_msgTypes[32]
+	mi := &file_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2256,7 +2343,7 @@ func (x *ContainerStatus) String() string {
 func (*ContainerStatus) ProtoMessage() {}
 
 func (x *ContainerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[32]
+	mi := &file_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2269,7 +2356,7 @@ func (x *ContainerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStatus.ProtoReflect.Descriptor instead.
 func (*ContainerStatus) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{32}
+	return file_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ContainerStatus) GetName() string {
@@ -2344,7 +2431,7 @@ type ListContainersResponse struct {
 
 func (x *ListContainersResponse) Reset() {
 	*x = ListContainersResponse{}
-	mi := &file_agent_proto_msgTypes[33]
+	mi := &file_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2356,7 +2443,7 @@ func (x *ListContainersResponse) String() string {
 func (*ListContainersResponse) ProtoMessage() {}
 
 func (x *ListContainersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[33]
+	mi := &file_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2369,7 +2456,7 @@ func (x *ListContainersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListContainersResponse.ProtoReflect.Descriptor instead.
 func (*ListContainersResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{33}
+	return file_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListContainersResponse) GetContainers() []*ContainerStatus {
@@ -2388,7 +2475,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_agent_proto_msgTypes[34]
+	mi := &file_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2400,7 +2487,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[34]
+	mi := &file_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2413,7 +2500,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{34}
+	return file_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *StatsRequest) GetContainer() string {
@@ -2434,7 +2521,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_agent_proto_msgTypes[35]
+	mi := &file_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2446,7 +2533,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[35]
+	mi := &file_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2459,7 +2546,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{35}
+	return file_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *StatsResponse) GetCpuUsageNs() uint64 {
@@ -2491,7 +2578,7 @@ type ShutdownRequest struct {
 
 func (x *ShutdownRequest) Reset() {
 	*x = ShutdownRequest{}
-	mi := &file_agent_proto_msgTypes[36]
+	mi := &file_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2503,7 +2590,7 @@ func (x *ShutdownRequest) String() string {
 func (*ShutdownRequest) ProtoMessage() {}
 
 func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[36]
+	mi := &file_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2516,7 +2603,7 @@ func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownRequest.ProtoReflect.Descriptor instead.
 func (*ShutdownRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{36}
+	return file_agent_proto_rawDescGZIP(), []int{37}
 }
 
 type ShutdownResponse struct {
@@ -2527,7 +2614,7 @@ type ShutdownResponse struct {
 
 func (x *ShutdownResponse) Reset() {
 	*x = ShutdownResponse{}
-	mi := &file_agent_proto_msgTypes[37]
+	mi := &file_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2539,7 +2626,7 @@ func (x *ShutdownResponse) String() string {
 func (*ShutdownResponse) ProtoMessage() {}
 
 func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[37]
+	mi := &file_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2552,7 +2639,7 @@ func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownResponse.ProtoReflect.Descriptor instead.
 func (*ShutdownResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{37}
+	return file_agent_proto_rawDescGZIP(), []int{38}
 }
 
 type GetEvidenceRequest struct {
@@ -2566,7 +2653,7 @@ type GetEvidenceRequest struct {
 
 func (x *GetEvidenceRequest) Reset() {
 	*x = GetEvidenceRequest{}
-	mi := &file_agent_proto_msgTypes[38]
+	mi := &file_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2578,7 +2665,7 @@ func (x *GetEvidenceRequest) String() string {
 func (*GetEvidenceRequest) ProtoMessage() {}
 
 func (x *GetEvidenceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[38]
+	mi := &file_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2591,7 +2678,7 @@ func (x *GetEvidenceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEvidenceRequest.ProtoReflect.Descriptor instead.
 func (*GetEvidenceRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{38}
+	return file_agent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetEvidenceRequest) GetRuntimeData() []byte {
@@ -2618,7 +2705,7 @@ type GetEvidenceResponse struct {
 
 func (x *GetEvidenceResponse) Reset() {
 	*x = GetEvidenceResponse{}
-	mi := &file_agent_proto_msgTypes[39]
+	mi := &file_agent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2630,7 +2717,7 @@ func (x *GetEvidenceResponse) String() string {
 func (*GetEvidenceResponse) ProtoMessage() {}
 
 func (x *GetEvidenceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[39]
+	mi := &file_agent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2643,7 +2730,7 @@ func (x *GetEvidenceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEvidenceResponse.ProtoReflect.Descriptor instead.
 func (*GetEvidenceResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{39}
+	return file_agent_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetEvidenceResponse) GetEvidence() []byte {
@@ -2669,7 +2756,7 @@ type WriteStdinRequest struct {
 
 func (x *WriteStdinRequest) Reset() {
 	*x = WriteStdinRequest{}
-	mi := &file_agent_proto_msgTypes[40]
+	mi := &file_agent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2681,7 +2768,7 @@ func (x *WriteStdinRequest) String() string {
 func (*WriteStdinRequest) ProtoMessage() {}
 
 func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[40]
+	mi := &file_agent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2694,7 +2781,7 @@ func (x *WriteStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinRequest.ProtoReflect.Descriptor instead.
 func (*WriteStdinRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{40}
+	return file_agent_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *WriteStdinRequest) GetContainer() string {
@@ -2733,7 +2820,7 @@ type WriteStdinResponse struct {
 
 func (x *WriteStdinResponse) Reset() {
 	*x = WriteStdinResponse{}
-	mi := &file_agent_proto_msgTypes[41]
+	mi := &file_agent_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2745,7 +2832,7 @@ func (x *WriteStdinResponse) String() string {
 func (*WriteStdinResponse) ProtoMessage() {}
 
 func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[41]
+	mi := &file_agent_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2758,7 +2845,7 @@ func (x *WriteStdinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStdinResponse.ProtoReflect.Descriptor instead.
 func (*WriteStdinResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{41}
+	return file_agent_proto_rawDescGZIP(), []int{42}
 }
 
 type ResizeTerminalRequest struct {
@@ -2775,7 +2862,7 @@ type ResizeTerminalRequest struct {
 
 func (x *ResizeTerminalRequest) Reset() {
 	*x = ResizeTerminalRequest{}
-	mi := &file_agent_proto_msgTypes[42]
+	mi := &file_agent_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2787,7 +2874,7 @@ func (x *ResizeTerminalRequest) String() string {
 func (*ResizeTerminalRequest) ProtoMessage() {}
 
 func (x *ResizeTerminalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[42]
+	mi := &file_agent_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2800,7 +2887,7 @@ func (x *ResizeTerminalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeTerminalRequest.ProtoReflect.Descriptor instead.
 func (*ResizeTerminalRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{42}
+	return file_agent_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ResizeTerminalRequest) GetContainer() string {
@@ -2839,7 +2926,7 @@ type ResizeTerminalResponse struct {
 
 func (x *ResizeTerminalResponse) Reset() {
 	*x = ResizeTerminalResponse{}
-	mi := &file_agent_proto_msgTypes[43]
+	mi := &file_agent_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2851,7 +2938,7 @@ func (x *ResizeTerminalResponse) String() string {
 func (*ResizeTerminalResponse) ProtoMessage() {}
 
 func (x *ResizeTerminalResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[43]
+	mi := &file_agent_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2864,7 +2951,7 @@ func (x *ResizeTerminalResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizeTerminalResponse.ProtoReflect.Descriptor instead.
 func (*ResizeTerminalResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{43}
+	return file_agent_proto_rawDescGZIP(), []int{44}
 }
 
 var File_agent_proto protoreflect.FileDescriptor
@@ -2901,17 +2988,23 @@ const file_agent_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12\x17\n" +
 	"\akey_uri\x18\x03 \x01(\tR\x06keyUri\x12\x1b\n" +
-	"\tread_only\x18\x04 \x01(\bR\breadOnly\"\x17\n" +
-	"\x15CreateSandboxResponse\"@\n" +
+	"\tread_only\x18\x04 \x01(\bR\breadOnly\"D\n" +
+	"\x15CreateSandboxResponse\x12+\n" +
+	"\x05spans\x18\x01 \x03(\v2\x15.cocoon.agent.v1.SpanR\x05spans\";\n" +
+	"\x04Span\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
+	"\vduration_us\x18\x02 \x01(\x03R\n" +
+	"durationUs\"@\n" +
 	"\x10PullImageRequest\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12\x16\n" +
-	"\x06mirror\x18\x02 \x01(\tR\x06mirror\"\xb7\x01\n" +
+	"\x06mirror\x18\x02 \x01(\tR\x06mirror\"\xe4\x01\n" +
 	"\x11PullImageResponse\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12'\n" +
 	"\x0fmanifest_digest\x18\x02 \x01(\tR\x0emanifestDigest\x12#\n" +
 	"\rconfig_digest\x18\x03 \x01(\tR\fconfigDigest\x12\x19\n" +
 	"\bdiff_ids\x18\x04 \x03(\tR\adiffIds\x12#\n" +
-	"\rcached_layers\x18\x05 \x01(\x05R\fcachedLayers\"+\n" +
+	"\rcached_layers\x18\x05 \x01(\x05R\fcachedLayers\x12+\n" +
+	"\x05spans\x18\x06 \x03(\v2\x15.cocoon.agent.v1.SpanR\x05spans\"+\n" +
 	"\x13PullProgressRequest\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\"\xc4\x01\n" +
 	"\x14PullProgressResponse\x12!\n" +
@@ -2973,12 +3066,14 @@ const file_agent_proto_rawDesc = "" +
 	"\bsearches\x18\x02 \x03(\tR\bsearches\x12\x18\n" +
 	"\aoptions\x18\x03 \x03(\tR\aoptions\"L\n" +
 	"\x16CreateContainerRequest\x122\n" +
-	"\x04spec\x18\x01 \x01(\v2\x1e.cocoon.agent.v1.ContainerSpecR\x04spec\"\x19\n" +
-	"\x17CreateContainerResponse\"5\n" +
+	"\x04spec\x18\x01 \x01(\v2\x1e.cocoon.agent.v1.ContainerSpecR\x04spec\"F\n" +
+	"\x17CreateContainerResponse\x12+\n" +
+	"\x05spans\x18\x01 \x03(\v2\x15.cocoon.agent.v1.SpanR\x05spans\"5\n" +
 	"\x15StartContainerRequest\x12\x1c\n" +
-	"\tcontainer\x18\x01 \x01(\tR\tcontainer\"*\n" +
+	"\tcontainer\x18\x01 \x01(\tR\tcontainer\"W\n" +
 	"\x16StartContainerResponse\x12\x10\n" +
-	"\x03pid\x18\x01 \x01(\x05R\x03pid\"O\n" +
+	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12+\n" +
+	"\x05spans\x18\x02 \x03(\v2\x15.cocoon.agent.v1.SpanR\x05spans\"O\n" +
 	"\x16RemoveContainerRequest\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\"\x19\n" +
@@ -3112,7 +3207,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_agent_proto_goTypes = []any{
 	(LogStream)(0),                  // 0: cocoon.agent.v1.LogStream
 	(EvidenceBinding)(0),            // 1: cocoon.agent.v1.EvidenceBinding
@@ -3123,99 +3218,104 @@ var file_agent_proto_goTypes = []any{
 	(*NetworkRoute)(nil),            // 6: cocoon.agent.v1.NetworkRoute
 	(*EncryptedVolume)(nil),         // 7: cocoon.agent.v1.EncryptedVolume
 	(*CreateSandboxResponse)(nil),   // 8: cocoon.agent.v1.CreateSandboxResponse
-	(*PullImageRequest)(nil),        // 9: cocoon.agent.v1.PullImageRequest
-	(*PullImageResponse)(nil),       // 10: cocoon.agent.v1.PullImageResponse
-	(*PullProgressRequest)(nil),     // 11: cocoon.agent.v1.PullProgressRequest
-	(*PullProgressResponse)(nil),    // 12: cocoon.agent.v1.PullProgressResponse
-	(*EnvVar)(nil),                  // 13: cocoon.agent.v1.EnvVar
-	(*VolumeMount)(nil),             // 14: cocoon.agent.v1.VolumeMount
-	(*Resources)(nil),               // 15: cocoon.agent.v1.Resources
-	(*ContainerSpec)(nil),           // 16: cocoon.agent.v1.ContainerSpec
-	(*DNSConfig)(nil),               // 17: cocoon.agent.v1.DNSConfig
-	(*CreateContainerRequest)(nil),  // 18: cocoon.agent.v1.CreateContainerRequest
-	(*CreateContainerResponse)(nil), // 19: cocoon.agent.v1.CreateContainerResponse
-	(*StartContainerRequest)(nil),   // 20: cocoon.agent.v1.StartContainerRequest
-	(*StartContainerResponse)(nil),  // 21: cocoon.agent.v1.StartContainerResponse
-	(*RemoveContainerRequest)(nil),  // 22: cocoon.agent.v1.RemoveContainerRequest
-	(*RemoveContainerResponse)(nil), // 23: cocoon.agent.v1.RemoveContainerResponse
-	(*ExecProcessRequest)(nil),      // 24: cocoon.agent.v1.ExecProcessRequest
-	(*ExecProcessResponse)(nil),     // 25: cocoon.agent.v1.ExecProcessResponse
-	(*SignalContainerRequest)(nil),  // 26: cocoon.agent.v1.SignalContainerRequest
-	(*SignalContainerResponse)(nil), // 27: cocoon.agent.v1.SignalContainerResponse
-	(*WaitContainerRequest)(nil),    // 28: cocoon.agent.v1.WaitContainerRequest
-	(*WaitContainerResponse)(nil),   // 29: cocoon.agent.v1.WaitContainerResponse
-	(*ReadLogsRequest)(nil),         // 30: cocoon.agent.v1.ReadLogsRequest
-	(*ReadLogsResponse)(nil),        // 31: cocoon.agent.v1.ReadLogsResponse
-	(*LogChunk)(nil),                // 32: cocoon.agent.v1.LogChunk
-	(*ListContainersRequest)(nil),   // 33: cocoon.agent.v1.ListContainersRequest
-	(*ContainerStatus)(nil),         // 34: cocoon.agent.v1.ContainerStatus
-	(*ListContainersResponse)(nil),  // 35: cocoon.agent.v1.ListContainersResponse
-	(*StatsRequest)(nil),            // 36: cocoon.agent.v1.StatsRequest
-	(*StatsResponse)(nil),           // 37: cocoon.agent.v1.StatsResponse
-	(*ShutdownRequest)(nil),         // 38: cocoon.agent.v1.ShutdownRequest
-	(*ShutdownResponse)(nil),        // 39: cocoon.agent.v1.ShutdownResponse
-	(*GetEvidenceRequest)(nil),      // 40: cocoon.agent.v1.GetEvidenceRequest
-	(*GetEvidenceResponse)(nil),     // 41: cocoon.agent.v1.GetEvidenceResponse
-	(*WriteStdinRequest)(nil),       // 42: cocoon.agent.v1.WriteStdinRequest
-	(*WriteStdinResponse)(nil),      // 43: cocoon.agent.v1.WriteStdinResponse
-	(*ResizeTerminalRequest)(nil),   // 44: cocoon.agent.v1.ResizeTerminalRequest
-	(*ResizeTerminalResponse)(nil),  // 45: cocoon.agent.v1.ResizeTerminalResponse
-	nil,                             // 46: cocoon.agent.v1.CreateSandboxRequest.SysctlsEntry
+	(*Span)(nil),                    // 9: cocoon.agent.v1.Span
+	(*PullImageRequest)(nil),        // 10: cocoon.agent.v1.PullImageRequest
+	(*PullImageResponse)(nil),       // 11: cocoon.agent.v1.PullImageResponse
+	(*PullProgressRequest)(nil),     // 12: cocoon.agent.v1.PullProgressRequest
+	(*PullProgressResponse)(nil),    // 13: cocoon.agent.v1.PullProgressResponse
+	(*EnvVar)(nil),                  // 14: cocoon.agent.v1.EnvVar
+	(*VolumeMount)(nil),             // 15: cocoon.agent.v1.VolumeMount
+	(*Resources)(nil),               // 16: cocoon.agent.v1.Resources
+	(*ContainerSpec)(nil),           // 17: cocoon.agent.v1.ContainerSpec
+	(*DNSConfig)(nil),               // 18: cocoon.agent.v1.DNSConfig
+	(*CreateContainerRequest)(nil),  // 19: cocoon.agent.v1.CreateContainerRequest
+	(*CreateContainerResponse)(nil), // 20: cocoon.agent.v1.CreateContainerResponse
+	(*StartContainerRequest)(nil),   // 21: cocoon.agent.v1.StartContainerRequest
+	(*StartContainerResponse)(nil),  // 22: cocoon.agent.v1.StartContainerResponse
+	(*RemoveContainerRequest)(nil),  // 23: cocoon.agent.v1.RemoveContainerRequest
+	(*RemoveContainerResponse)(nil), // 24: cocoon.agent.v1.RemoveContainerResponse
+	(*ExecProcessRequest)(nil),      // 25: cocoon.agent.v1.ExecProcessRequest
+	(*ExecProcessResponse)(nil),     // 26: cocoon.agent.v1.ExecProcessResponse
+	(*SignalContainerRequest)(nil),  // 27: cocoon.agent.v1.SignalContainerRequest
+	(*SignalContainerResponse)(nil), // 28: cocoon.agent.v1.SignalContainerResponse
+	(*WaitContainerRequest)(nil),    // 29: cocoon.agent.v1.WaitContainerRequest
+	(*WaitContainerResponse)(nil),   // 30: cocoon.agent.v1.WaitContainerResponse
+	(*ReadLogsRequest)(nil),         // 31: cocoon.agent.v1.ReadLogsRequest
+	(*ReadLogsResponse)(nil),        // 32: cocoon.agent.v1.ReadLogsResponse
+	(*LogChunk)(nil),                // 33: cocoon.agent.v1.LogChunk
+	(*ListContainersRequest)(nil),   // 34: cocoon.agent.v1.ListContainersRequest
+	(*ContainerStatus)(nil),         // 35: cocoon.agent.v1.ContainerStatus
+	(*ListContainersResponse)(nil),  // 36: cocoon.agent.v1.ListContainersResponse
+	(*StatsRequest)(nil),            // 37: cocoon.agent.v1.StatsRequest
+	(*StatsResponse)(nil),           // 38: cocoon.agent.v1.StatsResponse
+	(*ShutdownRequest)(nil),         // 39: cocoon.agent.v1.ShutdownRequest
+	(*ShutdownResponse)(nil),        // 40: cocoon.agent.v1.ShutdownResponse
+	(*GetEvidenceRequest)(nil),      // 41: cocoon.agent.v1.GetEvidenceRequest
+	(*GetEvidenceResponse)(nil),     // 42: cocoon.agent.v1.GetEvidenceResponse
+	(*WriteStdinRequest)(nil),       // 43: cocoon.agent.v1.WriteStdinRequest
+	(*WriteStdinResponse)(nil),      // 44: cocoon.agent.v1.WriteStdinResponse
+	(*ResizeTerminalRequest)(nil),   // 45: cocoon.agent.v1.ResizeTerminalRequest
+	(*ResizeTerminalResponse)(nil),  // 46: cocoon.agent.v1.ResizeTerminalResponse
+	nil,                             // 47: cocoon.agent.v1.CreateSandboxRequest.SysctlsEntry
 }
 var file_agent_proto_depIdxs = []int32{
 	2,  // 0: cocoon.agent.v1.CreateSandboxRequest.volumes:type_name -> cocoon.agent.v1.EmptyDir
 	7,  // 1: cocoon.agent.v1.CreateSandboxRequest.encrypted_volumes:type_name -> cocoon.agent.v1.EncryptedVolume
 	4,  // 2: cocoon.agent.v1.CreateSandboxRequest.network:type_name -> cocoon.agent.v1.Network
-	46, // 3: cocoon.agent.v1.CreateSandboxRequest.sysctls:type_name -> cocoon.agent.v1.CreateSandboxRequest.SysctlsEntry
+	47, // 3: cocoon.agent.v1.CreateSandboxRequest.sysctls:type_name -> cocoon.agent.v1.CreateSandboxRequest.SysctlsEntry
 	5,  // 4: cocoon.agent.v1.Network.interfaces:type_name -> cocoon.agent.v1.NetworkInterface
 	6,  // 5: cocoon.agent.v1.Network.routes:type_name -> cocoon.agent.v1.NetworkRoute
-	13, // 6: cocoon.agent.v1.ContainerSpec.env:type_name -> cocoon.agent.v1.EnvVar
-	14, // 7: cocoon.agent.v1.ContainerSpec.mounts:type_name -> cocoon.agent.v1.VolumeMount
-	15, // 8: cocoon.agent.v1.ContainerSpec.resources:type_name -> cocoon.agent.v1.Resources
-	17, // 9: cocoon.agent.v1.ContainerSpec.dns:type_name -> cocoon.agent.v1.DNSConfig
-	16, // 10: cocoon.agent.v1.CreateContainerRequest.spec:type_name -> cocoon.agent.v1.ContainerSpec
-	13, // 11: cocoon.agent.v1.ExecProcessRequest.env:type_name -> cocoon.agent.v1.EnvVar
-	32, // 12: cocoon.agent.v1.ReadLogsResponse.chunks:type_name -> cocoon.agent.v1.LogChunk
-	0,  // 13: cocoon.agent.v1.LogChunk.stream:type_name -> cocoon.agent.v1.LogStream
-	34, // 14: cocoon.agent.v1.ListContainersResponse.containers:type_name -> cocoon.agent.v1.ContainerStatus
-	1,  // 15: cocoon.agent.v1.GetEvidenceRequest.binding:type_name -> cocoon.agent.v1.EvidenceBinding
-	3,  // 16: cocoon.agent.v1.Agent.CreateSandbox:input_type -> cocoon.agent.v1.CreateSandboxRequest
-	9,  // 17: cocoon.agent.v1.Agent.PullImage:input_type -> cocoon.agent.v1.PullImageRequest
-	11, // 18: cocoon.agent.v1.Agent.PullProgress:input_type -> cocoon.agent.v1.PullProgressRequest
-	18, // 19: cocoon.agent.v1.Agent.CreateContainer:input_type -> cocoon.agent.v1.CreateContainerRequest
-	20, // 20: cocoon.agent.v1.Agent.StartContainer:input_type -> cocoon.agent.v1.StartContainerRequest
-	22, // 21: cocoon.agent.v1.Agent.RemoveContainer:input_type -> cocoon.agent.v1.RemoveContainerRequest
-	24, // 22: cocoon.agent.v1.Agent.ExecProcess:input_type -> cocoon.agent.v1.ExecProcessRequest
-	26, // 23: cocoon.agent.v1.Agent.SignalContainer:input_type -> cocoon.agent.v1.SignalContainerRequest
-	28, // 24: cocoon.agent.v1.Agent.WaitContainer:input_type -> cocoon.agent.v1.WaitContainerRequest
-	30, // 25: cocoon.agent.v1.Agent.ReadLogs:input_type -> cocoon.agent.v1.ReadLogsRequest
-	33, // 26: cocoon.agent.v1.Agent.ListContainers:input_type -> cocoon.agent.v1.ListContainersRequest
-	36, // 27: cocoon.agent.v1.Agent.Stats:input_type -> cocoon.agent.v1.StatsRequest
-	38, // 28: cocoon.agent.v1.Agent.Shutdown:input_type -> cocoon.agent.v1.ShutdownRequest
-	40, // 29: cocoon.agent.v1.Agent.GetEvidence:input_type -> cocoon.agent.v1.GetEvidenceRequest
-	42, // 30: cocoon.agent.v1.Agent.WriteStdin:input_type -> cocoon.agent.v1.WriteStdinRequest
-	44, // 31: cocoon.agent.v1.Agent.ResizeTerminal:input_type -> cocoon.agent.v1.ResizeTerminalRequest
-	8,  // 32: cocoon.agent.v1.Agent.CreateSandbox:output_type -> cocoon.agent.v1.CreateSandboxResponse
-	10, // 33: cocoon.agent.v1.Agent.PullImage:output_type -> cocoon.agent.v1.PullImageResponse
-	12, // 34: cocoon.agent.v1.Agent.PullProgress:output_type -> cocoon.agent.v1.PullProgressResponse
-	19, // 35: cocoon.agent.v1.Agent.CreateContainer:output_type -> cocoon.agent.v1.CreateContainerResponse
-	21, // 36: cocoon.agent.v1.Agent.StartContainer:output_type -> cocoon.agent.v1.StartContainerResponse
-	23, // 37: cocoon.agent.v1.Agent.RemoveContainer:output_type -> cocoon.agent.v1.RemoveContainerResponse
-	25, // 38: cocoon.agent.v1.Agent.ExecProcess:output_type -> cocoon.agent.v1.ExecProcessResponse
-	27, // 39: cocoon.agent.v1.Agent.SignalContainer:output_type -> cocoon.agent.v1.SignalContainerResponse
-	29, // 40: cocoon.agent.v1.Agent.WaitContainer:output_type -> cocoon.agent.v1.WaitContainerResponse
-	31, // 41: cocoon.agent.v1.Agent.ReadLogs:output_type -> cocoon.agent.v1.ReadLogsResponse
-	35, // 42: cocoon.agent.v1.Agent.ListContainers:output_type -> cocoon.agent.v1.ListContainersResponse
-	37, // 43: cocoon.agent.v1.Agent.Stats:output_type -> cocoon.agent.v1.StatsResponse
-	39, // 44: cocoon.agent.v1.Agent.Shutdown:output_type -> cocoon.agent.v1.ShutdownResponse
-	41, // 45: cocoon.agent.v1.Agent.GetEvidence:output_type -> cocoon.agent.v1.GetEvidenceResponse
-	43, // 46: cocoon.agent.v1.Agent.WriteStdin:output_type -> cocoon.agent.v1.WriteStdinResponse
-	45, // 47: cocoon.agent.v1.Agent.ResizeTerminal:output_type -> cocoon.agent.v1.ResizeTerminalResponse
-	32, // [32:48] is the sub-list for method output_type
-	16, // [16:32] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	9,  // 6: cocoon.agent.v1.CreateSandboxResponse.spans:type_name -> cocoon.agent.v1.Span
+	9,  // 7: cocoon.agent.v1.PullImageResponse.spans:type_name -> cocoon.agent.v1.Span
+	14, // 8: cocoon.agent.v1.ContainerSpec.env:type_name -> cocoon.agent.v1.EnvVar
+	15, // 9: cocoon.agent.v1.ContainerSpec.mounts:type_name -> cocoon.agent.v1.VolumeMount
+	16, // 10: cocoon.agent.v1.ContainerSpec.resources:type_name -> cocoon.agent.v1.Resources
+	18, // 11: cocoon.agent.v1.ContainerSpec.dns:type_name -> cocoon.agent.v1.DNSConfig
+	17, // 12: cocoon.agent.v1.CreateContainerRequest.spec:type_name -> cocoon.agent.v1.ContainerSpec
+	9,  // 13: cocoon.agent.v1.CreateContainerResponse.spans:type_name -> cocoon.agent.v1.Span
+	9,  // 14: cocoon.agent.v1.StartContainerResponse.spans:type_name -> cocoon.agent.v1.Span
+	14, // 15: cocoon.agent.v1.ExecProcessRequest.env:type_name -> cocoon.agent.v1.EnvVar
+	33, // 16: cocoon.agent.v1.ReadLogsResponse.chunks:type_name -> cocoon.agent.v1.LogChunk
+	0,  // 17: cocoon.agent.v1.LogChunk.stream:type_name -> cocoon.agent.v1.LogStream
+	35, // 18: cocoon.agent.v1.ListContainersResponse.containers:type_name -> cocoon.agent.v1.ContainerStatus
+	1,  // 19: cocoon.agent.v1.GetEvidenceRequest.binding:type_name -> cocoon.agent.v1.EvidenceBinding
+	3,  // 20: cocoon.agent.v1.Agent.CreateSandbox:input_type -> cocoon.agent.v1.CreateSandboxRequest
+	10, // 21: cocoon.agent.v1.Agent.PullImage:input_type -> cocoon.agent.v1.PullImageRequest
+	12, // 22: cocoon.agent.v1.Agent.PullProgress:input_type -> cocoon.agent.v1.PullProgressRequest
+	19, // 23: cocoon.agent.v1.Agent.CreateContainer:input_type -> cocoon.agent.v1.CreateContainerRequest
+	21, // 24: cocoon.agent.v1.Agent.StartContainer:input_type -> cocoon.agent.v1.StartContainerRequest
+	23, // 25: cocoon.agent.v1.Agent.RemoveContainer:input_type -> cocoon.agent.v1.RemoveContainerRequest
+	25, // 26: cocoon.agent.v1.Agent.ExecProcess:input_type -> cocoon.agent.v1.ExecProcessRequest
+	27, // 27: cocoon.agent.v1.Agent.SignalContainer:input_type -> cocoon.agent.v1.SignalContainerRequest
+	29, // 28: cocoon.agent.v1.Agent.WaitContainer:input_type -> cocoon.agent.v1.WaitContainerRequest
+	31, // 29: cocoon.agent.v1.Agent.ReadLogs:input_type -> cocoon.agent.v1.ReadLogsRequest
+	34, // 30: cocoon.agent.v1.Agent.ListContainers:input_type -> cocoon.agent.v1.ListContainersRequest
+	37, // 31: cocoon.agent.v1.Agent.Stats:input_type -> cocoon.agent.v1.StatsRequest
+	39, // 32: cocoon.agent.v1.Agent.Shutdown:input_type -> cocoon.agent.v1.ShutdownRequest
+	41, // 33: cocoon.agent.v1.Agent.GetEvidence:input_type -> cocoon.agent.v1.GetEvidenceRequest
+	43, // 34: cocoon.agent.v1.Agent.WriteStdin:input_type -> cocoon.agent.v1.WriteStdinRequest
+	45, // 35: cocoon.agent.v1.Agent.ResizeTerminal:input_type -> cocoon.agent.v1.ResizeTerminalRequest
+	8,  // 36: cocoon.agent.v1.Agent.CreateSandbox:output_type -> cocoon.agent.v1.CreateSandboxResponse
+	11, // 37: cocoon.agent.v1.Agent.PullImage:output_type -> cocoon.agent.v1.PullImageResponse
+	13, // 38: cocoon.agent.v1.Agent.PullProgress:output_type -> cocoon.agent.v1.PullProgressResponse
+	20, // 39: cocoon.agent.v1.Agent.CreateContainer:output_type -> cocoon.agent.v1.CreateContainerResponse
+	22, // 40: cocoon.agent.v1.Agent.StartContainer:output_type -> cocoon.agent.v1.StartContainerResponse
+	24, // 41: cocoon.agent.v1.Agent.RemoveContainer:output_type -> cocoon.agent.v1.RemoveContainerResponse
+	26, // 42: cocoon.agent.v1.Agent.ExecProcess:output_type -> cocoon.agent.v1.ExecProcessResponse
+	28, // 43: cocoon.agent.v1.Agent.SignalContainer:output_type -> cocoon.agent.v1.SignalContainerResponse
+	30, // 44: cocoon.agent.v1.Agent.WaitContainer:output_type -> cocoon.agent.v1.WaitContainerResponse
+	32, // 45: cocoon.agent.v1.Agent.ReadLogs:output_type -> cocoon.agent.v1.ReadLogsResponse
+	36, // 46: cocoon.agent.v1.Agent.ListContainers:output_type -> cocoon.agent.v1.ListContainersResponse
+	38, // 47: cocoon.agent.v1.Agent.Stats:output_type -> cocoon.agent.v1.StatsResponse
+	40, // 48: cocoon.agent.v1.Agent.Shutdown:output_type -> cocoon.agent.v1.ShutdownResponse
+	42, // 49: cocoon.agent.v1.Agent.GetEvidence:output_type -> cocoon.agent.v1.GetEvidenceResponse
+	44, // 50: cocoon.agent.v1.Agent.WriteStdin:output_type -> cocoon.agent.v1.WriteStdinResponse
+	46, // 51: cocoon.agent.v1.Agent.ResizeTerminal:output_type -> cocoon.agent.v1.ResizeTerminalResponse
+	36, // [36:52] is the sub-list for method output_type
+	20, // [20:36] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -3229,7 +3329,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   45,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
