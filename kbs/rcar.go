@@ -134,7 +134,7 @@ func (s *Server) auth(w http.ResponseWriter, r *http.Request) {
 		fail(w, ErrAttestation, "%v", err)
 		return
 	}
-	id, nonce, err := s.sessions.create(kind, binding)
+	id, nonce, err := s.sessions.Create(r.Context(), kind, binding)
 	if err != nil {
 		fail(w, ErrBusy, "%v", err)
 		return
@@ -328,7 +328,7 @@ func (s *Server) attest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a, ev := at.Request, at.Evidence
-	sess, tok, err := s.sessions.consumeNonce(c.Value, a.RuntimeData.Nonce)
+	sess, tok, err := s.sessions.ConsumeNonce(r.Context(), c.Value, a.RuntimeData.Nonce)
 	if err != nil {
 		s.audit(auditLine{Event: "attest", Verdict: "refused", Reason: err.Error()})
 		fail(w, ErrAttestation, "%v", err)
@@ -340,17 +340,17 @@ func (s *Server) attest(w http.ResponseWriter, r *http.Request) {
 		respond(w, http.StatusOK, map[string]string{"token": tok})
 		return
 	}
-	if at.AASNP && sess.tee == tee.Sim {
+	if at.AASNP && sess.TEE == tee.Sim {
 		ev.TEE = tee.Sim // verified against the simulated chip's roots, and only with --allow-sim
 	}
-	if sess.tee != ev.TEE {
-		fail(w, ErrAttestation, "the session was opened for tee %q but the evidence is %q", sess.tee, ev.TEE)
+	if sess.TEE != ev.TEE {
+		fail(w, ErrAttestation, "the session was opened for tee %q but the evidence is %q", sess.TEE, ev.TEE)
 		return
 	}
 	binding := tee.BindKeyBroker
 	structured := map[string]any{"nonce": a.RuntimeData.Nonce, "tee-pubkey": a.RuntimeData.TEEPubKey}
 	if at.Composite {
-		binding = sess.binding
+		binding = sess.Binding
 		structured["additional-evidence"] = at.Additional
 	}
 	canon, err := tee.CanonicalJSON(structured)
@@ -371,7 +371,10 @@ func (s *Server) attest(w http.ResponseWriter, r *http.Request) {
 		fail(w, ErrAttestation, "%v", err)
 		return
 	}
-	s.sessions.setToken(c.Value, tok)
+	if err := s.sessions.SetToken(r.Context(), c.Value, tok); err != nil {
+		s.internal(w, "record the session's token", err)
+		return
+	}
 	s.remember(tok, ear)
 	app := ear.CPU()
 	s.audit(auditLine{Event: "attest", Verdict: app.Status, TEE: string(ev.TEE), Measurement: app.Evidence.Measurement, HostData: app.Evidence.HostData, Binding: string(binding)})

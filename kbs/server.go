@@ -51,13 +51,16 @@ type Config struct {
 	OnPolicyChange func(text string) error
 	// Now is the sessions' clock (nil: time.Now).
 	Now func() time.Time
+	// Sessions keeps the protocol's sessions (nil: in this process's
+	// memory); a PGSessions lets replicas share them.
+	Sessions SessionStore
 }
 
 // Server is the key broker.
 type Server struct {
 	cfg      Config
 	log      *slog.Logger
-	sessions *sessions
+	sessions SessionStore
 	auditMu  sync.Mutex
 
 	mu     sync.RWMutex
@@ -114,7 +117,11 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, log: cfg.Logger, sessions: newSessions(cfg.SessionTTL, cfg.Now), policy: p}, nil
+	ss := cfg.Sessions
+	if ss == nil {
+		ss = newSessions(cfg.SessionTTL, cfg.Now)
+	}
+	return &Server{cfg: cfg, log: cfg.Logger, sessions: ss, policy: p}, nil
 }
 
 // Handler serves the KBS protocol and the admin API.
@@ -163,7 +170,7 @@ func (s *Server) claimsOf(r *http.Request) (map[string]any, *token.EAR, string, 
 	if b, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
 		raw = b
 	} else if c, err := r.Cookie("kbs-session-id"); err == nil {
-		raw, err = s.sessions.token(c.Value)
+		raw, err = s.sessions.Token(r.Context(), c.Value)
 		if err != nil {
 			return nil, nil, "", fmt.Errorf("%w: %w", errNoToken, err)
 		}
@@ -513,7 +520,7 @@ func (s *Server) setPolicy(w http.ResponseWriter, r *http.Request) {
 	respond(w, http.StatusOK, map[string]string{"status": "set"})
 }
 
-func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	fmt.Fprintf(w, "# HELP cocoon_kbs_sessions Open sessions.\n# TYPE cocoon_kbs_sessions gauge\ncocoon_kbs_sessions %d\n", s.sessions.count())
+	fmt.Fprintf(w, "# HELP cocoon_kbs_sessions Open sessions.\n# TYPE cocoon_kbs_sessions gauge\ncocoon_kbs_sessions %d\n", s.sessions.Count(r.Context()))
 }

@@ -1,6 +1,7 @@
 package kbs
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
@@ -20,8 +21,42 @@ type session struct {
 	expires   time.Time
 }
 
-// sessions are the KBS protocol's sessions: a nonce used once, then the
-// token the attestation earned, all expiring.
+// SessionStore keeps the KBS protocol's sessions: a nonce used once, then
+// the token the attestation earned, all expiring. The in-memory one serves
+// one broker; PGSessions lets any replica serve any step.
+type SessionStore interface {
+	// Create opens a session and returns its id and nonce.
+	Create(ctx context.Context, kind tee.Kind, binding tee.Binding) (id, nonce string, err error)
+	// ConsumeNonce checks the session's nonce and uses it, once across
+	// everything sharing the store. A session that already earned a token
+	// answers with it instead (as Trustee does); one whose nonce was used by
+	// an attestation that failed does not take another.
+	ConsumeNonce(ctx context.Context, id, nonce string) (*Session, string, error)
+	// SetToken records the token the session earned.
+	SetToken(ctx context.Context, id, tok string) error
+	// Token is the token the session earned.
+	Token(ctx context.Context, id string) (string, error)
+	// Count is how many sessions are open (metrics).
+	Count(ctx context.Context) int
+}
+
+// Session is what an attestation needs of its session.
+type Session struct {
+	TEE     tee.Kind
+	Binding tee.Binding // the composite evidence's binding
+}
+
+// Errors of sessions, the same from every SessionStore.
+var (
+	errUnknownSession = errors.New("unknown session: call POST /kbs/v0/auth again")
+	errExpiredSession = errors.New("the session expired: call POST /kbs/v0/auth again")
+	errNonceUsed      = errors.New("the session's nonce was already used: call POST /kbs/v0/auth for a new one")
+	errWrongNonce     = errors.New("runtime-data.nonce is not this session's nonce")
+	errNotAttested    = errors.New("the session has not attested: call POST /kbs/v0/attest")
+	errTooMany        = errors.New("too many open sessions; retry shortly")
+)
+
+// sessions are the in-memory SessionStore.
 type sessions struct {
 	ttl     time.Duration
 	now     func() time.Time
@@ -45,7 +80,8 @@ func rand32() string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-func (s *sessions) create(kind tee.Kind, binding tee.Binding) (string, string, error) {
+// Create implements SessionStore.
+func (s *sessions) Create(_ context.Context, kind tee.Kind, binding tee.Binding) (string, string, error) {
 	id, nonce := rand32(), rand32()
 	now := s.now()
 	s.mu.Lock()
@@ -58,7 +94,7 @@ func (s *sessions) create(kind tee.Kind, binding tee.Binding) (string, string, e
 			}
 		}
 		if len(s.m) >= maxSessions {
-			return "", "", errors.New("too many open sessions; retry shortly")
+			return "", "", errTooMany
 		}
 	}
 	s.m[id] = &session{tee: kind, binding: binding, nonce: nonce, expires: now.Add(s.ttl)}
@@ -68,19 +104,17 @@ func (s *sessions) create(kind tee.Kind, binding tee.Binding) (string, string, e
 func (s *sessions) get(id string) (*session, error) {
 	v, ok := s.m[id]
 	if !ok {
-		return nil, errors.New("unknown session: call POST /kbs/v0/auth again")
+		return nil, errUnknownSession
 	}
 	if s.now().After(v.expires) {
 		delete(s.m, id)
-		return nil, errors.New("the session expired: call POST /kbs/v0/auth again")
+		return nil, errExpiredSession
 	}
 	return v, nil
 }
 
-// consumeNonce checks the session's nonce and uses it. A session that
-// already earned a token answers with it (as Trustee does); one whose
-// nonce was used by an attestation that failed does not take another.
-func (s *sessions) consumeNonce(id, nonce string) (*session, string, error) {
+// ConsumeNonce implements SessionStore.
+func (s *sessions) ConsumeNonce(_ context.Context, id, nonce string) (*Session, string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	v, err := s.get(id)
@@ -91,25 +125,27 @@ func (s *sessions) consumeNonce(id, nonce string) (*session, string, error) {
 		return nil, v.token, nil
 	}
 	if v.nonceUsed {
-		return nil, "", errors.New("the session's nonce was already used: call POST /kbs/v0/auth for a new one")
+		return nil, "", errNonceUsed
 	}
 	if subtle.ConstantTimeCompare([]byte(v.nonce), []byte(nonce)) != 1 {
-		return nil, "", errors.New("runtime-data.nonce is not this session's nonce")
+		return nil, "", errWrongNonce
 	}
 	v.nonceUsed = true
-	c := *v
-	return &c, "", nil
+	return &Session{TEE: v.tee, Binding: v.binding}, "", nil
 }
 
-func (s *sessions) setToken(id, tok string) {
+// SetToken implements SessionStore.
+func (s *sessions) SetToken(_ context.Context, id, tok string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if v, ok := s.m[id]; ok {
 		v.token = tok
 	}
+	return nil
 }
 
-func (s *sessions) token(id string) (string, error) {
+// Token implements SessionStore.
+func (s *sessions) Token(_ context.Context, id string) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	v, err := s.get(id)
@@ -117,12 +153,13 @@ func (s *sessions) token(id string) (string, error) {
 		return "", err
 	}
 	if v.token == "" {
-		return "", errors.New("the session has not attested: call POST /kbs/v0/attest")
+		return "", errNotAttested
 	}
 	return v.token, nil
 }
 
-func (s *sessions) count() int {
+// Count implements SessionStore.
+func (s *sessions) Count(context.Context) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.m)

@@ -19,8 +19,8 @@ import (
 )
 
 // Store keeps resources by path ("repo/type/tag"). Put returns only after the
-// resource is durable. The interface is small so a shared database can back
-// several replicas later.
+// resource is durable. BoltStore is the embedded default; PGStore is shared
+// by replicas.
 type Store interface {
 	Put(ctx context.Context, path string, data []byte) error
 	Get(ctx context.Context, path string) ([]byte, error)
@@ -38,20 +38,53 @@ var bucket = []byte("resources")
 // under the master key (the path is the additional data, so a value cannot be
 // moved to another path).
 type BoltStore struct {
-	db   *bolt.DB
-	aead cipher.AEAD
+	db *bolt.DB
+	sealer
+}
+
+// sealer seals resources with AES-256-GCM under the master key, the path as
+// additional data: whatever holds the store (a file, a database) never sees
+// plaintext, and cannot move a value to another path.
+type sealer struct{ aead cipher.AEAD }
+
+func newSealer(masterKey []byte) (sealer, error) {
+	if len(masterKey) != 32 {
+		return sealer{}, fmt.Errorf("the master key must be 32 bytes, got %d", len(masterKey))
+	}
+	blk, err := aes.NewCipher(masterKey)
+	if err != nil {
+		return sealer{}, err
+	}
+	aead, err := cipher.NewGCM(blk)
+	if err != nil {
+		return sealer{}, err
+	}
+	return sealer{aead}, nil
+}
+
+func (s sealer) seal(path string, data []byte) ([]byte, error) {
+	nonce := make([]byte, s.aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	return s.aead.Seal(nonce, nonce, data, []byte(path)), nil
+}
+
+func (s sealer) open(path string, v []byte) ([]byte, error) {
+	n := s.aead.NonceSize()
+	if len(v) < n {
+		return nil, fmt.Errorf("%s: corrupt value", path)
+	}
+	pt, err := s.aead.Open(nil, v[:n], v[n:], []byte(path))
+	if err != nil {
+		return nil, fmt.Errorf("%s: cannot decrypt (wrong master key or tampered store): %w", path, err)
+	}
+	return pt, nil
 }
 
 // OpenBoltStore opens (creating) the store at path with a 32-byte master key.
 func OpenBoltStore(path string, masterKey []byte) (*BoltStore, error) {
-	if len(masterKey) != 32 {
-		return nil, fmt.Errorf("the master key must be 32 bytes, got %d", len(masterKey))
-	}
-	blk, err := aes.NewCipher(masterKey)
-	if err != nil {
-		return nil, err
-	}
-	aead, err := cipher.NewGCM(blk)
+	sl, err := newSealer(masterKey)
 	if err != nil {
 		return nil, err
 	}
@@ -66,16 +99,15 @@ func OpenBoltStore(path string, masterKey []byte) (*BoltStore, error) {
 		db.Close()
 		return nil, err
 	}
-	return &BoltStore{db: db, aead: aead}, nil
+	return &BoltStore{db: db, sealer: sl}, nil
 }
 
 // Put implements Store; bbolt commits with fsync before returning.
 func (s *BoltStore) Put(_ context.Context, path string, data []byte) error {
-	nonce := make([]byte, s.aead.NonceSize())
-	if _, err := rand.Read(nonce); err != nil {
+	sealed, err := s.seal(path, data)
+	if err != nil {
 		return err
 	}
-	sealed := s.aead.Seal(nonce, nonce, data, []byte(path))
 	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put([]byte(path), sealed) })
 }
 
@@ -87,16 +119,9 @@ func (s *BoltStore) Get(_ context.Context, path string) ([]byte, error) {
 		if v == nil {
 			return fmt.Errorf("%s: %w", path, ErrNotFound)
 		}
-		n := s.aead.NonceSize()
-		if len(v) < n {
-			return fmt.Errorf("%s: corrupt value", path)
-		}
-		pt, err := s.aead.Open(nil, v[:n], v[n:], []byte(path))
-		if err != nil {
-			return fmt.Errorf("%s: cannot decrypt (wrong master key or tampered store): %w", path, err)
-		}
+		pt, err := s.open(path, v)
 		out = pt
-		return nil
+		return err
 	})
 	return out, err
 }

@@ -20,6 +20,7 @@ if [ "${1:-}" = "--test" ]; then
   command -v pgrep >/dev/null || need+=(procps)
   [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
   command -v swtpm >/dev/null || need+=(swtpm)
+  ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 fi
 if [ "${1:-}" = "--bench" ]; then
   command -v gocryptfs >/dev/null || need+=(gocryptfs)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -127,15 +128,15 @@ policy, encrypted to a key that exists only inside the workload's TEE.
 	initCmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8443", "the address the broker will serve on (for its certificate and URL)")
 
 	var (
-		state, asURL, simRoots string
-		allowSim, offline      bool
+		state, asURL, simRoots, storeSpec string
+		allowSim, offline                 bool
 	)
 	serve := &cobra.Command{
 		Use:   "serve --state DIR --listen ADDR [--allow-sim] [--as URL]",
 		Short: "Serve the key broker (HTTPS)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return serveKBS(cmd, g, state, listen, asURL, simRoots, allowSim, offline)
+			return serveKBS(cmd, g, kbsServeFlags{state, listen, asURL, simRoots, storeSpec, allowSim, offline})
 		},
 	}
 	serve.Flags().StringVar(&state, "state", "", "state directory (from cocoon kbs init)")
@@ -144,6 +145,7 @@ policy, encrypted to a key that exists only inside the workload's TEE.
 	serve.Flags().StringVar(&asURL, "as", "", "also accept tokens from this attestation service (passport mode)")
 	serve.Flags().StringVar(&simRoots, "sim-roots", "", "the simulated TEE's roots (default: SIM_STATE/roots.pem)")
 	serve.Flags().BoolVar(&offline, "offline", false, "no AMD KDS / Intel PCS fetches and no CRL checks")
+	serve.Flags().StringVar(&storeSpec, "store", os.Getenv("COCOON_KBS_STORE"), "where resources and sessions live: bolt:PATH (default: the state directory's store, sessions in memory) or postgres://... shared by replicas (env COCOON_KBS_STORE, which keeps a password out of the process list)")
 
 	af := &kbsAdminFlags{}
 	put := &cobra.Command{
@@ -299,7 +301,41 @@ func masterKey(state string) ([]byte, error) {
 	return os.ReadFile(filepath.Join(state, kbs.FileMasterKey))
 }
 
-func serveKBS(cmd *cobra.Command, g *globals, state, listen, asURL, simRoots string, allowSim, offline bool) error {
+type kbsServeFlags struct {
+	state, listen, asURL, simRoots, store string
+	allowSim, offline                     bool
+}
+
+// openKBSStore opens the store spec names, and the sessions to go with it.
+func openKBSStore(ctx context.Context, spec, state string, mk []byte) (kbs.Store, kbs.SessionStore, func(), error) {
+	switch {
+	case strings.HasPrefix(spec, "postgres://"), strings.HasPrefix(spec, "postgresql://"):
+		p, err := kbs.OpenPostgres(ctx, spec)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		st, err := p.Store(mk)
+		if err != nil {
+			p.Close()
+			return nil, nil, nil, err
+		}
+		return st, p.Sessions(0, nil), p.Close, nil
+	case spec == "", strings.HasPrefix(spec, "bolt:"):
+		path := strings.TrimPrefix(spec, "bolt:")
+		if path == "" {
+			path = filepath.Join(state, kbs.FileStore)
+		}
+		st, err := kbs.OpenBoltStore(path, mk)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		return st, nil, func() { st.Close() }, nil
+	}
+	return nil, nil, nil, errors.New("--store takes bolt:PATH or a postgres:// URL")
+}
+
+func serveKBS(cmd *cobra.Command, g *globals, f kbsServeFlags) error {
+	state, listen, asURL, allowSim := f.state, f.listen, f.asURL, f.allowSim
 	if state == "" {
 		return errors.New("--state DIR is required (create it with cocoon kbs init)")
 	}
@@ -310,12 +346,12 @@ func serveKBS(cmd *cobra.Command, g *globals, state, listen, asURL, simRoots str
 	if err != nil {
 		return fmt.Errorf("master key: %w", err)
 	}
-	store, err := kbs.OpenBoltStore(filepath.Join(state, kbs.FileStore), mk)
+	store, sessions, closeStore, err := openKBSStore(cmd.Context(), f.store, state, mk)
 	clear(mk)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	defer closeStore()
 	signer, err := token.NewSigner(filepath.Join(state, kbs.FileTokenKeys), jose.ES256, 5*time.Minute)
 	if err != nil {
 		return err
@@ -325,9 +361,9 @@ func serveKBS(cmd *cobra.Command, g *globals, state, listen, asURL, simRoots str
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), nil))
-	vo := attest.Options{Offline: offline, CacheDir: filepath.Join(state, "cache")}
+	vo := attest.Options{Offline: f.offline, CacheDir: filepath.Join(state, "cache")}
 	if allowSim {
-		if vo.SimRoots, err = simRootsFor(g, simRoots); err != nil {
+		if vo.SimRoots, err = simRootsFor(g, f.simRoots); err != nil {
 			return fmt.Errorf("--allow-sim: %w", err)
 		}
 		vo.TrustSim = true
@@ -343,7 +379,7 @@ func serveKBS(cmd *cobra.Command, g *globals, state, listen, asURL, simRoots str
 		return err
 	}
 	defer auditF.Close()
-	cfg := kbs.Config{Store: store, Attestation: svc, Signer: signer, AdminKey: pub, AllowSim: allowSim, Audit: auditF, Logger: log,
+	cfg := kbs.Config{Store: store, Sessions: sessions, Attestation: svc, Signer: signer, AdminKey: pub, AllowSim: allowSim, Audit: auditF, Logger: log,
 		OnPolicyChange: func(text string) error {
 			return os.WriteFile(filepath.Join(state, kbs.FilePolicy), []byte(text), 0o600)
 		}}

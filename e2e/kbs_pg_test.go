@@ -1,0 +1,69 @@
+package e2e
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"cocoon.dev/cocoon/internal/testpg"
+)
+
+// TestKBSReplicasOnPostgres: two `cocoon kbs serve` replicas on one real
+// PostgreSQL (--store postgres://...): puts acknowledged by one, which is
+// then killed with SIGKILL, are all served by the other, to its admin API
+// and to a pod that attests to it; the database holds no plaintext.
+func TestKBSReplicasOnPostgres(t *testing.T) {
+	x := newH(t)
+	url := testpg.Start(t).Database(t)
+	state, addrA, addrB := filepath.Join(t.TempDir(), "kbs"), freeAddr(t), freeAddr(t)
+	a := x.startKBS(state, addrA, "--store", url, "--allow-sim")
+	x.startKBS(state, addrB, "--store", url, "--allow-sim")
+	f := filepath.Join(t.TempDir(), "v")
+	const n = 20
+	for i := 0; i < n; i++ {
+		os.WriteFile(f, []byte(fmt.Sprintf("value-%d", i)), 0o600)
+		x.mustRun(0, "kbs", "put", fmt.Sprintf("kbs:///rep/k/v%d", i), f, "--state", state) // to A, the state's URL
+	}
+	a.cmd.Process.Signal(syscall.SIGKILL)
+	a.cmd.Wait()
+	onB := []string{"--kbs", "https://" + addrB, "--admin-key", filepath.Join(state, "admin.key"), "--ca", filepath.Join(state, "ca.pem")}
+	for i := 0; i < n; i++ {
+		out, _ := x.mustRun(0, append([]string{"kbs", "get", fmt.Sprintf("kbs:///rep/k/v%d", i)}, onB...)...)
+		if out != fmt.Sprintf("value-%d", i) {
+			t.Errorf("v%d from B after A was killed: %q", i, out)
+		}
+	}
+	// A pod attests to B and gets a resource A stored.
+	ca, _ := os.ReadFile(filepath.Join(state, "ca.pem"))
+	p := x.pod(secretPod("rep", env.busybox, base64.StdEncoding.EncodeToString(ca), addrB, "echo secret=$(wget -qO- http://127.0.0.1:8006/cdh/resource/rep/k/v7)"))
+	x.mustRun(0, "policy", "generate", p)
+	if out, errs := x.mustRun(0, "run", p); !strings.Contains(out, "secret=value-7") {
+		t.Fatalf("pod via B: stdout %q stderr %q", out, errs)
+	}
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT sealed FROM kbs_resources`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+	if err != nil || len(all) != n {
+		t.Fatalf("%d rows: %v", len(all), err)
+	}
+	for _, v := range all {
+		if strings.Contains(string(v), "value-") {
+			t.Fatal("the database holds plaintext")
+		}
+	}
+}

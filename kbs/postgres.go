@@ -1,0 +1,291 @@
+package kbs
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"cocoon.dev/cocoon/tee"
+)
+
+// Postgres is a broker's shared state in PostgreSQL: resources (PGStore)
+// and protocol sessions (PGSessions), so that several replicas serve the
+// same broker and a replica's death loses nothing acknowledged. Resources
+// are sealed before they reach the database, as in the embedded store.
+type Postgres struct {
+	pool *pgxpool.Pool
+}
+
+// migrations are the schema's versions, applied in order at start, each
+// once (cocoon_kbs_schema records them). Append; never edit one that
+// shipped.
+var migrations = []string{
+	1: `CREATE TABLE kbs_resources (
+		path text PRIMARY KEY,
+		sealed bytea NOT NULL,
+		updated_at timestamptz NOT NULL DEFAULT now()
+	);
+	CREATE TABLE kbs_sessions (
+		id text PRIMARY KEY,
+		tee text NOT NULL,
+		binding text NOT NULL,
+		nonce text NOT NULL,
+		nonce_used boolean NOT NULL DEFAULT false,
+		token text NOT NULL DEFAULT '',
+		expires timestamptz NOT NULL
+	);
+	CREATE INDEX kbs_sessions_expires ON kbs_sessions (expires);`,
+}
+
+// migrationLock is the advisory lock replicas take to migrate one at a
+// time ("cocoon-kbs" in ASCII).
+const migrationLock = 0x636f636f6e6b6273
+
+// OpenPostgres connects to the database at url (postgres://...) and
+// brings its schema up to date.
+func OpenPostgres(ctx context.Context, url string) (*Postgres, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		// pgx's parse errors may quote the URL, password included.
+		return nil, errors.New("the store URL is not a PostgreSQL connection string (postgres://user@host:port/db?sslmode=...)")
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
+	}
+	p := &Postgres{pool: pool}
+	if err := p.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Postgres) migrate(ctx context.Context) error {
+	tx, err := p.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("connect to PostgreSQL: %w", err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrationLock)); err != nil {
+		return fmt.Errorf("schema: lock: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS cocoon_kbs_schema (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		return fmt.Errorf("schema: %w", err)
+	}
+	var have int
+	if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM cocoon_kbs_schema`).Scan(&have); err != nil {
+		return fmt.Errorf("schema: %w", err)
+	}
+	if have > len(migrations)-1 {
+		return fmt.Errorf("the database's schema is version %d; this cocoon knows up to %d: upgrade cocoon", have, len(migrations)-1)
+	}
+	for v := have + 1; v < len(migrations); v++ {
+		if _, err := tx.Exec(ctx, migrations[v]); err != nil {
+			return fmt.Errorf("schema: migrate to version %d: %w", v, err)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO cocoon_kbs_schema (version) VALUES ($1)`, v); err != nil {
+			return fmt.Errorf("schema: %w", err)
+		}
+	}
+	return tx.Commit(ctx)
+}
+
+// Close closes the connections.
+func (p *Postgres) Close() { p.pool.Close() }
+
+// PGStore is a Store in PostgreSQL: values sealed under the master key (the
+// database holds ciphertext only); a Put is acknowledged once committed.
+type PGStore struct {
+	p *Postgres
+	sealer
+}
+
+// Store returns the resource store, sealing with the 32-byte master key.
+func (p *Postgres) Store(masterKey []byte) (*PGStore, error) {
+	sl, err := newSealer(masterKey)
+	if err != nil {
+		return nil, err
+	}
+	return &PGStore{p: p, sealer: sl}, nil
+}
+
+// Put implements Store.
+func (s *PGStore) Put(ctx context.Context, path string, data []byte) error {
+	sealed, err := s.seal(path, data)
+	if err != nil {
+		return err
+	}
+	_, err = s.p.pool.Exec(ctx, `INSERT INTO kbs_resources (path, sealed) VALUES ($1, $2)
+		ON CONFLICT (path) DO UPDATE SET sealed = excluded.sealed, updated_at = now()`, path, sealed)
+	return err
+}
+
+// Get implements Store.
+func (s *PGStore) Get(ctx context.Context, path string) ([]byte, error) {
+	var v []byte
+	err := s.p.pool.QueryRow(ctx, `SELECT sealed FROM kbs_resources WHERE path = $1`, path).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("%s: %w", path, ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s.open(path, v)
+}
+
+// List implements Store.
+func (s *PGStore) List(ctx context.Context) ([]string, error) {
+	rows, err := s.p.pool.Query(ctx, `SELECT path FROM kbs_resources ORDER BY path`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// Delete implements Store.
+func (s *PGStore) Delete(ctx context.Context, path string) error {
+	tag, err := s.p.pool.Exec(ctx, `DELETE FROM kbs_resources WHERE path = $1`, path)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("%s: %w", path, ErrNotFound)
+	}
+	return nil
+}
+
+// Close implements Store; the connections are the Postgres's to close.
+func (s *PGStore) Close() error { return nil }
+
+// PGSessions keeps the protocol's sessions in PostgreSQL: a nonce is used
+// once across every replica (the row is locked while it is checked and
+// marked), and any replica serves any step of a session.
+type PGSessions struct {
+	p       *Postgres
+	ttl     time.Duration
+	now     func() time.Time
+	created atomic.Int64
+	full    atomic.Bool
+}
+
+// Sessions returns the shared session store; now is the clock (nil:
+// time.Now), ttl a session's life.
+func (p *Postgres) Sessions(ttl time.Duration, now func() time.Time) *PGSessions {
+	if now == nil {
+		now = time.Now
+	}
+	if ttl <= 0 {
+		ttl = 5 * time.Minute
+	}
+	return &PGSessions{p: p, ttl: ttl, now: now}
+}
+
+// Create implements SessionStore.
+func (s *PGSessions) Create(ctx context.Context, kind tee.Kind, binding tee.Binding) (string, string, error) {
+	id, nonce := rand32(), rand32()
+	now := s.now()
+	// Expired sessions go, and the open ones are counted, now and then
+	// (amortized over creations): auth is unauthenticated, so the table's
+	// size is bounded like the in-memory store's.
+	if s.created.Add(1)%1024 == 1 || s.full.Load() {
+		if _, err := s.p.pool.Exec(ctx, `DELETE FROM kbs_sessions WHERE expires < $1`, now); err != nil {
+			return "", "", err
+		}
+		var open int
+		if err := s.p.pool.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM kbs_sessions LIMIT $1) s`, maxSessions).Scan(&open); err != nil {
+			return "", "", err
+		}
+		s.full.Store(open >= maxSessions)
+	}
+	if s.full.Load() {
+		return "", "", errTooMany
+	}
+	_, err := s.p.pool.Exec(ctx, `INSERT INTO kbs_sessions (id, tee, binding, nonce, expires) VALUES ($1, $2, $3, $4, $5)`,
+		id, string(kind), string(binding), nonce, now.Add(s.ttl))
+	return id, nonce, err
+}
+
+type pgSession struct {
+	tee, binding, nonce, token string
+	used                       bool
+	expires                    time.Time
+}
+
+func (s *PGSessions) load(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, id, lock string) (*pgSession, error) {
+	var v pgSession
+	err := q.QueryRow(ctx, `SELECT tee, binding, nonce, nonce_used, token, expires FROM kbs_sessions WHERE id = $1`+lock, id).
+		Scan(&v.tee, &v.binding, &v.nonce, &v.used, &v.token, &v.expires)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, errUnknownSession
+	}
+	if err != nil {
+		return nil, err
+	}
+	if s.now().After(v.expires) {
+		return nil, errExpiredSession
+	}
+	return &v, nil
+}
+
+// ConsumeNonce implements SessionStore.
+func (s *PGSessions) ConsumeNonce(ctx context.Context, id, nonce string) (*Session, string, error) {
+	tx, err := s.p.pool.Begin(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	v, err := s.load(ctx, tx, id, " FOR UPDATE")
+	if err != nil {
+		return nil, "", err
+	}
+	if v.token != "" {
+		return nil, v.token, nil
+	}
+	if v.used {
+		return nil, "", errNonceUsed
+	}
+	if subtle.ConstantTimeCompare([]byte(v.nonce), []byte(nonce)) != 1 {
+		return nil, "", errWrongNonce
+	}
+	if _, err := tx.Exec(ctx, `UPDATE kbs_sessions SET nonce_used = true WHERE id = $1`, id); err != nil {
+		return nil, "", err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, "", err
+	}
+	return &Session{TEE: tee.Kind(v.tee), Binding: tee.Binding(v.binding)}, "", nil
+}
+
+// SetToken implements SessionStore.
+func (s *PGSessions) SetToken(ctx context.Context, id, tok string) error {
+	_, err := s.p.pool.Exec(ctx, `UPDATE kbs_sessions SET token = $2 WHERE id = $1`, id, tok)
+	return err
+}
+
+// Token implements SessionStore.
+func (s *PGSessions) Token(ctx context.Context, id string) (string, error) {
+	v, err := s.load(ctx, s.p.pool, id, "")
+	if err != nil {
+		return "", err
+	}
+	if v.token == "" {
+		return "", errNotAttested
+	}
+	return v.token, nil
+}
+
+// Count implements SessionStore.
+func (s *PGSessions) Count(ctx context.Context) int {
+	var n int
+	_ = s.p.pool.QueryRow(ctx, `SELECT count(*) FROM kbs_sessions WHERE expires >= $1`, s.now()).Scan(&n)
+	return n
+}

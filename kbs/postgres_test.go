@@ -1,0 +1,191 @@
+package kbs_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"cocoon.dev/cocoon/internal/testpg"
+	"cocoon.dev/cocoon/kbs"
+	"cocoon.dev/cocoon/kbs/client"
+)
+
+// replicas starts two brokers on one real PostgreSQL database, each with
+// its own connections (as two processes would have), sharing the token
+// keys and the attestation service as replicas share their state
+// directory.
+func replicas(t *testing.T) (a, b *fixture, url string) {
+	t.Helper()
+	pg := testpg.Start(t)
+	url = pg.Database(t)
+	master := bytes.Repeat([]byte{9}, 32)
+	open := func(c *kbs.Config) {
+		p, err := kbs.OpenPostgres(context.Background(), url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Close)
+		st, err := p.Store(master)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Store, c.Sessions = st, p.Sessions(0, nil)
+	}
+	var shared kbs.Config
+	a = newFixture(t, true, func(c *kbs.Config) { open(c); shared = *c })
+	b = newFixture(t, true, func(c *kbs.Config) {
+		open(c)
+		c.Signer, c.Attestation = shared.Signer, shared.Attestation
+	})
+	return a, b, url
+}
+
+// TestReplicasShareTheProtocol: auth on one replica, attest on the other,
+// the resource from the first; a put on one is read on the other; the
+// database holds ciphertext only.
+func TestReplicasShareTheProtocol(t *testing.T) {
+	a, b, url := replicas(t)
+	ctx := context.Background()
+	const secret = "a secret both replicas serve"
+	if err := a.admin.Put(ctx, "app/key/db", []byte(secret)); err != nil {
+		t.Fatal(err)
+	}
+	p := newProtocol(t, a)
+	n := p.auth()
+	p.f = b
+	code, m := p.post("/kbs/v0/attest", p.attestBody(n, p.pub(), p.pub(), false))
+	if code != 200 {
+		t.Fatalf("attest on B after auth on A: %d %v", code, m)
+	}
+	p.f = a
+	resp, err := p.hc.Get(a.srv.URL + "/kbs/v0/resource/app/key/db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("resource on A after attest on B: %d %s", resp.StatusCode, body)
+	}
+	if pt, err := client.Decrypt(body, p.priv); err != nil || string(pt) != secret {
+		t.Fatalf("decrypt: %q %v", pt, err)
+	}
+	// What was put on A is read on B (each replica's admin API here has
+	// its own key).
+	if got, err := b.admin.Get(ctx, "app/key/db"); err != nil || string(got) != secret {
+		t.Errorf("B's admin read of A's put: %q %v", got, err)
+	}
+	if err := b.admin.Delete(ctx, "app/key/db"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.admin.Get(ctx, "app/key/db"); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("A after B's delete: %v", err)
+	}
+	if err := a.admin.Put(ctx, "app/key/db", []byte(secret)); err != nil {
+		t.Fatal(err)
+	}
+	// The database itself holds ciphertext.
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var sealed []byte
+	if err := conn.QueryRow(ctx, `SELECT sealed FROM kbs_resources WHERE path = 'app/key/db'`).Scan(&sealed); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(sealed, []byte(secret)) || len(sealed) < len(secret)+16 {
+		t.Error("the database holds the resource in plaintext")
+	}
+}
+
+// TestNonceOnceAcrossReplicas: a nonce spent on one replica (by an
+// attestation that failed) is refused on the other; the same session
+// attested on both at once verifies its evidence once: every success
+// carries the one token.
+func TestNonceOnceAcrossReplicas(t *testing.T) {
+	a, b, _ := replicas(t)
+	p := newProtocol(t, a)
+	n := p.auth()
+	if code, m := p.post("/kbs/v0/attest", p.attestBody(n, p.pub(), p.pub(), true)); code != 401 {
+		t.Fatalf("tampered evidence on A: %d %v", code, m)
+	}
+	p.f = b
+	if code, m := p.post("/kbs/v0/attest", p.attestBody(n, p.pub(), p.pub(), false)); code != 401 || !strings.Contains(m["detail"].(string), "already used") {
+		t.Fatalf("the nonce spent on A, on B: %d %v", code, m)
+	}
+
+	for i := 0; i < 8; i++ {
+		p := newProtocol(t, a)
+		n := p.auth()
+		body := p.attestBody(n, p.pub(), p.pub(), false)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		tokens := map[string]int{}
+		for _, f := range []*fixture{a, b} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				q := *p
+				q.f = f
+				code, m := q.post("/kbs/v0/attest", body)
+				mu.Lock()
+				defer mu.Unlock()
+				if code == 200 {
+					tokens[m["token"].(string)]++
+				} else if code != 401 || !strings.Contains(m["detail"].(string), "already used") {
+					t.Errorf("concurrent attest: %d %v", code, m)
+				}
+			}()
+		}
+		wg.Wait()
+		if len(tokens) != 1 {
+			t.Fatalf("round %d: %d distinct tokens for one session (want the evidence verified once)", i, len(tokens))
+		}
+	}
+}
+
+// TestSchemaMigrations: replicas opening at once migrate once; a database
+// migrated by a newer cocoon is refused with what to do.
+func TestSchemaMigrations(t *testing.T) {
+	url := testpg.Start(t).Database(t)
+	ctx := context.Background()
+	errs := make(chan error, 4)
+	for i := 0; i < 4; i++ {
+		go func() {
+			p, err := kbs.OpenPostgres(ctx, url)
+			if err == nil {
+				p.Close()
+			}
+			errs <- err
+		}()
+	}
+	for i := 0; i < 4; i++ {
+		if err := <-errs; err != nil {
+			t.Fatalf("concurrent open: %v", err)
+		}
+	}
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var versions int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM cocoon_kbs_schema`).Scan(&versions); err != nil || versions != 1 {
+		t.Fatalf("schema versions recorded: %d %v", versions, err)
+	}
+	if _, err := conn.Exec(ctx, `INSERT INTO cocoon_kbs_schema (version) VALUES (99)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kbs.OpenPostgres(ctx, url); err == nil || !strings.Contains(err.Error(), "upgrade cocoon") {
+		t.Fatalf("a newer schema: %v", err)
+	}
+	if _, err := kbs.OpenPostgres(ctx, "mysql://root:hunter2@x"); err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("a bad URL: %v", err)
+	}
+}
