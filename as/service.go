@@ -55,6 +55,9 @@ type Config struct {
 	NonceTTL time.Duration
 	// Now is the nonces' clock (nil: time.Now).
 	Now func() time.Time
+	// Nonces keeps the challenges' nonces (nil: in this process's memory);
+	// a PGNonces lets replicas share them.
+	Nonces NonceStore
 	// AllowNoNonce accepts requests without a nonce (for evidence captured
 	// elsewhere, whose REPORT_DATA cannot bind a fresh nonce); their tokens
 	// carry no eat_nonce, so relying parties see they prove no freshness.
@@ -68,7 +71,7 @@ type Config struct {
 type Service struct {
 	cfg      Config
 	verifier *attest.Verifier
-	nonces   *nonceStore
+	nonces   NonceStore
 	policy   rego.PreparedEvalQuery
 	metrics  *metrics
 	log      *slog.Logger
@@ -119,8 +122,12 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("appraisal policy: %w", err)
 	}
+	var nonces NonceStore = newNonceStore(cfg.NonceTTL, maxNonces, cfg.Now)
+	if cfg.Nonces != nil {
+		nonces = cfg.Nonces
+	}
 	return &Service{
-		cfg: cfg, verifier: attest.NewVerifier(), nonces: newNonceStore(cfg.NonceTTL, 1<<20, cfg.Now),
+		cfg: cfg, verifier: attest.NewVerifier(), nonces: nonces,
 		policy: q, metrics: newMetrics(), log: cfg.Logger, ref: cfg.Reference,
 	}, nil
 }
@@ -148,10 +155,14 @@ var (
 	fail    = httpjson.Fail
 )
 
-func (s *Service) challenge(w http.ResponseWriter, _ *http.Request) {
-	n, exp, err := s.nonces.issue()
-	if err != nil {
+func (s *Service) challenge(w http.ResponseWriter, r *http.Request) {
+	n, exp, err := s.nonces.Issue(r.Context())
+	if errors.Is(err, errTooManyChallenges) {
 		fail(w, http.StatusServiceUnavailable, "busy", "%v; retry shortly", err)
+		return
+	}
+	if err != nil {
+		httpjson.Internal(w, s.log, "challenge", err)
 		return
 	}
 	respond(w, http.StatusOK, map[string]string{"nonce": n, "expires_at": exp.UTC().Format(time.RFC3339)})
@@ -258,10 +269,17 @@ func (s *Service) attestation(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "bad_request", "%v", err)
 		return
 	}
-	if req.Nonce != "" && !s.nonces.consume(req.Nonce) {
-		s.metrics.verdict("refused")
-		fail(w, http.StatusUnauthorized, "bad_nonce", "the nonce is unknown, already used or expired; get a fresh one from POST /challenge")
-		return
+	if req.Nonce != "" {
+		ok, err := s.nonces.Consume(r.Context(), req.Nonce)
+		if err != nil {
+			httpjson.Internal(w, s.log, "attestation", err)
+			return
+		}
+		if !ok {
+			s.metrics.verdict("refused")
+			fail(w, http.StatusUnauthorized, "bad_nonce", "the nonce is unknown, already used or expired; get a fresh one from POST /challenge")
+			return
+		}
 	}
 	bound, structured, err := boundData(req)
 	if err != nil {

@@ -1,6 +1,7 @@
 package as
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
@@ -12,7 +13,32 @@ import (
 	"time"
 )
 
-// nonceStore issues single-use nonces that expire.
+// NonceStore issues single-use nonces that expire. The in-memory one serves
+// one service; PGNonces lets replicas share them.
+type NonceStore interface {
+	// Issue makes a nonce and says when it expires.
+	Issue(ctx context.Context) (string, time.Time, error)
+	// Consume reports whether nonce was issued, unexpired and unused, and
+	// uses it: once across everything sharing the store.
+	Consume(ctx context.Context, nonce string) (bool, error)
+}
+
+// maxNonces bounds the outstanding challenges (POST /challenge is
+// unauthenticated).
+const maxNonces = 1 << 20
+
+// errTooManyChallenges refuses a challenge while the store is full.
+var errTooManyChallenges = errors.New("too many outstanding challenges")
+
+func newNonce() (string, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b[:]), nil
+}
+
+// nonceStore is the in-memory NonceStore.
 type nonceStore struct {
 	ttl    time.Duration
 	now    func() time.Time
@@ -29,12 +55,12 @@ func newNonceStore(ttl time.Duration, max int, now func() time.Time) *nonceStore
 	return &nonceStore{ttl: ttl, max: max, now: now, m: map[string]time.Time{}}
 }
 
-func (n *nonceStore) issue() (string, time.Time, error) {
-	var b [32]byte
-	if _, err := rand.Read(b[:]); err != nil {
+// Issue implements NonceStore.
+func (n *nonceStore) Issue(context.Context) (string, time.Time, error) {
+	s, err := newNonce()
+	if err != nil {
 		return "", time.Time{}, err
 	}
-	s := base64.RawURLEncoding.EncodeToString(b[:])
 	now := n.now()
 	exp := now.Add(n.ttl)
 	n.mu.Lock()
@@ -47,23 +73,23 @@ func (n *nonceStore) issue() (string, time.Time, error) {
 			}
 		}
 		if len(n.m) >= n.max {
-			return "", time.Time{}, errors.New("too many outstanding challenges")
+			return "", time.Time{}, errTooManyChallenges
 		}
 	}
 	n.m[s] = exp
 	return s, exp, nil
 }
 
-// consume reports whether nonce was issued, unexpired and unused, and uses it.
-func (n *nonceStore) consume(nonce string) bool {
+// Consume implements NonceStore.
+func (n *nonceStore) Consume(_ context.Context, nonce string) (bool, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	exp, ok := n.m[nonce]
 	if !ok {
-		return false
+		return false, nil
 	}
 	delete(n.m, nonce)
-	return n.now().Before(exp)
+	return n.now().Before(exp), nil
 }
 
 // metrics are the service's Prometheus metrics, in the text format.

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"cocoon.dev/cocoon/internal/pgschema"
 	"cocoon.dev/cocoon/tee"
 )
 
@@ -22,9 +23,8 @@ type Postgres struct {
 	pool *pgxpool.Pool
 }
 
-// migrations are the schema's versions, applied in order at start, each
-// once (cocoon_kbs_schema records them). Append; never edit one that
-// shipped.
+// migrations are the schema's versions (pgschema.Migrate; recorded in
+// cocoon_kbs_schema). Append; never edit one that shipped.
 var migrations = []string{
 	1: `CREATE TABLE kbs_resources (
 		path text PRIMARY KEY,
@@ -50,51 +50,15 @@ const migrationLock = 0x636f636f6e6b6273
 // OpenPostgres connects to the database at url (postgres://...) and
 // brings its schema up to date.
 func OpenPostgres(ctx context.Context, url string) (*Postgres, error) {
-	cfg, err := pgxpool.ParseConfig(url)
+	pool, err := pgschema.Open(ctx, url)
 	if err != nil {
-		// pgx's parse errors may quote the URL, password included.
-		return nil, errors.New("the store URL is not a PostgreSQL connection string (postgres://user@host:port/db?sslmode=...)")
+		return nil, err
 	}
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
-	}
-	p := &Postgres{pool: pool}
-	if err := p.migrate(ctx); err != nil {
+	if err := pgschema.Migrate(ctx, pool, "cocoon_kbs_schema", migrationLock, migrations); err != nil {
 		pool.Close()
 		return nil, err
 	}
-	return p, nil
-}
-
-func (p *Postgres) migrate(ctx context.Context) error {
-	tx, err := p.pool.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("connect to PostgreSQL: %w", err)
-	}
-	defer func() { _ = tx.Rollback(ctx) }()
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrationLock)); err != nil {
-		return fmt.Errorf("schema: lock: %w", err)
-	}
-	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS cocoon_kbs_schema (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
-		return fmt.Errorf("schema: %w", err)
-	}
-	var have int
-	if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM cocoon_kbs_schema`).Scan(&have); err != nil {
-		return fmt.Errorf("schema: %w", err)
-	}
-	if have > len(migrations)-1 {
-		return fmt.Errorf("the database's schema is version %d; this cocoon knows up to %d: upgrade cocoon", have, len(migrations)-1)
-	}
-	for v := have + 1; v < len(migrations); v++ {
-		if _, err := tx.Exec(ctx, migrations[v]); err != nil {
-			return fmt.Errorf("schema: migrate to version %d: %w", v, err)
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO cocoon_kbs_schema (version) VALUES ($1)`, v); err != nil {
-			return fmt.Errorf("schema: %w", err)
-		}
-	}
-	return tx.Commit(ctx)
+	return &Postgres{pool: pool}, nil
 }
 
 // Close closes the connections.

@@ -38,9 +38,9 @@ func newASCmd(g *globals) *cobra.Command {
 		Short: "The attestation service: verify evidence, issue signed tokens",
 	}
 	var (
-		listen, state, refs, cert, key, issuer, simRoots string
-		trustSim, offline, noNonce                       bool
-		ttl                                              time.Duration
+		listen, state, refs, cert, key, issuer, simRoots, store string
+		trustSim, offline, noNonce                              bool
+		ttl                                                     time.Duration
 	)
 	serve := &cobra.Command{
 		Use:   "serve --listen ADDR --state DIR",
@@ -105,6 +105,17 @@ contraindicated according to the reference values (docs/attestation-service.md).
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			switch {
+			case strings.HasPrefix(store, "postgres://"), strings.HasPrefix(store, "postgresql://"):
+				n, err := as.OpenPGNonces(ctx, store, 0, nil)
+				if err != nil {
+					return err
+				}
+				defer n.Close()
+				cfg.Nonces = n
+			case store != "":
+				return errors.New("--store takes a postgres:// URL (without it, nonces live in this process)")
+			}
 			svc, err := as.New(ctx, cfg)
 			if err != nil {
 				return err
@@ -128,6 +139,7 @@ contraindicated according to the reference values (docs/attestation-service.md).
 	f.StringVar(&simRoots, "sim-roots", "", "the simulated TEE's roots (default: SIM_STATE/roots.pem)")
 	f.BoolVar(&offline, "offline", false, "no AMD KDS / Intel PCS fetches and no CRL checks")
 	f.BoolVar(&noNonce, "allow-no-nonce", false, "accept evidence that binds no nonce (captured evidence); its tokens prove no freshness")
+	f.StringVar(&store, "store", os.Getenv("COCOON_AS_STORE"), "a postgres:// URL where replicas share their challenges' nonces, each used once across them (env COCOON_AS_STORE, which keeps a password out of the process list); default: in this process")
 	f.DurationVar(&ttl, "token-ttl", 5*time.Minute, "lifetime of issued tokens")
 	cmd.AddCommand(serve)
 	return cmd
