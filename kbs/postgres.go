@@ -20,8 +20,17 @@ import (
 // same broker and a replica's death loses nothing acknowledged. Resources
 // are sealed before they reach the database, as in the embedded store.
 type Postgres struct {
-	pool *pgxpool.Pool
+	pool   *pgxpool.Pool
+	closed atomic.Bool
+	// life ends when the store is closed: a policy listener's wait stops
+	// at once rather than hold its connection (and Close) until it times
+	// out.
+	life    context.Context
+	endLife context.CancelFunc
 }
+
+// ErrStoreClosed is what a closed store answers.
+var ErrStoreClosed = errors.New("kbs: the store is closed")
 
 // migrations are the schema's versions (pgschema.Migrate; recorded in
 // cocoon_kbs_schema). Append; never edit one that shipped.
@@ -41,6 +50,11 @@ var migrations = []string{
 		expires timestamptz NOT NULL
 	);
 	CREATE INDEX kbs_sessions_expires ON kbs_sessions (expires);`,
+	2: `CREATE TABLE kbs_policy (
+		id integer PRIMARY KEY CHECK (id = 1),
+		text text NOT NULL,
+		version bigint NOT NULL
+	);`,
 }
 
 // migrationLock is the advisory lock replicas take to migrate one at a
@@ -58,11 +72,16 @@ func OpenPostgres(ctx context.Context, url string) (*Postgres, error) {
 		pool.Close()
 		return nil, err
 	}
-	return &Postgres{pool: pool}, nil
+	life, end := context.WithCancel(context.Background())
+	return &Postgres{pool: pool, life: life, endLife: end}, nil
 }
 
-// Close closes the connections.
-func (p *Postgres) Close() { p.pool.Close() }
+// Close closes the connections; whatever follows the store stops.
+func (p *Postgres) Close() {
+	p.closed.Store(true)
+	p.endLife()
+	p.pool.Close()
+}
 
 // PGStore is a Store in PostgreSQL: values sealed under the master key (the
 // database holds ciphertext only); a Put is acknowledged once committed.
@@ -252,4 +271,86 @@ func (s *PGSessions) Count(ctx context.Context) int {
 	var n int
 	_ = s.p.pool.QueryRow(ctx, `SELECT count(*) FROM kbs_sessions WHERE expires >= $1`, s.now()).Scan(&n)
 	return n
+}
+
+// PGPolicies keeps the release policy in PostgreSQL: a policy set on one
+// replica is the policy of all of them (they are told by NOTIFY, and look
+// again at least every few seconds).
+type PGPolicies struct {
+	p        *Postgres
+	listener *pgxpool.Conn
+}
+
+// Policies returns the shared release policy.
+func (p *Postgres) Policies() *PGPolicies { return &PGPolicies{p: p} }
+
+// policyChannel is the NOTIFY channel of policy changes.
+const policyChannel = "cocoon_kbs_policy"
+
+// ReleasePolicy implements PolicyStore.
+func (s *PGPolicies) ReleasePolicy(ctx context.Context) (string, int64, error) {
+	var text string
+	var ver int64
+	err := s.p.pool.QueryRow(ctx, `SELECT text, version FROM kbs_policy WHERE id = 1`).Scan(&text, &ver)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", 0, nil
+	}
+	return text, ver, err
+}
+
+// SetReleasePolicy implements PolicyStore.
+func (s *PGPolicies) SetReleasePolicy(ctx context.Context, text string) (int64, error) {
+	tx, err := s.p.pool.Begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	var ver int64
+	if err := tx.QueryRow(ctx, `INSERT INTO kbs_policy (id, text, version) VALUES (1, $1, 1)
+		ON CONFLICT (id) DO UPDATE SET text = excluded.text, version = kbs_policy.version + 1 RETURNING version`, text).Scan(&ver); err != nil {
+		return 0, err
+	}
+	// Delivered to the listeners when the transaction commits.
+	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, policyChannel); err != nil {
+		return 0, err
+	}
+	return ver, tx.Commit(ctx)
+}
+
+// WaitPolicyChange implements PolicyStore. It is called from one goroutine.
+func (s *PGPolicies) WaitPolicyChange(ctx context.Context, d time.Duration) error {
+	if s.p.closed.Load() {
+		if s.listener != nil {
+			s.listener.Release()
+			s.listener = nil
+		}
+		return ErrStoreClosed
+	}
+	if s.listener == nil {
+		c, err := s.p.pool.Acquire(ctx)
+		if err != nil {
+			return err
+		}
+		if _, err := c.Exec(ctx, `LISTEN `+policyChannel); err != nil {
+			c.Release()
+			return err
+		}
+		s.listener = c
+	}
+	wctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	defer context.AfterFunc(s.p.life, cancel)()
+	_, err := s.listener.Conn().WaitForNotification(wctx)
+	if err == nil || wctx.Err() != nil && ctx.Err() == nil && s.p.life.Err() == nil {
+		return nil // told, or time to look again
+	}
+	if s.p.life.Err() != nil {
+		s.listener.Release()
+		s.listener = nil
+		return ErrStoreClosed
+	}
+	// The connection is in doubt: a fresh one next time.
+	s.listener.Release()
+	s.listener = nil
+	return err
 }

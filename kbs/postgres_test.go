@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -34,7 +35,7 @@ func replicas(t *testing.T) (a, b *fixture, url string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.Store, c.Sessions = st, p.Sessions(0, nil)
+		c.Store, c.Sessions, c.Policies = st, p.Sessions(0, nil), p.Policies()
 	}
 	var shared kbs.Config
 	a = newFixture(t, true, func(c *kbs.Config) { open(c); shared = *c })
@@ -176,7 +177,7 @@ func TestSchemaMigrations(t *testing.T) {
 	}
 	defer conn.Close(ctx)
 	var versions int
-	if err := conn.QueryRow(ctx, `SELECT count(*) FROM cocoon_kbs_schema`).Scan(&versions); err != nil || versions != 1 {
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM cocoon_kbs_schema`).Scan(&versions); err != nil || versions != 2 {
 		t.Fatalf("schema versions recorded: %d %v", versions, err)
 	}
 	if _, err := conn.Exec(ctx, `INSERT INTO cocoon_kbs_schema (version) VALUES (99)`); err != nil {
@@ -187,5 +188,53 @@ func TestSchemaMigrations(t *testing.T) {
 	}
 	if _, err := kbs.OpenPostgres(ctx, "mysql://root:hunter2@x"); err == nil || strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("a bad URL: %v", err)
+	}
+}
+
+// TestPolicyAcrossReplicas: a release policy set on one replica governs the
+// other at once (NOTIFY), so a tightened policy is not escaped by asking
+// elsewhere; a replica started later reads it from the store.
+func TestPolicyAcrossReplicas(t *testing.T) {
+	a, b, _ := replicas(t)
+	ctx := context.Background()
+	if err := a.admin.Put(ctx, "app/key/db", []byte("s3cret")); err != nil {
+		t.Fatal(err)
+	}
+	fetch := func(f *fixture) (int, string) {
+		p := newProtocol(t, f)
+		n := p.auth()
+		if code, m := p.post("/kbs/v0/attest", p.attestBody(n, p.pub(), p.pub(), false)); code != 200 {
+			t.Fatalf("attest: %d %v", code, m)
+		}
+		resp, err := p.hc.Get(f.srv.URL + "/kbs/v0/resource/app/key/db")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := fetch(b); code != 200 {
+		t.Fatalf("B before: %d %s", code, body)
+	}
+	deny := "package policy\nimport rego.v1\ndefault allow := false\nreasons contains \"closed for maintenance\"\n"
+	if err := a.admin.SetPolicy(ctx, []byte(deny)); err != nil {
+		t.Fatal(err)
+	}
+	// B is told by NOTIFY; it looks again within 5 s anyway.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, err := b.admin.Policy(ctx)
+		if err == nil && got == deny {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("B's policy after A's set: %q %v", got, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("B had the new policy %v after A's set", time.Since(deadline.Add(-10*time.Second)))
+	if code, body := fetch(b); code != 401 || !strings.Contains(body, "PolicyDeny") || !strings.Contains(body, "closed for maintenance") {
+		t.Fatalf("B after A tightened the policy: %d %s", code, body)
 	}
 }

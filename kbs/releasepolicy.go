@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -18,6 +19,18 @@ import (
 //
 //go:embed default-policy.rego
 var DefaultReleasePolicy string
+
+// PolicyStore keeps the release policy where every replica reads it.
+type PolicyStore interface {
+	// ReleasePolicy is the stored policy and its version ("" and 0 when
+	// none was set).
+	ReleasePolicy(ctx context.Context) (text string, version int64, err error)
+	// SetReleasePolicy stores a policy and returns its version.
+	SetReleasePolicy(ctx context.Context, text string) (int64, error)
+	// WaitPolicyChange returns when the policy may have changed, or after
+	// at most d.
+	WaitPolicyChange(ctx context.Context, d time.Duration) error
+}
 
 // releasePolicy is a compiled release policy. The query binds data.resource
 // to the resource asked for; input is the token's claims.

@@ -54,6 +54,11 @@ type Config struct {
 	// Sessions keeps the protocol's sessions (nil: in this process's
 	// memory); a PGSessions lets replicas share them.
 	Sessions SessionStore
+	// Policies keeps the release policy for every replica (nil: this
+	// process's, with OnPolicyChange); the server follows its changes
+	// while ctx given to NewServer lives. The stored policy wins over
+	// ReleasePolicy, which seeds an empty store.
+	Policies PolicyStore
 }
 
 // Server is the key broker.
@@ -65,6 +70,9 @@ type Server struct {
 
 	mu     sync.RWMutex
 	policy *releasePolicy
+	// policyVer is the stored version of policy (with Config.Policies):
+	// only a newer one replaces it.
+	policyVer int64
 
 	// verified caches tokens already verified, until they expire, and
 	// decisions already made for a token and a resource under the current
@@ -110,6 +118,23 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 		cfg.Audit = io.Discard
 	}
 	text := cfg.ReleasePolicy
+	var version int64
+	if cfg.Policies != nil {
+		stored, v, err := cfg.Policies.ReleasePolicy(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("kbs: read the release policy: %w", err)
+		}
+		switch {
+		case stored != "":
+			text, version = stored, v
+		case text != "":
+			// An empty database takes this replica's policy, so that
+			// every replica follows one.
+			if version, err = cfg.Policies.SetReleasePolicy(ctx, text); err != nil {
+				return nil, fmt.Errorf("kbs: store the release policy: %w", err)
+			}
+		}
+	}
 	if text == "" {
 		text = DefaultReleasePolicy
 	}
@@ -121,7 +146,59 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 	if ss == nil {
 		ss = newSessions(cfg.SessionTTL, cfg.Now)
 	}
-	return &Server{cfg: cfg, log: cfg.Logger, sessions: ss, policy: p}, nil
+	srv := &Server{cfg: cfg, log: cfg.Logger, sessions: ss, policy: p, policyVer: version}
+	if cfg.Policies != nil {
+		go srv.followPolicy(ctx, version)
+	}
+	return srv, nil
+}
+
+// policyRecheck is how often a replica looks at the stored policy when it
+// was not told of a change.
+const policyRecheck = 5 * time.Second
+
+// followPolicy swaps in the stored release policy whenever its version
+// changes, until ctx ends.
+func (s *Server) followPolicy(ctx context.Context, have int64) {
+	for ctx.Err() == nil {
+		if err := s.cfg.Policies.WaitPolicyChange(ctx, policyRecheck); err != nil {
+			if ctx.Err() != nil || errors.Is(err, ErrStoreClosed) {
+				return
+			}
+			s.log.Warn("release policy: waiting for changes failed; looking again shortly", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(policyRecheck):
+			}
+		}
+		text, ver, err := s.cfg.Policies.ReleasePolicy(ctx)
+		if err != nil || ver == have || text == "" {
+			continue
+		}
+		p, err := compileReleasePolicy(ctx, text, s.cfg.AllowSim)
+		have = ver
+		if err != nil {
+			s.log.Error("release policy: the stored version does not compile; keeping the current one", "version", ver, "err", err)
+			continue
+		}
+		if s.applyPolicy(p, ver) {
+			s.log.Info("release policy: now the stored version", "version", ver)
+		}
+	}
+}
+
+// applyPolicy makes p the release policy unless a newer stored version is
+// already in force (two admins setting policies on two replicas at once end
+// with the one the store ordered last, everywhere).
+func (s *Server) applyPolicy(p *releasePolicy, ver int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cfg.Policies != nil && ver <= s.policyVer {
+		return false
+	}
+	s.policy, s.policyVer = p, ver
+	return true
 }
 
 // Handler serves the KBS protocol and the admin API.
@@ -507,15 +584,20 @@ func (s *Server) setPolicy(w http.ResponseWriter, r *http.Request) {
 		fail(w, ErrParsePolicy, "%v", err)
 		return
 	}
+	var ver int64
+	if s.cfg.Policies != nil {
+		if ver, err = s.cfg.Policies.SetReleasePolicy(r.Context(), string(text)); err != nil {
+			s.internal(w, "the store", err)
+			return
+		}
+	}
 	if s.cfg.OnPolicyChange != nil {
 		if err := s.cfg.OnPolicyChange(string(text)); err != nil {
 			s.internal(w, "the store", err)
 			return
 		}
 	}
-	s.mu.Lock()
-	s.policy = p
-	s.mu.Unlock()
+	s.applyPolicy(p, ver)
 	s.audit(auditLine{Event: "admin_policy", Verdict: "set"})
 	respond(w, http.StatusOK, map[string]string{"status": "set"})
 }

@@ -306,20 +306,29 @@ type kbsServeFlags struct {
 	allowSim, offline                     bool
 }
 
-// openKBSStore opens the store spec names, and the sessions to go with it.
-func openKBSStore(ctx context.Context, spec, state string, mk []byte) (kbs.Store, kbs.SessionStore, func(), error) {
+// kbsBackend is where a broker keeps what it keeps: resources, and with a
+// shared database its sessions and release policy too (nil: in-process).
+type kbsBackend struct {
+	store    kbs.Store
+	sessions kbs.SessionStore
+	policies kbs.PolicyStore
+	close    func()
+}
+
+// openKBSStore opens the store spec names.
+func openKBSStore(ctx context.Context, spec, state string, mk []byte) (*kbsBackend, error) {
 	switch {
 	case strings.HasPrefix(spec, "postgres://"), strings.HasPrefix(spec, "postgresql://"):
 		p, err := kbs.OpenPostgres(ctx, spec)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, err
 		}
 		st, err := p.Store(mk)
 		if err != nil {
 			p.Close()
-			return nil, nil, nil, err
+			return nil, err
 		}
-		return st, p.Sessions(0, nil), p.Close, nil
+		return &kbsBackend{store: st, sessions: p.Sessions(0, nil), policies: p.Policies(), close: p.Close}, nil
 	case spec == "", strings.HasPrefix(spec, "bolt:"):
 		path := strings.TrimPrefix(spec, "bolt:")
 		if path == "" {
@@ -327,11 +336,11 @@ func openKBSStore(ctx context.Context, spec, state string, mk []byte) (kbs.Store
 		}
 		st, err := kbs.OpenBoltStore(path, mk)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, err
 		}
-		return st, nil, func() { st.Close() }, nil
+		return &kbsBackend{store: st, close: func() { st.Close() }}, nil
 	}
-	return nil, nil, nil, errors.New("--store takes bolt:PATH or a postgres:// URL")
+	return nil, errors.New("--store takes bolt:PATH or a postgres:// URL")
 }
 
 func serveKBS(cmd *cobra.Command, g *globals, f kbsServeFlags) error {
@@ -346,12 +355,12 @@ func serveKBS(cmd *cobra.Command, g *globals, f kbsServeFlags) error {
 	if err != nil {
 		return fmt.Errorf("master key: %w", err)
 	}
-	store, sessions, closeStore, err := openKBSStore(cmd.Context(), f.store, state, mk)
+	be, err := openKBSStore(cmd.Context(), f.store, state, mk)
 	clear(mk)
 	if err != nil {
 		return err
 	}
-	defer closeStore()
+	defer be.close()
 	signer, err := token.NewSigner(filepath.Join(state, kbs.FileTokenKeys), jose.ES256, 5*time.Minute)
 	if err != nil {
 		return err
@@ -379,7 +388,7 @@ func serveKBS(cmd *cobra.Command, g *globals, f kbsServeFlags) error {
 		return err
 	}
 	defer auditF.Close()
-	cfg := kbs.Config{Store: store, Sessions: sessions, Attestation: svc, Signer: signer, AdminKey: pub, AllowSim: allowSim, Audit: auditF, Logger: log,
+	cfg := kbs.Config{Store: be.store, Sessions: be.sessions, Policies: be.policies, Attestation: svc, Signer: signer, AdminKey: pub, AllowSim: allowSim, Audit: auditF, Logger: log,
 		OnPolicyChange: func(text string) error {
 			return os.WriteFile(filepath.Join(state, kbs.FilePolicy), []byte(text), 0o600)
 		}}
