@@ -170,8 +170,11 @@ func TestTerminalContainer(t *testing.T) {
 	ctx := context.Background()
 	// A program reading its terminal in canonical mode, as most do (an
 	// interactive shell's line editor would also answer cursor queries).
+	// runc relays input and window-size changes from separate goroutines,
+	// so the size can land after the line: the program looks again until
+	// it has.
 	spec := &agentv1.ContainerSpec{Name: "tty", Image: ref, Stdin: true, Tty: true,
-		Command: []string{"sh", "-c", "read line; test -t 1 && echo tty-out; stty size; echo got-$line >&2; exec cat"}}
+		Command: []string{"sh", "-c", "read line; test -t 1 && echo tty-out; for i in 1 2 3 4 5 6 7 8 9 10; do s=$(stty size); [ \"$s\" = '33 99' ] && break; sleep 0.2; done; echo $s; echo got-$line >&2; exec cat"}}
 	if _, err := cl.CreateContainer(ctx, &agentv1.CreateContainerRequest{Spec: spec}); err != nil {
 		t.Fatal(err)
 	}
