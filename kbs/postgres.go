@@ -2,6 +2,10 @@ package kbs
 
 import (
 	"context"
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -53,7 +57,8 @@ var migrations = []string{
 	2: `CREATE TABLE kbs_policy (
 		id integer PRIMARY KEY CHECK (id = 1),
 		text text NOT NULL,
-		version bigint NOT NULL
+		version bigint NOT NULL,
+		mac bytea NOT NULL
 	);`,
 }
 
@@ -275,14 +280,33 @@ func (s *PGSessions) Count(ctx context.Context) int {
 
 // PGPolicies keeps the release policy in PostgreSQL: a policy set on one
 // replica is the policy of all of them (they are told by NOTIFY, and look
-// again at least every few seconds).
+// again at least every few seconds). The database is not trusted with the
+// policy's integrity: each version carries an HMAC under a key derived from
+// the master key, and one that does not verify is refused.
 type PGPolicies struct {
 	p        *Postgres
+	macKey   []byte
 	listener *pgxpool.Conn
 }
 
-// Policies returns the shared release policy.
-func (p *Postgres) Policies() *PGPolicies { return &PGPolicies{p: p} }
+// Policies returns the shared release policy, authenticated with a key
+// derived from the 32-byte master key.
+func (p *Postgres) Policies(masterKey []byte) (*PGPolicies, error) {
+	k, err := hkdf.Key(sha256.New, masterKey, nil, "cocoon kbs release policy mac", 32)
+	if err != nil {
+		return nil, err
+	}
+	return &PGPolicies{p: p, macKey: k}, nil
+}
+
+func (s *PGPolicies) mac(version int64, text string) []byte {
+	m := hmac.New(sha256.New, s.macKey)
+	var v [8]byte
+	binary.BigEndian.PutUint64(v[:], uint64(version))
+	m.Write(v[:])
+	m.Write([]byte(text))
+	return m.Sum(nil)
+}
 
 // policyChannel is the NOTIFY channel of policy changes.
 const policyChannel = "cocoon_kbs_policy"
@@ -291,11 +315,18 @@ const policyChannel = "cocoon_kbs_policy"
 func (s *PGPolicies) ReleasePolicy(ctx context.Context) (string, int64, error) {
 	var text string
 	var ver int64
-	err := s.p.pool.QueryRow(ctx, `SELECT text, version FROM kbs_policy WHERE id = 1`).Scan(&text, &ver)
+	var mac []byte
+	err := s.p.pool.QueryRow(ctx, `SELECT text, version, mac FROM kbs_policy WHERE id = 1`).Scan(&text, &ver, &mac)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", 0, nil
 	}
-	return text, ver, err
+	if err != nil {
+		return "", 0, err
+	}
+	if !hmac.Equal(mac, s.mac(ver, text)) {
+		return "", 0, fmt.Errorf("the stored release policy (version %d) does not carry this master key's MAC: the database was altered, or the replicas have different master keys", ver)
+	}
+	return text, ver, nil
 }
 
 // SetReleasePolicy implements PolicyStore.
@@ -305,9 +336,16 @@ func (s *PGPolicies) SetReleasePolicy(ctx context.Context, text string) (int64, 
 		return 0, err
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
+	// One setter at a time, the first one included (no row to lock yet).
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrationLock+1)); err != nil {
+		return 0, err
+	}
 	var ver int64
-	if err := tx.QueryRow(ctx, `INSERT INTO kbs_policy (id, text, version) VALUES (1, $1, 1)
-		ON CONFLICT (id) DO UPDATE SET text = excluded.text, version = kbs_policy.version + 1 RETURNING version`, text).Scan(&ver); err != nil {
+	if err := tx.QueryRow(ctx, `SELECT coalesce((SELECT version FROM kbs_policy WHERE id = 1), 0) + 1`).Scan(&ver); err != nil {
+		return 0, err
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO kbs_policy (id, text, version, mac) VALUES (1, $1, $2, $3)
+		ON CONFLICT (id) DO UPDATE SET text = excluded.text, version = excluded.version, mac = excluded.mac`, text, ver, s.mac(ver, text)); err != nil {
 		return 0, err
 	}
 	// Delivered to the listeners when the transaction commits.

@@ -35,7 +35,11 @@ func replicas(t *testing.T) (a, b *fixture, url string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.Store, c.Sessions, c.Policies = st, p.Sessions(0, nil), p.Policies()
+		pol, err := p.Policies(master)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Store, c.Sessions, c.Policies = st, p.Sessions(0, nil), pol
 	}
 	var shared kbs.Config
 	a = newFixture(t, true, func(c *kbs.Config) { open(c); shared = *c })
@@ -195,7 +199,7 @@ func TestSchemaMigrations(t *testing.T) {
 // other at once (NOTIFY), so a tightened policy is not escaped by asking
 // elsewhere; a replica started later reads it from the store.
 func TestPolicyAcrossReplicas(t *testing.T) {
-	a, b, _ := replicas(t)
+	a, b, url := replicas(t)
 	ctx := context.Background()
 	if err := a.admin.Put(ctx, "app/key/db", []byte("s3cret")); err != nil {
 		t.Fatal(err)
@@ -236,5 +240,32 @@ func TestPolicyAcrossReplicas(t *testing.T) {
 	t.Logf("B had the new policy %v after A's set", time.Since(deadline.Add(-10*time.Second)))
 	if code, body := fetch(b); code != 401 || !strings.Contains(body, "PolicyDeny") || !strings.Contains(body, "closed for maintenance") {
 		t.Fatalf("B after A tightened the policy: %d %s", code, body)
+	}
+
+	// Whoever controls the database cannot loosen the policy: a version
+	// written without the master key's MAC is refused by the replicas (B
+	// keeps enforcing the last good one) and by a replica starting up.
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `UPDATE kbs_policy SET text = $1, version = version + 1`, "package policy\nallow := true\n"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `SELECT pg_notify('cocoon_kbs_policy', '')`); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := fetch(b); code != 401 || !strings.Contains(body, "closed for maintenance") {
+		t.Fatalf("B after the database was altered: %d %s", code, body)
+	}
+	p, err := kbs.OpenPostgres(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	pol, _ := p.Policies(bytes.Repeat([]byte{9}, 32))
+	if text, _, err := pol.ReleasePolicy(ctx); err == nil || !strings.Contains(err.Error(), "MAC") {
+		t.Fatalf("an altered stored policy read back: %q %v", text, err)
 	}
 }

@@ -173,7 +173,13 @@ func (s *Server) followPolicy(ctx context.Context, have int64) {
 			}
 		}
 		text, ver, err := s.cfg.Policies.ReleasePolicy(ctx)
-		if err != nil || ver == have || text == "" {
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Error("release policy: the stored one cannot be read; keeping the current one", "err", err)
+			}
+			continue
+		}
+		if ver == have || text == "" {
 			continue
 		}
 		p, err := compileReleasePolicy(ctx, text, s.cfg.AllowSim)

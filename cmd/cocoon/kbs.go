@@ -103,11 +103,21 @@ policy, encrypted to a key that exists only inside the workload's TEE.
   cocoon kbs ls --state DIR
   cocoon kbs policy get|set [FILE] --state DIR`,
 	}
-	var listen string
+	var listen, kube string
 	initCmd := &cobra.Command{
-		Use:   "init --state DIR [--listen ADDR]",
+		Use:   "init --state DIR [--listen ADDR] [--kubernetes FILE]",
 		Short: "Create a broker's keys, TLS certificate and master key",
-		Args:  cobra.NoArgs,
+		Long: `Create a broker's state directory: admin key pair, master key, TLS
+certificate for the --listen host, token signing keys.
+
+With --kubernetes FILE, also write the manifests of the trust services on
+Kubernetes (deploy/trust-services.yaml: the broker and the attestation service
+as replicated Deployments on PostgreSQL) preceded by the Secrets they read; give
+--listen the broker's Service name so its certificate matches.`,
+		Example: `  cocoon kbs init --state kbs --listen 127.0.0.1:8443
+  cocoon kbs init --state kbs --listen cocoon-kbs.cocoon-trust.svc:8443 --kubernetes trust.yaml
+  kubectl apply -f trust.yaml`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			state, _ := cmd.Flags().GetString("state")
 			if state == "" {
@@ -116,6 +126,12 @@ policy, encrypted to a key that exists only inside the workload's TEE.
 			cfg, err := kbs.Init(state, listen)
 			if err != nil {
 				return err
+			}
+			if kube != "" {
+				if err := writeKubernetes(state, kube); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "Kubernetes manifests and Secrets in %s (it holds the master key); apply with kubectl apply -f %s\n", kube, kube)
 			}
 			if g.json() {
 				return printJSON(cmd.OutOrStdout(), cfg)
@@ -126,6 +142,7 @@ policy, encrypted to a key that exists only inside the workload's TEE.
 	}
 	initCmd.Flags().String("state", "", "state directory to create")
 	initCmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8443", "the address the broker will serve on (for its certificate and URL)")
+	initCmd.Flags().StringVar(&kube, "kubernetes", "", "also write the trust services' Kubernetes manifests and Secrets to FILE (0600)")
 
 	var (
 		state, asURL, simRoots, storeSpec string
@@ -328,7 +345,12 @@ func openKBSStore(ctx context.Context, spec, state string, mk []byte) (*kbsBacke
 			p.Close()
 			return nil, err
 		}
-		return &kbsBackend{store: st, sessions: p.Sessions(0, nil), policies: p.Policies(), close: p.Close}, nil
+		pol, err := p.Policies(mk)
+		if err != nil {
+			p.Close()
+			return nil, err
+		}
+		return &kbsBackend{store: st, sessions: p.Sessions(0, nil), policies: pol, close: p.Close}, nil
 	case spec == "", strings.HasPrefix(spec, "bolt:"):
 		path := strings.TrimPrefix(spec, "bolt:")
 		if path == "" {
