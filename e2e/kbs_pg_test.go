@@ -40,7 +40,19 @@ func TestKBSReplicasOnPostgres(t *testing.T) {
 			t.Errorf("v%d from B after A was killed: %q", i, out)
 		}
 	}
-	// A pod attests to B and gets a resource A stored.
+	// A second version of v7 through B, then disabled: versions, as the
+	// CLI lists them, are shared too, and the newest enabled one is what
+	// a release takes.
+	os.WriteFile(f, []byte("value-7-rotated"), 0o600)
+	x.mustRun(0, append([]string{"kbs", "put", "kbs:///rep/k/v7", f}, onB...)...)
+	if out, _ := x.mustRun(0, append([]string{"kbs", "versions", "kbs:///rep/k/v7"}, onB...)...); out != "1\tenabled\n2\tenabled\n" {
+		t.Errorf("versions: %q", out)
+	}
+	x.mustRun(0, append([]string{"kbs", "disable", "kbs:///rep/k/v7", "--version", "2"}, onB...)...)
+	if out, _ := x.mustRun(0, append([]string{"kbs", "get", "kbs:///rep/k/v7", "--version", "1"}, onB...)...); out != "value-7" {
+		t.Errorf("version 1: %q", out)
+	}
+	// A pod attests to B and gets a resource A stored (version 2 disabled).
 	ca, _ := os.ReadFile(filepath.Join(state, "ca.pem"))
 	p := x.pod(secretPod("rep", env.busybox, base64.StdEncoding.EncodeToString(ca), addrB, "echo secret=$(wget -qO- http://127.0.0.1:8006/cdh/resource/rep/k/v7)"))
 	x.mustRun(0, "policy", "generate", p)
@@ -58,7 +70,7 @@ func TestKBSReplicasOnPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	all, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
-	if err != nil || len(all) != n {
+	if err != nil || len(all) != n+1 {
 		t.Fatalf("%d rows: %v", len(all), err)
 	}
 	for _, v := range all {

@@ -14,6 +14,7 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -350,7 +351,7 @@ func TestProtocolNegatives(t *testing.T) {
 			t.Errorf("admin with key %v: %d", key != nil, resp.StatusCode)
 		}
 	}
-	if _, err := f.store.Get(ctx, "app/key/evil"); err == nil {
+	if _, _, err := f.store.Get(ctx, "app/key/evil", 0); err == nil {
 		t.Error("an unauthenticated put stored something")
 	}
 	// Path traversal is refused.
@@ -479,4 +480,64 @@ func mustKeyAttestation(t *testing.T, jwk map[string]any) *token.KeyAttestation 
 		t.Fatal(err)
 	}
 	return ka
+}
+
+// TestReleaseVersions: a release takes the newest enabled version, or the
+// one ?version= pins; a disabled version is not released; the audit log
+// names the version released.
+func TestReleaseVersions(t *testing.T) {
+	f := newFixture(t, true, nil)
+	ctx := context.Background()
+	for _, v := range []string{"old secret", "new secret"} {
+		if err := f.admin.Put(ctx, "app/key/db", []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := newProtocol(t, f)
+	n := p.auth()
+	if code, m := p.post("/kbs/v0/attest", p.attestBody(n, p.pub(), p.pub(), false)); code != 200 {
+		t.Fatalf("attest: %d %v", code, m)
+	}
+	get := func(q string) (int, string) {
+		resp, err := p.hc.Get(f.srv.URL + "/kbs/v0/resource/app/key/db" + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			return resp.StatusCode, string(b)
+		}
+		pt, err := client.Decrypt(b, p.priv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return 200, string(pt)
+	}
+	for _, tc := range []struct{ q, want string }{{"", "new secret"}, {"?version=1", "old secret"}, {"?version=2", "new secret"}} {
+		if code, got := get(tc.q); code != 200 || got != tc.want {
+			t.Errorf("%q: %d %q, want %q", tc.q, code, got, tc.want)
+		}
+	}
+	if err := f.admin.SetDisabled(ctx, "app/key/db", 2, true); err != nil {
+		t.Fatal(err)
+	}
+	if code, got := get(""); code != 200 || got != "old secret" {
+		t.Errorf("with version 2 disabled: %d %q", code, got)
+	}
+	if code, body := get("?version=2"); code != 404 || !strings.Contains(body, "disabled") {
+		t.Errorf("disabled version pinned: %d %s", code, body)
+	}
+	for _, q := range []string{"?version=0", "?version=x", "?version=-1"} {
+		if code, body := get(q); code != 404 || !strings.Contains(body, "version number") {
+			t.Errorf("%s: %d %s", q, code, body)
+		}
+	}
+	vs, err := f.admin.Versions(ctx, "app/key/db")
+	if err != nil || len(vs) != 2 || !vs[1].Disabled {
+		t.Errorf("versions: %+v %v", vs, err)
+	}
+	if !regexp.MustCompile(`"resource":"app/key/db","verdict":"released".*"version":1}`).MatchString(f.auditLog()) {
+		t.Errorf("the audit log does not name the released version:\n%s", f.auditLog())
+	}
 }

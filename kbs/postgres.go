@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"cocoon.dev/cocoon/internal/pgschema"
+	"cocoon.dev/cocoon/kbs/protocol"
 	"cocoon.dev/cocoon/tee"
 )
 
@@ -60,6 +61,10 @@ var migrations = []string{
 		version bigint NOT NULL,
 		mac bytea NOT NULL
 	);`,
+	3: `ALTER TABLE kbs_resources ADD COLUMN version integer NOT NULL DEFAULT 1,
+		ADD COLUMN disabled boolean NOT NULL DEFAULT false;
+	ALTER TABLE kbs_resources DROP CONSTRAINT kbs_resources_pkey;
+	ALTER TABLE kbs_resources ADD PRIMARY KEY (path, version);`,
 }
 
 // migrationLock is the advisory lock replicas take to migrate one at a
@@ -104,33 +109,81 @@ func (p *Postgres) Store(masterKey []byte) (*PGStore, error) {
 	return &PGStore{p: p, sealer: sl}, nil
 }
 
-// Put implements Store.
-func (s *PGStore) Put(ctx context.Context, path string, data []byte) error {
-	sealed, err := s.seal(path, data)
+// Put implements Store: the next version, numbered under a per-path lock
+// so that replicas putting at once get distinct versions.
+func (s *PGStore) Put(ctx context.Context, path string, data []byte) (int, error) {
+	tx, err := s.p.pool.Begin(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	_, err = s.p.pool.Exec(ctx, `INSERT INTO kbs_resources (path, sealed) VALUES ($1, $2)
-		ON CONFLICT (path) DO UPDATE SET sealed = excluded.sealed, updated_at = now()`, path, sealed)
-	return err
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, "cocoon-kbs-resource:"+path); err != nil {
+		return 0, err
+	}
+	var version int
+	if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) + 1 FROM kbs_resources WHERE path = $1`, path).Scan(&version); err != nil {
+		return 0, err
+	}
+	sealed, err := s.seal(path, version, data)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO kbs_resources (path, version, sealed) VALUES ($1, $2, $3)`, path, version, sealed); err != nil {
+		return 0, err
+	}
+	return version, tx.Commit(ctx)
 }
 
 // Get implements Store.
-func (s *PGStore) Get(ctx context.Context, path string) ([]byte, error) {
+func (s *PGStore) Get(ctx context.Context, path string, version int) ([]byte, int, error) {
 	var v []byte
-	err := s.p.pool.QueryRow(ctx, `SELECT sealed FROM kbs_resources WHERE path = $1`, path).Scan(&v)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("%s: %w", path, ErrNotFound)
+	var err error
+	if version > 0 {
+		err = s.p.pool.QueryRow(ctx, `SELECT sealed FROM kbs_resources WHERE path = $1 AND version = $2 AND NOT disabled`, path, version).Scan(&v)
+	} else {
+		err = s.p.pool.QueryRow(ctx, `SELECT sealed, version FROM kbs_resources WHERE path = $1 AND NOT disabled ORDER BY version DESC LIMIT 1`, path).Scan(&v, &version)
 	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, 0, fmt.Errorf("%s: no enabled version%s: %w", path, versionSuffix(version), ErrNotFound)
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	pt, err := s.open(path, version, v)
+	return pt, version, err
+}
+
+// Versions implements Store.
+func (s *PGStore) Versions(ctx context.Context, path string) ([]protocol.ResourceVersion, error) {
+	rows, err := s.p.pool.Query(ctx, `SELECT version, disabled FROM kbs_resources WHERE path = $1 ORDER BY version`, path)
 	if err != nil {
 		return nil, err
 	}
-	return s.open(path, v)
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (protocol.ResourceVersion, error) {
+		var v protocol.ResourceVersion
+		return v, r.Scan(&v.N, &v.Disabled)
+	})
+	if err == nil && len(out) == 0 {
+		return nil, fmt.Errorf("%s: %w", path, ErrNotFound)
+	}
+	return out, err
+}
+
+// SetDisabled implements Store.
+func (s *PGStore) SetDisabled(ctx context.Context, path string, version int, disabled bool) error {
+	tag, err := s.p.pool.Exec(ctx, `UPDATE kbs_resources SET disabled = $3 WHERE path = $1 AND version = $2`, path, version, disabled)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("%s version %d: %w", path, version, ErrNotFound)
+	}
+	return nil
 }
 
 // List implements Store.
 func (s *PGStore) List(ctx context.Context) ([]string, error) {
-	rows, err := s.p.pool.Query(ctx, `SELECT path FROM kbs_resources ORDER BY path`)
+	rows, err := s.p.pool.Query(ctx, `SELECT DISTINCT path FROM kbs_resources ORDER BY path`)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -218,6 +219,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("DELETE /kbs/v0/resource/{repo}/{type}/{tag}", s.admin(s.deleteResource))
 	mux.HandleFunc("GET /kbs/v0/admin/resources", s.admin(s.listResources))
 	mux.HandleFunc("GET /kbs/v0/admin/resource/{repo}/{type}/{tag}", s.admin(s.adminGetResource))
+	mux.HandleFunc("GET /kbs/v0/admin/versions/{repo}/{type}/{tag}", s.admin(s.listVersions))
+	mux.HandleFunc("POST /kbs/v0/admin/versions/{repo}/{type}/{tag}/{version}/disable", s.admin(s.setDisabled(true)))
+	mux.HandleFunc("POST /kbs/v0/admin/versions/{repo}/{type}/{tag}/{version}/enable", s.admin(s.setDisabled(false)))
 	mux.HandleFunc("GET /kbs/v0/resource-policy", s.admin(s.getPolicy))
 	mux.HandleFunc("POST /kbs/v0/resource-policy", s.admin(s.setPolicy))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { respond(w, 200, map[string]string{"status": "ok"}) })
@@ -303,9 +307,27 @@ func jwtPayload(raw string) (map[string]any, error) {
 	return m, json.Unmarshal(b, &m)
 }
 
+// versionParam reads ?version=N (0 when absent: the newest enabled one).
+func versionParam(r *http.Request) (int, error) {
+	v := r.URL.Query().Get("version")
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("version %q: give a version number from 1, or none for the newest enabled one", v)
+	}
+	return n, nil
+}
+
 func (s *Server) getResource(w http.ResponseWriter, r *http.Request) {
 	repo, typ, tag := r.PathValue("repo"), r.PathValue("type"), r.PathValue("tag")
 	path, err := protocol.ResourcePath(repo, typ, tag)
+	if err != nil {
+		fail(w, ErrInvalidPath, "%v", err)
+		return
+	}
+	pinned, err := versionParam(r)
 	if err != nil {
 		fail(w, ErrInvalidPath, "%v", err)
 		return
@@ -350,11 +372,12 @@ func (s *Server) getResource(w http.ResponseWriter, r *http.Request) {
 		fail(w, ErrJwe, "the token carries no TEE public key to encrypt the resource to; attest with runtime-data.tee-pubkey")
 		return
 	}
-	data, err := s.cfg.Store.Get(r.Context(), path)
+	data, version, err := s.cfg.Store.Get(r.Context(), path, pinned)
+	line.Version = version
 	if errors.Is(err, ErrNotFound) {
 		line.Verdict, line.Reason = "not_found", "no such resource"
 		s.audit(line)
-		fail(w, ErrResourceNotFound, "no resource %s", path)
+		fail(w, ErrResourceNotFound, "no resource %s%s (or it is disabled)", path, versionSuffix(pinned))
 		return
 	}
 	if err != nil {
@@ -451,6 +474,7 @@ type auditLine struct {
 	Measurement string `json:"measurement,omitempty"`
 	HostData    string `json:"host_data,omitempty"`
 	Binding     string `json:"binding,omitempty"`
+	Version     int    `json:"version,omitempty"`
 }
 
 func (s *Server) audit(l auditLine) {
@@ -506,13 +530,61 @@ func (s *Server) putResource(w http.ResponseWriter, r *http.Request) {
 		fail(w, ErrPayloadTooLarge, "%v", err)
 		return
 	}
-	if err := s.cfg.Store.Put(r.Context(), path, data); err != nil {
+	version, err := s.cfg.Store.Put(r.Context(), path, data)
+	clear(data)
+	if err != nil {
 		s.internal(w, "the store", err)
 		return
 	}
-	clear(data)
-	s.audit(auditLine{Event: "admin_put", Resource: path, Verdict: "stored"})
-	respond(w, http.StatusOK, map[string]string{"resource": "kbs:///" + path})
+	s.audit(auditLine{Event: "admin_put", Resource: path, Verdict: "stored", Version: version})
+	respond(w, http.StatusOK, map[string]any{"resource": "kbs:///" + path, "version": version})
+}
+
+func (s *Server) listVersions(w http.ResponseWriter, r *http.Request) {
+	path, err := protocol.ResourcePath(r.PathValue("repo"), r.PathValue("type"), r.PathValue("tag"))
+	if err != nil {
+		fail(w, ErrInvalidPath, "%v", err)
+		return
+	}
+	vs, err := s.cfg.Store.Versions(r.Context(), path)
+	if errors.Is(err, ErrNotFound) {
+		fail(w, ErrResourceNotFound, "no resource %s", path)
+		return
+	} else if err != nil {
+		s.internal(w, "the store", err)
+		return
+	}
+	respond(w, http.StatusOK, map[string]any{"resource": "kbs:///" + path, "versions": vs})
+}
+
+// setDisabled disables or enables one version (POST .../VERSION/disable,
+// .../enable).
+func (s *Server) setDisabled(disabled bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		path, err := protocol.ResourcePath(r.PathValue("repo"), r.PathValue("type"), r.PathValue("tag"))
+		if err != nil {
+			fail(w, ErrInvalidPath, "%v", err)
+			return
+		}
+		v, err := strconv.Atoi(r.PathValue("version"))
+		if err != nil || v < 1 {
+			fail(w, ErrInvalidPath, "version %q: give a version number from 1", r.PathValue("version"))
+			return
+		}
+		if err := s.cfg.Store.SetDisabled(r.Context(), path, v, disabled); errors.Is(err, ErrNotFound) {
+			fail(w, ErrResourceNotFound, "no version %d of %s", v, path)
+			return
+		} else if err != nil {
+			s.internal(w, "the store", err)
+			return
+		}
+		verdict := "enabled"
+		if disabled {
+			verdict = "disabled"
+		}
+		s.audit(auditLine{Event: "admin_version", Resource: path, Verdict: verdict, Version: v})
+		respond(w, http.StatusOK, map[string]any{"resource": "kbs:///" + path, "version": v, "disabled": disabled})
+	}
 }
 
 func (s *Server) deleteResource(w http.ResponseWriter, r *http.Request) {
@@ -538,15 +610,21 @@ func (s *Server) adminGetResource(w http.ResponseWriter, r *http.Request) {
 		fail(w, ErrInvalidPath, "%v", err)
 		return
 	}
-	data, err := s.cfg.Store.Get(r.Context(), path)
+	pinned, err := versionParam(r)
+	if err != nil {
+		fail(w, ErrInvalidPath, "%v", err)
+		return
+	}
+	data, version, err := s.cfg.Store.Get(r.Context(), path, pinned)
 	if errors.Is(err, ErrNotFound) {
-		fail(w, ErrResourceNotFound, "no resource %s", path)
+		fail(w, ErrResourceNotFound, "no resource %s%s (or it is disabled)", path, versionSuffix(pinned))
 		return
 	} else if err != nil {
 		s.internal(w, "the store", err)
 		return
 	}
-	s.audit(auditLine{Event: "admin_get", Resource: path, Verdict: "read"})
+	s.audit(auditLine{Event: "admin_get", Resource: path, Verdict: "read", Version: version})
+	w.Header().Set("Cocoon-Resource-Version", strconv.Itoa(version))
 	w.Header().Set("Content-Type", "application/octet-stream")
 	_, _ = w.Write(data)
 }

@@ -10,29 +10,60 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"cocoon.dev/cocoon/kbs/protocol"
 )
 
-// Store keeps resources by path ("repo/type/tag"). Put returns only after the
-// resource is durable. BoltStore is the embedded default; PGStore is shared
-// by replicas.
+// Store keeps resources by path ("repo/type/tag"), each in numbered
+// versions: a put makes the next version, a release takes the newest one
+// not disabled (or a pinned one), so a secret is rotated by putting its new
+// value and disabling the old. Put returns only after the version is
+// durable. BoltStore is the embedded default; PGStore is shared by replicas.
 type Store interface {
-	Put(ctx context.Context, path string, data []byte) error
-	Get(ctx context.Context, path string) ([]byte, error)
+	// Put stores data as the path's next version and returns its number.
+	Put(ctx context.Context, path string, data []byte) (int, error)
+	// Get returns the data of version (0: the newest enabled one) and its
+	// number. A disabled version is not found.
+	Get(ctx context.Context, path string, version int) ([]byte, int, error)
+	// Versions lists the path's versions, oldest first.
+	Versions(ctx context.Context, path string) ([]protocol.ResourceVersion, error)
+	// SetDisabled disables (or enables again) one version.
+	SetDisabled(ctx context.Context, path string, version int, disabled bool) error
 	List(ctx context.Context) ([]string, error)
+	// Delete removes every version of the path.
 	Delete(ctx context.Context, path string) error
 	Close() error
 }
 
-// ErrNotFound marks a resource that does not exist.
+// ErrNotFound marks a resource (or version) that does not exist or is
+// disabled.
 var ErrNotFound = errors.New("no such resource")
 
-var bucket = []byte("resources")
+// legacyBucket held one value per path before resources had versions; it
+// is moved into versions (as version 1) when the store opens.
+var (
+	legacyBucket   = []byte("resources")
+	versionsBucket = []byte("versions")
+)
+
+// additional is the additional data a version is sealed with: the path
+// (version 1, as before versions existed), then the version, so that a
+// value cannot be moved to another path or version (the store cannot roll
+// a resource back by swapping its versions' values).
+func additional(path string, version int) []byte {
+	if version == 1 {
+		return []byte(path)
+	}
+	return []byte(path + "\x00" + strconv.Itoa(version))
+}
 
 // BoltStore is a Store in a bbolt file, each value sealed with AES-256-GCM
 // under the master key (the path is the additional data, so a value cannot be
@@ -62,22 +93,22 @@ func newSealer(masterKey []byte) (sealer, error) {
 	return sealer{aead}, nil
 }
 
-func (s sealer) seal(path string, data []byte) ([]byte, error) {
+func (s sealer) seal(path string, version int, data []byte) ([]byte, error) {
 	nonce := make([]byte, s.aead.NonceSize())
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, err
 	}
-	return s.aead.Seal(nonce, nonce, data, []byte(path)), nil
+	return s.aead.Seal(nonce, nonce, data, additional(path, version)), nil
 }
 
-func (s sealer) open(path string, v []byte) ([]byte, error) {
+func (s sealer) open(path string, version int, v []byte) ([]byte, error) {
 	n := s.aead.NonceSize()
 	if len(v) < n {
 		return nil, fmt.Errorf("%s: corrupt value", path)
 	}
-	pt, err := s.aead.Open(nil, v[:n], v[n:], []byte(path))
+	pt, err := s.aead.Open(nil, v[:n], v[n:], additional(path, version))
 	if err != nil {
-		return nil, fmt.Errorf("%s: cannot decrypt (wrong master key or tampered store): %w", path, err)
+		return nil, fmt.Errorf("%s version %d: cannot decrypt (wrong master key or tampered store): %w", path, version, err)
 	}
 	return pt, nil
 }
@@ -92,45 +123,142 @@ func OpenBoltStore(path string, masterKey []byte) (*BoltStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	if err := db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucket)
-		return err
-	}); err != nil {
+	if err := db.Update(migrateBolt); err != nil {
 		db.Close()
 		return nil, err
 	}
 	return &BoltStore{db: db, sealer: sl}, nil
 }
 
-// Put implements Store; bbolt commits with fsync before returning.
-func (s *BoltStore) Put(_ context.Context, path string, data []byte) error {
-	sealed, err := s.seal(path, data)
+// migrateBolt makes the versions bucket and moves values from before
+// versions into it as version 1 (sealed alike), in one transaction.
+func migrateBolt(tx *bolt.Tx) error {
+	vb, err := tx.CreateBucketIfNotExists(versionsBucket)
 	if err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put([]byte(path), sealed) })
+	old := tx.Bucket(legacyBucket)
+	if old == nil {
+		return nil
+	}
+	if err := old.ForEach(func(k, v []byte) error {
+		pb, err := vb.CreateBucketIfNotExists(k)
+		if err != nil {
+			return err
+		}
+		return pb.Put(versionKey(1), append([]byte{0}, v...))
+	}); err != nil {
+		return err
+	}
+	return tx.DeleteBucket(legacyBucket)
+}
+
+// A path's bucket holds its versions: the 8-byte big-endian number, then
+// a flags byte (1: disabled) and the sealed value.
+func versionKey(v int) []byte { return binary.BigEndian.AppendUint64(nil, uint64(v)) }
+
+const flagDisabled = 1
+
+// Put implements Store; bbolt commits with fsync before returning.
+func (s *BoltStore) Put(_ context.Context, path string, data []byte) (int, error) {
+	var version int
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		pb, err := tx.Bucket(versionsBucket).CreateBucketIfNotExists([]byte(path))
+		if err != nil {
+			return err
+		}
+		version = 1
+		if k, _ := pb.Cursor().Last(); k != nil {
+			version = int(binary.BigEndian.Uint64(k)) + 1
+		}
+		sealed, err := s.seal(path, version, data)
+		if err != nil {
+			return err
+		}
+		return pb.Put(versionKey(version), append([]byte{0}, sealed...))
+	})
+	return version, err
 }
 
 // Get implements Store.
-func (s *BoltStore) Get(_ context.Context, path string) ([]byte, error) {
+func (s *BoltStore) Get(_ context.Context, path string, version int) ([]byte, int, error) {
 	var out []byte
 	err := s.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucket).Get([]byte(path))
-		if v == nil {
+		pb := tx.Bucket(versionsBucket).Bucket([]byte(path))
+		if pb == nil {
 			return fmt.Errorf("%s: %w", path, ErrNotFound)
 		}
-		pt, err := s.open(path, v)
+		var v []byte
+		if version > 0 {
+			v = pb.Get(versionKey(version))
+		} else {
+			c := pb.Cursor()
+			for k, val := c.Last(); k != nil; k, val = c.Prev() {
+				if len(val) > 0 && val[0]&flagDisabled == 0 {
+					version, v = int(binary.BigEndian.Uint64(k)), val
+					break
+				}
+			}
+		}
+		if len(v) == 0 || v[0]&flagDisabled != 0 {
+			return fmt.Errorf("%s: no enabled version%s: %w", path, versionSuffix(version), ErrNotFound)
+		}
+		pt, err := s.open(path, version, v[1:])
 		out = pt
 		return err
 	})
+	return out, version, err
+}
+
+func versionSuffix(v int) string {
+	if v > 0 {
+		return " " + strconv.Itoa(v)
+	}
+	return ""
+}
+
+// Versions implements Store.
+func (s *BoltStore) Versions(_ context.Context, path string) ([]protocol.ResourceVersion, error) {
+	var out []protocol.ResourceVersion
+	err := s.db.View(func(tx *bolt.Tx) error {
+		pb := tx.Bucket(versionsBucket).Bucket([]byte(path))
+		if pb == nil {
+			return fmt.Errorf("%s: %w", path, ErrNotFound)
+		}
+		return pb.ForEach(func(k, v []byte) error {
+			out = append(out, protocol.ResourceVersion{N: int(binary.BigEndian.Uint64(k)), Disabled: len(v) > 0 && v[0]&flagDisabled != 0})
+			return nil
+		})
+	})
 	return out, err
+}
+
+// SetDisabled implements Store.
+func (s *BoltStore) SetDisabled(_ context.Context, path string, version int, disabled bool) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		pb := tx.Bucket(versionsBucket).Bucket([]byte(path))
+		var v []byte
+		if pb != nil {
+			v = pb.Get(versionKey(version))
+		}
+		if len(v) == 0 {
+			return fmt.Errorf("%s version %d: %w", path, version, ErrNotFound)
+		}
+		nv := append([]byte(nil), v...)
+		if disabled {
+			nv[0] |= flagDisabled
+		} else {
+			nv[0] &^= flagDisabled
+		}
+		return pb.Put(versionKey(version), nv)
+	})
 }
 
 // List implements Store.
 func (s *BoltStore) List(_ context.Context) ([]string, error) {
 	var out []string
 	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucket).ForEach(func(k, _ []byte) error {
+		return tx.Bucket(versionsBucket).ForEach(func(k, _ []byte) error {
 			out = append(out, string(k))
 			return nil
 		})
@@ -142,11 +270,11 @@ func (s *BoltStore) List(_ context.Context) ([]string, error) {
 // Delete implements Store.
 func (s *BoltStore) Delete(_ context.Context, path string) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucket)
-		if b.Get([]byte(path)) == nil {
+		vb := tx.Bucket(versionsBucket)
+		if vb.Bucket([]byte(path)) == nil {
 			return fmt.Errorf("%s: %w", path, ErrNotFound)
 		}
-		return b.Delete([]byte(path))
+		return vb.DeleteBucket([]byte(path))
 	})
 }
 

@@ -98,9 +98,15 @@ policy, encrypted to a key that exists only inside the workload's TEE.
 
   cocoon kbs init --state DIR                       keys, TLS certificate, master key
   cocoon kbs serve --state DIR --listen ADDR        serve (HTTPS)
-  cocoon kbs put kbs:///repo/type/tag FILE --state DIR
-  cocoon kbs get|rm kbs:///repo/type/tag --state DIR
+  cocoon kbs put kbs:///repo/type/tag FILE --state DIR   (a new version)
+  cocoon kbs get|rm kbs:///repo/type/tag --state DIR [--version N]
+  cocoon kbs versions kbs:///repo/type/tag --state DIR
+  cocoon kbs disable|enable kbs:///repo/type/tag --version N --state DIR
   cocoon kbs ls --state DIR
+
+A resource has numbered versions: put makes the next one, a release takes the
+newest one not disabled (or, with ?version=N, that one). Rotate a secret by
+putting its new value; disable the old version once nothing needs it.
   cocoon kbs policy get|set [FILE] --state DIR`,
 	}
 	var listen, kube string
@@ -185,14 +191,15 @@ as replicated Deployments on PostgreSQL) preceded by the Secrets they read; give
 			return a.Put(cmd.Context(), path, data)
 		},
 	}
+	var version int
 	get := &cobra.Command{
-		Use: "get kbs:///repo/type/tag", Short: "Print a resource (admin)", Args: cobra.ExactArgs(1),
+		Use: "get kbs:///repo/type/tag [--version N]", Short: "Print a resource (admin): the newest enabled version, or version N", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			a, path, err := af.resource(args[0])
 			if err != nil {
 				return err
 			}
-			b, err := a.Get(cmd.Context(), path)
+			b, err := a.GetVersion(cmd.Context(), path, version)
 			if err != nil {
 				return err
 			}
@@ -260,7 +267,55 @@ as replicated Deployments on PostgreSQL) preceded by the Secrets they read; give
 			return a.SetPolicy(cmd.Context(), b)
 		},
 	}
-	for _, c := range []*cobra.Command{put, get, rm, ls, pget, pset} {
+	get.Flags().IntVar(&version, "version", 0, "the version to print (default: the newest enabled one)")
+	versions := &cobra.Command{
+		Use: "versions kbs:///repo/type/tag", Short: "List a resource's versions", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, path, err := af.resource(args[0])
+			if err != nil {
+				return err
+			}
+			vs, err := a.Versions(cmd.Context(), path)
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				return printJSON(cmd.OutOrStdout(), vs)
+			}
+			for _, v := range vs {
+				state := "enabled"
+				if v.Disabled {
+					state = "disabled"
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%d\t%s\n", v.N, state)
+			}
+			return nil
+		},
+	}
+	toggle := func(disable bool) *cobra.Command {
+		name, short := "enable", "Enable a version again"
+		if disable {
+			name, short = "disable", "Disable a version: it is no longer released (the newest enabled one is)"
+		}
+		var v int
+		c := &cobra.Command{
+			Use: name + " kbs:///repo/type/tag --version N", Short: short, Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				if v < 1 {
+					return errors.New("--version N is required (see cocoon kbs versions)")
+				}
+				a, path, err := af.resource(args[0])
+				if err != nil {
+					return err
+				}
+				return a.SetDisabled(cmd.Context(), path, v, disable)
+			},
+		}
+		c.Flags().IntVar(&v, "version", 0, "the version")
+		return c
+	}
+	disable, enable := toggle(true), toggle(false)
+	for _, c := range []*cobra.Command{put, get, rm, ls, pget, pset, versions, disable, enable} {
 		af.add(c)
 	}
 	pol.AddCommand(pget, pset)
@@ -303,7 +358,7 @@ both, so the host cannot point the sandbox at another broker.`,
 	}
 	annotate.Flags().StringVar(&annState, "state", "", "the broker's state directory")
 	annotate.Flags().StringVarP(&annOut, "out", "f", "", "write here instead of in place")
-	cmd.AddCommand(initCmd, serve, put, get, rm, ls, pol, annotate, newKBSKeyCmd(g, &kbsAdminFlags{}))
+	cmd.AddCommand(initCmd, serve, put, get, rm, ls, versions, disable, enable, pol, annotate, newKBSKeyCmd(g, &kbsAdminFlags{}))
 	return cmd
 }
 

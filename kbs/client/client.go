@@ -21,6 +21,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/cookiejar"
+	"strconv"
 	"strings"
 	"time"
 
@@ -221,9 +222,40 @@ func (a *Admin) Put(ctx context.Context, path string, data []byte) error {
 	return err
 }
 
-// Get reads a resource (admin).
+// Get reads a resource (admin): the newest enabled version.
 func (a *Admin) Get(ctx context.Context, path string) ([]byte, error) {
-	return a.do(ctx, http.MethodGet, "/kbs/v0/admin/resource/"+path, nil)
+	return a.GetVersion(ctx, path, 0)
+}
+
+// GetVersion reads one version of a resource (0: the newest enabled one).
+func (a *Admin) GetVersion(ctx context.Context, path string, version int) ([]byte, error) {
+	q := ""
+	if version > 0 {
+		q = "?version=" + strconv.Itoa(version)
+	}
+	return a.do(ctx, http.MethodGet, "/kbs/v0/admin/resource/"+path+q, nil)
+}
+
+// Versions lists a resource's versions, oldest first.
+func (a *Admin) Versions(ctx context.Context, path string) ([]protocol.ResourceVersion, error) {
+	b, err := a.do(ctx, http.MethodGet, "/kbs/v0/admin/versions/"+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	var out struct {
+		Versions []protocol.ResourceVersion `json:"versions"`
+	}
+	return out.Versions, json.Unmarshal(b, &out)
+}
+
+// SetDisabled disables (or enables again) one version of a resource.
+func (a *Admin) SetDisabled(ctx context.Context, path string, version int, disabled bool) error {
+	op := "enable"
+	if disabled {
+		op = "disable"
+	}
+	_, err := a.do(ctx, http.MethodPost, "/kbs/v0/admin/versions/"+path+"/"+strconv.Itoa(version)+"/"+op, nil)
+	return err
 }
 
 // Delete removes a resource.

@@ -113,3 +113,9 @@ func KeyVaultName(kid string) (string, error) {
 	}
 	return name, nil
 }
+
+// ResourceVersion is one version of a resource, as the admin API lists them.
+type ResourceVersion struct {
+	N        int  `json:"version"`
+	Disabled bool `json:"disabled"`
+}

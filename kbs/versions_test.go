@@ -1,0 +1,162 @@
+package kbs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	bolt "go.etcd.io/bbolt"
+
+	"cocoon.dev/cocoon/internal/testpg"
+)
+
+var testMaster = bytes.Repeat([]byte{5}, 32)
+
+// stores are the Store implementations, each with a way to swap two
+// versions' stored values behind its back (what whoever holds the file or
+// the database could do).
+func stores(t *testing.T) map[string]struct {
+	s    Store
+	swap func(path string, a, b int)
+} {
+	t.Helper()
+	bs, err := OpenBoltStore(filepath.Join(t.TempDir(), "db"), testMaster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bs.Close() })
+	url := testpg.Start(t).Database(t)
+	pg, err := OpenPostgres(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pg.Close)
+	ps, _ := pg.Store(testMaster)
+	return map[string]struct {
+		s    Store
+		swap func(path string, a, b int)
+	}{
+		"bolt": {bs, func(path string, a, b int) {
+			err := bs.db.Update(func(tx *bolt.Tx) error {
+				pb := tx.Bucket(versionsBucket).Bucket([]byte(path))
+				va, vb := append([]byte(nil), pb.Get(versionKey(a))...), append([]byte(nil), pb.Get(versionKey(b))...)
+				if err := pb.Put(versionKey(a), vb); err != nil {
+					return err
+				}
+				return pb.Put(versionKey(b), va)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}},
+		"postgres": {ps, func(path string, a, b int) {
+			ctx := context.Background()
+			conn, err := pgx.Connect(ctx, url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(ctx)
+			if _, err := conn.Exec(ctx, `UPDATE kbs_resources r SET sealed = o.sealed FROM kbs_resources o
+				WHERE r.path = $1 AND o.path = $1 AND ((r.version = $2 AND o.version = $3) OR (r.version = $3 AND o.version = $2))`, path, a, b); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+}
+
+// TestVersions: puts make versions; a release takes the newest enabled one
+// or a pinned one; a disabled version is not released; a value moved to
+// another version (a rollback by whoever holds the store) does not open.
+func TestVersions(t *testing.T) {
+	ctx := context.Background()
+	for name, st := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			s := st.s
+			for i, want := range []int{1, 2, 3} {
+				if v, err := s.Put(ctx, "app/key/db", []byte(fmt.Sprintf("value-%d", i+1))); err != nil || v != want {
+					t.Fatalf("put %d: version %d %v", i+1, v, err)
+				}
+			}
+			get := func(pin int) (string, int, error) {
+				b, v, err := s.Get(ctx, "app/key/db", pin)
+				return string(b), v, err
+			}
+			if got, v, err := get(0); got != "value-3" || v != 3 || err != nil {
+				t.Fatalf("newest: %q %d %v", got, v, err)
+			}
+			if got, v, err := get(1); got != "value-1" || v != 1 || err != nil {
+				t.Fatalf("pinned 1: %q %d %v", got, v, err)
+			}
+			if err := s.SetDisabled(ctx, "app/key/db", 3, true); err != nil {
+				t.Fatal(err)
+			}
+			if got, v, err := get(0); got != "value-2" || v != 2 || err != nil {
+				t.Fatalf("newest with 3 disabled: %q %d %v", got, v, err)
+			}
+			if _, _, err := get(3); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("disabled 3 pinned: %v", err)
+			}
+			vs, err := s.Versions(ctx, "app/key/db")
+			if err != nil || len(vs) != 3 || !vs[2].Disabled || vs[0].Disabled || vs[0].N != 1 {
+				t.Fatalf("versions: %+v %v", vs, err)
+			}
+			if err := s.SetDisabled(ctx, "app/key/db", 3, false); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.SetDisabled(ctx, "app/key/db", 9, true); !errors.Is(err, ErrNotFound) {
+				t.Errorf("disable a version that does not exist: %v", err)
+			}
+			st.swap("app/key/db", 1, 3)
+			if got, _, err := get(0); err == nil {
+				t.Fatalf("version 1's value in version 3's place opened: %q", got)
+			}
+			if l, err := s.List(ctx); err != nil || len(l) != 1 {
+				t.Fatalf("list: %v %v", l, err)
+			}
+			if err := s.Delete(ctx, "app/key/db"); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := get(1); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("after delete: %v", err)
+			}
+		})
+	}
+}
+
+// TestBoltLegacyValues: a store written before versions (one sealed value
+// per path) opens with each value as its version 1.
+func TestBoltLegacyValues(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sl, _ := newSealer(testMaster)
+	sealed, _ := sl.seal("app/key/old", 1, []byte("from before versions"))
+	if err := db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucket(legacyBucket)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte("app/key/old"), sealed)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s, err := OpenBoltStore(path, testMaster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	b, v, err := s.Get(context.Background(), "app/key/old", 0)
+	if err != nil || v != 1 || string(b) != "from before versions" {
+		t.Fatalf("legacy value: %q %d %v", b, v, err)
+	}
+	if v, err := s.Put(context.Background(), "app/key/old", []byte("new")); err != nil || v != 2 {
+		t.Fatalf("put after migration: %d %v", v, err)
+	}
+}
