@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -77,5 +78,67 @@ func TestKBSReplicasOnPostgres(t *testing.T) {
 		if strings.Contains(string(v), "value-") {
 			t.Fatal("the database holds plaintext")
 		}
+	}
+}
+
+// TestKBSMasterKeyRotation: the three steps of a master-key rotation with
+// two replicas on PostgreSQL, each step followed by restarting them; after
+// each, every value reads back; the reseal reports what it sealed again;
+// after --finish the old key is gone and every value still opens.
+func TestKBSMasterKeyRotation(t *testing.T) {
+	x := newH(t)
+	url := testpg.Start(t).Database(t)
+	state, addrA, addrB := filepath.Join(t.TempDir(), "kbs"), freeAddr(t), freeAddr(t)
+	start := func() (*kbsProc, *kbsProc) {
+		return x.startKBS(state, addrA, "--store", url), x.startKBS(state, addrB, "--store", url)
+	}
+	stop := func(ps ...*kbsProc) {
+		for _, p := range ps {
+			p.cmd.Process.Signal(syscall.SIGTERM)
+			p.cmd.Wait()
+		}
+	}
+	a, b := start()
+	f := filepath.Join(t.TempDir(), "v")
+	for i := 0; i < 5; i++ {
+		os.WriteFile(f, []byte(fmt.Sprintf("value-%d", i)), 0o600)
+		x.mustRun(0, "kbs", "put", fmt.Sprintf("kbs:///rot/k/v%d", i), f, "--state", state)
+	}
+	onB := []string{"--kbs", "https://" + addrB, "--admin-key", filepath.Join(state, "admin.key"), "--ca", filepath.Join(state, "ca.pem")}
+	check := func(step string) {
+		t.Helper()
+		for i := 0; i < 5; i++ {
+			if out, _ := x.mustRun(0, append([]string{"kbs", "get", fmt.Sprintf("kbs:///rot/k/v%d", i)}, onB...)...); out != fmt.Sprintf("value-%d", i) {
+				t.Fatalf("%s: v%d = %q", step, i, out)
+			}
+		}
+	}
+	old, _ := os.ReadFile(filepath.Join(state, "master.key"))
+	for _, step := range []string{"--prepare", "--commit"} {
+		x.mustRun(0, "kbs", "rotate-master", "--state", state, step)
+		stop(a, b)
+		a, b = start()
+		check(step)
+	}
+	out, _ := x.mustRun(0, append([]string{"kbs", "reseal"}, onB...)...)
+	if !strings.Contains(out, "resealed 5 of 5") {
+		t.Fatalf("reseal: %q", out)
+	}
+	if out, _ := x.mustRun(0, append([]string{"kbs", "reseal"}, onB...)...); !strings.Contains(out, "resealed 0 of 5") {
+		t.Fatalf("second reseal: %q", out)
+	}
+	x.mustRun(0, "kbs", "rotate-master", "--state", state, "--finish")
+	stop(a, b)
+	start()
+	check("--finish")
+	if now, _ := os.ReadFile(filepath.Join(state, "master.key")); bytes.Equal(now, old) {
+		t.Fatal("the master key did not change")
+	}
+	if _, err := os.Stat(filepath.Join(state, "master.key.old")); !os.IsNotExist(err) {
+		t.Fatalf("master.key.old after --finish: %v", err)
+	}
+	_, errs := x.mustRun(1, "kbs", "rotate-master", "--state", state, "--commit")
+	if !strings.Contains(errs, "--prepare first") {
+		t.Errorf("commit without prepare: %s", errs)
 	}
 }

@@ -100,9 +100,10 @@ type PGStore struct {
 	sealer
 }
 
-// Store returns the resource store, sealing with the 32-byte master key.
-func (p *Postgres) Store(masterKey []byte) (*PGStore, error) {
-	sl, err := newSealer(masterKey)
+// Store returns the resource store, sealing with the 32-byte master key
+// and opening with it and the readable keys (a rotation's other key).
+func (p *Postgres) Store(masterKey []byte, readable ...[]byte) (*PGStore, error) {
+	sl, err := newSealer(masterKey, readable...)
 	if err != nil {
 		return nil, err
 	}
@@ -200,6 +201,54 @@ func (s *PGStore) Delete(ctx context.Context, path string) error {
 		return fmt.Errorf("%s: %w", path, ErrNotFound)
 	}
 	return nil
+}
+
+// Reseal implements Resealer: each value sealed again under the master key
+// is written only if it is still the value read (a compare-and-swap), so
+// replicas resealing at once, or a version disabled meanwhile, lose
+// nothing.
+func (s *PGStore) Reseal(ctx context.Context) (ResealResult, error) {
+	var res ResealResult
+	rows, err := s.p.pool.Query(ctx, `SELECT path, version, sealed FROM kbs_resources ORDER BY path, version`)
+	if err != nil {
+		return res, err
+	}
+	type row struct {
+		path    string
+		version int
+		sealed  []byte
+	}
+	all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+		var x row
+		return x, r.Scan(&x.path, &x.version, &x.sealed)
+	})
+	if err != nil {
+		return res, err
+	}
+	for _, x := range all {
+		res.Values++
+		pt, current, err := s.openWhich(x.path, x.version, x.sealed)
+		if err != nil {
+			return res, err
+		}
+		if current {
+			clear(pt)
+			continue
+		}
+		sealed, err := s.seal(x.path, x.version, pt)
+		clear(pt)
+		if err != nil {
+			return res, err
+		}
+		tag, err := s.p.pool.Exec(ctx, `UPDATE kbs_resources SET sealed = $4 WHERE path = $1 AND version = $2 AND sealed = $3`, x.path, x.version, x.sealed, sealed)
+		if err != nil {
+			return res, err
+		}
+		if tag.RowsAffected() == 1 {
+			res.Resealed++
+		}
+	}
+	return res, nil
 }
 
 // Close implements Store; the connections are the Postgres's to close.
@@ -339,21 +388,39 @@ func (s *PGSessions) Count(ctx context.Context) int {
 type PGPolicies struct {
 	p        *Postgres
 	macKey   []byte
+	readable [][]byte // MAC keys of a rotation's other master keys
 	listener *pgxpool.Conn
 }
 
 // Policies returns the shared release policy, authenticated with a key
-// derived from the 32-byte master key.
-func (p *Postgres) Policies(masterKey []byte) (*PGPolicies, error) {
-	k, err := hkdf.Key(sha256.New, masterKey, nil, "cocoon kbs release policy mac", 32)
+// derived from the 32-byte master key (and accepted under one derived from
+// a readable key: a rotation's other key).
+func (p *Postgres) Policies(masterKey []byte, readable ...[]byte) (*PGPolicies, error) {
+	k, err := policyMACKey(masterKey)
 	if err != nil {
 		return nil, err
 	}
-	return &PGPolicies{p: p, macKey: k}, nil
+	s := &PGPolicies{p: p, macKey: k}
+	for _, r := range readable {
+		rk, err := policyMACKey(r)
+		if err != nil {
+			return nil, err
+		}
+		s.readable = append(s.readable, rk)
+	}
+	return s, nil
+}
+
+func policyMACKey(masterKey []byte) ([]byte, error) {
+	return hkdf.Key(sha256.New, masterKey, nil, "cocoon kbs release policy mac", 32)
 }
 
 func (s *PGPolicies) mac(version int64, text string) []byte {
-	m := hmac.New(sha256.New, s.macKey)
+	return policyMAC(s.macKey, version, text)
+}
+
+func policyMAC(key []byte, version int64, text string) []byte {
+	m := hmac.New(sha256.New, key)
 	var v [8]byte
 	binary.BigEndian.PutUint64(v[:], uint64(version))
 	m.Write(v[:])
@@ -376,7 +443,11 @@ func (s *PGPolicies) ReleasePolicy(ctx context.Context) (string, int64, error) {
 	if err != nil {
 		return "", 0, err
 	}
-	if !hmac.Equal(mac, s.mac(ver, text)) {
+	ok := hmac.Equal(mac, s.mac(ver, text))
+	for _, k := range s.readable {
+		ok = ok || hmac.Equal(mac, policyMAC(k, ver, text))
+	}
+	if !ok {
 		return "", 0, fmt.Errorf("the stored release policy (version %d) does not carry this master key's MAC: the database was altered, or the replicas have different master keys", ver)
 	}
 	return text, ver, nil
@@ -406,6 +477,30 @@ func (s *PGPolicies) SetReleasePolicy(ctx context.Context, text string) (int64, 
 		return 0, err
 	}
 	return ver, tx.Commit(ctx)
+}
+
+// Reseal authenticates the stored policy under the master key again (the
+// last step of a master-key rotation, with the resources'): same text, same
+// version, a new MAC, written only if the row is still the one read.
+func (s *PGPolicies) Reseal(ctx context.Context) (bool, error) {
+	var text string
+	var ver int64
+	var mac []byte
+	err := s.p.pool.QueryRow(ctx, `SELECT text, version, mac FROM kbs_policy WHERE id = 1`).Scan(&text, &ver, &mac)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if hmac.Equal(mac, s.mac(ver, text)) {
+		return false, nil
+	}
+	if _, _, err := s.ReleasePolicy(ctx); err != nil {
+		return false, err // under no key this replica has: refuse to bless it
+	}
+	tag, err := s.p.pool.Exec(ctx, `UPDATE kbs_policy SET mac = $3 WHERE id = 1 AND version = $1 AND mac = $2`, ver, mac, s.mac(ver, text))
+	return err == nil && tag.RowsAffected() == 1, err
 }
 
 // WaitPolicyChange implements PolicyStore. It is called from one goroutine.

@@ -220,6 +220,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /kbs/v0/admin/resources", s.admin(s.listResources))
 	mux.HandleFunc("GET /kbs/v0/admin/resource/{repo}/{type}/{tag}", s.admin(s.adminGetResource))
 	mux.HandleFunc("GET /kbs/v0/admin/versions/{repo}/{type}/{tag}", s.admin(s.listVersions))
+	mux.HandleFunc("POST /kbs/v0/admin/reseal", s.admin(s.reseal))
 	mux.HandleFunc("POST /kbs/v0/admin/versions/{repo}/{type}/{tag}/{version}/disable", s.admin(s.setDisabled(true)))
 	mux.HandleFunc("POST /kbs/v0/admin/versions/{repo}/{type}/{tag}/{version}/enable", s.admin(s.setDisabled(false)))
 	mux.HandleFunc("GET /kbs/v0/resource-policy", s.admin(s.getPolicy))
@@ -538,6 +539,34 @@ func (s *Server) putResource(w http.ResponseWriter, r *http.Request) {
 	}
 	s.audit(auditLine{Event: "admin_put", Resource: path, Verdict: "stored", Version: version})
 	respond(w, http.StatusOK, map[string]any{"resource": "kbs:///" + path, "version": version})
+}
+
+// reseal seals every stored value (and the stored release policy's MAC)
+// again under the master key: the last step of a master-key rotation.
+func (s *Server) reseal(w http.ResponseWriter, r *http.Request) {
+	rs, ok := s.cfg.Store.(Resealer)
+	if !ok {
+		fail(w, ErrInvalidPath, "this broker's store cannot be resealed")
+		return
+	}
+	res, err := rs.Reseal(r.Context())
+	if err != nil {
+		s.internal(w, "resealing the store", err)
+		return
+	}
+	out := map[string]any{"values": res.Values, "resealed": res.Resealed}
+	if p, ok := s.cfg.Policies.(interface {
+		Reseal(context.Context) (bool, error)
+	}); ok {
+		done, err := p.Reseal(r.Context())
+		if err != nil {
+			s.internal(w, "resealing the release policy", err)
+			return
+		}
+		out["policy_resealed"] = done
+	}
+	s.audit(auditLine{Event: "admin_reseal", Verdict: fmt.Sprintf("resealed %d of %d", res.Resealed, res.Values)})
+	respond(w, http.StatusOK, out)
 }
 
 func (s *Server) listVersions(w http.ResponseWriter, r *http.Request) {

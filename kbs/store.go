@@ -73,24 +73,42 @@ type BoltStore struct {
 	sealer
 }
 
-// sealer seals resources with AES-256-GCM under the master key, the path as
-// additional data: whatever holds the store (a file, a database) never sees
-// plaintext, and cannot move a value to another path.
-type sealer struct{ aead cipher.AEAD }
+// sealer seals resources with AES-256-GCM under the master key, the path
+// (and version) as additional data: whatever holds the store (a file, a
+// database) never sees plaintext, and cannot move a value to another path
+// or version. During a master-key rotation it also opens values sealed
+// under the other keys it is given (readable); it seals under the master
+// key only.
+type sealer struct {
+	aead     cipher.AEAD
+	readable []cipher.AEAD
+}
 
-func newSealer(masterKey []byte) (sealer, error) {
-	if len(masterKey) != 32 {
-		return sealer{}, fmt.Errorf("the master key must be 32 bytes, got %d", len(masterKey))
+func gcm(key []byte) (cipher.AEAD, error) {
+	if len(key) != 32 {
+		return nil, fmt.Errorf("a master key is 32 bytes, got %d", len(key))
 	}
-	blk, err := aes.NewCipher(masterKey)
+	blk, err := aes.NewCipher(key)
 	if err != nil {
-		return sealer{}, err
+		return nil, err
 	}
-	aead, err := cipher.NewGCM(blk)
+	return cipher.NewGCM(blk)
+}
+
+func newSealer(masterKey []byte, readable ...[]byte) (sealer, error) {
+	aead, err := gcm(masterKey)
 	if err != nil {
-		return sealer{}, err
+		return sealer{}, fmt.Errorf("the master key: %w", err)
 	}
-	return sealer{aead}, nil
+	s := sealer{aead: aead}
+	for i, k := range readable {
+		a, err := gcm(k)
+		if err != nil {
+			return sealer{}, fmt.Errorf("readable key %d: %w", i+1, err)
+		}
+		s.readable = append(s.readable, a)
+	}
+	return s, nil
 }
 
 func (s sealer) seal(path string, version int, data []byte) ([]byte, error) {
@@ -102,20 +120,47 @@ func (s sealer) seal(path string, version int, data []byte) ([]byte, error) {
 }
 
 func (s sealer) open(path string, version int, v []byte) ([]byte, error) {
-	n := s.aead.NonceSize()
-	if len(v) < n {
-		return nil, fmt.Errorf("%s: corrupt value", path)
-	}
-	pt, err := s.aead.Open(nil, v[:n], v[n:], additional(path, version))
-	if err != nil {
-		return nil, fmt.Errorf("%s version %d: cannot decrypt (wrong master key or tampered store): %w", path, version, err)
-	}
-	return pt, nil
+	pt, _, err := s.openWhich(path, version, v)
+	return pt, err
 }
 
-// OpenBoltStore opens (creating) the store at path with a 32-byte master key.
-func OpenBoltStore(path string, masterKey []byte) (*BoltStore, error) {
-	sl, err := newSealer(masterKey)
+// openWhich opens v and says whether the master key sealed it. GCM's tag
+// tells the key: a value opens under the key that sealed it only.
+func (s sealer) openWhich(path string, version int, v []byte) ([]byte, bool, error) {
+	n := s.aead.NonceSize()
+	if len(v) < n {
+		return nil, false, fmt.Errorf("%s: corrupt value", path)
+	}
+	ad := additional(path, version)
+	if pt, err := s.aead.Open(nil, v[:n], v[n:], ad); err == nil {
+		return pt, true, nil
+	}
+	for _, a := range s.readable {
+		if pt, err := a.Open(nil, v[:n], v[n:], ad); err == nil {
+			return pt, false, nil
+		}
+	}
+	return nil, false, fmt.Errorf("%s version %d: cannot decrypt (another master key, or a tampered store)", path, version)
+}
+
+// ResealResult says what a Reseal did.
+type ResealResult struct {
+	Values   int `json:"values"`   // versions looked at
+	Resealed int `json:"resealed"` // sealed again under the master key
+}
+
+// Resealer seals every stored value again under the master key (the last
+// step of a master-key rotation). It can be interrupted and run again:
+// values already under the master key are left as they are.
+type Resealer interface {
+	Reseal(ctx context.Context) (ResealResult, error)
+}
+
+// OpenBoltStore opens (creating) the store at path with a 32-byte master
+// key; readable are further keys whose values it opens (a rotation's other
+// key) but never seals with.
+func OpenBoltStore(path string, masterKey []byte, readable ...[]byte) (*BoltStore, error) {
+	sl, err := newSealer(masterKey, readable...)
 	if err != nil {
 		return nil, err
 	}
@@ -276,6 +321,63 @@ func (s *BoltStore) Delete(_ context.Context, path string) error {
 		}
 		return vb.DeleteBucket([]byte(path))
 	})
+}
+
+// Reseal implements Resealer, one path per transaction.
+func (s *BoltStore) Reseal(ctx context.Context) (ResealResult, error) {
+	var res ResealResult
+	paths, err := s.List(ctx)
+	if err != nil {
+		return res, err
+	}
+	for _, path := range paths {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			pb := tx.Bucket(versionsBucket).Bucket([]byte(path))
+			if pb == nil {
+				return nil // deleted meanwhile
+			}
+			type kv struct{ k, v []byte }
+			var redo []kv
+			err := pb.ForEach(func(k, v []byte) error {
+				if len(v) == 0 {
+					return fmt.Errorf("%s: corrupt value", path)
+				}
+				res.Values++
+				version := int(binary.BigEndian.Uint64(k))
+				pt, current, err := s.openWhich(path, version, v[1:])
+				if err != nil {
+					return err
+				}
+				defer clear(pt)
+				if current {
+					return nil
+				}
+				sealed, err := s.seal(path, version, pt)
+				if err != nil {
+					return err
+				}
+				redo = append(redo, kv{append([]byte(nil), k...), append([]byte{v[0]}, sealed...)})
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			for _, e := range redo {
+				if err := pb.Put(e.k, e.v); err != nil {
+					return err
+				}
+				res.Resealed++
+			}
+			return nil
+		})
+		if err != nil {
+			return res, err
+		}
+	}
+	return res, nil
 }
 
 // Close implements Store.

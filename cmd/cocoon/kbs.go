@@ -103,6 +103,7 @@ policy, encrypted to a key that exists only inside the workload's TEE.
   cocoon kbs versions kbs:///repo/type/tag --state DIR
   cocoon kbs disable|enable kbs:///repo/type/tag --version N --state DIR
   cocoon kbs ls --state DIR
+  cocoon kbs rotate-master --prepare|--commit|--finish --state DIR, cocoon kbs reseal
 
 A resource has numbered versions: put makes the next one, a release takes the
 newest one not disabled (or, with ?version=N, that one). Rotate a secret by
@@ -315,7 +316,29 @@ as replicated Deployments on PostgreSQL) preceded by the Secrets they read; give
 		return c
 	}
 	disable, enable := toggle(true), toggle(false)
-	for _, c := range []*cobra.Command{put, get, rm, ls, pget, pset, versions, disable, enable} {
+	reseal := &cobra.Command{
+		Use: "reseal", Short: "Seal every stored value again under the broker's master key (a master-key rotation's third step)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			a, err := af.admin()
+			if err != nil {
+				return err
+			}
+			res, err := a.Reseal(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "resealed %v of %v stored values", res["resealed"], res["values"])
+			if done, ok := res["policy_resealed"].(bool); ok && done {
+				fmt.Fprint(cmd.OutOrStdout(), ", and the release policy's MAC")
+			}
+			fmt.Fprintln(cmd.OutOrStdout())
+			return nil
+		},
+	}
+	for _, c := range []*cobra.Command{put, get, rm, ls, pget, pset, versions, disable, enable, reseal} {
 		af.add(c)
 	}
 	pol.AddCommand(pget, pset)
@@ -358,7 +381,7 @@ both, so the host cannot point the sandbox at another broker.`,
 	}
 	annotate.Flags().StringVar(&annState, "state", "", "the broker's state directory")
 	annotate.Flags().StringVarP(&annOut, "out", "f", "", "write here instead of in place")
-	cmd.AddCommand(initCmd, serve, put, get, rm, ls, versions, disable, enable, pol, annotate, newKBSKeyCmd(g, &kbsAdminFlags{}))
+	cmd.AddCommand(initCmd, serve, put, get, rm, ls, versions, disable, enable, reseal, newKBSRotateCmd(), pol, annotate, newKBSKeyCmd(g, &kbsAdminFlags{}))
 	return cmd
 }
 
@@ -388,19 +411,19 @@ type kbsBackend struct {
 }
 
 // openKBSStore opens the store spec names.
-func openKBSStore(ctx context.Context, spec, state string, mk []byte) (*kbsBackend, error) {
+func openKBSStore(ctx context.Context, spec, state string, mk []byte, readable ...[]byte) (*kbsBackend, error) {
 	switch {
 	case strings.HasPrefix(spec, "postgres://"), strings.HasPrefix(spec, "postgresql://"):
 		p, err := kbs.OpenPostgres(ctx, spec)
 		if err != nil {
 			return nil, err
 		}
-		st, err := p.Store(mk)
+		st, err := p.Store(mk, readable...)
 		if err != nil {
 			p.Close()
 			return nil, err
 		}
-		pol, err := p.Policies(mk)
+		pol, err := p.Policies(mk, readable...)
 		if err != nil {
 			p.Close()
 			return nil, err
@@ -411,7 +434,7 @@ func openKBSStore(ctx context.Context, spec, state string, mk []byte) (*kbsBacke
 		if path == "" {
 			path = filepath.Join(state, kbs.FileStore)
 		}
-		st, err := kbs.OpenBoltStore(path, mk)
+		st, err := kbs.OpenBoltStore(path, mk, readable...)
 		if err != nil {
 			return nil, err
 		}
@@ -432,8 +455,15 @@ func serveKBS(cmd *cobra.Command, g *globals, f kbsServeFlags) error {
 	if err != nil {
 		return fmt.Errorf("master key: %w", err)
 	}
-	be, err := openKBSStore(cmd.Context(), f.store, state, mk)
+	readable, err := readableKeys(state)
+	if err != nil {
+		return fmt.Errorf("master key rotation: %w", err)
+	}
+	be, err := openKBSStore(cmd.Context(), f.store, state, mk, readable...)
 	clear(mk)
+	for _, k := range readable {
+		clear(k)
+	}
 	if err != nil {
 		return err
 	}

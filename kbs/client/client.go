@@ -248,6 +248,17 @@ func (a *Admin) Versions(ctx context.Context, path string) ([]protocol.ResourceV
 	return out.Versions, json.Unmarshal(b, &out)
 }
 
+// Reseal asks the broker to seal every stored value again under its master
+// key (the last step of a master-key rotation) and returns its answer.
+func (a *Admin) Reseal(ctx context.Context) (map[string]any, error) {
+	b, err := a.do(ctx, http.MethodPost, "/kbs/v0/admin/reseal", nil)
+	if err != nil {
+		return nil, err
+	}
+	var out map[string]any
+	return out, json.Unmarshal(b, &out)
+}
+
 // SetDisabled disables (or enables again) one version of a resource.
 func (a *Admin) SetDisabled(ctx context.Context, path string, version int, disabled bool) error {
 	op := "enable"
