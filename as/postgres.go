@@ -2,10 +2,14 @@ package as
 
 import (
 	"context"
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"sync/atomic"
 	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -22,7 +26,11 @@ type PGNonces struct {
 	issued  atomic.Int64
 	full    atomic.Bool
 	maxOpen int
+	closed  atomic.Bool
 }
+
+// ErrClosed is what a closed store answers; whatever follows it stops.
+var ErrClosed = errors.New("as: the store is closed")
 
 // migrations are the service's schema versions (pgschema.Migrate; recorded
 // in cocoon_as_schema). Append; never edit one that shipped.
@@ -32,6 +40,12 @@ var migrations = []string{
 		expires timestamptz NOT NULL
 	);
 	CREATE INDEX as_nonces_expires ON as_nonces (expires);`,
+	2: `CREATE TABLE as_signing_keys (
+		kid text PRIMARY KEY,
+		jwk text NOT NULL,
+		seen timestamptz NOT NULL,
+		mac bytea NOT NULL
+	);`,
 }
 
 // OpenPGNonces connects to the database at url (postgres://...), brings its
@@ -57,7 +71,10 @@ func OpenPGNonces(ctx context.Context, url string, ttl time.Duration, now func()
 }
 
 // Close closes the connections.
-func (p *PGNonces) Close() { p.pool.Close() }
+func (p *PGNonces) Close() {
+	p.closed.Store(true)
+	p.pool.Close()
+}
 
 // Issue implements NonceStore.
 func (p *PGNonces) Issue(ctx context.Context) (string, time.Time, error) {
@@ -100,4 +117,85 @@ func (p *PGNonces) Consume(ctx context.Context, nonce string) (bool, error) {
 		return false, err
 	}
 	return p.now().Before(exp), nil
+}
+
+// PGKeys is the replicas' shared key directory: each replica publishes its
+// public signing keys, and every replica's JWKS lists them all, so a token
+// any replica signed verifies with the keys any replica serves. The
+// database is not trusted with the JWKS (a key in it is a key relying
+// parties trust): each entry carries an HMAC under a secret the replicas
+// share (derived from their admin token), and one without it is not served.
+type PGKeys struct {
+	db     *PGNonces
+	pool   *pgxpool.Pool
+	macKey []byte
+	now    func() time.Time
+}
+
+// Keys returns the key directory on the same database; secret is what the
+// replicas share (their admin token).
+func (p *PGNonces) Keys(secret []byte) (*PGKeys, error) {
+	if len(secret) < 16 {
+		return nil, errors.New("the key directory's secret (the admin token) is too short")
+	}
+	k, err := hkdf.Key(sha256.New, secret, nil, "cocoon as signing key directory", 32)
+	if err != nil {
+		return nil, err
+	}
+	return &PGKeys{db: p, pool: p.pool, macKey: k, now: p.now}, nil
+}
+
+func (k *PGKeys) mac(kid string, jwk []byte) []byte {
+	m := hmac.New(sha256.New, k.macKey)
+	m.Write([]byte(kid))
+	m.Write([]byte{0})
+	m.Write(jwk)
+	return m.Sum(nil)
+}
+
+// Publish implements KeyDirectory.
+func (k *PGKeys) Publish(ctx context.Context, set jose.JSONWebKeySet) error {
+	if k.db.closed.Load() {
+		return ErrClosed
+	}
+	now := k.now()
+	for _, key := range set.Keys {
+		pub := key.Public()
+		b, err := pub.MarshalJSON()
+		if err != nil {
+			return err
+		}
+		if _, err := k.pool.Exec(ctx, `INSERT INTO as_signing_keys (kid, jwk, seen, mac) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (kid) DO UPDATE SET jwk = excluded.jwk, seen = excluded.seen, mac = excluded.mac`, key.KeyID, string(b), now, k.mac(key.KeyID, b)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Published implements KeyDirectory: the keys published since since whose
+// MAC verifies.
+func (k *PGKeys) Published(ctx context.Context, since time.Time) (jose.JSONWebKeySet, error) {
+	var set jose.JSONWebKeySet
+	rows, err := k.pool.Query(ctx, `SELECT kid, jwk, mac FROM as_signing_keys WHERE seen >= $1 ORDER BY kid`, since)
+	if err != nil {
+		return set, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var kid, jwk string
+		var mac []byte
+		if err := rows.Scan(&kid, &jwk, &mac); err != nil {
+			return set, err
+		}
+		if !hmac.Equal(mac, k.mac(kid, []byte(jwk))) {
+			continue // not written by a replica: never served
+		}
+		var key jose.JSONWebKey
+		if err := key.UnmarshalJSON([]byte(jwk)); err != nil || !key.IsPublic() || key.KeyID != kid {
+			continue
+		}
+		set.Keys = append(set.Keys, key)
+	}
+	return set, rows.Err()
 }

@@ -23,6 +23,7 @@ import (
 	"cocoon.dev/cocoon/internal/httpjson"
 	"cocoon.dev/cocoon/internal/regoval"
 
+	jose "github.com/go-jose/go-jose/v4"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 
@@ -58,6 +59,10 @@ type Config struct {
 	// Nonces keeps the challenges' nonces (nil: in this process's memory);
 	// a PGNonces lets replicas share them.
 	Nonces NonceStore
+	// Keys is the replicas' key directory (nil: this service's keys
+	// only): its JWKS lists every replica's keys, and a rotated key is
+	// published there before it signs.
+	Keys KeyDirectory
 	// AllowNoNonce accepts requests without a nonce (for evidence captured
 	// elsewhere, whose REPORT_DATA cannot bind a fresh nonce); their tokens
 	// carry no eat_nonce, so relying parties see they prove no freshness.
@@ -126,10 +131,18 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.Nonces != nil {
 		nonces = cfg.Nonces
 	}
-	return &Service{
+	svc := &Service{
 		cfg: cfg, verifier: attest.NewVerifier(), nonces: nonces,
 		policy: q, metrics: newMetrics(), log: cfg.Logger, ref: cfg.Reference,
-	}, nil
+	}
+	if cfg.Keys != nil {
+		// Published before the service answers anything it signed.
+		if err := cfg.Keys.Publish(ctx, cfg.Signer.JWKS()); err != nil {
+			return nil, fmt.Errorf("publish the signing keys: %w", err)
+		}
+		go svc.publishKeys(ctx)
+	}
+	return svc, nil
 }
 
 // Handler serves the service's HTTP API.
@@ -469,8 +482,57 @@ func refForPolicy(r *attest.ReferenceValues) map[string]any {
 	return m
 }
 
-func (s *Service) jwks(w http.ResponseWriter, _ *http.Request) {
-	respond(w, http.StatusOK, s.cfg.Signer.JWKS())
+// KeyDirectory is where replicas publish their public signing keys.
+type KeyDirectory interface {
+	Publish(ctx context.Context, set jose.JSONWebKeySet) error
+	// Published returns the keys published since since.
+	Published(ctx context.Context, since time.Time) (jose.JSONWebKeySet, error)
+}
+
+// keyRepublish is how often a replica publishes its keys again (their
+// "seen" time); a key not published for keyForget is no longer served.
+const (
+	keyRepublish = time.Minute
+	keyForget    = time.Hour
+)
+
+// publishKeys publishes the signer's keys now and every keyRepublish
+// until ctx ends.
+func (s *Service) publishKeys(ctx context.Context) {
+	for {
+		if err := s.cfg.Keys.Publish(ctx, s.cfg.Signer.JWKS()); errors.Is(err, ErrClosed) {
+			return
+		} else if err != nil && ctx.Err() == nil {
+			s.log.Error("publish the signing keys", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(keyRepublish):
+		}
+	}
+}
+
+func (s *Service) jwks(w http.ResponseWriter, r *http.Request) {
+	set := s.cfg.Signer.JWKS()
+	if s.cfg.Keys != nil {
+		others, err := s.cfg.Keys.Published(r.Context(), time.Now().Add(-keyForget))
+		if err != nil {
+			httpjson.Internal(w, s.log, "the key directory", err)
+			return
+		}
+		have := map[string]bool{}
+		for _, k := range set.Keys {
+			have[k.KeyID] = true
+		}
+		for _, k := range others.Keys {
+			if !have[k.KeyID] {
+				set.Keys = append(set.Keys, k)
+				have[k.KeyID] = true
+			}
+		}
+	}
+	respond(w, http.StatusOK, set)
 }
 
 func (s *Service) discovery(w http.ResponseWriter, _ *http.Request) {
@@ -521,8 +583,12 @@ func (s *Service) putReference(w http.ResponseWriter, r *http.Request) {
 	respond(w, http.StatusOK, rv)
 }
 
-func (s *Service) rotate(w http.ResponseWriter, _ *http.Request) {
-	if err := s.cfg.Signer.Rotate(); err != nil {
+func (s *Service) rotate(w http.ResponseWriter, r *http.Request) {
+	var publish func(jose.JSONWebKeySet) error
+	if s.cfg.Keys != nil {
+		publish = func(set jose.JSONWebKeySet) error { return s.cfg.Keys.Publish(r.Context(), set) }
+	}
+	if err := s.cfg.Signer.RotateWith(publish); err != nil {
 		httpjson.Internal(w, s.log, "key rotation", err)
 		return
 	}

@@ -101,7 +101,14 @@ func (s *Signer) saveLocked() error {
 
 // Rotate makes a new signing key; the previous one is retired and stays in
 // the JWKS until the tokens it signed expired.
-func (s *Signer) Rotate() error {
+func (s *Signer) Rotate() error { return s.RotateWith(nil) }
+
+// RotateWith rotates like Rotate, but first hands publish the public keys
+// the signer will have (the new one included): the new key signs only once
+// publish returned nil, so a relying party that reads the published keys
+// knows it before any token it signed exists. When publish fails nothing
+// changes.
+func (s *Signer) RotateWith(publish func(jose.JSONWebKeySet) error) error {
 	curve := elliptic.P256()
 	if s.alg == jose.ES384 {
 		curve = elliptic.P384()
@@ -119,6 +126,13 @@ func (s *Signer) Rotate() error {
 	raw, err := jwk.MarshalJSON()
 	if err != nil {
 		return err
+	}
+	if publish != nil {
+		set := s.JWKS()
+		set.Keys = append(set.Keys, jose.JSONWebKey{Key: &priv.PublicKey, KeyID: jwk.KeyID, Algorithm: string(s.alg), Use: "sig"})
+		if err := publish(set); err != nil {
+			return fmt.Errorf("publish the new signing key: %w", err)
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -112,7 +112,11 @@ contraindicated according to the reference values (docs/attestation-service.md).
 					return err
 				}
 				defer n.Close()
-				cfg.Nonces = n
+				keys, err := n.Keys([]byte(admin))
+				if err != nil {
+					return err
+				}
+				cfg.Nonces, cfg.Keys = n, keys
 			case store != "":
 				return errors.New("--store takes a postgres:// URL (without it, nonces live in this process)")
 			}
@@ -139,7 +143,7 @@ contraindicated according to the reference values (docs/attestation-service.md).
 	f.StringVar(&simRoots, "sim-roots", "", "the simulated TEE's roots (default: SIM_STATE/roots.pem)")
 	f.BoolVar(&offline, "offline", false, "no AMD KDS / Intel PCS fetches and no CRL checks")
 	f.BoolVar(&noNonce, "allow-no-nonce", false, "accept evidence that binds no nonce (captured evidence); its tokens prove no freshness")
-	f.StringVar(&store, "store", os.Getenv("COCOON_AS_STORE"), "a postgres:// URL where replicas share their challenges' nonces, each used once across them (env COCOON_AS_STORE, which keeps a password out of the process list); default: in this process")
+	f.StringVar(&store, "store", os.Getenv("COCOON_AS_STORE"), "a postgres:// URL where replicas share their challenges' nonces (each used once across them) and publish their signing keys (every replica's JWKS lists all; replicas must share STATE/admin-token, which authenticates the entries) (env COCOON_AS_STORE, which keeps a password out of the process list); default: in this process")
 	f.DurationVar(&ttl, "token-ttl", 5*time.Minute, "lifetime of issued tokens")
 	cmd.AddCommand(serve)
 	return cmd
