@@ -5,7 +5,6 @@ import (
 	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -337,14 +336,8 @@ func (s *PGSessions) ConsumeNonce(ctx context.Context, id, nonce string) (*Sessi
 	if err != nil {
 		return nil, "", err
 	}
-	if v.token != "" {
-		return nil, v.token, nil
-	}
-	if v.used {
-		return nil, "", errNonceUsed
-	}
-	if subtle.ConstantTimeCompare([]byte(v.nonce), []byte(nonce)) != 1 {
-		return nil, "", errWrongNonce
+	if tok, err := nonceVerdict(v.token, v.used, v.nonce, nonce); tok != "" || err != nil {
+		return nil, tok, err
 	}
 	if _, err := tx.Exec(ctx, `UPDATE kbs_sessions SET nonce_used = true WHERE id = $1`, id); err != nil {
 		return nil, "", err

@@ -121,17 +121,26 @@ func (s *sessions) ConsumeNonce(_ context.Context, id, nonce string) (*Session, 
 	if err != nil {
 		return nil, "", err
 	}
-	if v.token != "" {
-		return nil, v.token, nil
-	}
-	if v.nonceUsed {
-		return nil, "", errNonceUsed
-	}
-	if subtle.ConstantTimeCompare([]byte(v.nonce), []byte(nonce)) != 1 {
-		return nil, "", errWrongNonce
+	if tok, err := nonceVerdict(v.token, v.nonceUsed, v.nonce, nonce); tok != "" || err != nil {
+		return nil, tok, err
 	}
 	v.nonceUsed = true
 	return &Session{TEE: v.tee, Binding: v.binding}, "", nil
+}
+
+// nonceVerdict is every store's rule for an attestation's nonce: a session
+// that earned a token answers it; a used nonce or another one is refused;
+// otherwise ("", nil) the nonce is to be used now.
+func nonceVerdict(token string, used bool, want, got string) (string, error) {
+	switch {
+	case token != "":
+		return token, nil
+	case used:
+		return "", errNonceUsed
+	case subtle.ConstantTimeCompare([]byte(want), []byte(got)) != 1:
+		return "", errWrongNonce
+	}
+	return "", nil
 }
 
 // SetToken implements SessionStore.
