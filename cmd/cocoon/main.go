@@ -30,6 +30,9 @@ func run() int {
 	// COCOON_CPUPROFILE=FILE: a CPU profile of this process until it exits
 	// (the benchmarks profile the services with it).
 	if path := os.Getenv("COCOON_CPUPROFILE"); path != "" {
+		// This process's only: the processes it starts (a sandbox's
+		// runtime process) would write the same file.
+		_ = os.Unsetenv("COCOON_CPUPROFILE")
 		stop, err := startCPUProfile(path)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "cocoon: COCOON_CPUPROFILE:", err)
