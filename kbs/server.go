@@ -120,20 +120,18 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	text := cfg.ReleasePolicy
 	var version int64
+	seed := false
 	if cfg.Policies != nil {
 		stored, v, err := cfg.Policies.ReleasePolicy(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("kbs: read the release policy: %w", err)
 		}
-		switch {
-		case stored != "":
+		if stored != "" {
 			text, version = stored, v
-		case text != "":
-			// An empty database takes this replica's policy, so that
-			// every replica follows one.
-			if version, err = cfg.Policies.SetReleasePolicy(ctx, text); err != nil {
-				return nil, fmt.Errorf("kbs: store the release policy: %w", err)
-			}
+		} else {
+			// An empty database takes this replica's policy (once it
+			// compiles), so that every replica follows one.
+			seed = text != ""
 		}
 	}
 	if text == "" {
@@ -142,6 +140,11 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 	p, err := compileReleasePolicy(ctx, text, cfg.AllowSim)
 	if err != nil {
 		return nil, err
+	}
+	if seed {
+		if version, err = cfg.Policies.SetReleasePolicy(ctx, text); err != nil {
+			return nil, fmt.Errorf("kbs: store the release policy: %w", err)
+		}
 	}
 	ss := cfg.Sessions
 	if ss == nil {
