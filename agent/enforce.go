@@ -39,7 +39,10 @@ func interceptor(e Enforcer) ttrpc.UnaryServerInterceptor {
 		short := shortMethod(info.FullMethod)
 		checked := false
 		var captured any
-		ctx, rec := spans.With(ctx, nil)
+		var rec *spans.Recorder
+		if traced(short) {
+			ctx, rec = spans.With(ctx, nil)
+		}
 		resp, err := method(ctx, func(v any) error {
 			if err := unmarshal(v); err != nil {
 				return err
@@ -57,11 +60,21 @@ func interceptor(e Enforcer) ttrpc.UnaryServerInterceptor {
 		if o, ok := e.(Observer); ok && checked && captured != nil {
 			o.Observe(short, captured, err)
 		}
-		if err == nil {
+		if err == nil && rec != nil {
 			attachSpans(resp, rec.Spans())
 		}
 		return resp, toStatus(err)
 	}
+}
+
+// traced says whether a request's response carries the agent's steps
+// (cocoon run --trace); the others record none.
+func traced(method string) bool {
+	switch method {
+	case "CreateSandbox", "PullImage", "CreateContainer", "StartContainer":
+		return true
+	}
+	return false
 }
 
 // attachSpans answers the steps the agent took with the responses the
