@@ -60,6 +60,10 @@ func TestKBSReplicasOnPostgres(t *testing.T) {
 	if out, errs := x.mustRun(0, "run", p); !strings.Contains(out, "secret=value-7") {
 		t.Fatalf("pod via B: stdout %q stderr %q", out, errs)
 	}
+	// The replicas' one audit log: A's puts and B's release, through B.
+	if out, _ := x.mustRun(0, append([]string{"kbs", "audit", "-n", "500"}, onB...)...); !strings.Contains(out, `"event":"admin_put"`) || !strings.Contains(out, `"verdict":"released"`) || strings.Contains(out, "value-7") {
+		t.Errorf("kbs audit:\n%s", out)
+	}
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {

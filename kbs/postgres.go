@@ -1,11 +1,13 @@
 package kbs
 
 import (
+	"bytes"
 	"context"
 	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -64,6 +66,11 @@ var migrations = []string{
 		ADD COLUMN disabled boolean NOT NULL DEFAULT false;
 	ALTER TABLE kbs_resources DROP CONSTRAINT kbs_resources_pkey;
 	ALTER TABLE kbs_resources ADD PRIMARY KEY (path, version);`,
+	4: `CREATE TABLE kbs_audit (
+		id bigserial PRIMARY KEY,
+		at timestamptz NOT NULL DEFAULT now(),
+		line jsonb NOT NULL
+	);`,
 }
 
 // migrationLock is the advisory lock replicas take to migrate one at a
@@ -532,4 +539,41 @@ func (s *PGPolicies) WaitPolicyChange(ctx context.Context, d time.Duration) erro
 	s.listener.Release()
 	s.listener = nil
 	return err
+}
+
+// PGAudit is the replicas' one audit log: each decision a line in
+// kbs_audit, in the order the database committed them.
+type PGAudit struct{ p *Postgres }
+
+// Audit returns the shared audit log (an io.Writer of JSON lines).
+func (p *Postgres) Audit() *PGAudit { return &PGAudit{p: p} }
+
+// maxAuditLine bounds one line (they are the broker's own, small).
+const maxAuditLine = 64 << 10
+
+// Write stores one JSON line.
+func (a *PGAudit) Write(b []byte) (int, error) {
+	line := bytes.TrimSpace(b)
+	if len(line) > maxAuditLine {
+		return 0, fmt.Errorf("audit line of %d bytes", len(line))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := a.p.pool.Exec(ctx, `INSERT INTO kbs_audit (line) VALUES ($1)`, string(line)); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// Tail implements AuditReader: the newest n lines, oldest first.
+func (a *PGAudit) Tail(ctx context.Context, n int) ([]json.RawMessage, error) {
+	rows, err := a.p.pool.Query(ctx, `SELECT line::text FROM (SELECT id, line FROM kbs_audit ORDER BY id DESC LIMIT $1) t ORDER BY id`, n)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (json.RawMessage, error) {
+		var s string
+		err := r.Scan(&s)
+		return json.RawMessage(s), err
+	})
 }

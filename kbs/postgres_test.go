@@ -40,6 +40,7 @@ func replicas(t *testing.T) (a, b *fixture, url string) {
 			t.Fatal(err)
 		}
 		c.Store, c.Sessions, c.Policies = st, p.Sessions(0, nil), pol
+		c.Audit, c.AuditLog = p.Audit(), p.Audit()
 	}
 	var shared kbs.Config
 	a = newFixture(t, true, func(c *kbs.Config) { open(c); shared = *c })
@@ -181,7 +182,7 @@ func TestSchemaMigrations(t *testing.T) {
 	}
 	defer conn.Close(ctx)
 	var versions int
-	if err := conn.QueryRow(ctx, `SELECT count(*) FROM cocoon_kbs_schema`).Scan(&versions); err != nil || versions != 3 {
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM cocoon_kbs_schema`).Scan(&versions); err != nil || versions != 4 {
 		t.Fatalf("schema versions recorded: %d %v", versions, err)
 	}
 	if _, err := conn.Exec(ctx, `INSERT INTO cocoon_kbs_schema (version) VALUES (99)`); err != nil {
@@ -267,5 +268,39 @@ func TestPolicyAcrossReplicas(t *testing.T) {
 	pol, _ := p.Policies(bytes.Repeat([]byte{9}, 32))
 	if text, _, err := pol.ReleasePolicy(ctx); err == nil || !strings.Contains(err.Error(), "MAC") {
 		t.Fatalf("an altered stored policy read back: %q %v", text, err)
+	}
+}
+
+// TestSharedAuditLog: what either replica decides is in the one log the
+// admin API of either serves, in commit order, without the secret.
+func TestSharedAuditLog(t *testing.T) {
+	a, b, _ := replicas(t)
+	ctx := context.Background()
+	if err := a.admin.Put(ctx, "app/key/db", []byte("audit-secret")); err != nil {
+		t.Fatal(err)
+	}
+	p := newProtocol(t, b)
+	n := p.auth()
+	if code, m := p.post("/kbs/v0/attest", p.attestBody(n, p.pub(), p.pub(), false)); code != 200 {
+		t.Fatalf("attest: %d %v", code, m)
+	}
+	resp, err := p.hc.Get(b.srv.URL + "/kbs/v0/resource/app/key/db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	for _, f := range []*fixture{a, b} {
+		lines, err := f.admin.Audit(ctx, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all := ""
+		for _, l := range lines {
+			all += string(l) + "\n"
+		}
+		put, rel := strings.Index(all, `"admin_put"`), strings.Index(all, `"verdict":"released"`)
+		if put < 0 || rel < 0 || put > rel || strings.Contains(all, "audit-secret") {
+			t.Fatalf("the shared audit log:\n%s", all)
+		}
 	}
 }

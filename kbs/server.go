@@ -44,7 +44,10 @@ type Config struct {
 	// AllowSim makes the default policy accept the simulated TEE.
 	AllowSim bool
 	// Audit receives one JSON line per decision.
-	Audit          io.Writer
+	Audit io.Writer
+	// AuditLog, when set, serves the newest audit lines to the admin API
+	// (GET /kbs/v0/admin/audit): the replicas' shared log.
+	AuditLog       AuditReader
 	SessionTTL     time.Duration
 	MaxBody        int64
 	ReleasePolicy  string
@@ -224,6 +227,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /kbs/v0/admin/resource/{repo}/{type}/{tag}", s.admin(s.adminGetResource))
 	mux.HandleFunc("GET /kbs/v0/admin/versions/{repo}/{type}/{tag}", s.admin(s.listVersions))
 	mux.HandleFunc("POST /kbs/v0/admin/reseal", s.admin(s.reseal))
+	mux.HandleFunc("GET /kbs/v0/admin/audit", s.admin(s.auditTail))
 	mux.HandleFunc("POST /kbs/v0/admin/versions/{repo}/{type}/{tag}/{version}/disable", s.admin(s.setDisabled(true)))
 	mux.HandleFunc("POST /kbs/v0/admin/versions/{repo}/{type}/{tag}/{version}/enable", s.admin(s.setDisabled(false)))
 	mux.HandleFunc("GET /kbs/v0/resource-policy", s.admin(s.getPolicy))
@@ -486,7 +490,41 @@ func (s *Server) audit(l auditLine) {
 	b, _ := json.Marshal(l)
 	s.auditMu.Lock()
 	defer s.auditMu.Unlock()
-	_, _ = s.cfg.Audit.Write(append(b, '\n'))
+	if _, err := s.cfg.Audit.Write(append(b, '\n')); err != nil {
+		s.log.Error("audit log: a line was not written", "event", l.Event, "resource", l.Resource, "verdict", l.Verdict, "err", err)
+	}
+}
+
+// AuditReader serves the newest lines of an audit log.
+type AuditReader interface {
+	Tail(ctx context.Context, n int) ([]json.RawMessage, error)
+}
+
+// maxAuditTail bounds what one admin request reads.
+const maxAuditTail = 10000
+
+func (s *Server) auditTail(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.AuditLog == nil {
+		fail(w, ErrInvalidPath, "this broker keeps its audit log in a file of its state directory, not in a shared store")
+		return
+	}
+	n := 100
+	if v := r.URL.Query().Get("n"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 1 || n > maxAuditTail {
+			fail(w, ErrInvalidPath, "n %q: give a number of lines from 1 to %d", v, maxAuditTail)
+			return
+		}
+	}
+	lines, err := s.cfg.AuditLog.Tail(r.Context(), n)
+	if err != nil {
+		s.internal(w, "reading the audit log", err)
+		return
+	}
+	if lines == nil {
+		lines = []json.RawMessage{}
+	}
+	respond(w, http.StatusOK, map[string]any{"lines": lines})
 }
 
 // admin authenticates a request with a bearer JWT signed by the admin key.

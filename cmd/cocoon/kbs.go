@@ -316,6 +316,25 @@ as replicated Deployments on PostgreSQL) preceded by the Secrets they read; give
 		return c
 	}
 	disable, enable := toggle(true), toggle(false)
+	var tail int
+	auditCmd := &cobra.Command{
+		Use: "audit [-n LINES]", Short: "Print the newest lines of the replicas' shared audit log (with --store postgres://)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			a, err := af.admin()
+			if err != nil {
+				return err
+			}
+			lines, err := a.Audit(cmd.Context(), tail)
+			if err != nil {
+				return err
+			}
+			for _, l := range lines {
+				fmt.Fprintln(cmd.OutOrStdout(), string(l))
+			}
+			return nil
+		},
+	}
+	auditCmd.Flags().IntVarP(&tail, "lines", "n", 100, "how many of the newest lines")
 	reseal := &cobra.Command{
 		Use: "reseal", Short: "Seal every stored value again under the broker's master key (a master-key rotation's third step)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -338,7 +357,7 @@ as replicated Deployments on PostgreSQL) preceded by the Secrets they read; give
 			return nil
 		},
 	}
-	for _, c := range []*cobra.Command{put, get, rm, ls, pget, pset, versions, disable, enable, reseal} {
+	for _, c := range []*cobra.Command{put, get, rm, ls, pget, pset, versions, disable, enable, reseal, auditCmd} {
 		af.add(c)
 	}
 	pol.AddCommand(pget, pset)
@@ -381,7 +400,7 @@ both, so the host cannot point the sandbox at another broker.`,
 	}
 	annotate.Flags().StringVar(&annState, "state", "", "the broker's state directory")
 	annotate.Flags().StringVarP(&annOut, "out", "f", "", "write here instead of in place")
-	cmd.AddCommand(initCmd, serve, put, get, rm, ls, versions, disable, enable, reseal, newKBSRotateCmd(), pol, annotate, newKBSKeyCmd(g, &kbsAdminFlags{}))
+	cmd.AddCommand(initCmd, serve, put, get, rm, ls, versions, disable, enable, reseal, auditCmd, newKBSRotateCmd(), pol, annotate, newKBSKeyCmd(g, &kbsAdminFlags{}))
 	return cmd
 }
 
@@ -407,6 +426,7 @@ type kbsBackend struct {
 	store    kbs.Store
 	sessions kbs.SessionStore
 	policies kbs.PolicyStore
+	audit    *kbs.PGAudit // the shared audit log (nil: the state directory's file only)
 	close    func()
 }
 
@@ -428,7 +448,7 @@ func openKBSStore(ctx context.Context, spec, state string, mk []byte, readable .
 			p.Close()
 			return nil, err
 		}
-		return &kbsBackend{store: st, sessions: p.Sessions(0, nil), policies: pol, close: p.Close}, nil
+		return &kbsBackend{store: st, sessions: p.Sessions(0, nil), policies: pol, audit: p.Audit(), close: p.Close}, nil
 	case spec == "", strings.HasPrefix(spec, "bolt:"):
 		path := strings.TrimPrefix(spec, "bolt:")
 		if path == "" {
@@ -495,10 +515,18 @@ func serveKBS(cmd *cobra.Command, g *globals, f kbsServeFlags) error {
 		return err
 	}
 	defer auditF.Close()
-	cfg := kbs.Config{Store: be.store, Sessions: be.sessions, Policies: be.policies, Attestation: svc, Signer: signer, AdminKey: pub, AllowSim: allowSim, Audit: auditF, Logger: log,
+	var audit io.Writer = auditF
+	if be.audit != nil {
+		// The replicas' shared log too; the file stays this replica's.
+		audit = io.MultiWriter(auditF, be.audit)
+	}
+	cfg := kbs.Config{Store: be.store, Sessions: be.sessions, Policies: be.policies, Attestation: svc, Signer: signer, AdminKey: pub, AllowSim: allowSim, Audit: audit, Logger: log,
 		OnPolicyChange: func(text string) error {
 			return os.WriteFile(filepath.Join(state, kbs.FilePolicy), []byte(text), 0o600)
 		}}
+	if be.audit != nil {
+		cfg.AuditLog = be.audit
+	}
 	if b, err := os.ReadFile(filepath.Join(state, kbs.FilePolicy)); err == nil {
 		cfg.ReleasePolicy = string(b)
 	}

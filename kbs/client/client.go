@@ -259,6 +259,18 @@ func (a *Admin) Reseal(ctx context.Context) (map[string]any, error) {
 	return out, json.Unmarshal(b, &out)
 }
 
+// Audit returns the newest n lines of the broker's shared audit log.
+func (a *Admin) Audit(ctx context.Context, n int) ([]json.RawMessage, error) {
+	b, err := a.do(ctx, http.MethodGet, "/kbs/v0/admin/audit?n="+strconv.Itoa(n), nil)
+	if err != nil {
+		return nil, err
+	}
+	var out struct {
+		Lines []json.RawMessage `json:"lines"`
+	}
+	return out.Lines, json.Unmarshal(b, &out)
+}
+
 // SetDisabled disables (or enables again) one version of a resource.
 func (a *Admin) SetDisabled(ctx context.Context, path string, version int, disabled bool) error {
 	op := "enable"
