@@ -205,20 +205,7 @@ func TestPolicyAcrossReplicas(t *testing.T) {
 	if err := a.admin.Put(ctx, "app/key/db", []byte("s3cret")); err != nil {
 		t.Fatal(err)
 	}
-	fetch := func(f *fixture) (int, string) {
-		p := newProtocol(t, f)
-		n := p.auth()
-		if code, m := p.post("/kbs/v0/attest", p.attestBody(n, p.pub(), p.pub(), false)); code != 200 {
-			t.Fatalf("attest: %d %v", code, m)
-		}
-		resp, err := p.hc.Get(f.srv.URL + "/kbs/v0/resource/app/key/db")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	fetch := func(f *fixture) (int, string) { return attestAndFetch(t, f, "app/key/db") }
 	if code, body := fetch(b); code != 200 {
 		t.Fatalf("B before: %d %s", code, body)
 	}
@@ -279,16 +266,9 @@ func TestSharedAuditLog(t *testing.T) {
 	if err := a.admin.Put(ctx, "app/key/db", []byte("audit-secret")); err != nil {
 		t.Fatal(err)
 	}
-	p := newProtocol(t, b)
-	n := p.auth()
-	if code, m := p.post("/kbs/v0/attest", p.attestBody(n, p.pub(), p.pub(), false)); code != 200 {
-		t.Fatalf("attest: %d %v", code, m)
+	if code, body := attestAndFetch(t, b, "app/key/db"); code != 200 {
+		t.Fatalf("release on B: %d %s", code, body)
 	}
-	resp, err := p.hc.Get(b.srv.URL + "/kbs/v0/resource/app/key/db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
 	for _, f := range []*fixture{a, b} {
 		lines, err := f.admin.Audit(ctx, 10)
 		if err != nil {
@@ -303,4 +283,22 @@ func TestSharedAuditLog(t *testing.T) {
 			t.Fatalf("the shared audit log:\n%s", all)
 		}
 	}
+}
+
+// attestAndFetch runs the protocol with a fresh session on f and asks for
+// the resource at path; it returns the status and the body (a JWE when 200).
+func attestAndFetch(t *testing.T, f *fixture, path string) (int, string) {
+	t.Helper()
+	p := newProtocol(t, f)
+	n := p.auth()
+	if code, m := p.post("/kbs/v0/attest", p.attestBody(n, p.pub(), p.pub(), false)); code != 200 {
+		t.Fatalf("attest: %d %v", code, m)
+	}
+	resp, err := p.hc.Get(f.srv.URL + "/kbs/v0/resource/" + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
