@@ -126,10 +126,8 @@ func (p *PGNonces) Consume(ctx context.Context, nonce string) (bool, error) {
 // parties trust): each entry carries an HMAC under a secret the replicas
 // share (derived from their admin token), and one without it is not served.
 type PGKeys struct {
-	db     *PGNonces
-	pool   *pgxpool.Pool
+	db     *PGNonces // the database the nonces are in
 	macKey []byte
-	now    func() time.Time
 }
 
 // Keys returns the key directory on the same database; secret is what the
@@ -142,7 +140,7 @@ func (p *PGNonces) Keys(secret []byte) (*PGKeys, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &PGKeys{db: p, pool: p.pool, macKey: k, now: p.now}, nil
+	return &PGKeys{db: p, macKey: k}, nil
 }
 
 func (k *PGKeys) mac(kid string, jwk []byte) []byte {
@@ -158,14 +156,14 @@ func (k *PGKeys) Publish(ctx context.Context, set jose.JSONWebKeySet) error {
 	if k.db.closed.Load() {
 		return ErrClosed
 	}
-	now := k.now()
+	now := k.db.now()
 	for _, key := range set.Keys {
 		pub := key.Public()
 		b, err := pub.MarshalJSON()
 		if err != nil {
 			return err
 		}
-		if _, err := k.pool.Exec(ctx, `INSERT INTO as_signing_keys (kid, jwk, seen, mac) VALUES ($1, $2, $3, $4)
+		if _, err := k.db.pool.Exec(ctx, `INSERT INTO as_signing_keys (kid, jwk, seen, mac) VALUES ($1, $2, $3, $4)
 			ON CONFLICT (kid) DO UPDATE SET jwk = excluded.jwk, seen = excluded.seen, mac = excluded.mac`, key.KeyID, string(b), now, k.mac(key.KeyID, b)); err != nil {
 			return err
 		}
@@ -177,7 +175,7 @@ func (k *PGKeys) Publish(ctx context.Context, set jose.JSONWebKeySet) error {
 // MAC verifies.
 func (k *PGKeys) Published(ctx context.Context, since time.Time) (jose.JSONWebKeySet, error) {
 	var set jose.JSONWebKeySet
-	rows, err := k.pool.Query(ctx, `SELECT kid, jwk, mac FROM as_signing_keys WHERE seen >= $1 ORDER BY kid`, since)
+	rows, err := k.db.pool.Query(ctx, `SELECT kid, jwk, mac FROM as_signing_keys WHERE seen >= $1 ORDER BY kid`, since)
 	if err != nil {
 		return set, err
 	}

@@ -26,8 +26,7 @@ import (
 // same broker and a replica's death loses nothing acknowledged. Resources
 // are sealed before they reach the database, as in the embedded store.
 type Postgres struct {
-	pool   *pgxpool.Pool
-	closed atomic.Bool
+	pool *pgxpool.Pool
 	// life ends when the store is closed: a policy listener's wait stops
 	// at once rather than hold its connection (and Close) until it times
 	// out.
@@ -94,7 +93,6 @@ func OpenPostgres(ctx context.Context, url string) (*Postgres, error) {
 
 // Close closes the connections; whatever follows the store stops.
 func (p *Postgres) Close() {
-	p.closed.Store(true)
 	p.endLife()
 	p.pool.Close()
 }
@@ -505,7 +503,7 @@ func (s *PGPolicies) Reseal(ctx context.Context) (bool, error) {
 
 // WaitPolicyChange implements PolicyStore. It is called from one goroutine.
 func (s *PGPolicies) WaitPolicyChange(ctx context.Context, d time.Duration) error {
-	if s.p.closed.Load() {
+	if s.p.life.Err() != nil {
 		if s.listener != nil {
 			s.listener.Release()
 			s.listener = nil

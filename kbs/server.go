@@ -315,6 +315,17 @@ func jwtPayload(raw string) (map[string]any, error) {
 	return m, json.Unmarshal(b, &m)
 }
 
+// resourceOf is the resource path a route names, or false after answering
+// why it is not one.
+func resourceOf(w http.ResponseWriter, r *http.Request) (string, bool) {
+	path, err := protocol.ResourcePath(r.PathValue("repo"), r.PathValue("type"), r.PathValue("tag"))
+	if err != nil {
+		fail(w, ErrInvalidPath, "%v", err)
+		return "", false
+	}
+	return path, true
+}
+
 // versionParam reads ?version=N (0 when absent: the newest enabled one).
 func versionParam(r *http.Request) (int, error) {
 	v := r.URL.Query().Get("version")
@@ -562,9 +573,8 @@ func (s *Server) checkAdmin(r *http.Request) error {
 }
 
 func (s *Server) putResource(w http.ResponseWriter, r *http.Request) {
-	path, err := protocol.ResourcePath(r.PathValue("repo"), r.PathValue("type"), r.PathValue("tag"))
-	if err != nil {
-		fail(w, ErrInvalidPath, "%v", err)
+	path, ok := resourceOf(w, r)
+	if !ok {
 		return
 	}
 	data, err := io.ReadAll(r.Body)
@@ -582,12 +592,18 @@ func (s *Server) putResource(w http.ResponseWriter, r *http.Request) {
 	respond(w, http.StatusOK, map[string]any{"resource": "kbs:///" + path, "version": version})
 }
 
+// policyResealer is a PolicyStore whose policy is authenticated under the
+// master key (PGPolicies): a rotation authenticates it again.
+type policyResealer interface {
+	Reseal(ctx context.Context) (bool, error)
+}
+
 // reseal seals every stored value (and the stored release policy's MAC)
 // again under the master key: the last step of a master-key rotation.
 func (s *Server) reseal(w http.ResponseWriter, r *http.Request) {
 	rs, ok := s.cfg.Store.(Resealer)
 	if !ok {
-		fail(w, ErrInvalidPath, "this broker's store cannot be resealed")
+		fail(w, ErrInvalidPath, "this broker's store cannot be resealed (it implements no kbs.Resealer); move its resources to the embedded or the PostgreSQL store")
 		return
 	}
 	res, err := rs.Reseal(r.Context())
@@ -596,9 +612,7 @@ func (s *Server) reseal(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := map[string]any{"values": res.Values, "resealed": res.Resealed}
-	if p, ok := s.cfg.Policies.(interface {
-		Reseal(context.Context) (bool, error)
-	}); ok {
+	if p, ok := s.cfg.Policies.(policyResealer); ok {
 		done, err := p.Reseal(r.Context())
 		if err != nil {
 			s.internal(w, "resealing the release policy", err)
@@ -611,9 +625,8 @@ func (s *Server) reseal(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listVersions(w http.ResponseWriter, r *http.Request) {
-	path, err := protocol.ResourcePath(r.PathValue("repo"), r.PathValue("type"), r.PathValue("tag"))
-	if err != nil {
-		fail(w, ErrInvalidPath, "%v", err)
+	path, ok := resourceOf(w, r)
+	if !ok {
 		return
 	}
 	vs, err := s.cfg.Store.Versions(r.Context(), path)
@@ -631,9 +644,8 @@ func (s *Server) listVersions(w http.ResponseWriter, r *http.Request) {
 // .../enable).
 func (s *Server) setDisabled(disabled bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		path, err := protocol.ResourcePath(r.PathValue("repo"), r.PathValue("type"), r.PathValue("tag"))
-		if err != nil {
-			fail(w, ErrInvalidPath, "%v", err)
+		path, ok := resourceOf(w, r)
+		if !ok {
 			return
 		}
 		v, err := strconv.Atoi(r.PathValue("version"))
@@ -658,9 +670,8 @@ func (s *Server) setDisabled(disabled bool) http.HandlerFunc {
 }
 
 func (s *Server) deleteResource(w http.ResponseWriter, r *http.Request) {
-	path, err := protocol.ResourcePath(r.PathValue("repo"), r.PathValue("type"), r.PathValue("tag"))
-	if err != nil {
-		fail(w, ErrInvalidPath, "%v", err)
+	path, ok := resourceOf(w, r)
+	if !ok {
 		return
 	}
 	if err := s.cfg.Store.Delete(r.Context(), path); errors.Is(err, ErrNotFound) {
@@ -675,9 +686,8 @@ func (s *Server) deleteResource(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) adminGetResource(w http.ResponseWriter, r *http.Request) {
-	path, err := protocol.ResourcePath(r.PathValue("repo"), r.PathValue("type"), r.PathValue("tag"))
-	if err != nil {
-		fail(w, ErrInvalidPath, "%v", err)
+	path, ok := resourceOf(w, r)
+	if !ok {
 		return
 	}
 	pinned, err := versionParam(r)

@@ -149,6 +149,12 @@ type ResealResult struct {
 	Resealed int `json:"resealed"` // sealed again under the master key
 }
 
+// Both stores reseal.
+var (
+	_ Resealer = (*BoltStore)(nil)
+	_ Resealer = (*PGStore)(nil)
+)
+
 // Resealer seals every stored value again under the master key (the last
 // step of a master-key rotation). It can be interrupted and run again:
 // values already under the master key are left as they are.

@@ -152,29 +152,36 @@ func (s *shim) container(name string, f func(*ContainerStatus)) {
 	})
 }
 
-// agentSpans records the steps the agent reported for a phase.
-func (s *shim) agentSpans(phase, prefix string, list []*agentv1.Span) {
+// addSpans adds the steps the agent reported for a phase to st.
+func addSpans(st *Status, phase, prefix string, list []*agentv1.Span) {
 	if len(list) == 0 {
 		return
 	}
-	s.update(func(st *Status) {
-		if st.AgentSpans == nil {
-			st.AgentSpans = map[string][]AgentSpan{}
-		}
-		for _, sp := range list {
-			st.AgentSpans[phase] = append(st.AgentSpans[phase], AgentSpan{Name: prefix + sp.GetName(), Ms: float64(sp.GetDurationUs()) / 1000})
-		}
-	})
+	if st.AgentSpans == nil {
+		st.AgentSpans = map[string][]AgentSpan{}
+	}
+	for _, sp := range list {
+		st.AgentSpans[phase] = append(st.AgentSpans[phase], AgentSpan{Name: prefix + sp.GetName(), Ms: float64(sp.GetDurationUs()) / 1000})
+	}
 }
 
-// timing records how long since the launch a phase ended.
-func (s *shim) timing(phase string) {
+// agentSpans records the steps the agent reported for a phase.
+func (s *shim) agentSpans(phase, prefix string, list []*agentv1.Span) {
+	if len(list) > 0 {
+		s.update(func(st *Status) { addSpans(st, phase, prefix, list) })
+	}
+}
+
+// timing records how long since the launch a phase ended, and the steps
+// the agent reported for it (one status write).
+func (s *shim) timing(phase string, spans ...*agentv1.Span) {
 	d := time.Since(s.launched).Seconds()
 	s.update(func(st *Status) {
 		if st.Timings == nil {
 			st.Timings = map[string]float64{}
 		}
 		st.Timings[phase] = d
+		addSpans(st, phase, "", spans)
 	})
 }
 
@@ -255,8 +262,7 @@ func (s *shim) createSandbox() error {
 	if err != nil {
 		return fmt.Errorf("create sandbox: %s", Message(err))
 	}
-	s.timing("sandbox_created_s") // the policy bound to the report and loaded, volumes opened
-	s.agentSpans("sandbox_created_s", "", resp.GetSpans())
+	s.timing("sandbox_created_s", resp.GetSpans()...) // the policy bound to the report and loaded, volumes opened
 	return nil
 }
 

@@ -48,16 +48,14 @@ func (s *shim) supervise(ctx context.Context, c pod.Container, policy corev1.Res
 			return fail("CreateError: " + Message(err))
 		}
 		if attempt == 0 {
-			s.timing("container_" + name + "_created_s")
-			s.agentSpans("container_"+name+"_created_s", "", created.GetSpans())
+			s.timing("container_"+name+"_created_s", created.GetSpans()...)
 		}
 		started, err := s.cl.StartContainer(ctx, &agentv1.StartContainerRequest{Container: name})
 		if err != nil {
 			return fail("StartError: " + Message(err))
 		}
 		if attempt == 0 {
-			s.timing("container_" + name + "_started_s")
-			s.agentSpans("container_"+name+"_started_s", "", started.GetSpans())
+			s.timing("container_"+name+"_started_s", started.GetSpans()...)
 		}
 		s.container(name, func(cs *ContainerStatus) {
 			cs.State, cs.Started, cs.Reason, cs.Restarts = "running", time.Now(), "", attempt

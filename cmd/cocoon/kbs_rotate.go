@@ -98,11 +98,6 @@ values under those keys too; it never seals with them.`,
 				if !exists(old) {
 					return errors.New("nothing to finish: no master.key.old")
 				}
-				b, err := os.ReadFile(old)
-				if err != nil {
-					return err
-				}
-				clear(b)
 				if err := os.Remove(old); err != nil {
 					return err
 				}

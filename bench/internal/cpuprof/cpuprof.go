@@ -21,7 +21,10 @@ var (
 )
 
 // Profile is a parsed CPU profile.
-type Profile struct{ p *profile.Profile }
+type Profile struct {
+	p   *profile.Profile
+	cpu int // the index of the cpu nanoseconds in a sample's values
+}
 
 // Read parses the profile at path.
 func Read(path string) (*Profile, error) {
@@ -36,45 +39,24 @@ func Read(path string) (*Profile, error) {
 	}
 	for i, st := range p.SampleType {
 		if st.Type == "cpu" && st.Unit == "nanoseconds" {
-			return &Profile{p}, checkIndex(i)
+			return &Profile{p, i}, nil
 		}
 	}
 	return nil, fmt.Errorf("%s: no cpu/nanoseconds samples", path)
-}
-
-// checkIndex documents the layout Go's CPU profiles have: samples, then
-// cpu nanoseconds.
-func checkIndex(i int) error {
-	if i != 1 {
-		return fmt.Errorf("cpu samples at index %d, want 1", i)
-	}
-	return nil
 }
 
 // Total is the CPU time the profile sampled.
 func (p *Profile) Total() time.Duration {
 	var t int64
 	for _, s := range p.p.Sample {
-		t += s.Value[1]
+		t += s.Value[p.cpu]
 	}
 	return time.Duration(t)
 }
 
 // Share is the fraction of the sampled CPU time spent in (or below) a
 // function whose name starts with one of prefixes.
-func (p *Profile) Share(prefixes ...string) float64 {
-	var in, all int64
-	for _, s := range p.p.Sample {
-		all += s.Value[1]
-		if stackHas(s, prefixes) {
-			in += s.Value[1]
-		}
-	}
-	if all == 0 {
-		return 0
-	}
-	return float64(in) / float64(all)
-}
+func (p *Profile) Share(prefixes ...string) float64 { return p.ShareExcept(prefixes, nil) }
 
 // ShareExcept is the fraction of the sampled CPU time in a function
 // matching prefixes, in samples whose stack has no function matching
@@ -82,9 +64,9 @@ func (p *Profile) Share(prefixes ...string) float64 {
 func (p *Profile) ShareExcept(prefixes, except []string) float64 {
 	var in, all int64
 	for _, s := range p.p.Sample {
-		all += s.Value[1]
+		all += s.Value[p.cpu]
 		if stackHas(s, prefixes) && !stackHas(s, except) {
-			in += s.Value[1]
+			in += s.Value[p.cpu]
 		}
 	}
 	if all == 0 {
@@ -116,11 +98,11 @@ func (p *Profile) Top(n int, skip ...string) []string {
 	flat := map[string]int64{}
 	var all int64
 	for _, s := range p.p.Sample {
-		all += s.Value[1]
+		all += s.Value[p.cpu]
 		if stackHas(s, skip) || len(s.Location) == 0 || len(s.Location[0].Line) == 0 || s.Location[0].Line[0].Function == nil {
 			continue
 		}
-		flat[s.Location[0].Line[0].Function.Name] += s.Value[1]
+		flat[s.Location[0].Line[0].Function.Name] += s.Value[p.cpu]
 	}
 	names := make([]string, 0, len(flat))
 	for k := range flat {
