@@ -125,11 +125,26 @@ func TestCRIInteractive(t *testing.T) {
 	// kubectl exec -it: a shell on a terminal, of the user's terminal's
 	// size.
 	x := c.interactive(t, 101, 37, "exec", "-it", ctr, "/bin/sh")
-	if _, err := io.WriteString(x.in, "test -t 0 && echo on-a-tty-$((6*7)); echo size-$(stty size | tr ' ' x); exit 3\n"); err != nil {
+	if _, err := io.WriteString(x.in, "test -t 0 && echo on-a-tty-$((6*7))\n"); err != nil {
 		t.Fatal(err)
 	}
 	x.expect(t, "on-a-tty-42")
-	x.expect(t, "size-37x101")
+	// The terminal's size travels apart from its input (crictl, like
+	// kubectl, sends it as a resize after the exec starts), so the shell
+	// may read a line before it lands: ask again until it has.
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(x.out.String(), "size-37x101") {
+		if time.Now().After(deadline) {
+			t.Fatalf("crictl exec -it: the terminal never got the size 37x101; output %q", x.out.String())
+		}
+		if _, err := io.WriteString(x.in, "echo size-$(stty size | tr ' ' x)\n"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if _, err := io.WriteString(x.in, "exit 3\n"); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case err := <-x.done:
 		if !strings.Contains(x.errs.String(), "exit code 3") {
@@ -141,7 +156,7 @@ func TestCRIInteractive(t *testing.T) {
 
 	// kubectl attach: the container's own shell reads its stdin.
 	a := c.interactive(t, 0, 0, "attach", "-i", ctr)
-	deadline := time.Now().Add(time.Minute)
+	deadline = time.Now().Add(time.Minute)
 	for {
 		// The attach may not be wired yet when the first line goes:
 		// retry until the shell answers.
