@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -77,8 +78,44 @@ func TestKBSReplicaKilledUnderLoad(t *testing.T) {
 	put := map[string]bool{"v0": true}
 	var acked []string
 	var ops, fails atomic.Int64
+	// One-shot versions, each asked for by two clients through the run:
+	// none may be released twice, whichever replica serves or dies.
+	const oneShots = 24
+	for i := range oneShots {
+		if err := admin(i).PutOneShot(ctx, fmt.Sprintf("load/once/o%d", i), []byte(fmt.Sprintf("once-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var released [oneShots]atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	for w := 0; w < 2; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				r := (i + w*oneShots/2) % oneShots
+				var got []byte
+				err := either(i+w, func(u string) error {
+					var err error
+					got, err = (&client.Client{URL: u, HTTP: hc, Attester: simAttester{auth}}).Resource(ctx, "load", "once", fmt.Sprintf("o%d", r))
+					return err
+				})
+				switch {
+				case err == nil && string(got) == fmt.Sprintf("once-%d", r):
+					released[r].Add(1)
+				case err != nil && strings.Contains(err.Error(), "released already"):
+				default:
+					t.Errorf("one-shot o%d: %q %v", r, got, err)
+				}
+			}
+		}()
+	}
 	for w := 0; w < 3; w++ {
 		wg.Add(1)
 		go func() {
@@ -170,7 +207,18 @@ func TestKBSReplicaKilledUnderLoad(t *testing.T) {
 			t.Errorf("acknowledged put %s: version %d is %q %v", v, i+2, got, err)
 		}
 	}
-	t.Logf("%d full protocols and %d puts across the kill; %d failed", ops.Load(), len(acked), fails.Load())
+	spent := 0
+	for i := range released {
+		if n := released[i].Load(); n > 1 {
+			t.Errorf("one-shot o%d was released %d times", i, n)
+		} else {
+			spent += int(n)
+		}
+	}
+	if spent == 0 {
+		t.Error("no one-shot version was released: the check judged nothing")
+	}
+	t.Logf("%d full protocols and %d puts across the kill; %d failed; %d of %d one-shot versions released once", ops.Load(), len(acked), fails.Load(), spent, oneShots)
 }
 
 // isConnErr tells a replica that is gone (refused, reset) from an answer.

@@ -19,7 +19,10 @@ type failingStore struct{ kbs.Store }
 var errStore = errors.New("bolt: open /var/lib/cocoon/kbs/db: SELECT secret FROM resources WHERE path='app/key/db': disk I/O error")
 
 func (failingStore) Get(context.Context, string, int) ([]byte, int, error) { return nil, 0, errStore }
-func (failingStore) List(context.Context) ([]string, error)                { return nil, errStore }
+func (failingStore) Release(context.Context, string, int) ([]byte, int, error) {
+	return nil, 0, errStore
+}
+func (failingStore) List(context.Context) ([]string, error) { return nil, errStore }
 
 type syncBuf struct {
 	mu sync.Mutex

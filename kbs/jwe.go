@@ -35,6 +35,21 @@ type flatJWE struct {
 
 var b64 = base64.RawURLEncoding
 
+// jweKeyOK says whether sealJWE can encrypt to pub, before anything is
+// released to it.
+func jweKeyOK(pub crypto.PublicKey) error {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		return nil
+	case *rsa.PublicKey:
+		if k.N.BitLen() < 2048 {
+			return fmt.Errorf("an RSA key of %d bits; at least 2048 are needed", k.N.BitLen())
+		}
+		return nil
+	}
+	return fmt.Errorf("cannot encrypt to a %T key; the TEE key must be EC or RSA", pub)
+}
+
 // sealJWE encrypts plaintext to pub.
 func sealJWE(pub crypto.PublicKey, plaintext []byte) ([]byte, error) {
 	cek := make([]byte, 32)

@@ -70,6 +70,8 @@ var migrations = []string{
 		at timestamptz NOT NULL DEFAULT now(),
 		line jsonb NOT NULL
 	);`,
+	5: `ALTER TABLE kbs_resources ADD COLUMN one_shot boolean NOT NULL DEFAULT false,
+		ADD COLUMN released_at timestamptz;`,
 }
 
 // migrationLock is the advisory lock replicas take to migrate one at a
@@ -116,7 +118,7 @@ func (p *Postgres) Store(masterKey []byte, readable ...[]byte) (*PGStore, error)
 
 // Put implements Store: the next version, numbered under a per-path lock
 // so that replicas putting at once get distinct versions.
-func (s *PGStore) Put(ctx context.Context, path string, data []byte) (int, error) {
+func (s *PGStore) Put(ctx context.Context, path string, data []byte, opt PutOptions) (int, error) {
 	tx, err := s.p.pool.Begin(ctx)
 	if err != nil {
 		return 0, err
@@ -133,7 +135,7 @@ func (s *PGStore) Put(ctx context.Context, path string, data []byte) (int, error
 	if err != nil {
 		return 0, err
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO kbs_resources (path, version, sealed) VALUES ($1, $2, $3)`, path, version, sealed); err != nil {
+	if _, err := tx.Exec(ctx, `INSERT INTO kbs_resources (path, version, sealed, one_shot) VALUES ($1, $2, $3, $4)`, path, version, sealed, opt.OneShot); err != nil {
 		return 0, err
 	}
 	return version, tx.Commit(ctx)
@@ -141,32 +143,85 @@ func (s *PGStore) Put(ctx context.Context, path string, data []byte) (int, error
 
 // Get implements Store.
 func (s *PGStore) Get(ctx context.Context, path string, version int) ([]byte, int, error) {
-	var v []byte
-	var err error
-	if version > 0 {
-		err = s.p.pool.QueryRow(ctx, `SELECT sealed FROM kbs_resources WHERE path = $1 AND version = $2 AND NOT disabled`, path, version).Scan(&v)
-	} else {
-		err = s.p.pool.QueryRow(ctx, `SELECT sealed, version FROM kbs_resources WHERE path = $1 AND NOT disabled ORDER BY version DESC LIMIT 1`, path).Scan(&v, &version)
-	}
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, 0, fmt.Errorf("%s: no enabled version%s: %w", path, versionSuffix(version), ErrNotFound)
-	}
+	v, version, _, err := s.pick(ctx, path, version)
 	if err != nil {
-		return nil, 0, err
+		return nil, version, err
 	}
 	pt, err := s.open(path, version, v)
 	return pt, version, err
 }
 
+// Release implements Store. A one-shot version is read again with its row
+// locked (FOR UPDATE), checked and marked in one transaction: of two
+// replicas releasing it at once, the second waits for the first's commit
+// and then sees it released.
+func (s *PGStore) Release(ctx context.Context, path string, version int) ([]byte, int, error) {
+	v, n, oneShot, err := s.pick(ctx, path, version)
+	if err != nil {
+		return nil, n, err
+	}
+	if !oneShot {
+		pt, err := s.open(path, n, v)
+		return pt, n, err
+	}
+	tx, err := s.p.pool.Begin(ctx)
+	if err != nil {
+		return nil, n, err
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	// The version picked above, locked: a newer version put meanwhile
+	// does not change what this request was about to release.
+	var released *time.Time
+	err = tx.QueryRow(ctx, `SELECT sealed, released_at FROM kbs_resources WHERE path = $1 AND version = $2 AND NOT disabled FOR UPDATE`, path, n).Scan(&v, &released)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, n, fmt.Errorf("%s: no enabled version %d: %w", path, n, ErrNotFound)
+	}
+	if err != nil {
+		return nil, n, err
+	}
+	if released != nil {
+		return nil, n, fmt.Errorf("%s version %d: %w", path, n, ErrReleased)
+	}
+	pt, err := s.open(path, n, v)
+	if err != nil {
+		return nil, n, err
+	}
+	if _, err := tx.Exec(ctx, `UPDATE kbs_resources SET released_at = now() WHERE path = $1 AND version = $2`, path, n); err != nil {
+		clear(pt)
+		return nil, n, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		clear(pt)
+		return nil, n, err
+	}
+	return pt, n, nil
+}
+
+// pick reads the sealed value of version (0: the newest enabled one).
+func (s *PGStore) pick(ctx context.Context, path string, version int) ([]byte, int, bool, error) {
+	var v []byte
+	var oneShot bool
+	var err error
+	if version > 0 {
+		err = s.p.pool.QueryRow(ctx, `SELECT sealed, one_shot FROM kbs_resources WHERE path = $1 AND version = $2 AND NOT disabled`, path, version).Scan(&v, &oneShot)
+	} else {
+		err = s.p.pool.QueryRow(ctx, `SELECT sealed, version, one_shot FROM kbs_resources WHERE path = $1 AND NOT disabled ORDER BY version DESC LIMIT 1`, path).Scan(&v, &version, &oneShot)
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, version, false, fmt.Errorf("%s: no enabled version%s: %w", path, versionSuffix(version), ErrNotFound)
+	}
+	return v, version, oneShot, err
+}
+
 // Versions implements Store.
 func (s *PGStore) Versions(ctx context.Context, path string) ([]protocol.ResourceVersion, error) {
-	rows, err := s.p.pool.Query(ctx, `SELECT version, disabled FROM kbs_resources WHERE path = $1 ORDER BY version`, path)
+	rows, err := s.p.pool.Query(ctx, `SELECT version, disabled, one_shot, released_at IS NOT NULL FROM kbs_resources WHERE path = $1 ORDER BY version`, path)
 	if err != nil {
 		return nil, err
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (protocol.ResourceVersion, error) {
 		var v protocol.ResourceVersion
-		return v, r.Scan(&v.N, &v.Disabled)
+		return v, r.Scan(&v.N, &v.Disabled, &v.OneShot, &v.Released)
 	})
 	if err == nil && len(out) == 0 {
 		return nil, fmt.Errorf("%s: %w", path, ErrNotFound)

@@ -3,6 +3,7 @@ package kbs_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"strings"
 	"sync"
@@ -182,7 +183,7 @@ func TestSchemaMigrations(t *testing.T) {
 	}
 	defer conn.Close(ctx)
 	var versions int
-	if err := conn.QueryRow(ctx, `SELECT count(*) FROM cocoon_kbs_schema`).Scan(&versions); err != nil || versions != 4 {
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM cocoon_kbs_schema`).Scan(&versions); err != nil || versions != 5 {
 		t.Fatalf("schema versions recorded: %d %v", versions, err)
 	}
 	if _, err := conn.Exec(ctx, `INSERT INTO cocoon_kbs_schema (version) VALUES (99)`); err != nil {
@@ -301,4 +302,80 @@ func attestAndFetch(t *testing.T, f *fixture, path string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// TestOneShotAcrossReplicas: eight attested workloads ask both replicas at
+// once for a one-shot version: one gets it, the others a PolicyDeny that
+// says it was released; the shared audit log has one release.
+func TestOneShotAcrossReplicas(t *testing.T) {
+	a, b, _ := replicas(t)
+	ctx := context.Background()
+	if err := a.admin.PutOneShot(ctx, "app/key/boot", []byte("bootstrap-token")); err != nil {
+		t.Fatal(err)
+	}
+	var ps []*rawClient
+	for i := 0; i < 8; i++ {
+		f := []*fixture{a, b}[i%2]
+		p := newProtocol(t, f)
+		if code, m := p.post("/kbs/v0/attest", p.attestBody(p.auth(), p.pub(), p.pub(), false)); code != 200 {
+			t.Fatalf("attest: %d %v", code, m)
+		}
+		ps = append(ps, p)
+	}
+	type answer struct {
+		code int
+		body []byte
+		p    *rawClient
+	}
+	answers := make(chan answer, len(ps))
+	for _, p := range ps {
+		go func() {
+			resp, err := p.hc.Get(p.f.srv.URL + "/kbs/v0/resource/app/key/boot")
+			if err != nil {
+				answers <- answer{code: -1, body: []byte(err.Error())}
+				return
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			answers <- answer{resp.StatusCode, body, p}
+		}()
+	}
+	released := 0
+	for range ps {
+		x := <-answers
+		switch {
+		case x.code == 200:
+			released++
+			if pt, err := client.Decrypt(x.body, x.p.priv); err != nil || string(pt) != "bootstrap-token" {
+				t.Errorf("decrypt: %q %v", pt, err)
+			}
+		case x.code == 401 && strings.Contains(string(x.body), "PolicyDeny") && strings.Contains(string(x.body), "released already"):
+		default:
+			t.Errorf("answer %d %s", x.code, x.body)
+		}
+	}
+	if released != 1 {
+		t.Fatalf("the one-shot version was released %d times", released)
+	}
+	lines, err := a.admin.Audit(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, l := range lines {
+		var e struct{ Verdict, Resource string }
+		if err := json.Unmarshal(l, &e); err != nil {
+			t.Fatal(err)
+		}
+		if e.Verdict == "released" && e.Resource == "app/key/boot" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("the shared audit log has %d releases of the one-shot version:\n%s", n, lines)
+	}
+	vs, err := b.admin.Versions(ctx, "app/key/boot")
+	if err != nil || len(vs) != 1 || !vs[0].OneShot || !vs[0].Released {
+		t.Errorf("versions: %+v %v", vs, err)
+	}
 }

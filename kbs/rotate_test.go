@@ -47,7 +47,7 @@ func TestMasterKeyRotation(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			want := map[string]string{}
 			put := func(s Store, path, v string) {
-				if _, err := s.Put(ctx, path, []byte(v)); err != nil {
+				if _, err := s.Put(ctx, path, []byte(v), PutOptions{}); err != nil {
 					t.Fatal(err)
 				}
 				want[path] = v

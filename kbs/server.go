@@ -391,30 +391,43 @@ func (s *Server) getResource(w http.ResponseWriter, r *http.Request) {
 		fail(w, ErrJwe, "the token carries no TEE public key to encrypt the resource to; attest with runtime-data.tee-pubkey")
 		return
 	}
-	data, version, err := s.cfg.Store.Get(r.Context(), path, pinned)
+	// The key first: a one-shot version is spent only on a response that
+	// can be made.
+	pub, err := s.teeKeyOf(raw, cpu.KeyAttestation)
+	if err == nil {
+		err = jweKeyOK(pub)
+	}
+	if err != nil {
+		line.Verdict, line.Reason = "refused", "the token's TEE key cannot be encrypted to"
+		s.audit(line)
+		fail(w, ErrJwe, "the token's TEE key cannot be encrypted to: %v", err)
+		return
+	}
+	data, version, err := s.cfg.Store.Release(r.Context(), path, pinned)
 	line.Version = version
-	if errors.Is(err, ErrNotFound) {
+	switch {
+	case errors.Is(err, ErrNotFound):
 		line.Verdict, line.Reason = "not_found", "no such resource"
 		s.audit(line)
 		fail(w, ErrResourceNotFound, "no resource %s%s (or it is disabled)", path, versionSuffix(pinned))
 		return
-	}
-	if err != nil {
+	case errors.Is(err, ErrReleased):
+		line.Verdict, line.Reason = "denied", "a one-shot version, released already"
+		s.audit(line)
+		fail(w, ErrPolicyDeny, "%s version %d is a one-shot release and was released already; the admin puts a new version to release it again", path, version)
+		return
+	case err != nil:
 		line.Verdict, line.Reason = "error", "the store failed (see the service log)"
 		s.audit(line)
 		s.internal(w, "reading the resource", err)
 		return
 	}
-	pub, err := s.teeKeyOf(raw, cpu.KeyAttestation)
-	var jwe []byte
-	if err == nil {
-		jwe, err = sealJWE(pub, data)
-	}
+	jwe, err := sealJWE(pub, data)
 	clear(data)
 	if err != nil {
-		line.Verdict, line.Reason = "refused", "the token's TEE key cannot be encrypted to"
+		line.Verdict, line.Reason = "error", "the response could not be encrypted (see the service log)"
 		s.audit(line)
-		fail(w, ErrJwe, "the token's TEE key cannot be encrypted to: %v", err)
+		s.internal(w, "encrypting the resource", err)
 		return
 	}
 	line.Verdict = "released"
@@ -494,6 +507,7 @@ type auditLine struct {
 	HostData    string `json:"host_data,omitempty"`
 	Binding     string `json:"binding,omitempty"`
 	Version     int    `json:"version,omitempty"`
+	OneShot     bool   `json:"one_shot,omitempty"`
 }
 
 func (s *Server) audit(l auditLine) {
@@ -582,14 +596,24 @@ func (s *Server) putResource(w http.ResponseWriter, r *http.Request) {
 		fail(w, ErrPayloadTooLarge, "%v", err)
 		return
 	}
-	version, err := s.cfg.Store.Put(r.Context(), path, data)
+	var opt PutOptions
+	switch q := r.URL.Query().Get("one-shot"); q {
+	case "", "false":
+	case "true":
+		opt.OneShot = true
+	default:
+		clear(data)
+		fail(w, ErrInvalidPath, "one-shot=%q: want true or false", q)
+		return
+	}
+	version, err := s.cfg.Store.Put(r.Context(), path, data, opt)
 	clear(data)
 	if err != nil {
 		s.internal(w, "the store", err)
 		return
 	}
-	s.audit(auditLine{Event: "admin_put", Resource: path, Verdict: "stored", Version: version})
-	respond(w, http.StatusOK, map[string]any{"resource": "kbs:///" + path, "version": version})
+	s.audit(auditLine{Event: "admin_put", Resource: path, Verdict: "stored", Version: version, OneShot: opt.OneShot})
+	respond(w, http.StatusOK, map[string]any{"resource": "kbs:///" + path, "version": version, "one_shot": opt.OneShot})
 }
 
 // policyResealer is a PolicyStore whose policy is authenticated under the

@@ -29,10 +29,14 @@ import (
 // durable. BoltStore is the embedded default; PGStore is shared by replicas.
 type Store interface {
 	// Put stores data as the path's next version and returns its number.
-	Put(ctx context.Context, path string, data []byte) (int, error)
+	Put(ctx context.Context, path string, data []byte, opt PutOptions) (int, error)
 	// Get returns the data of version (0: the newest enabled one) and its
-	// number. A disabled version is not found.
+	// number, for the admin. A disabled version is not found.
 	Get(ctx context.Context, path string, version int) ([]byte, int, error)
+	// Release is Get for a release to a workload: a one-shot version is
+	// marked released in the same transaction, and one already released
+	// answers ErrReleased, whichever replica released it.
+	Release(ctx context.Context, path string, version int) ([]byte, int, error)
 	// Versions lists the path's versions, oldest first.
 	Versions(ctx context.Context, path string) ([]protocol.ResourceVersion, error)
 	// SetDisabled disables (or enables again) one version.
@@ -46,6 +50,17 @@ type Store interface {
 // ErrNotFound marks a resource (or version) that does not exist or is
 // disabled.
 var ErrNotFound = errors.New("no such resource")
+
+// ErrReleased marks a one-shot version that was released already.
+var ErrReleased = errors.New("a one-shot version, released already")
+
+// PutOptions are a new version's attributes.
+type PutOptions struct {
+	// OneShot versions are released once, to the first attested workload
+	// the release policy allows, across every replica; later requests are
+	// refused (put a new version to release again).
+	OneShot bool
+}
 
 // legacyBucket held one value per path before resources had versions; it
 // is moved into versions (as version 1) when the store opens.
@@ -208,10 +223,15 @@ func migrateBolt(tx *bolt.Tx) error {
 // a flags byte (1: disabled) and the sealed value.
 func versionKey(v int) []byte { return binary.BigEndian.AppendUint64(nil, uint64(v)) }
 
-const flagDisabled = 1
+// The flags byte's bits.
+const (
+	flagDisabled = 1 << iota
+	flagOneShot
+	flagReleased
+)
 
 // Put implements Store; bbolt commits with fsync before returning.
-func (s *BoltStore) Put(_ context.Context, path string, data []byte) (int, error) {
+func (s *BoltStore) Put(_ context.Context, path string, data []byte, opt PutOptions) (int, error) {
 	var version int
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		pb, err := tx.Bucket(versionsBucket).CreateBucketIfNotExists([]byte(path))
@@ -226,7 +246,11 @@ func (s *BoltStore) Put(_ context.Context, path string, data []byte) (int, error
 		if err != nil {
 			return err
 		}
-		return pb.Put(versionKey(version), append([]byte{0}, sealed...))
+		var flags byte
+		if opt.OneShot {
+			flags |= flagOneShot
+		}
+		return pb.Put(versionKey(version), append([]byte{flags}, sealed...))
 	})
 	return version, err
 }
@@ -235,30 +259,84 @@ func (s *BoltStore) Put(_ context.Context, path string, data []byte) (int, error
 func (s *BoltStore) Get(_ context.Context, path string, version int) ([]byte, int, error) {
 	var out []byte
 	err := s.db.View(func(tx *bolt.Tx) error {
-		pb := tx.Bucket(versionsBucket).Bucket([]byte(path))
-		if pb == nil {
-			return fmt.Errorf("%s: %w", path, ErrNotFound)
+		v, n, err := pickVersion(tx, path, version)
+		if err != nil {
+			return err
 		}
-		var v []byte
-		if version > 0 {
-			v = pb.Get(versionKey(version))
-		} else {
-			c := pb.Cursor()
-			for k, val := c.Last(); k != nil; k, val = c.Prev() {
-				if len(val) > 0 && val[0]&flagDisabled == 0 {
-					version, v = int(binary.BigEndian.Uint64(k)), val
-					break
-				}
-			}
-		}
-		if len(v) == 0 || v[0]&flagDisabled != 0 {
-			return fmt.Errorf("%s: no enabled version%s: %w", path, versionSuffix(version), ErrNotFound)
-		}
-		pt, err := s.open(path, version, v[1:])
-		out = pt
+		version = n
+		out, err = s.open(path, version, v[1:])
 		return err
 	})
 	return out, version, err
+}
+
+// Release implements Store: a one-shot version is marked in a write
+// transaction (bbolt has one writer at a time), others are read.
+func (s *BoltStore) Release(_ context.Context, path string, version int) ([]byte, int, error) {
+	var out []byte
+	oneShot := false
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v, n, err := pickVersion(tx, path, version)
+		if err != nil {
+			return err
+		}
+		if v[0]&flagOneShot != 0 {
+			oneShot = true
+			return nil
+		}
+		version = n
+		out, err = s.open(path, version, v[1:])
+		return err
+	})
+	if err != nil || !oneShot {
+		return out, version, err
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		v, n, err := pickVersion(tx, path, version)
+		if err != nil {
+			return err
+		}
+		version = n
+		if v[0]&flagReleased != 0 {
+			return fmt.Errorf("%s version %d: %w", path, version, ErrReleased)
+		}
+		if out, err = s.open(path, version, v[1:]); err != nil {
+			return err
+		}
+		nv := append([]byte(nil), v...)
+		nv[0] |= flagReleased
+		return tx.Bucket(versionsBucket).Bucket([]byte(path)).Put(versionKey(version), nv)
+	})
+	if err != nil {
+		clear(out)
+		return nil, version, err
+	}
+	return out, version, nil
+}
+
+// pickVersion returns the stored value (flags byte first) of version, or
+// of the newest enabled one for 0, and its number.
+func pickVersion(tx *bolt.Tx, path string, version int) ([]byte, int, error) {
+	pb := tx.Bucket(versionsBucket).Bucket([]byte(path))
+	if pb == nil {
+		return nil, 0, fmt.Errorf("%s: %w", path, ErrNotFound)
+	}
+	var v []byte
+	if version > 0 {
+		v = pb.Get(versionKey(version))
+	} else {
+		c := pb.Cursor()
+		for k, val := c.Last(); k != nil; k, val = c.Prev() {
+			if len(val) > 0 && val[0]&flagDisabled == 0 {
+				version, v = int(binary.BigEndian.Uint64(k)), val
+				break
+			}
+		}
+	}
+	if len(v) < 2 || v[0]&flagDisabled != 0 {
+		return nil, version, fmt.Errorf("%s: no enabled version%s: %w", path, versionSuffix(version), ErrNotFound)
+	}
+	return v, version, nil
 }
 
 func versionSuffix(v int) string {
@@ -277,7 +355,12 @@ func (s *BoltStore) Versions(_ context.Context, path string) ([]protocol.Resourc
 			return fmt.Errorf("%s: %w", path, ErrNotFound)
 		}
 		return pb.ForEach(func(k, v []byte) error {
-			out = append(out, protocol.ResourceVersion{N: int(binary.BigEndian.Uint64(k)), Disabled: len(v) > 0 && v[0]&flagDisabled != 0})
+			var f byte
+			if len(v) > 0 {
+				f = v[0]
+			}
+			out = append(out, protocol.ResourceVersion{N: int(binary.BigEndian.Uint64(k)), Disabled: f&flagDisabled != 0,
+				OneShot: f&flagOneShot != 0, Released: f&flagReleased != 0})
 			return nil
 		})
 	})

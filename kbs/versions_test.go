@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -77,7 +78,7 @@ func TestVersions(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			s := st.s
 			for i, want := range []int{1, 2, 3} {
-				if v, err := s.Put(ctx, "app/key/db", []byte(fmt.Sprintf("value-%d", i+1))); err != nil || v != want {
+				if v, err := s.Put(ctx, "app/key/db", []byte(fmt.Sprintf("value-%d", i+1)), PutOptions{}); err != nil || v != want {
 					t.Fatalf("put %d: version %d %v", i+1, v, err)
 				}
 			}
@@ -156,7 +157,83 @@ func TestBoltLegacyValues(t *testing.T) {
 	if err != nil || v != 1 || string(b) != "from before versions" {
 		t.Fatalf("legacy value: %q %d %v", b, v, err)
 	}
-	if v, err := s.Put(context.Background(), "app/key/old", []byte("new")); err != nil || v != 2 {
+	if v, err := s.Put(context.Background(), "app/key/old", []byte("new"), PutOptions{}); err != nil || v != 2 {
 		t.Fatalf("put after migration: %d %v", v, err)
+	}
+}
+
+// TestOneShot: a one-shot version is released once however many ask at
+// once (with PostgreSQL, through two pools as two replicas would); the
+// admin can still read it; Versions reports it spent; versions that are
+// not one-shot, and a newer version put after it, release as often as
+// asked.
+func TestOneShot(t *testing.T) {
+	ctx := context.Background()
+	for name, st := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			s := st.s
+			if _, err := s.Put(ctx, "app/key/boot", []byte("plain"), PutOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if v, err := s.Put(ctx, "app/key/boot", []byte("once-only"), PutOptions{OneShot: true}); err != nil || v != 2 {
+				t.Fatalf("put one-shot: %d %v", v, err)
+			}
+			others := []Store{s}
+			if pg, ok := s.(*PGStore); ok {
+				// A second replica's own connections.
+				p2, err := OpenPostgres(ctx, pg.p.pool.Config().ConnString())
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(p2.Close)
+				s2, _ := p2.Store(testMaster)
+				others = append(others, s2)
+			}
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			got, spent := 0, 0
+			for i := 0; i < 16; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					b, v, err := others[i%len(others)].Release(ctx, "app/key/boot", 0)
+					mu.Lock()
+					defer mu.Unlock()
+					switch {
+					case err == nil && string(b) == "once-only" && v == 2:
+						got++
+					case errors.Is(err, ErrReleased) && v == 2:
+						spent++
+					default:
+						t.Errorf("release: %q %d %v", b, v, err)
+					}
+				}()
+			}
+			wg.Wait()
+			if got != 1 || spent != 15 {
+				t.Fatalf("one-shot released %d times, refused %d (want 1 and 15)", got, spent)
+			}
+			if b, _, err := s.Release(ctx, "app/key/boot", 2); !errors.Is(err, ErrReleased) || b != nil {
+				t.Errorf("pinned after release: %q %v", b, err)
+			}
+			if b, _, err := s.Get(ctx, "app/key/boot", 0); err != nil || string(b) != "once-only" {
+				t.Errorf("admin get: %q %v", b, err)
+			}
+			vs, err := s.Versions(ctx, "app/key/boot")
+			if err != nil || len(vs) != 2 || vs[0].OneShot || !vs[1].OneShot || !vs[1].Released {
+				t.Errorf("versions: %+v %v", vs, err)
+			}
+			for i := 0; i < 2; i++ {
+				if b, _, err := s.Release(ctx, "app/key/boot", 1); err != nil || string(b) != "plain" {
+					t.Errorf("version 1, release %d: %q %v", i, b, err)
+				}
+			}
+			if _, err := s.Put(ctx, "app/key/boot", []byte("next"), PutOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if b, v, err := s.Release(ctx, "app/key/boot", 0); err != nil || string(b) != "next" || v != 3 {
+				t.Errorf("after a new version: %q %d %v", b, v, err)
+			}
+		})
 	}
 }

@@ -98,7 +98,7 @@ policy, encrypted to a key that exists only inside the workload's TEE.
 
   cocoon kbs init --state DIR                       keys, TLS certificate, master key
   cocoon kbs serve --state DIR --listen ADDR        serve (HTTPS)
-  cocoon kbs put kbs:///repo/type/tag FILE --state DIR   (a new version)
+  cocoon kbs put kbs:///repo/type/tag FILE --state DIR [--one-shot]   (a new version)
   cocoon kbs get|rm kbs:///repo/type/tag --state DIR [--version N]
   cocoon kbs versions kbs:///repo/type/tag --state DIR
   cocoon kbs disable|enable kbs:///repo/type/tag --version N --state DIR
@@ -107,7 +107,8 @@ policy, encrypted to a key that exists only inside the workload's TEE.
 
 A resource has numbered versions: put makes the next one, a release takes the
 newest one not disabled (or, with ?version=N, that one). Rotate a secret by
-putting its new value; disable the old version once nothing needs it.
+putting its new value; disable the old version once nothing needs it. A
+--one-shot version is released once, to the first workload allowed it.
   cocoon kbs policy get|set [FILE] --state DIR`,
 	}
 	var listen, kube string
@@ -172,6 +173,7 @@ as replicated Deployments on PostgreSQL) preceded by the Secrets they read; give
 	serve.Flags().StringVar(&storeSpec, "store", os.Getenv("COCOON_KBS_STORE"), "where resources and sessions live: bolt:PATH (default: the state directory's store, sessions in memory) or postgres://... shared by replicas (env COCOON_KBS_STORE, which keeps a password out of the process list)")
 
 	af := &kbsAdminFlags{}
+	var oneShot bool
 	put := &cobra.Command{
 		Use: "put kbs:///repo/type/tag FILE", Short: "Store a resource (FILE - reads standard input)", Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -189,9 +191,13 @@ as replicated Deployments on PostgreSQL) preceded by the Secrets they read; give
 				return err
 			}
 			defer clear(data)
+			if oneShot {
+				return a.PutOneShot(cmd.Context(), path, data)
+			}
 			return a.Put(cmd.Context(), path, data)
 		},
 	}
+	put.Flags().BoolVar(&oneShot, "one-shot", false, "release this version once: to the first attested workload the release policy allows, on any replica; later requests are refused")
 	var version int
 	get := &cobra.Command{
 		Use: "get kbs:///repo/type/tag [--version N]", Short: "Print a resource (admin): the newest enabled version, or version N", Args: cobra.ExactArgs(1),
@@ -287,6 +293,12 @@ as replicated Deployments on PostgreSQL) preceded by the Secrets they read; give
 				state := "enabled"
 				if v.Disabled {
 					state = "disabled"
+				}
+				if v.OneShot {
+					state += ", one-shot"
+				}
+				if v.Released {
+					state += ", released"
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%d\t%s\n", v.N, state)
 			}

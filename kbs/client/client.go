@@ -222,6 +222,13 @@ func (a *Admin) Put(ctx context.Context, path string, data []byte) error {
 	return err
 }
 
+// PutOneShot stores a resource's next version to be released once: to the
+// first attested workload the release policy allows, on any replica.
+func (a *Admin) PutOneShot(ctx context.Context, path string, data []byte) error {
+	_, err := a.do(ctx, http.MethodPost, "/kbs/v0/resource/"+path+"?one-shot=true", data)
+	return err
+}
+
 // Get reads a resource (admin): the newest enabled version.
 func (a *Admin) Get(ctx context.Context, path string) ([]byte, error) {
 	return a.GetVersion(ctx, path, 0)

@@ -118,4 +118,7 @@ func KeyVaultName(kid string) (string, error) {
 type ResourceVersion struct {
 	N        int  `json:"version"`
 	Disabled bool `json:"disabled"`
+	// OneShot versions are released once; Released says that happened.
+	OneShot  bool `json:"one_shot,omitempty"`
+	Released bool `json:"released,omitempty"`
 }
