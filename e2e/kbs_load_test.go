@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -221,9 +222,13 @@ func TestKBSReplicaKilledUnderLoad(t *testing.T) {
 	t.Logf("%d full protocols and %d puts across the kill; %d failed; %d of %d one-shot versions released once", ops.Load(), len(acked), fails.Load(), spent, oneShots)
 }
 
-// isConnErr tells a replica that is gone (refused, reset) from an answer.
+// isConnErr tells a replica that is gone (refused, reset, or a kept-alive
+// connection closed as it stopped) from an answer.
 func isConnErr(err error) bool {
-	var se syscall.Errno
-	return errors.As(err, &se) && (se == syscall.ECONNREFUSED || se == syscall.ECONNRESET || se == syscall.EPIPE) ||
-		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
+	for _, e := range []error{syscall.ECONNREFUSED, syscall.ECONNRESET, syscall.EPIPE, io.EOF, io.ErrUnexpectedEOF} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }

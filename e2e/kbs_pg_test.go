@@ -5,15 +5,20 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"cocoon.dev/cocoon/internal/testpg"
+	"cocoon.dev/cocoon/kbs/client"
+	"cocoon.dev/cocoon/tee/sim"
 )
 
 // TestKBSReplicasOnPostgres: two `cocoon kbs serve` replicas on one real
@@ -86,44 +91,112 @@ func TestKBSReplicasOnPostgres(t *testing.T) {
 }
 
 // TestKBSMasterKeyRotation: the three steps of a master-key rotation with
-// two replicas on PostgreSQL, each step followed by restarting them; after
-// each, every value reads back; the reseal reports what it sealed again;
-// after --finish the old key is gone and every value still opens.
+// two replicas on PostgreSQL under load: workloads run the full protocol
+// throughout, against either replica, while after each step the replicas
+// restart one at a time (one always serves). Every fetch before, during
+// and after gets the right plaintext, and fetches happen in every phase;
+// the reseal reports what it sealed again; after --finish the old key is
+// gone and every value still opens.
 func TestKBSMasterKeyRotation(t *testing.T) {
 	x := newH(t)
-	url := testpg.Start(t).Database(t)
-	state, addrA, addrB := filepath.Join(t.TempDir(), "kbs"), freeAddr(t), freeAddr(t)
-	start := func() (*kbsProc, *kbsProc) {
-		return x.startKBS(state, addrA, "--store", url), x.startKBS(state, addrB, "--store", url)
+	auth, err := sim.LoadOrCreate(filepath.Join(x.root, "sim"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	stop := func(ps ...*kbsProc) {
-		for _, p := range ps {
+	url := testpg.Start(t).Database(t)
+	state := filepath.Join(t.TempDir(), "kbs")
+	addrs := []string{freeAddr(t), freeAddr(t)}
+	procs := make([]*kbsProc, 2)
+	for i := range procs {
+		procs[i] = x.startKBS(state, addrs[i], "--store", url, "--allow-sim")
+	}
+	// restart stops and starts the replicas one at a time.
+	restart := func() {
+		for i, p := range procs {
 			p.cmd.Process.Signal(syscall.SIGTERM)
 			p.cmd.Wait()
+			procs[i] = x.startKBS(state, addrs[i], "--store", url, "--allow-sim")
 		}
 	}
-	a, b := start()
 	f := filepath.Join(t.TempDir(), "v")
 	for i := 0; i < 5; i++ {
 		os.WriteFile(f, []byte(fmt.Sprintf("value-%d", i)), 0o600)
 		x.mustRun(0, "kbs", "put", fmt.Sprintf("kbs:///rot/k/v%d", i), f, "--state", state)
 	}
-	onB := []string{"--kbs", "https://" + addrB, "--admin-key", filepath.Join(state, "admin.key"), "--ca", filepath.Join(state, "ca.pem")}
-	check := func(step string) {
-		t.Helper()
-		for i := 0; i < 5; i++ {
-			if out, _ := x.mustRun(0, append([]string{"kbs", "get", fmt.Sprintf("kbs:///rot/k/v%d", i)}, onB...)...); out != fmt.Sprintf("value-%d", i) {
-				t.Fatalf("%s: v%d = %q", step, i, out)
+	ca, _ := os.ReadFile(filepath.Join(state, "ca.pem"))
+	hc, err := client.HTTPClient(ca, &http.Transport{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	phase, fetched, wrong := "before", map[string]int{}, 0
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := 0; w < 2; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; ; i += 2 {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				k := i % 5
+				var got []byte
+				var err error
+				// A replica restarting refuses connections (or drops a
+				// kept-alive one): start again on the other, as a
+				// client behind a load balancer would.
+				for try := 0; try < 6; try++ {
+					a := addrs[(i+try)%2]
+					got, err = (&client.Client{URL: "https://" + a, HTTP: hc, Attester: simAttester{auth}}).Resource(context.Background(), "rot", "k", fmt.Sprintf("v%d", k))
+					if err == nil || !isConnErr(err) {
+						break
+					}
+				}
+				mu.Lock()
+				if err != nil || string(got) != fmt.Sprintf("value-%d", k) {
+					if wrong++; wrong <= 3 {
+						t.Errorf("%s: v%d = %q %v", phase, k, got, err)
+					}
+				} else {
+					fetched[phase]++
+				}
+				mu.Unlock()
 			}
+		}()
+	}
+	// during waits for n more good fetches in the current phase, then
+	// names the next.
+	during := func(next string) {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute)
+		for {
+			mu.Lock()
+			n := fetched[phase]
+			mu.Unlock()
+			if n >= 10 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: only %d fetches in a minute", phase, n)
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
+		mu.Lock()
+		phase = next
+		mu.Unlock()
 	}
+	onB := []string{"--kbs", "https://" + addrs[1], "--admin-key", filepath.Join(state, "admin.key"), "--ca", filepath.Join(state, "ca.pem")}
 	old, _ := os.ReadFile(filepath.Join(state, "master.key"))
-	for _, step := range []string{"--prepare", "--commit"} {
-		x.mustRun(0, "kbs", "rotate-master", "--state", state, step)
-		stop(a, b)
-		a, b = start()
-		check(step)
-	}
+	during("prepare")
+	x.mustRun(0, "kbs", "rotate-master", "--state", state, "--prepare")
+	restart()
+	during("commit")
+	x.mustRun(0, "kbs", "rotate-master", "--state", state, "--commit")
+	restart()
+	during("reseal")
 	out, _ := x.mustRun(0, append([]string{"kbs", "reseal"}, onB...)...)
 	if !strings.Contains(out, "resealed 5 of 5") {
 		t.Fatalf("reseal: %q", out)
@@ -131,10 +204,14 @@ func TestKBSMasterKeyRotation(t *testing.T) {
 	if out, _ := x.mustRun(0, append([]string{"kbs", "reseal"}, onB...)...); !strings.Contains(out, "resealed 0 of 5") {
 		t.Fatalf("second reseal: %q", out)
 	}
+	during("finish")
 	x.mustRun(0, "kbs", "rotate-master", "--state", state, "--finish")
-	stop(a, b)
-	start()
-	check("--finish")
+	restart()
+	during("after")
+	during("done")
+	close(stop)
+	wg.Wait()
+	t.Logf("good fetches per phase: %v; wrong: %d", fetched, wrong)
 	if now, _ := os.ReadFile(filepath.Join(state, "master.key")); bytes.Equal(now, old) {
 		t.Fatal("the master key did not change")
 	}

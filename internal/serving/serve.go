@@ -10,7 +10,9 @@ import (
 	"time"
 )
 
-// Serve serves h on l until ctx ends, then shuts down gracefully (5 s).
+// Serve serves h on l until ctx ends, then shuts down gracefully: it
+// returns once the requests in flight are answered (at most 5 s), so that
+// what they use (a store's connections) can be closed after it.
 // With certFile and keyFile it serves TLS (1.2 or later). The server's
 // collector is tuned for services: their requests allocate (JSON, JOSE,
 // TLS) on a small live heap, so fewer collections (GOGC=1000) bounded by a
@@ -19,7 +21,9 @@ func Serve(ctx context.Context, l net.Listener, h http.Handler, certFile, keyFil
 	debug.SetGCPercent(1000)
 	debug.SetMemoryLimit(1 << 30)
 	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	drained := make(chan struct{})
 	go func() {
+		defer close(drained)
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -33,6 +37,9 @@ func Serve(ctx context.Context, l net.Listener, h http.Handler, certFile, keyFil
 		err = hs.Serve(l)
 	}
 	if errors.Is(err, http.ErrServerClosed) {
+		// Serve returns as Shutdown starts; the requests it waits for
+		// are still running.
+		<-drained
 		return nil
 	}
 	return err
