@@ -197,11 +197,19 @@ func (p *procIO) resize(what string, width, height uint32) error {
 	return nil
 }
 
-// started records runc's pid once it runs.
+// started records runc's pid once it runs, and tells it to copy the
+// terminal's size: a resize that came before the pid was known would
+// otherwise reach the process only if runc's own first copy came after
+// it. (Before runc handles SIGWINCH the signal is ignored; runc then
+// copies the size when it starts relaying.)
 func (p *procIO) started(runcPid int) {
 	p.mu.Lock()
 	p.runcPid = runcPid
+	terminal := p.pty != nil
 	p.mu.Unlock()
+	if terminal && runcPid > 1 {
+		_ = unix.Kill(runcPid, unix.SIGWINCH)
+	}
 }
 
 // exited drops what the process no longer needs: its stdin writer (a

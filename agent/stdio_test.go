@@ -81,11 +81,12 @@ func TestInteractiveIO(t *testing.T) {
 	// runc relays input before it copies the window size to the terminal
 	// it makes in the container (runc's own start-up order), so the first
 	// command can see a 0x0 terminal: the shell asks again until the size
-	// arrived.
-	if _, err := cl.WriteStdin(ctx, &agentv1.WriteStdinRequest{Container: "sh", ExecId: id, Data: []byte("test -t 0 && echo on-a-tty; for i in 1 2 3 4 5 6 7 8 9 10; do stty size 2>/dev/null && break; sleep 0.2; done; exit 7\n")}); err != nil {
+	// arrived (busybox's stty prints an error and exits 0 on a 0x0
+	// terminal: the loop compares the size itself).
+	if _, err := cl.WriteStdin(ctx, &agentv1.WriteStdinRequest{Container: "sh", ExecId: id, Data: []byte("test -t 0 && echo on-a-tty; i=0; while [ $i -lt 100 ]; do s=$(stty size 2>/dev/null); [ \"$s\" = \"45 123\" ] && break; i=$((i+1)); sleep 0.1; done; echo size=$s; exit 7\n")}); err != nil {
 		t.Fatal(err)
 	}
-	out := readUntil(t, cl, "sh", id, "45 123")
+	out := readUntil(t, cl, "sh", id, "size=45 123")
 	if !strings.Contains(out, "on-a-tty") {
 		t.Errorf("terminal exec output %q: the shell is not on a terminal", out)
 	}
@@ -174,7 +175,7 @@ func TestTerminalContainer(t *testing.T) {
 	// so the size can land after the line: the program looks again until
 	// it has.
 	spec := &agentv1.ContainerSpec{Name: "tty", Image: ref, Stdin: true, Tty: true,
-		Command: []string{"sh", "-c", "read line; test -t 1 && echo tty-out; for i in 1 2 3 4 5 6 7 8 9 10; do s=$(stty size); [ \"$s\" = '33 99' ] && break; sleep 0.2; done; echo $s; echo got-$line >&2; exec cat"}}
+		Command: []string{"sh", "-c", "read line; test -t 1 && echo tty-out; for i in $(seq 50); do s=$(stty size 2>/dev/null); [ \"$s\" = '33 99' ] && break; sleep 0.2; done; echo $s; echo got-$line >&2; exec cat"}}
 	if _, err := cl.CreateContainer(ctx, &agentv1.CreateContainerRequest{Spec: spec}); err != nil {
 		t.Fatal(err)
 	}
