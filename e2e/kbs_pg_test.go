@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -221,5 +222,46 @@ func TestKBSMasterKeyRotation(t *testing.T) {
 	_, errs := x.mustRun(1, "kbs", "rotate-master", "--state", state, "--commit")
 	if !strings.Contains(errs, "--prepare first") {
 		t.Errorf("commit without prepare: %s", errs)
+	}
+}
+
+// TestKBSAdminKeysCLI: a second admin with a key of their own, on two
+// replicas sharing PostgreSQL: generated, added through A, used on B,
+// removed, refused; the first key retired; the last key kept.
+func TestKBSAdminKeysCLI(t *testing.T) {
+	x := newH(t)
+	url := testpg.Start(t).Database(t)
+	state, addrA, addrB := filepath.Join(t.TempDir(), "kbs"), freeAddr(t), freeAddr(t)
+	x.startKBS(state, addrA, "--store", url)
+	x.startKBS(state, addrB, "--store", url)
+	alice := filepath.Join(t.TempDir(), "alice.key")
+	x.mustRun(0, "kbs", "admin-key", "generate", alice)
+	on := func(addr, key string) []string {
+		return []string{"--kbs", "https://" + addr, "--admin-key", key, "--ca", filepath.Join(state, "ca.pem")}
+	}
+	f := filepath.Join(t.TempDir(), "v")
+	os.WriteFile(f, []byte("by-alice"), 0o600)
+	_, errs := x.mustRun(1, append([]string{"kbs", "put", "kbs:///app/key/a", f}, on(addrB, alice)...)...)
+	if !strings.Contains(errs, "not signed by an admin key") {
+		t.Fatalf("alice before she was added: %s", errs)
+	}
+	x.mustRun(0, "kbs", "admin-key", "add", "alice", alice+".pub", "--state", state)
+	x.mustRun(0, append([]string{"kbs", "put", "kbs:///app/key/a", f}, on(addrB, alice)...)...)
+	out, _ := x.mustRun(0, "-o", "json", "kbs", "admin-key", "list", "--state", state)
+	var keys []struct{ Name string }
+	if err := json.Unmarshal([]byte(out), &keys); err != nil || len(keys) != 2 || keys[0].Name != "admin" || keys[1].Name != "alice" {
+		t.Fatalf("list: %s %v", out, err)
+	}
+	// Alice retires the initial key; the state directory's key is then
+	// refused, alice's still works, and the last key stays.
+	x.mustRun(0, append([]string{"kbs", "admin-key", "rm", "admin"}, on(addrA, alice)...)...)
+	if _, errs := x.mustRun(1, "kbs", "ls", "--state", state); !strings.Contains(errs, "AdminAuthAccess") {
+		t.Fatalf("the retired key: %s", errs)
+	}
+	if _, errs := x.mustRun(1, append([]string{"kbs", "admin-key", "rm", "alice"}, on(addrB, alice)...)...); !strings.Contains(errs, "last admin key") {
+		t.Fatalf("removing the last key: %s", errs)
+	}
+	if out, _ := x.mustRun(0, append([]string{"kbs", "get", "kbs:///app/key/a"}, on(addrA, alice)...)...); out != "by-alice" {
+		t.Fatalf("get: %q", out)
 	}
 }

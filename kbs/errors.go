@@ -16,7 +16,8 @@ const ErrorTypePrefix = "https://github.com/confidential-containers/kbs/errors/"
 // The problem types, with the status Trustee answers for each: 401 for
 // everything a client did wrong or was refused, 404 for a path that names
 // nothing. Cocoon adds ResourceNotFound (404, as the protocol text asks for
-// a resource that does not exist) and PayloadTooLarge (413).
+// a resource that does not exist), PayloadTooLarge (413) and Conflict (409:
+// an admin change the state refuses).
 const (
 	ErrAdminAuth        = "AdminAuthAccess"
 	ErrAttestation      = "AttestationError"
@@ -32,6 +33,7 @@ const (
 	ErrParsePolicy      = "ParsePolicyError"
 	ErrBusy             = "ServiceBusy"
 	ErrInternal         = "InternalError"
+	ErrConflict         = "Conflict"
 )
 
 // statusOf is the status Trustee answers a problem type with.
@@ -45,6 +47,8 @@ func statusOf(typ string) int {
 		return http.StatusInternalServerError
 	case ErrBusy:
 		return http.StatusServiceUnavailable
+	case ErrConflict:
+		return http.StatusConflict
 	}
 	return http.StatusUnauthorized
 }

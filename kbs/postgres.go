@@ -72,6 +72,12 @@ var migrations = []string{
 	);`,
 	5: `ALTER TABLE kbs_resources ADD COLUMN one_shot boolean NOT NULL DEFAULT false,
 		ADD COLUMN released_at timestamptz;`,
+	6: `CREATE TABLE kbs_admin_keys (
+		name text PRIMARY KEY,
+		pub bytea NOT NULL,
+		mac bytea NOT NULL,
+		added_at timestamptz NOT NULL DEFAULT now()
+	);`,
 }
 
 // migrationLock is the advisory lock replicas take to migrate one at a

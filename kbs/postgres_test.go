@@ -3,8 +3,12 @@ package kbs_test
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
+	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -26,6 +30,7 @@ func replicas(t *testing.T) (a, b *fixture, url string) {
 	pg := testpg.Start(t)
 	url = pg.Database(t)
 	master := bytes.Repeat([]byte{9}, 32)
+	names := 0
 	open := func(c *kbs.Config) {
 		p, err := kbs.OpenPostgres(context.Background(), url)
 		if err != nil {
@@ -42,6 +47,17 @@ func replicas(t *testing.T) (a, b *fixture, url string) {
 		}
 		c.Store, c.Sessions, c.Policies = st, p.Sessions(0, nil), pol
 		c.Audit, c.AuditLog = p.Audit(), p.Audit()
+		// Each replica's fixture has its own admin key: both are in the
+		// shared table, as two admins' keys would be.
+		ak, err := p.AdminKeys(master)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names++
+		if err := ak.AddAdminKey(context.Background(), fmt.Sprintf("admin%d", names), c.AdminKey); err != nil {
+			t.Fatal(err)
+		}
+		c.AdminKeys = ak
 	}
 	var shared kbs.Config
 	a = newFixture(t, true, func(c *kbs.Config) { open(c); shared = *c })
@@ -183,7 +199,7 @@ func TestSchemaMigrations(t *testing.T) {
 	}
 	defer conn.Close(ctx)
 	var versions int
-	if err := conn.QueryRow(ctx, `SELECT count(*) FROM cocoon_kbs_schema`).Scan(&versions); err != nil || versions != 5 {
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM cocoon_kbs_schema`).Scan(&versions); err != nil || versions != 6 {
 		t.Fatalf("schema versions recorded: %d %v", versions, err)
 	}
 	if _, err := conn.Exec(ctx, `INSERT INTO cocoon_kbs_schema (version) VALUES (99)`); err != nil {
@@ -377,5 +393,82 @@ func TestOneShotAcrossReplicas(t *testing.T) {
 	vs, err := b.admin.Versions(ctx, "app/key/boot")
 	if err != nil || len(vs) != 1 || !vs[0].OneShot || !vs[0].Released {
 		t.Errorf("versions: %+v %v", vs, err)
+	}
+}
+
+// TestAdminKeysAcrossReplicas: an admin key added through one replica
+// works on the other at once, and one removed stops working on both; the
+// last key is not removed; a key written into the database without the
+// master key's MAC (by whoever controls it) is not an admin.
+func TestAdminKeysAcrossReplicas(t *testing.T) {
+	a, b, url := replicas(t)
+	ctx := context.Background()
+	keys, err := b.admin.AdminKeys(ctx)
+	if err != nil || len(keys) != 2 {
+		t.Fatalf("keys: %+v %v", keys, err)
+	}
+	dir := t.TempDir()
+	alicePath := filepath.Join(dir, "alice.key")
+	if err := kbs.GenerateAdminKey(alicePath); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(alicePath); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("alice.key: %v %v", fi.Mode(), err)
+	}
+	alicePub, _ := os.ReadFile(alicePath + ".pub")
+	aliceKey, err := kbs.LoadAdminKey(alicePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := func(f *fixture) *client.Admin {
+		return &client.Admin{URL: f.srv.URL, HTTP: f.srv.Client(), Key: aliceKey}
+	}
+	if err := alice(b).Put(ctx, "app/key/x", []byte("x")); err == nil || !strings.Contains(err.Error(), "AdminAuthAccess") {
+		t.Fatalf("alice before she was added: %v", err)
+	}
+	if err := a.admin.AddAdminKey(ctx, "alice", string(alicePub)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.admin.AddAdminKey(ctx, "alice", string(alicePub)); err == nil || !strings.Contains(err.Error(), "409") {
+		t.Errorf("alice twice: %v", err)
+	}
+	if err := a.admin.AddAdminKey(ctx, "../bob", string(alicePub)); err == nil || !strings.Contains(err.Error(), "admin key name") {
+		t.Errorf("a bad name: %v", err)
+	}
+	if err := alice(b).Put(ctx, "app/key/x", []byte("x")); err != nil {
+		t.Fatalf("alice on B after A added her: %v", err)
+	}
+	if err := b.admin.RemoveAdminKey(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice(a).List(ctx); err == nil || !strings.Contains(err.Error(), "AdminAuthAccess") {
+		t.Fatalf("alice on A after B removed her: %v", err)
+	}
+	// Whoever controls the database adds a key of its own.
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	pub := aliceKey.Public().(ed25519.PublicKey)
+	if _, err := conn.Exec(ctx, `INSERT INTO kbs_admin_keys (name, pub, mac) VALUES ('mallory', $1, $2)`, []byte(pub), bytes.Repeat([]byte{1}, 32)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice(a).List(ctx); err == nil || !strings.Contains(err.Error(), "AdminAuthAccess") {
+		t.Fatalf("a key inserted into the database is an admin: %v", err)
+	}
+	if keys, err := a.admin.AdminKeys(ctx); err != nil || len(keys) != 2 {
+		t.Errorf("keys with an unauthenticated row: %+v %v", keys, err)
+	}
+	conn.Exec(ctx, `DELETE FROM kbs_admin_keys WHERE name = 'mallory'`)
+	// The last key stays.
+	if err := a.admin.RemoveAdminKey(ctx, "admin2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.admin.RemoveAdminKey(ctx, "admin1"); err == nil || !strings.Contains(err.Error(), "last admin key") {
+		t.Fatalf("removing the last key: %v", err)
+	}
+	if _, err := a.admin.List(ctx); err != nil {
+		t.Fatalf("the last key after the refused removal: %v", err)
 	}
 }

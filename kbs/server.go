@@ -16,9 +16,6 @@ import (
 	"sync"
 	"time"
 
-	jose "github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
-
 	"cocoon.dev/cocoon/as"
 	"cocoon.dev/cocoon/internal/httpjson"
 	"cocoon.dev/cocoon/kbs/protocol"
@@ -39,8 +36,12 @@ type Config struct {
 	// a trusted attestation service), e.g. a token.RemoteKeySet that
 	// refetches the service's JWKS when it rotates its signing key.
 	TrustedIssuers []token.KeySource
-	// AdminKey verifies admin requests (Bearer JWT signed with Ed25519).
+	// AdminKey verifies admin requests (Bearer JWT signed with Ed25519)
+	// when AdminKeys is nil.
 	AdminKey ed25519.PublicKey
+	// AdminKeys keeps the admin keys for every replica (nil: AdminKey
+	// alone).
+	AdminKeys AdminKeyStore
 	// AllowSim makes the default policy accept the simulated TEE.
 	AllowSim bool
 	// Audit receives one JSON line per decision.
@@ -230,6 +231,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /kbs/v0/admin/audit", s.admin(s.auditTail))
 	mux.HandleFunc("POST /kbs/v0/admin/versions/{repo}/{type}/{tag}/{version}/disable", s.admin(s.setDisabled(true)))
 	mux.HandleFunc("POST /kbs/v0/admin/versions/{repo}/{type}/{tag}/{version}/enable", s.admin(s.setDisabled(false)))
+	mux.HandleFunc("GET /kbs/v0/admin/keys", s.admin(s.listAdminKeys))
+	mux.HandleFunc("POST /kbs/v0/admin/keys", s.admin(s.addAdminKey))
+	mux.HandleFunc("DELETE /kbs/v0/admin/keys/{name}", s.admin(s.removeAdminKey))
 	mux.HandleFunc("GET /kbs/v0/resource-policy", s.admin(s.getPolicy))
 	mux.HandleFunc("POST /kbs/v0/resource-policy", s.admin(s.setPolicy))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { respond(w, 200, map[string]string{"status": "ok"}) })
@@ -552,40 +556,6 @@ func (s *Server) auditTail(w http.ResponseWriter, r *http.Request) {
 	respond(w, http.StatusOK, map[string]any{"lines": lines})
 }
 
-// admin authenticates a request with a bearer JWT signed by the admin key.
-func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if err := s.checkAdmin(r); err != nil {
-			s.audit(auditLine{Event: "admin", Resource: r.URL.Path, Verdict: "refused", Reason: err.Error()})
-			fail(w, ErrAdminAuth, "%v", err)
-			return
-		}
-		h(w, r)
-	}
-}
-
-func (s *Server) checkAdmin(r *http.Request) error {
-	raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || s.cfg.AdminKey == nil {
-		return errors.New("admin requests need a bearer JWT signed by the admin key (STATE/admin.key; cocoon kbs ... --state DIR does this)")
-	}
-	tok, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{jose.EdDSA})
-	if err != nil {
-		return fmt.Errorf("admin token: %w", err)
-	}
-	var c jwt.Claims
-	if err := tok.Claims(s.cfg.AdminKey, &c); err != nil {
-		return fmt.Errorf("admin token: not signed by the admin key: %w", err)
-	}
-	if c.Expiry == nil || c.Expiry.Time().After(time.Now().Add(time.Hour)) {
-		return errors.New("admin token: needs an expiry within an hour")
-	}
-	if err := c.ValidateWithLeeway(jwt.Expected{Time: time.Now()}, time.Minute); err != nil {
-		return fmt.Errorf("admin token: %w", err)
-	}
-	return nil
-}
-
 func (s *Server) putResource(w http.ResponseWriter, r *http.Request) {
 	path, ok := resourceOf(w, r)
 	if !ok {
@@ -622,8 +592,9 @@ type policyResealer interface {
 	Reseal(ctx context.Context) (bool, error)
 }
 
-// reseal seals every stored value (and the stored release policy's MAC)
-// again under the master key: the last step of a master-key rotation.
+// reseal seals every stored value (and the MACs of the stored release
+// policy and admin keys) again under the master key: the last step of a
+// master-key rotation.
 func (s *Server) reseal(w http.ResponseWriter, r *http.Request) {
 	rs, ok := s.cfg.Store.(Resealer)
 	if !ok {
@@ -643,6 +614,16 @@ func (s *Server) reseal(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		out["policy_resealed"] = done
+	}
+	if k, ok := s.cfg.AdminKeys.(interface {
+		Reseal(context.Context) (int, error)
+	}); ok {
+		n, err := k.Reseal(r.Context())
+		if err != nil {
+			s.internal(w, "resealing the admin keys", err)
+			return
+		}
+		out["admin_keys_resealed"] = n
 	}
 	s.audit(auditLine{Event: "admin_reseal", Verdict: fmt.Sprintf("resealed %d of %d", res.Resealed, res.Values)})
 	respond(w, http.StatusOK, out)

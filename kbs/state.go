@@ -168,3 +168,35 @@ func LoadConfig(dir string) (*StateConfig, error) {
 	var c StateConfig
 	return &c, json.Unmarshal(b, &c)
 }
+
+// GenerateAdminKey writes a new Ed25519 admin key pair: the private key to
+// keyPath (0600, as admin.key) and its public key to keyPath+".pub", which
+// an existing admin adds with cocoon kbs admin-key add.
+func GenerateAdminKey(keyPath string) error {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	pk, err := x509.MarshalPKCS8PrivateKey(priv)
+	clear(priv)
+	if err != nil {
+		return err
+	}
+	defer clear(pk)
+	pubDER, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(keyPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("admin key: %w", err)
+	}
+	if err := pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: pk}); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.WriteFile(keyPath+".pub", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}), 0o644)
+}

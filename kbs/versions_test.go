@@ -3,6 +3,7 @@ package kbs
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -235,5 +236,43 @@ func TestOneShot(t *testing.T) {
 				t.Errorf("after a new version: %q %d %v", b, v, err)
 			}
 		})
+	}
+}
+
+// TestAdminKeysReseal: a master-key rotation's reseal authenticates the
+// admin keys under the new key; before it the new key reads them as a
+// readable one, after it the old key alone no longer does.
+func TestAdminKeysReseal(t *testing.T) {
+	ctx := context.Background()
+	p, err := OpenPostgres(ctx, testpg.Start(t).Database(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	oldKey, newKey := testMaster, bytes.Repeat([]byte{6}, 32)
+	old, _ := p.AdminKeys(oldKey)
+	pub, _, _ := ed25519.GenerateKey(nil)
+	if err := old.AddAdminKey(ctx, "admin", pub); err != nil {
+		t.Fatal(err)
+	}
+	onlyNew, _ := p.AdminKeys(newKey)
+	if _, err := onlyNew.AdminKeys(ctx); err == nil {
+		t.Fatal("a key under another master key was read")
+	}
+	rotating, _ := p.AdminKeys(newKey, oldKey)
+	if ks, err := rotating.AdminKeys(ctx); err != nil || len(ks) != 1 {
+		t.Fatalf("during the rotation: %v %v", ks, err)
+	}
+	if n, err := rotating.Reseal(ctx); err != nil || n != 1 {
+		t.Fatalf("reseal: %d %v", n, err)
+	}
+	if n, err := rotating.Reseal(ctx); err != nil || n != 0 {
+		t.Fatalf("second reseal: %d %v", n, err)
+	}
+	if ks, err := onlyNew.AdminKeys(ctx); err != nil || len(ks) != 1 || !ks[0].Key.Equal(pub) {
+		t.Fatalf("after the reseal, the new key alone: %v %v", ks, err)
+	}
+	if _, err := old.AdminKeys(ctx); err == nil {
+		t.Fatal("after the reseal the old key alone still reads the admin keys")
 	}
 }

@@ -412,7 +412,7 @@ both, so the host cannot point the sandbox at another broker.`,
 	}
 	annotate.Flags().StringVar(&annState, "state", "", "the broker's state directory")
 	annotate.Flags().StringVarP(&annOut, "out", "f", "", "write here instead of in place")
-	cmd.AddCommand(initCmd, serve, put, get, rm, ls, versions, disable, enable, reseal, auditCmd, newKBSRotateCmd(), pol, annotate, newKBSKeyCmd(g, &kbsAdminFlags{}))
+	cmd.AddCommand(initCmd, serve, put, get, rm, ls, versions, disable, enable, reseal, auditCmd, newKBSRotateCmd(), pol, annotate, newKBSKeyCmd(g, &kbsAdminFlags{}), newKBSAdminKeyCmd(g))
 	return cmd
 }
 
@@ -438,7 +438,8 @@ type kbsBackend struct {
 	store    kbs.Store
 	sessions kbs.SessionStore
 	policies kbs.PolicyStore
-	audit    *kbs.PGAudit // the shared audit log (nil: the state directory's file only)
+	admins   *kbs.PGAdminKeys // the shared admin keys (nil: the state directory's admin.pub)
+	audit    *kbs.PGAudit     // the shared audit log (nil: the state directory's file only)
 	close    func()
 }
 
@@ -460,7 +461,12 @@ func openKBSStore(ctx context.Context, spec, state string, mk []byte, readable .
 			p.Close()
 			return nil, err
 		}
-		return &kbsBackend{store: st, sessions: p.Sessions(0, nil), policies: pol, audit: p.Audit(), close: p.Close}, nil
+		admins, err := p.AdminKeys(mk, readable...)
+		if err != nil {
+			p.Close()
+			return nil, err
+		}
+		return &kbsBackend{store: st, sessions: p.Sessions(0, nil), policies: pol, admins: admins, audit: p.Audit(), close: p.Close}, nil
 	case spec == "", strings.HasPrefix(spec, "bolt:"):
 		path := strings.TrimPrefix(spec, "bolt:")
 		if path == "" {
@@ -509,6 +515,19 @@ func serveKBS(cmd *cobra.Command, g *globals, f kbsServeFlags) error {
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), nil))
+	if be.admins != nil {
+		// The state directory's admin key seeds an empty database (the
+		// first replica to start adds it; the others find it there).
+		keys, err := be.admins.AdminKeys(cmd.Context())
+		if err != nil {
+			return fmt.Errorf("admin keys: %w", err)
+		}
+		if len(keys) == 0 {
+			if err := be.admins.AddAdminKey(cmd.Context(), "admin", pub); err != nil && !errors.Is(err, kbs.ErrAdminKeyExists) {
+				return fmt.Errorf("admin keys: %w", err)
+			}
+		}
+	}
 	vo := attest.Options{Offline: f.offline, CacheDir: filepath.Join(state, "cache")}
 	if allowSim {
 		if vo.SimRoots, err = simRootsFor(g, f.simRoots); err != nil {
@@ -538,6 +557,9 @@ func serveKBS(cmd *cobra.Command, g *globals, f kbsServeFlags) error {
 		}}
 	if be.audit != nil {
 		cfg.AuditLog = be.audit
+	}
+	if be.admins != nil {
+		cfg.AdminKeys = be.admins
 	}
 	if b, err := os.ReadFile(filepath.Join(state, kbs.FilePolicy)); err == nil {
 		cfg.ReleasePolicy = string(b)

@@ -21,6 +21,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/cookiejar"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -226,6 +227,32 @@ func (a *Admin) Put(ctx context.Context, path string, data []byte) error {
 // first attested workload the release policy allows, on any replica.
 func (a *Admin) PutOneShot(ctx context.Context, path string, data []byte) error {
 	_, err := a.do(ctx, http.MethodPost, "/kbs/v0/resource/"+path+"?one-shot=true", data)
+	return err
+}
+
+// AdminKeys lists the broker's admin keys.
+func (a *Admin) AdminKeys(ctx context.Context) ([]protocol.AdminKey, error) {
+	b, err := a.do(ctx, http.MethodGet, "/kbs/v0/admin/keys", nil)
+	if err != nil {
+		return nil, err
+	}
+	var out []protocol.AdminKey
+	return out, json.Unmarshal(b, &out)
+}
+
+// AddAdminKey adds an admin key (PEM "PUBLIC KEY", Ed25519) under name.
+func (a *Admin) AddAdminKey(ctx context.Context, name, pubPEM string) error {
+	b, err := json.Marshal(protocol.AdminKey{Name: name, PublicKey: pubPEM})
+	if err != nil {
+		return err
+	}
+	_, err = a.do(ctx, http.MethodPost, "/kbs/v0/admin/keys", b)
+	return err
+}
+
+// RemoveAdminKey removes the admin key name.
+func (a *Admin) RemoveAdminKey(ctx context.Context, name string) error {
+	_, err := a.do(ctx, http.MethodDelete, "/kbs/v0/admin/keys/"+url.PathEscape(name), nil)
 	return err
 }
 

@@ -122,3 +122,12 @@ type ResourceVersion struct {
 	OneShot  bool `json:"one_shot,omitempty"`
 	Released bool `json:"released,omitempty"`
 }
+
+// AdminKey is an admin key as the admin API lists and takes it
+// (GET|POST /kbs/v0/admin/keys).
+type AdminKey struct {
+	Name string `json:"name"`
+	// PublicKey is the PEM "PUBLIC KEY" (PKIX) of the Ed25519 key.
+	PublicKey string    `json:"public_key"`
+	Added     time.Time `json:"added,omitzero"`
+}
