@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"cocoon.dev/cocoon/internal/testpg"
 	"cocoon.dev/cocoon/kbs/client"
 	"cocoon.dev/cocoon/tee/sim"
@@ -25,10 +23,12 @@ import (
 // TestKBSReplicasOnPostgres: two `cocoon kbs serve` replicas on one real
 // PostgreSQL (--store postgres://...): puts acknowledged by one, which is
 // then killed with SIGKILL, are all served by the other, to its admin API
-// and to a pod that attests to it; the database holds no plaintext.
+// and to a pod that attests to it; a dump of the database holds no
+// plaintext, and restored elsewhere it serves every value.
 func TestKBSReplicasOnPostgres(t *testing.T) {
 	x := newH(t)
-	url := testpg.Start(t).Database(t)
+	pg := testpg.Start(t)
+	url := pg.Database(t)
 	state, addrA, addrB := filepath.Join(t.TempDir(), "kbs"), freeAddr(t), freeAddr(t)
 	a := x.startKBS(state, addrA, "--store", url, "--allow-sim")
 	x.startKBS(state, addrB, "--store", url, "--allow-sim")
@@ -70,23 +70,34 @@ func TestKBSReplicasOnPostgres(t *testing.T) {
 	if out, _ := x.mustRun(0, append([]string{"kbs", "audit", "-n", "500"}, onB...)...); !strings.Contains(out, `"event":"admin_put"`) || !strings.Contains(out, `"verdict":"released"`) || strings.Contains(out, "value-7") {
 		t.Errorf("kbs audit:\n%s", out)
 	}
+	// A dump of the whole database (resources, sessions, the audit log,
+	// the policy) holds no value; restored into another database, it
+	// serves a replica that reads every value.
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
+	dump, err := testpg.Tool(ctx, "pg_dump", "--format=plain", url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, `SELECT sealed FROM kbs_resources`)
-	if err != nil {
+	if !bytes.Contains(dump, []byte("kbs_resources")) || !bytes.Contains(dump, []byte("rep/k/v7")) {
+		t.Fatalf("the dump does not hold the resources: %d bytes", len(dump))
+	}
+	if bytes.Contains(dump, []byte("value-")) {
+		t.Fatal("the database dump holds a secret in plaintext")
+	}
+	archive := filepath.Join(t.TempDir(), "kbs.dump")
+	if _, err := testpg.Tool(ctx, "pg_dump", "--format=custom", "--file="+archive, url); err != nil {
 		t.Fatal(err)
 	}
-	all, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
-	if err != nil || len(all) != n+1 {
-		t.Fatalf("%d rows: %v", len(all), err)
+	restored := pg.Database(t)
+	if _, err := testpg.Tool(ctx, "pg_restore", "--dbname="+restored, archive); err != nil {
+		t.Fatal(err)
 	}
-	for _, v := range all {
-		if strings.Contains(string(v), "value-") {
-			t.Fatal("the database holds plaintext")
+	addrC := freeAddr(t)
+	x.startKBS(state, addrC, "--store", restored)
+	onC := []string{"--kbs", "https://" + addrC, "--admin-key", filepath.Join(state, "admin.key"), "--ca", filepath.Join(state, "ca.pem")}
+	for _, i := range []int{0, 13} {
+		if out, _ := x.mustRun(0, append([]string{"kbs", "get", fmt.Sprintf("kbs:///rep/k/v%d", i)}, onC...)...); out != fmt.Sprintf("value-%d", i) {
+			t.Errorf("v%d from the restored database: %q", i, out)
 		}
 	}
 }

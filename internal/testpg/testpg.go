@@ -1,11 +1,12 @@
 // Package testpg starts a real PostgreSQL server (Debian's postgresql
-// package) for one test: a cluster of its own in a temporary directory, run
-// as an unprivileged user, reached on a Unix socket only, and stopped and
-// removed when the test ends.
+// package) for one test or benchmark: a cluster of its own in a temporary
+// directory, run as an unprivileged user, reached on a Unix socket only,
+// and stopped and removed when the test ends.
 package testpg
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -21,70 +23,120 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Server is a running test cluster.
+// Server is a running cluster.
 type Server struct {
 	dir, sock string
 	cmd       *exec.Cmd
 	exited    chan error
 }
 
+// ErrMissing is Run's answer on a machine without PostgreSQL.
+var ErrMissing = errors.New("PostgreSQL is missing (Debian package postgresql; scripts/deps.sh --test installs it)")
+
 // Start runs PostgreSQL for t. Without PostgreSQL the test is skipped,
 // except under CI, where it fails.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	s, err := Run()
+	if errors.Is(err, ErrMissing) && os.Getenv("CI") == "" {
+		t.Skip("needs PostgreSQL (Debian package postgresql)")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Run starts a cluster; Stop ends it.
+func Run() (*Server, error) {
 	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/postgres")
 	if len(bins) == 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("PostgreSQL is missing (Debian package postgresql; scripts/deps.sh --test installs it)")
-		}
-		t.Skip("needs PostgreSQL (Debian package postgresql)")
+		return nil, ErrMissing
 	}
 	sort.Strings(bins)
 	bin := filepath.Dir(bins[len(bins)-1])
-	cred := unprivileged(t)
+	cred, err := unprivileged()
+	if err != nil {
+		return nil, err
+	}
 	// Its own directory, which the unprivileged user owns (a test's
 	// TempDir is root's, 0700).
 	dir, err := os.MkdirTemp("", "cocoon-testpg-")
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
+	s := &Server{dir: dir, sock: filepath.Join(dir, "sock"), exited: make(chan error, 1)}
+	if err := s.start(bin, cred); err != nil {
+		s.Stop()
+		return nil, err
 	}
-	data, sock := filepath.Join(dir, "data"), filepath.Join(dir, "sock")
-	for _, d := range []string{data, sock} {
+	return s, nil
+}
+
+func (s *Server) start(bin string, cred *syscall.Credential) error {
+	if err := os.Chmod(s.dir, 0o755); err != nil {
+		return err
+	}
+	data := filepath.Join(s.dir, "data")
+	for _, d := range []string{data, s.sock} {
 		if err := os.Mkdir(d, 0o700); err != nil {
-			t.Fatal(err)
+			return err
 		}
 		if err := os.Chown(d, int(cred.Uid), int(cred.Gid)); err != nil {
-			t.Fatal(err)
+			return err
 		}
 	}
 	run := func(name string, args ...string) *exec.Cmd {
 		c := exec.Command(filepath.Join(bin, name), args...)
 		c.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-		c.Dir = dir
+		c.Dir = s.dir
 		c.Env = []string{"PATH=/usr/bin:/bin", "LC_ALL=C.UTF-8"}
 		return c
 	}
 	if out, err := run("initdb", "-D", data, "-U", "cocoon", "--auth=trust", "-E", "UTF8", "--no-sync").CombinedOutput(); err != nil {
-		t.Fatalf("initdb: %v\n%s", err, out)
+		return fmt.Errorf("initdb: %v\n%s", err, out)
 	}
-	s := &Server{dir: dir, sock: sock, exited: make(chan error, 1)}
-	logf, err := os.Create(filepath.Join(dir, "postgres.log"))
+	logPath := filepath.Join(s.dir, "postgres.log")
+	logf, err := os.Create(logPath)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer logf.Close()
-	s.cmd = run("postgres", "-D", data, "-k", sock, "-c", "listen_addresses=", "-c", "max_connections=200")
+	s.cmd = run("postgres", "-D", data, "-k", s.sock, "-c", "listen_addresses=", "-c", "max_connections=200")
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("start postgres: %v", err)
+		s.cmd = nil
+		return fmt.Errorf("start postgres: %w", err)
 	}
 	go func() { s.exited <- s.cmd.Wait() }()
-	t.Cleanup(func() {
-		// SIGINT: a fast shutdown.
+	// Ready once the socket accepts a connection that can query.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if c, err := net.Dial("unix", filepath.Join(s.sock, ".s.PGSQL.5432")); err == nil {
+			c.Close()
+			if conn, err := pgx.Connect(context.Background(), s.url("postgres")); err == nil {
+				conn.Close(context.Background())
+				return nil
+			}
+		}
+		select {
+		case err := <-s.exited:
+			s.exited <- err
+			log, _ := os.ReadFile(logPath)
+			return fmt.Errorf("postgres exited: %v\n%s", err, log)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(logPath)
+			return fmt.Errorf("postgres did not accept connections within 30 s\n%s", log)
+		}
+	}
+}
+
+// Stop ends the server (a fast shutdown) and removes its directory.
+func (s *Server) Stop() {
+	if s.cmd != nil {
 		_ = s.cmd.Process.Signal(syscall.SIGINT)
 		select {
 		case <-s.exited:
@@ -92,33 +144,13 @@ func Start(t testing.TB) *Server {
 			_ = s.cmd.Process.Kill()
 			<-s.exited
 		}
-	})
-	// Ready once the socket accepts a connection that can query.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if c, err := net.Dial("unix", filepath.Join(sock, ".s.PGSQL.5432")); err == nil {
-			c.Close()
-			if conn, err := pgx.Connect(context.Background(), s.url("postgres")); err == nil {
-				conn.Close(context.Background())
-				break
-			}
-		}
-		select {
-		case err := <-s.exited:
-			log, _ := os.ReadFile(filepath.Join(dir, "postgres.log"))
-			t.Fatalf("postgres exited: %v\n%s", err, log)
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(dir, "postgres.log"))
-			t.Fatalf("postgres did not accept connections within 30 s\n%s", log)
-		}
+		s.cmd = nil
 	}
-	return s
+	os.RemoveAll(s.dir)
 }
 
 // unprivileged is the user the server runs as: PostgreSQL refuses root.
-func unprivileged(t testing.TB) *syscall.Credential {
+func unprivileged() (*syscall.Credential, error) {
 	for _, name := range []string{"postgres", "nobody"} {
 		u, err := user.Lookup(name)
 		if err != nil {
@@ -126,28 +158,53 @@ func unprivileged(t testing.TB) *syscall.Credential {
 		}
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
-		return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+		return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 	}
-	t.Fatal("no unprivileged user (postgres or nobody) to run PostgreSQL as")
-	return nil
+	return nil, errors.New("no unprivileged user (postgres or nobody) to run PostgreSQL as")
 }
 
 func (s *Server) url(db string) string {
 	return fmt.Sprintf("postgres://cocoon@/%s?host=%s&sslmode=disable", db, s.sock)
 }
 
-// Database creates a fresh database and returns its connection URL.
+// Database creates a fresh database for t and returns its connection URL.
 func (s *Server) Database(t testing.TB) string {
 	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, s.url("postgres"))
+	u, err := s.NewDatabase(context.Background())
 	if err != nil {
 		t.Fatal(err)
+	}
+	return u
+}
+
+// NewDatabase creates a fresh database and returns its connection URL.
+func (s *Server) NewDatabase(ctx context.Context) (string, error) {
+	conn, err := pgx.Connect(ctx, s.url("postgres"))
+	if err != nil {
+		return "", err
 	}
 	defer conn.Close(ctx)
 	name := fmt.Sprintf("t%d", time.Now().UnixNano())
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatal(err)
+		return "", err
 	}
-	return s.url(name)
+	return s.url(name), nil
+}
+
+// Tool runs one of the server's client programs (pg_dump, pg_restore,
+// ...) with args and returns its standard output.
+func Tool(ctx context.Context, name string, args ...string) ([]byte, error) {
+	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/" + name)
+	if len(bins) == 0 {
+		return nil, fmt.Errorf("%s: %w", name, ErrMissing)
+	}
+	sort.Strings(bins)
+	cmd := exec.CommandContext(ctx, bins[len(bins)-1], args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w: %s", name, err, stderr.String())
+	}
+	return out, nil
 }
