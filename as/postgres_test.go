@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"sync"
 	"testing"
+	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/jackc/pgx/v5"
@@ -148,6 +149,19 @@ func TestKeyDirectoryAcrossReplicas(t *testing.T) {
 	if kids(b)["evil"] {
 		t.Fatal("a key without the replicas' MAC is in the JWKS")
 	}
+	// A directory that cannot be read: the JWKS still serves the
+	// replica's own keys (its tokens verify), not an error.
+	d := newFixture(t, func(cfg *Config) { cfg.Keys = unreadableKeys{dirs[0]} })
+	if ks := kids(d); !ks[d.signer.KeyID()] || ks[a.signer.KeyID()] {
+		t.Fatalf("JWKS with the directory down: %v", ks)
+	}
+}
+
+// unreadableKeys publishes through the real directory and cannot read it.
+type unreadableKeys struct{ *PGKeys }
+
+func (unreadableKeys) Published(context.Context, time.Time) (jose.JSONWebKeySet, error) {
+	return jose.JSONWebKeySet{}, errors.New("the directory is down")
 }
 
 // failingKeysAfterStart publishes at start (through the real directory)
