@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -32,6 +34,9 @@ type Postgres struct {
 	// out.
 	life    context.Context
 	endLife context.CancelFunc
+
+	mu       sync.Mutex
+	flushers []func(context.Context) error // the audit logs' queues
 }
 
 // ErrStoreClosed is what a closed store answers.
@@ -78,6 +83,13 @@ var migrations = []string{
 		mac bytea NOT NULL,
 		added_at timestamptz NOT NULL DEFAULT now()
 	);`,
+	7: `CREATE FUNCTION kbs_resources_notify() RETURNS trigger AS $$
+	BEGIN
+		PERFORM pg_notify('` + resourcesChannel + `', COALESCE(NEW.path, OLD.path));
+		RETURN NULL;
+	END $$ LANGUAGE plpgsql;
+	CREATE TRIGGER kbs_resources_changed AFTER INSERT OR UPDATE OR DELETE ON kbs_resources
+		FOR EACH ROW EXECUTE FUNCTION kbs_resources_notify();`,
 }
 
 // migrationLock is the advisory lock replicas take to migrate one at a
@@ -101,8 +113,26 @@ func OpenPostgres(ctx context.Context, url string) (*Postgres, error) {
 
 // Close closes the connections; whatever follows the store stops.
 func (p *Postgres) Close() {
+	// What the audit logs queued goes in first (for at most 5 s).
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = p.flushAudit(ctx)
+	cancel()
 	p.endLife()
 	p.pool.Close()
+}
+
+// flushAudit waits until what this process's audit logs queued is in the
+// database.
+func (p *Postgres) flushAudit(ctx context.Context) error {
+	p.mu.Lock()
+	flushers := p.flushers
+	p.mu.Unlock()
+	for _, f := range flushers {
+		if err := f(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // PGStore is a Store in PostgreSQL: values sealed under the master key (the
@@ -110,6 +140,7 @@ func (p *Postgres) Close() {
 type PGStore struct {
 	p *Postgres
 	sealer
+	cache resourceCache
 }
 
 // Store returns the resource store, sealing with the 32-byte master key
@@ -119,7 +150,9 @@ func (p *Postgres) Store(masterKey []byte, readable ...[]byte) (*PGStore, error)
 	if err != nil {
 		return nil, err
 	}
-	return &PGStore{p: p, sealer: sl}, nil
+	s := &PGStore{p: p, sealer: sl}
+	go s.follow()
+	return s, nil
 }
 
 // Put implements Store: the next version, numbered under a per-path lock
@@ -144,6 +177,7 @@ func (s *PGStore) Put(ctx context.Context, path string, data []byte, opt PutOpti
 	if _, err := tx.Exec(ctx, `INSERT INTO kbs_resources (path, version, sealed, one_shot) VALUES ($1, $2, $3, $4)`, path, version, sealed, opt.OneShot); err != nil {
 		return 0, err
 	}
+	defer s.cache.invalidate(path)
 	return version, tx.Commit(ctx)
 }
 
@@ -162,12 +196,20 @@ func (s *PGStore) Get(ctx context.Context, path string, version int) ([]byte, in
 // replicas releasing it at once, the second waits for the first's commit
 // and then sees it released.
 func (s *PGStore) Release(ctx context.Context, path string, version int) ([]byte, int, error) {
+	if c, ok := s.cache.get(path, version); ok {
+		pt, err := s.open(path, c.version, c.sealed)
+		return pt, c.version, err
+	}
+	gen := s.cache.generation()
 	v, n, oneShot, err := s.pick(ctx, path, version)
 	if err != nil {
 		return nil, n, err
 	}
 	if !oneShot {
 		pt, err := s.open(path, n, v)
+		if err == nil {
+			s.cache.put(gen, path, version, cachedValue{sealed: v, version: n})
+		}
 		return pt, n, err
 	}
 	tx, err := s.p.pool.Begin(ctx)
@@ -238,6 +280,7 @@ func (s *PGStore) Versions(ctx context.Context, path string) ([]protocol.Resourc
 // SetDisabled implements Store.
 func (s *PGStore) SetDisabled(ctx context.Context, path string, version int, disabled bool) error {
 	tag, err := s.p.pool.Exec(ctx, `UPDATE kbs_resources SET disabled = $3 WHERE path = $1 AND version = $2`, path, version, disabled)
+	s.cache.invalidate(path)
 	if err != nil {
 		return err
 	}
@@ -259,6 +302,7 @@ func (s *PGStore) List(ctx context.Context) ([]string, error) {
 // Delete implements Store.
 func (s *PGStore) Delete(ctx context.Context, path string) error {
 	tag, err := s.p.pool.Exec(ctx, `DELETE FROM kbs_resources WHERE path = $1`, path)
+	s.cache.invalidate(path)
 	if err != nil {
 		return err
 	}
@@ -328,6 +372,9 @@ type PGSessions struct {
 	now     func() time.Time
 	created atomic.Int64
 	full    atomic.Bool
+
+	mu     sync.Mutex
+	tokens map[string]rememberedToken // session id → its token
 }
 
 // Sessions returns the shared session store; now is the clock (nil:
@@ -391,8 +438,22 @@ func (s *PGSessions) load(ctx context.Context, q interface {
 	return &v, nil
 }
 
-// ConsumeNonce implements SessionStore.
+// ConsumeNonce implements SessionStore. The common case is one statement:
+// the nonce is marked used only in a row that is open, unattested and
+// holds that nonce (a concurrent attest on another replica waits for the
+// row and then finds it used). Anything else is looked at again under a
+// lock to say precisely what was wrong.
 func (s *PGSessions) ConsumeNonce(ctx context.Context, id, nonce string) (*Session, string, error) {
+	var kind, binding string
+	err := s.p.pool.QueryRow(ctx, `UPDATE kbs_sessions SET nonce_used = true
+		WHERE id = $1 AND nonce = $2 AND NOT nonce_used AND token = '' AND expires >= $3
+		RETURNING tee, binding`, id, nonce, s.now()).Scan(&kind, &binding)
+	if err == nil {
+		return &Session{TEE: tee.Kind(kind), Binding: tee.Binding(binding)}, "", nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return nil, "", err
+	}
 	tx, err := s.p.pool.Begin(ctx)
 	if err != nil {
 		return nil, "", err
@@ -416,12 +477,23 @@ func (s *PGSessions) ConsumeNonce(ctx context.Context, id, nonce string) (*Sessi
 
 // SetToken implements SessionStore.
 func (s *PGSessions) SetToken(ctx context.Context, id, tok string) error {
-	_, err := s.p.pool.Exec(ctx, `UPDATE kbs_sessions SET token = $2 WHERE id = $1`, id, tok)
-	return err
+	if _, err := s.p.pool.Exec(ctx, `UPDATE kbs_sessions SET token = $2 WHERE id = $1`, id, tok); err != nil {
+		return err
+	}
+	s.remember(id, tok, s.now().Add(s.ttl))
+	return nil
 }
 
-// Token implements SessionStore.
+// Token implements SessionStore. A session's token never changes once
+// set, so each replica remembers the tokens it read or set (until the
+// session expires): a resource request costs no query for its session.
 func (s *PGSessions) Token(ctx context.Context, id string) (string, error) {
+	s.mu.Lock()
+	c, ok := s.tokens[id]
+	s.mu.Unlock()
+	if ok && !s.now().After(c.expires) {
+		return c.token, nil
+	}
 	v, err := s.load(ctx, s.p.pool, id, "")
 	if err != nil {
 		return "", err
@@ -429,7 +501,25 @@ func (s *PGSessions) Token(ctx context.Context, id string) (string, error) {
 	if v.token == "" {
 		return "", errNotAttested
 	}
+	s.remember(id, v.token, v.expires)
 	return v.token, nil
+}
+
+// maxRememberedTokens bounds a replica's session token cache.
+const maxRememberedTokens = 1 << 14
+
+type rememberedToken struct {
+	token   string
+	expires time.Time
+}
+
+func (s *PGSessions) remember(id, tok string, expires time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tokens == nil || len(s.tokens) >= maxRememberedTokens {
+		s.tokens = map[string]rememberedToken{}
+	}
+	s.tokens[id] = rememberedToken{tok, expires}
 }
 
 // Count implements SessionStore.
@@ -602,30 +692,190 @@ func (s *PGPolicies) WaitPolicyChange(ctx context.Context, d time.Duration) erro
 
 // PGAudit is the replicas' one audit log: each decision a line in
 // kbs_audit, in the order the database committed them.
-type PGAudit struct{ p *Postgres }
+type PGAudit struct {
+	p *Postgres
+	// Logger reports lines the database refused (default: slog's).
+	Logger *slog.Logger
+	start  sync.Once
+	queue  chan auditWrite
+}
+
+// auditWrite is a line to insert, or (line "") a barrier whose done
+// channel is told once every line queued before it was inserted.
+type auditWrite struct {
+	line string
+	done chan error
+}
 
 // Audit returns the shared audit log (an io.Writer of JSON lines).
-func (p *Postgres) Audit() *PGAudit { return &PGAudit{p: p} }
+func (p *Postgres) Audit() *PGAudit {
+	a := &PGAudit{p: p}
+	p.mu.Lock()
+	p.flushers = append(p.flushers, a.flush)
+	p.mu.Unlock()
+	return a
+}
 
-// maxAuditLine bounds one line (they are the broker's own, small).
-const maxAuditLine = 64 << 10
+// maxAuditLine bounds one line (they are the broker's own, small), and
+// maxAuditBatch the lines one insert takes and the queue holds.
+const (
+	maxAuditLine  = 64 << 10
+	maxAuditBatch = 1024
+)
 
-// Write stores one JSON line.
+// Write queues one JSON line for the shared log and returns: the request
+// that made it is not held up by the database. Lines are inserted in
+// order, many per statement, within milliseconds; the replica's own audit
+// file, written before, stays the record of what it decided. A full queue
+// makes Write wait (nothing is dropped); a line the database refuses is
+// logged with the line.
 func (a *PGAudit) Write(b []byte) (int, error) {
 	line := bytes.TrimSpace(b)
 	if len(line) > maxAuditLine {
 		return 0, fmt.Errorf("audit line of %d bytes", len(line))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := a.p.pool.Exec(ctx, `INSERT INTO kbs_audit (line) VALUES ($1)`, string(line)); err != nil {
+	if len(line) == 0 {
+		return len(b), nil
+	}
+	if err := a.enqueue(auditWrite{line: string(line)}); err != nil {
 		return 0, err
 	}
 	return len(b), nil
 }
 
-// Tail implements AuditReader: the newest n lines, oldest first.
+func (a *PGAudit) enqueue(w auditWrite) error {
+	a.start.Do(func() {
+		a.queue = make(chan auditWrite, maxAuditBatch)
+		go a.commit()
+	})
+	select {
+	case a.queue <- w:
+		return nil
+	case <-a.p.life.Done():
+		return ErrStoreClosed
+	}
+}
+
+// flush returns once every line queued so far is in the database (or ctx
+// ends).
+func (a *PGAudit) flush(ctx context.Context) error {
+	done := make(chan error, 1)
+	if err := a.enqueue(auditWrite{done: done}); err != nil {
+		return err
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-a.p.life.Done():
+		return ErrStoreClosed
+	}
+}
+
+// commit inserts what is queued, a batch at a time, in order, on a
+// connection of its own whose commits do not wait for the write-ahead
+// log's flush (synchronous_commit off): the database writes the log to
+// disk within a fraction of a second, and a database crash in between
+// loses those lines from the shared log, never from the replica's file.
+func (a *PGAudit) commit() {
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close(context.Background())
+		}
+	}()
+	log := a.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	for {
+		var batch []auditWrite
+		select {
+		case w := <-a.queue:
+			batch = append(batch, w)
+		case <-a.p.life.Done():
+			return
+		}
+	more:
+		for len(batch) < maxAuditBatch {
+			select {
+			case w := <-a.queue:
+				batch = append(batch, w)
+			default:
+				break more
+			}
+		}
+		var lines []string
+		var barriers []chan error
+		for _, w := range batch {
+			if w.done != nil {
+				barriers = append(barriers, w.done)
+			} else {
+				lines = append(lines, w.line)
+			}
+		}
+		ctx, cancel := context.WithTimeout(a.p.life, 5*time.Second)
+		var err error
+		if len(lines) > 0 {
+			if conn == nil {
+				conn, err = a.connect(ctx)
+			}
+			if err == nil {
+				err = insertAudit(ctx, conn, lines, log)
+				if conn.IsClosed() {
+					conn = nil
+				}
+			}
+			if err != nil {
+				log.Error("audit lines could not be written to the shared log (the replica's file has them)", "lines", len(lines), "error", err)
+			}
+		}
+		cancel()
+		for _, d := range barriers {
+			d <- err
+		}
+	}
+}
+
+func (a *PGAudit) connect(ctx context.Context) (*pgx.Conn, error) {
+	c, err := a.p.pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn := c.Hijack()
+	if _, err := conn.Exec(ctx, `SET synchronous_commit = off`); err != nil {
+		conn.Close(context.Background())
+		return nil, err
+	}
+	return conn, nil
+}
+
+// insertAudit inserts lines in one statement; when that fails, line by
+// line, so that one bad line (logged) costs only itself.
+func insertAudit(ctx context.Context, conn *pgx.Conn, lines []string, log *slog.Logger) error {
+	_, err := conn.Exec(ctx, `INSERT INTO kbs_audit (line)
+		SELECT l::jsonb FROM unnest($1::text[]) WITH ORDINALITY AS t(l, n) ORDER BY n`, lines)
+	if err == nil || len(lines) == 1 || conn.IsClosed() {
+		return err
+	}
+	for _, l := range lines {
+		if _, err := conn.Exec(ctx, `INSERT INTO kbs_audit (line) VALUES ($1)`, l); err != nil {
+			if conn.IsClosed() {
+				return err
+			}
+			log.Error("an audit line was refused by the shared log", "line", l, "error", err)
+		}
+	}
+	return nil
+}
+
+// Tail implements AuditReader: the newest n lines, oldest first (this
+// replica's queued lines included).
 func (a *PGAudit) Tail(ctx context.Context, n int) ([]json.RawMessage, error) {
+	if err := a.p.flushAudit(ctx); err != nil {
+		return nil, err
+	}
 	rows, err := a.p.pool.Query(ctx, `SELECT line::text FROM (SELECT id, line FROM kbs_audit ORDER BY id DESC LIMIT $1) t ORDER BY id`, n)
 	if err != nil {
 		return nil, err

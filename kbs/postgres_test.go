@@ -199,7 +199,7 @@ func TestSchemaMigrations(t *testing.T) {
 	}
 	defer conn.Close(ctx)
 	var versions int
-	if err := conn.QueryRow(ctx, `SELECT count(*) FROM cocoon_kbs_schema`).Scan(&versions); err != nil || versions != 6 {
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM cocoon_kbs_schema`).Scan(&versions); err != nil || versions != 7 {
 		t.Fatalf("schema versions recorded: %d %v", versions, err)
 	}
 	if _, err := conn.Exec(ctx, `INSERT INTO cocoon_kbs_schema (version) VALUES (99)`); err != nil {
@@ -287,18 +287,40 @@ func TestSharedAuditLog(t *testing.T) {
 		t.Fatalf("release on B: %d %s", code, body)
 	}
 	for _, f := range []*fixture{a, b} {
-		lines, err := f.admin.Audit(ctx, 10)
-		if err != nil {
-			t.Fatal(err)
-		}
+		// Each replica's lines reach the shared log within milliseconds.
 		all := ""
-		for _, l := range lines {
-			all += string(l) + "\n"
-		}
+		auditUntil(t, f, func(lines []json.RawMessage) bool {
+			all = ""
+			for _, l := range lines {
+				all += string(l) + "\n"
+			}
+			return strings.Contains(all, `"verdict":"released"`)
+		})
 		put, rel := strings.Index(all, `"admin_put"`), strings.Index(all, `"verdict":"released"`)
 		if put < 0 || rel < 0 || put > rel || strings.Contains(all, "audit-secret") {
 			t.Fatalf("the shared audit log:\n%s", all)
 		}
+	}
+}
+
+// auditUntil reads the shared audit log through f until done says it holds
+// what the test waits for (the other replica's lines arrive within
+// milliseconds), and fails after 10 s.
+func auditUntil(t *testing.T, f *fixture, done func([]json.RawMessage) bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		lines, err := f.admin.Audit(context.Background(), 500)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done(lines) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the shared audit log never held what was awaited:\n%s", lines)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -373,22 +395,26 @@ func TestOneShotAcrossReplicas(t *testing.T) {
 	if released != 1 {
 		t.Fatalf("the one-shot version was released %d times", released)
 	}
-	lines, err := a.admin.Audit(ctx, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
 	n := 0
-	for _, l := range lines {
-		var e struct{ Verdict, Resource string }
-		if err := json.Unmarshal(l, &e); err != nil {
-			t.Fatal(err)
+	auditUntil(t, a, func(lines []json.RawMessage) bool {
+		n = 0
+		asked := 0
+		for _, l := range lines {
+			var e struct{ Event, Verdict, Resource string }
+			if err := json.Unmarshal(l, &e); err != nil {
+				t.Fatal(err)
+			}
+			if e.Event == "resource" && e.Resource == "app/key/boot" {
+				asked++
+				if e.Verdict == "released" {
+					n++
+				}
+			}
 		}
-		if e.Verdict == "released" && e.Resource == "app/key/boot" {
-			n++
-		}
-	}
+		return asked == len(ps)
+	})
 	if n != 1 {
-		t.Errorf("the shared audit log has %d releases of the one-shot version:\n%s", n, lines)
+		t.Errorf("the shared audit log has %d releases of the one-shot version", n)
 	}
 	vs, err := b.admin.Versions(ctx, "app/key/boot")
 	if err != nil || len(vs) != 1 || !vs[0].OneShot || !vs[0].Released {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	bolt "go.etcd.io/bbolt"
@@ -275,4 +276,103 @@ func TestAdminKeysReseal(t *testing.T) {
 	if _, err := old.AdminKeys(ctx); err == nil {
 		t.Fatal("after the reseal the old key alone still reads the admin keys")
 	}
+}
+
+// TestReleaseCache: a replica serves releases from its cache and drops an
+// entry when any writer changes the path — another replica's put, or SQL
+// run by hand against the database (the trigger notifies) — and caches
+// nothing while it is not listening (its listener's connection killed).
+func TestReleaseCache(t *testing.T) {
+	ctx := context.Background()
+	url := testpg.Start(t).Database(t)
+	open := func() *PGStore {
+		p, err := OpenPostgres(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Close)
+		s, _ := p.Store(testMaster)
+		return s
+	}
+	a, b := open(), open()
+	listening := func(s *PGStore, want bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			s.cache.mu.Lock()
+			on := s.cache.listening
+			s.cache.mu.Unlock()
+			if on == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("listening stayed %v", on)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	listening(b, true)
+	release := func(s *PGStore) string {
+		t.Helper()
+		v, _, err := s.Release(ctx, "app/key/c", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(v)
+	}
+	// eventually waits for b to serve want (a notification's delay).
+	eventually := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for got := release(b); got != want; got = release(b) {
+			if time.Now().After(deadline) {
+				t.Fatalf("b still serves %q, want %q", got, want)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if _, err := a.Put(ctx, "app/key/c", []byte("one"), PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// A read that raced the put's own notification is not cached: ask
+	// until one is.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if got := release(b); got != "one" {
+			t.Fatalf("first release: %q", got)
+		}
+		if _, ok := b.cache.get("app/key/c", 0); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no release was cached")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if _, err := a.Put(ctx, "app/key/c", []byte("two"), PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually("two")
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `UPDATE kbs_resources SET disabled = true WHERE path = 'app/key/c' AND version = 2`); err != nil {
+		t.Fatal(err)
+	}
+	eventually("one")
+	// The listeners' connections killed: b stops trusting its cache.
+	if _, err := conn.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN %' AND pid <> pg_backend_pid()`); err != nil {
+		t.Fatal(err)
+	}
+	listening(b, false)
+	if _, err := conn.Exec(ctx, `UPDATE kbs_resources SET disabled = false WHERE path = 'app/key/c' AND version = 2`); err != nil {
+		t.Fatal(err)
+	}
+	if got := release(b); got != "two" {
+		t.Fatalf("with the listener down: %q, want the database's %q", got, "two")
+	}
+	listening(b, true) // back within a second
+	eventually("two")
 }

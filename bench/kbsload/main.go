@@ -2,7 +2,9 @@
 // loopback with sim evidence (real signatures): (1) the full protocol —
 // attest with evidence bound to the session's nonce and the TEE key, then
 // one resource, decrypted; (2) resource fetches with an existing token.
-// It prints operations per second and p50/p99 latencies.
+// It runs both on the embedded bbolt store, on PostgreSQL with one broker
+// and with two replicas (a real server it starts, as the tests do), and
+// prints operations per second, p50/p99 latencies and the ratios.
 package main
 
 import (
@@ -12,6 +14,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -31,6 +34,7 @@ import (
 
 	"cocoon.dev/cocoon/bench/internal/cpuprof"
 	"cocoon.dev/cocoon/internal/serving"
+	"cocoon.dev/cocoon/internal/testpg"
 	"cocoon.dev/cocoon/kbs/client"
 	"cocoon.dev/cocoon/tee"
 	"cocoon.dev/cocoon/tee/sim"
@@ -56,6 +60,17 @@ type session struct {
 	key  *ecdsa.PrivateKey
 }
 
+// setup is one store configuration: the embedded bbolt store with one
+// broker, or PostgreSQL shared by one or two.
+type setup struct {
+	name     string
+	replicas int
+	pg       bool
+}
+
+// rates are a setup's figures (per second).
+type rates struct{ full, token float64 }
+
 func run(bin string, n int, maxTime time.Duration, workers int, keep string) error {
 	work, err := os.MkdirTemp("", "kbsload")
 	if err != nil {
@@ -66,41 +81,110 @@ func run(bin string, n int, maxTime time.Duration, workers int, keep string) err
 	if err != nil {
 		return err
 	}
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := l.Addr().String()
-	l.Close()
-	state := filepath.Join(work, "kbs")
-	if out, err := exec.Command(bin, "kbs", "init", "--state", state, "--listen", addr).CombinedOutput(); err != nil {
-		return fmt.Errorf("init: %v %s", err, out)
-	}
-	// One broker process per phase, each with its own CPU profile; the
-	// second reads the same state (its token keys verify the first's
-	// tokens).
-	serve := func(prof string) (*exec.Cmd, error) {
-		cmd := exec.Command(bin, "kbs", "serve", "--state", state, "--listen", addr, "--allow-sim", "--offline",
-			"--sim-roots", filepath.Join(work, "sim", sim.FileRoots))
-		cmd.Env = append(os.Environ(), "COCOON_CPUPROFILE="+prof)
-		_, err := serving.Start(cmd, 20*time.Second)
-		return cmd, err
-	}
-	prof1, prof2 := filepath.Join(work, "phase1.cpu"), filepath.Join(work, "phase2.cpu")
-	cmd, err := serve(prof1)
-	if err != nil {
+	setups := []setup{{"bbolt, 1 broker", 1, false}, {"PostgreSQL, 1 broker", 1, true}, {"PostgreSQL, 2 replicas", 2, true}}
+	pg, err := testpg.Run()
+	if errors.Is(err, testpg.ErrMissing) && os.Getenv("CI") == "" {
+		fmt.Println("(no PostgreSQL here: the bbolt figures alone; install the postgresql package for the rest)")
+		setups, pg = setups[:1], nil
+	} else if err != nil {
 		return err
 	}
-	defer func() { serving.Stop(cmd) }()
+	if pg != nil {
+		defer pg.Stop()
+	}
+	var got []rates
+	for i, su := range setups {
+		fmt.Printf("== %s\n", su.name)
+		store := ""
+		if su.pg {
+			if store, err = pg.NewDatabase(context.Background()); err != nil {
+				return err
+			}
+		}
+		// The profiles of the first setup: where the broker's time goes.
+		profile := ""
+		if i == 0 {
+			profile = keep
+		}
+		r, err := runSetup(bin, filepath.Join(work, fmt.Sprint(i)), auth, su, store, n, maxTime, workers, profile, i == 0)
+		if err != nil {
+			return fmt.Errorf("%s: %w", su.name, err)
+		}
+		got = append(got, r)
+	}
+	if len(got) > 1 {
+		fmt.Printf("PostgreSQL, 1 broker vs bbolt: full protocol %.0f%%, token-only %.0f%% (target >= 75%%)\n",
+			100*got[1].full/got[0].full, 100*got[1].token/got[0].token)
+		fmt.Printf("PostgreSQL, 2 replicas vs 1: full protocol %.2fx, token-only %.2fx (both replicas share the machine's cores with the database and the clients)\n",
+			got[2].full/got[1].full, got[2].token/got[1].token)
+	}
+	return nil
+}
+
+// runSetup measures one setup: (1) the full protocol — auth on one
+// replica, attest on the next, the resource on the first — and (2)
+// resource fetches with an existing token, spread over the replicas.
+func runSetup(bin, work string, auth *sim.Authority, su setup, store string, n int, maxTime time.Duration, workers int, keep string, profile bool) (rates, error) {
+	var addrs []string
+	for range su.replicas {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return rates{}, err
+		}
+		addrs = append(addrs, l.Addr().String())
+		l.Close()
+	}
+	state := filepath.Join(work, "kbs")
+	if out, err := exec.Command(bin, "kbs", "init", "--state", state, "--listen", addrs[0]).CombinedOutput(); err != nil {
+		return rates{}, fmt.Errorf("init: %v %s", err, out)
+	}
+	// The brokers of each phase are started anew, each with its own CPU
+	// profile when profiling; they read the same state (the second
+	// phase's verify the first's tokens).
+	serve := func(prof string) ([]*exec.Cmd, error) {
+		var cmds []*exec.Cmd
+		for _, addr := range addrs {
+			cmd := exec.Command(bin, "kbs", "serve", "--state", state, "--listen", addr, "--allow-sim", "--offline",
+				"--sim-roots", filepath.Join(work, "..", "sim", sim.FileRoots))
+			cmd.Env = os.Environ()
+			if store != "" {
+				cmd.Env = append(cmd.Env, "COCOON_KBS_STORE="+store)
+			}
+			if prof != "" {
+				cmd.Env = append(cmd.Env, "COCOON_CPUPROFILE="+prof)
+			}
+			if _, err := serving.Start(cmd, 20*time.Second); err != nil {
+				stopAll(cmds)
+				return nil, err
+			}
+			cmds = append(cmds, cmd)
+		}
+		return cmds, nil
+	}
+	prof1, prof2 := "", ""
+	if profile {
+		prof1, prof2 = filepath.Join(work, "phase1.cpu"), filepath.Join(work, "phase2.cpu")
+	}
+	cmds, err := serve(prof1)
+	if err != nil {
+		return rates{}, err
+	}
+	defer func() { stopAll(cmds) }()
 	put := exec.Command(bin, "kbs", "put", "kbs:///bench/key/k1", "-", "--state", state)
 	put.Stdin = strings.NewReader("a 32-byte secret for the bench..")
 	if out, err := put.CombinedOutput(); err != nil {
-		return fmt.Errorf("put: %v %s", err, out)
+		return rates{}, fmt.Errorf("put: %v %s", err, out)
 	}
 	ca, _ := os.ReadFile(filepath.Join(state, "ca.pem"))
 	base, err := client.HTTPClient(ca, &http.Transport{MaxIdleConnsPerHost: workers * 4})
 	if err != nil {
-		return err
+		return rates{}, err
 	}
-	url := "https://" + addr
-	newSession := func() (*session, error) {
+	urls := make([]string, len(addrs))
+	for i, a := range addrs {
+		urls[i] = "https://" + a
+	}
+	newSession := func(url string) (*session, error) {
 		jar, _ := cookiejar.New(nil)
 		hc := *base
 		hc.Jar = jar
@@ -125,8 +209,8 @@ func run(bin string, n int, maxTime time.Duration, workers int, keep string) err
 		body, _ := json.Marshal(map[string]any{"runtime-data": rd, "tee-evidence": json.RawMessage(ev)})
 		return &session{hc: &hc, rd: rd, body: body, key: k}, nil
 	}
-	attestAndGet := func(s *session, decrypt bool) (string, error) {
-		resp, err := s.hc.Post(url+"/kbs/v0/attest", "application/json", bytes.NewReader(s.body))
+	attestAndGet := func(s *session, attestURL, getURL string, decrypt bool) (string, error) {
+		resp, err := s.hc.Post(attestURL+"/kbs/v0/attest", "application/json", bytes.NewReader(s.body))
 		if err != nil {
 			return "", err
 		}
@@ -140,35 +224,38 @@ func run(bin string, n int, maxTime time.Duration, workers int, keep string) err
 		if !decrypt {
 			key = nil
 		}
-		return t.Token, get(s.hc, url, "", key)
+		return t.Token, get(s.hc, getURL, "", key)
 	}
 	// Phase 1: full protocol. Sessions and evidence are made first (the
-	// attester's work, timed apart).
+	// attester's work, timed apart); session i began on replica i.
 	pstart := time.Now()
 	sessions := make([]*session, n)
 	for i := range sessions {
-		if sessions[i], err = newSession(); err != nil {
-			return err
+		if sessions[i], err = newSession(urls[i%len(urls)]); err != nil {
+			return rates{}, err
 		}
 	}
 	prep := time.Since(pstart)
 	tokens := make([]string, n)
 	lat, elapsed, failed := load(n, workers, maxTime, func(i int) error {
 		// Every 100th response is decrypted by the client, as a check.
-		tok, err := attestAndGet(sessions[i], i%100 == 0)
+		tok, err := attestAndGet(sessions[i], urls[(i+1)%len(urls)], urls[i%len(urls)], i%100 == 0)
 		tokens[i] = tok
 		return err
 	})
-	full := report("attest + 1 resource (broker throughput)", lat, elapsed, failed, workers, "target >= 800/s, p99 < 25ms")
+	var r rates
+	r.full = report("attest + 1 resource (broker throughput)", lat, elapsed, failed, workers, "target >= 800/s, p99 < 25ms")
 	fmt.Printf("  (auth + sim evidence for the %d sessions took %v apart: %.0f/s)\n", n, prep.Round(time.Millisecond), float64(n)/prep.Seconds())
-	if err := serving.Terminate(cmd, 10*time.Second); err != nil {
-		return err
+	if err := terminateAll(cmds); err != nil {
+		return r, err
 	}
-	if err := cpuprof.Report(prof1, keep, "  the broker (full protocol, auth included)", "the sim report (P-384), the chain"); err != nil {
-		return err
+	if profile {
+		if err := cpuprof.Report(prof1, keep, "  the broker (full protocol, auth included)", "the sim report (P-384), the chain"); err != nil {
+			return r, err
+		}
 	}
-	if cmd, err = serve(prof2); err != nil {
-		return err
+	if cmds, err = serve(prof2); err != nil {
+		return r, err
 	}
 	// Phase 2: resources with an existing token (bearer).
 	tok, key := tokens[0], sessions[0].key
@@ -176,21 +263,44 @@ func run(bin string, n int, maxTime time.Duration, workers int, keep string) err
 		// The client decrypts every 100th response (and the first): the
 		// figure is the broker's throughput, not the client's ECDH.
 		if i%100 == 0 {
-			return get(base, url, tok, key)
+			return get(base, urls[i%len(urls)], tok, key)
 		}
-		return get(base, url, tok, nil)
+		return get(base, urls[i%len(urls)], tok, nil)
 	})
-	tokenOnly := report("resource with an existing token (broker throughput)", lat, elapsed, failed, workers, "target >= 5000/s")
-	if err := serving.Terminate(cmd, 10*time.Second); err != nil {
-		return err
+	r.token = report("resource with an existing token (broker throughput)", lat, elapsed, failed, workers, "target >= 5000/s")
+	if err := terminateAll(cmds); err != nil {
+		return r, err
 	}
-	if err := cpuprof.Report(prof2, keep, "  the broker (token only)", "the token's signature (P-256)"); err != nil {
-		return err
+	if profile {
+		if err := cpuprof.Report(prof2, keep, "  the broker (token only)", "the token's signature (P-256)"); err != nil {
+			return r, err
+		}
 	}
-	if full > 0 {
-		fmt.Printf("token-only fetches / full protocol: %.1fx (target >= 5x)\n", tokenOnly/full)
+	if r.full > 0 {
+		fmt.Printf("token-only fetches / full protocol: %.1fx (target >= 5x)\n", r.token/r.full)
 	}
-	return nil
+	if r.full == 0 || r.token == 0 {
+		return r, errors.New("a phase had no successful operation")
+	}
+	return r, nil
+}
+
+func stopAll(cmds []*exec.Cmd) {
+	for _, c := range cmds {
+		serving.Stop(c)
+	}
+}
+
+// terminateAll ends the brokers gracefully (their CPU profiles are
+// written on the way out).
+func terminateAll(cmds []*exec.Cmd) error {
+	var first error
+	for _, c := range cmds {
+		if err := serving.Terminate(c, 10*time.Second); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 func get(hc *http.Client, url, bearer string, key *ecdsa.PrivateKey) error {

@@ -515,6 +515,9 @@ func serveKBS(cmd *cobra.Command, g *globals, f kbsServeFlags) error {
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), nil))
+	if be.audit != nil {
+		be.audit.Logger = log
+	}
 	if be.admins != nil {
 		// The state directory's admin key seeds an empty database (the
 		// first replica to start adds it; the others find it there).
