@@ -90,6 +90,11 @@ var migrations = []string{
 	END $$ LANGUAGE plpgsql;
 	CREATE TRIGGER kbs_resources_changed AFTER INSERT OR UPDATE OR DELETE ON kbs_resources
 		FOR EACH ROW EXECUTE FUNCTION kbs_resources_notify();`,
+	// Sessions live 5 minutes: written without the write-ahead log. A
+	// database crash empties the table (clients authenticate again; no
+	// nonce can be used twice, since its session is gone), and a standby
+	// does not have them.
+	8: `ALTER TABLE kbs_sessions SET UNLOGGED;`,
 }
 
 // migrationLock is the advisory lock replicas take to migrate one at a

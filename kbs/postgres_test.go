@@ -199,7 +199,7 @@ func TestSchemaMigrations(t *testing.T) {
 	}
 	defer conn.Close(ctx)
 	var versions int
-	if err := conn.QueryRow(ctx, `SELECT count(*) FROM cocoon_kbs_schema`).Scan(&versions); err != nil || versions != 7 {
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM cocoon_kbs_schema`).Scan(&versions); err != nil || versions != 8 {
 		t.Fatalf("schema versions recorded: %d %v", versions, err)
 	}
 	if _, err := conn.Exec(ctx, `INSERT INTO cocoon_kbs_schema (version) VALUES (99)`); err != nil {
