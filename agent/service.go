@@ -200,6 +200,11 @@ func (s *service) CreateContainer(ctx context.Context, req *agentv1.CreateContai
 		// every capability.
 		return nil, fmt.Errorf("container %q: privileged containers never run in a cocoon sandbox: %w", name, errInvalid)
 	}
+	// Before the lock: the key broker is a network round trip away.
+	spec, err := a.unsealEnv(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.sandbox == nil {

@@ -156,3 +156,57 @@ func TestKBSDurability(t *testing.T) {
 		t.Errorf("wrong admin key: %s", errs)
 	}
 }
+
+// TestSealedSecretEnv: a pod's env value is a sealed secret (cocoon kbs
+// seal); the container sees the resource, the pod file and the policy the
+// reference only. When the release policy refuses, the container is not
+// created and the error names the secret, not its value.
+func TestSealedSecretEnv(t *testing.T) {
+	x := newH(t)
+	state, addr := filepath.Join(t.TempDir(), "kbs"), freeAddr(t)
+	x.startKBS(state, addr, "--allow-sim")
+	secret := filepath.Join(t.TempDir(), "s")
+	os.WriteFile(secret, []byte("sealed-db-password"), 0o600)
+	x.mustRun(0, "kbs", "put", "kbs:///app/db/password", secret, "--state", state)
+	ref, _ := x.mustRun(0, "kbs", "seal", "kbs:///app/db/password")
+	ref = strings.TrimSpace(ref)
+	ca, _ := os.ReadFile(filepath.Join(state, "ca.pem"))
+	yaml := fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: sealed
+  annotations:
+    cocoon.dev/kbs: https://%s
+    cocoon.dev/kbs-ca: %s
+spec:
+  restartPolicy: Never
+  containers:
+  - name: app
+    image: %s
+    command: ["sh", "-c", "echo secret=$DB_PASSWORD"]
+    env:
+    - name: DB_PASSWORD
+      value: %s
+`, addr, base64.StdEncoding.EncodeToString(ca), env.busybox, ref)
+	p := x.pod(yaml)
+	x.mustRun(0, "policy", "generate", p)
+	for _, f := range []string{p, strings.TrimSuffix(p, ".yaml") + ".policy.json"} {
+		if b, err := os.ReadFile(f); err == nil && strings.Contains(string(b), "sealed-db-password") {
+			t.Fatalf("%s holds the secret", f)
+		}
+	}
+	out, errs := x.mustRun(0, "run", p)
+	if !strings.Contains(out, "secret=sealed-db-password") {
+		t.Fatalf("stdout %q stderr %q", out, errs)
+	}
+	// The broker now refuses everything: nothing is created.
+	pol := filepath.Join(t.TempDir(), "deny.rego")
+	os.WriteFile(pol, []byte("package policy\ndefault allow := false\n"), 0o644)
+	x.mustRun(0, "kbs", "policy", "set", pol, "--state", state)
+	x.mustRun(0, "rm", "sealed")
+	out, errs = x.mustRun(128, "run", p) // CreateError, as runc's "cannot start"
+	if strings.Contains(out+errs, "sealed-db-password") || strings.Contains(out, "secret=") ||
+		!strings.Contains(errs, "sealed secret kbs:///app/db/password was not released") {
+		t.Fatalf("refused release: stdout %q stderr %q", out, errs)
+	}
+}

@@ -412,7 +412,7 @@ both, so the host cannot point the sandbox at another broker.`,
 	}
 	annotate.Flags().StringVar(&annState, "state", "", "the broker's state directory")
 	annotate.Flags().StringVarP(&annOut, "out", "f", "", "write here instead of in place")
-	cmd.AddCommand(initCmd, serve, put, get, rm, ls, versions, disable, enable, reseal, auditCmd, newKBSRotateCmd(), pol, annotate, newKBSKeyCmd(g, &kbsAdminFlags{}), newKBSAdminKeyCmd(g))
+	cmd.AddCommand(initCmd, serve, put, get, rm, ls, versions, disable, enable, reseal, auditCmd, newKBSRotateCmd(), pol, annotate, newKBSKeyCmd(g, &kbsAdminFlags{}), newKBSAdminKeyCmd(g), newKBSSealCmd())
 	return cmd
 }
 
