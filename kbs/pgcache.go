@@ -23,6 +23,7 @@ type resourceCache struct {
 	listening bool
 	gen       uint64
 	m         map[cacheKey]cachedValue
+	bytes     int // of the sealed values in m
 }
 
 type cacheKey struct {
@@ -35,9 +36,14 @@ type cachedValue struct {
 	version int
 }
 
-// maxCachedValues bounds the cache (values are at most 1 MiB each by the
-// request limit; most are keys of a few dozen bytes).
-const maxCachedValues = 4096
+// The cache's bounds: entries, bytes in all, and the largest value kept
+// (most resources are keys of a few dozen bytes; a large one is read from
+// the database each time).
+const (
+	maxCachedValues = 4096
+	maxCachedBytes  = 32 << 20
+	maxCachedValue  = 64 << 10
+)
 
 func (c *resourceCache) get(path string, version int) (cachedValue, bool) {
 	c.mu.Lock()
@@ -59,13 +65,15 @@ func (c *resourceCache) generation() uint64 {
 func (c *resourceCache) put(gen uint64, path string, version int, v cachedValue) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.listening || gen != c.gen {
+	if !c.listening || gen != c.gen || len(v.sealed) > maxCachedValue {
 		return
 	}
-	if c.m == nil || len(c.m) >= maxCachedValues {
-		c.m = map[cacheKey]cachedValue{}
+	if c.m == nil || len(c.m) >= maxCachedValues || c.bytes+len(v.sealed) > maxCachedBytes {
+		c.m, c.bytes = map[cacheKey]cachedValue{}, 0
 	}
-	c.m[cacheKey{path, version}] = v
+	k := cacheKey{path, version}
+	c.bytes += len(v.sealed) - len(c.m[k].sealed)
+	c.m[k] = v
 }
 
 // invalidate drops a path's entries ("" for every path).
@@ -73,8 +81,9 @@ func (c *resourceCache) invalidate(path string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
-	for k := range c.m {
+	for k, v := range c.m {
 		if path == "" || k.path == path {
+			c.bytes -= len(v.sealed)
 			delete(c.m, k)
 		}
 	}
@@ -85,7 +94,7 @@ func (c *resourceCache) setListening(on bool) {
 	defer c.mu.Unlock()
 	c.listening = on
 	c.gen++
-	c.m = nil
+	c.m, c.bytes = nil, 0
 }
 
 // follow listens for resource changes while the store lives, reconnecting

@@ -376,3 +376,24 @@ func TestReleaseCache(t *testing.T) {
 	listening(b, true) // back within a second
 	eventually("two")
 }
+
+// TestReleaseCacheBounds: the cache keeps no value over its per-value
+// bound and never more bytes than its total bound.
+func TestReleaseCacheBounds(t *testing.T) {
+	var c resourceCache
+	c.setListening(true)
+	c.put(c.generation(), "a/b/big", 0, cachedValue{sealed: make([]byte, maxCachedValue+1), version: 1})
+	if _, ok := c.get("a/b/big", 0); ok {
+		t.Fatal("a value over the bound was cached")
+	}
+	for i := 0; i < 2*maxCachedBytes/maxCachedValue; i++ {
+		c.put(c.generation(), fmt.Sprintf("a/b/v%d", i), 0, cachedValue{sealed: make([]byte, maxCachedValue), version: 1})
+		if c.bytes > maxCachedBytes || c.bytes != len(c.m)*maxCachedValue {
+			t.Fatalf("after %d puts: %d bytes in %d entries", i+1, c.bytes, len(c.m))
+		}
+	}
+	c.invalidate("")
+	if c.bytes != 0 || len(c.m) != 0 {
+		t.Fatalf("after invalidating everything: %d bytes, %d entries", c.bytes, len(c.m))
+	}
+}
