@@ -280,11 +280,13 @@ func (s *BoltStore) Release(_ context.Context, path string, version int) ([]byte
 		if err != nil {
 			return err
 		}
+		// The version picked here is the one released: a newer one put
+		// before the write transaction does not change it.
+		version = n
 		if v[0]&flagOneShot != 0 {
 			oneShot = true
 			return nil
 		}
-		version = n
 		out, err = s.open(path, version, v[1:])
 		return err
 	})
