@@ -46,8 +46,9 @@ func main() {
 	maxTime := flag.Duration("time", 30*time.Second, "time bound per phase")
 	workers := flag.Int("c", 4, "concurrent clients")
 	profiles := flag.String("profiles", "", "keep the services' CPU profiles in this directory (for go tool pprof)")
+	rounds := flag.Int("rounds", 3, "rounds of the setups, interleaved; the ratios are the medians of the rounds' ratios")
 	flag.Parse()
-	if err := run(*bin, *n, *maxTime, *workers, *profiles); err != nil {
+	if err := run(*bin, *n, *maxTime, *workers, *rounds, *profiles); err != nil {
 		fmt.Fprintln(os.Stderr, "kbsload:", err)
 		os.Exit(1)
 	}
@@ -71,7 +72,7 @@ type setup struct {
 // rates are a setup's figures (per second).
 type rates struct{ full, token float64 }
 
-func run(bin string, n int, maxTime time.Duration, workers int, keep string) error {
+func run(bin string, n int, maxTime time.Duration, workers, rounds int, keep string) error {
 	work, err := os.MkdirTemp("", "kbsload")
 	if err != nil {
 		return err
@@ -92,33 +93,58 @@ func run(bin string, n int, maxTime time.Duration, workers int, keep string) err
 	if pg != nil {
 		defer pg.Stop()
 	}
-	var got []rates
-	for i, su := range setups {
-		fmt.Printf("== %s\n", su.name)
-		store := ""
-		if su.pg {
-			if store, err = pg.NewDatabase(context.Background()); err != nil {
-				return err
+	// The setups run one after another in each round, so that a machine
+	// that gets busier or quieter shifts every setup of a round alike.
+	var pgFull, pgToken, repFull, repToken []float64
+	for round := 1; round <= max(rounds, 1); round++ {
+		var got []rates
+		for i, su := range setups {
+			fmt.Printf("== round %d: %s\n", round, su.name)
+			store := ""
+			if su.pg {
+				if store, err = pg.NewDatabase(context.Background()); err != nil {
+					return err
+				}
 			}
+			// The profiles of the first setup of the first round: where
+			// the broker's time goes.
+			first := round == 1 && i == 0
+			profile := ""
+			if first {
+				profile = keep
+			}
+			r, err := runSetup(bin, filepath.Join(work, fmt.Sprint(round, "-", i)), auth, su, store, n, maxTime, workers, profile, first)
+			if err != nil {
+				return fmt.Errorf("%s: %w", su.name, err)
+			}
+			got = append(got, r)
 		}
-		// The profiles of the first setup: where the broker's time goes.
-		profile := ""
-		if i == 0 {
-			profile = keep
+		if len(got) > 1 {
+			pgFull, pgToken = append(pgFull, got[1].full/got[0].full), append(pgToken, got[1].token/got[0].token)
+			repFull, repToken = append(repFull, got[2].full/got[1].full), append(repToken, got[2].token/got[1].token)
 		}
-		r, err := runSetup(bin, filepath.Join(work, fmt.Sprint(i)), auth, su, store, n, maxTime, workers, profile, i == 0)
-		if err != nil {
-			return fmt.Errorf("%s: %w", su.name, err)
-		}
-		got = append(got, r)
 	}
-	if len(got) > 1 {
-		fmt.Printf("PostgreSQL, 1 broker vs bbolt: full protocol %.0f%%, token-only %.0f%% (target >= 75%%)\n",
-			100*got[1].full/got[0].full, 100*got[1].token/got[0].token)
-		fmt.Printf("PostgreSQL, 2 replicas vs 1: full protocol %.2fx, token-only %.2fx (both replicas share the machine's cores with the database and the clients)\n",
-			got[2].full/got[1].full, got[2].token/got[1].token)
+	if len(pgFull) > 0 {
+		fmt.Printf("PostgreSQL, 1 broker vs bbolt (median of %d rounds): full protocol %.0f%%, token-only %.0f%% (target >= 75%%; rounds: %s / %s)\n",
+			len(pgFull), 100*median(pgFull), 100*median(pgToken), percents(pgFull), percents(pgToken))
+		fmt.Printf("PostgreSQL, 2 replicas vs 1 (median): full protocol %.2fx, token-only %.2fx (both replicas share the machine's cores with the database and the clients)\n",
+			median(repFull), median(repToken))
 	}
 	return nil
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	return s[len(s)/2]
+}
+
+func percents(v []float64) string {
+	out := make([]string, len(v))
+	for i, x := range v {
+		out[i] = fmt.Sprintf("%.0f%%", 100*x)
+	}
+	return strings.Join(out, " ")
 }
 
 // runSetup measures one setup: (1) the full protocol — auth on one
