@@ -210,7 +210,7 @@ func TestKBSMasterKeyRotation(t *testing.T) {
 	restart()
 	during("reseal")
 	out, _ := x.mustRun(0, append([]string{"kbs", "reseal"}, onB...)...)
-	if !strings.Contains(out, "resealed 5 of 5") {
+	if !strings.Contains(out, "resealed 5 of 5") || !strings.Contains(out, "1 admin key MACs") {
 		t.Fatalf("reseal: %q", out)
 	}
 	if out, _ := x.mustRun(0, append([]string{"kbs", "reseal"}, onB...)...); !strings.Contains(out, "resealed 0 of 5") {

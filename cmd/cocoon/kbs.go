@@ -104,6 +104,9 @@ policy, encrypted to a key that exists only inside the workload's TEE.
   cocoon kbs disable|enable kbs:///repo/type/tag --version N --state DIR
   cocoon kbs ls --state DIR
   cocoon kbs rotate-master --prepare|--commit|--finish --state DIR, cocoon kbs reseal
+  cocoon kbs admin-key generate|add|rm|list     several admins (PostgreSQL store)
+  cocoon kbs audit [-n LINES]                   the replicas' shared audit log
+  cocoon kbs seal kbs:///repo/type/tag          a sealed secret for a pod env value
 
 A resource has numbered versions: put makes the next one, a release takes the
 newest one not disabled (or, with ?version=N, that one). Rotate a secret by
@@ -364,6 +367,9 @@ as replicated Deployments on PostgreSQL) preceded by the Secrets they read; give
 			fmt.Fprintf(cmd.OutOrStdout(), "resealed %v of %v stored values", res["resealed"], res["values"])
 			if done, ok := res["policy_resealed"].(bool); ok && done {
 				fmt.Fprint(cmd.OutOrStdout(), ", and the release policy's MAC")
+			}
+			if n, ok := res["admin_keys_resealed"].(float64); ok && n > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), ", and %v admin key MACs", n)
 			}
 			fmt.Fprintln(cmd.OutOrStdout())
 			return nil
