@@ -210,3 +210,58 @@ spec:
 		t.Fatalf("refused release: stdout %q stderr %q", out, errs)
 	}
 }
+
+// TestSealedSecretFromKubernetesSecret: a Deployment whose env comes from
+// a Secret of the same manifest (valueFrom.secretKeyRef, as kubelet
+// resolves it): the generated policy pins the sealed reference; a Secret
+// with a plain value is refused without the policy or the error holding
+// it. (What kubelet then passes is the reference itself, which
+// TestSealedSecretEnv runs.)
+func TestSealedSecretFromKubernetesSecret(t *testing.T) {
+	x := newH(t)
+	ref, _ := x.mustRun(0, "kbs", "seal", "kbs:///app/db/password")
+	ref = strings.TrimSpace(ref)
+	manifest := func(value string) string {
+		return fmt.Sprintf(`apiVersion: v1
+kind: Secret
+metadata: {name: db}
+stringData:
+  password: %q
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: app}
+spec:
+  selector: {matchLabels: {app: app}}
+  template:
+    metadata: {labels: {app: app}}
+    spec:
+      containers:
+      - name: app
+        image: %s
+        command: ["sh", "-c", "echo $DB_PASSWORD"]
+        env:
+        - name: DB_PASSWORD
+          valueFrom: {secretKeyRef: {name: db, key: password}}
+`, value, env.busybox)
+	}
+	p := x.pod(manifest(ref))
+	x.mustRun(0, "policy", "generate", p)
+	b, _ := os.ReadFile(p)
+	docs := strings.Split(string(b), "\n---\n")
+	if len(docs) != 2 || !strings.Contains(docs[1], "cocoon.dev/policy") {
+		t.Fatalf("the annotated manifest:\n%s", b)
+	}
+	pol, _ := x.mustRun(0, "policy", "generate", "--print", x.pod(manifest(ref)))
+	if !strings.Contains(pol, ref) {
+		t.Fatalf("the policy does not pin the sealed reference:\n%s", pol)
+	}
+	plain := x.pod(manifest("hunter2-plain"))
+	_, errs := x.mustRun(1, "policy", "generate", plain)
+	if !strings.Contains(errs, `Secret "db" key "password" is not a sealed secret`) || strings.Contains(errs, "hunter2-plain") {
+		t.Fatalf("a plain Secret value: %s", errs)
+	}
+	if b, _ := os.ReadFile(plain); strings.Contains(string(b), "cocoon.dev/policy") {
+		t.Fatal("a policy was written for the plain Secret")
+	}
+}

@@ -8,6 +8,8 @@ package pod
 var containerFields = []string{
 	"name", "image", "command", "args", "workingDir",
 	"env[].name", "env[].value",
+	// Resolved from a Secret of the same manifest, to a sealed secret only.
+	"env[].valueFrom.secretKeyRef.name", "env[].valueFrom.secretKeyRef.key",
 	"ports", // informational: the pod network is shared loopback
 	"resources.limits.cpu", "resources.limits.memory",
 	"resources.requests.cpu", "resources.requests.memory",

@@ -71,7 +71,7 @@ spec:
       valueFrom: {fieldRef: {fieldPath: metadata.name}}
 `
 	_, err := Parse([]byte(y))
-	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "spec.containers[0].env[2].valueFrom is not supported") {
+	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "spec.containers[0].env[2].valueFrom.fieldRef is not supported") {
 		t.Fatalf("got %v", err)
 	}
 }

@@ -24,6 +24,10 @@ type Options struct {
 	// SeccompRoot is where Localhost seccomp profiles are, as on the
 	// nodes (kubelet's <root-dir>/seccomp); "" is DefaultSeccompRoot.
 	SeccompRoot string
+	// Secrets are the Secrets of the workload's manifest (name → key →
+	// value, see SecretsOf): an env valueFrom.secretKeyRef is resolved
+	// from them, and only to a sealed secret, as kubelet will resolve it.
+	Secrets map[string]map[string]string
 }
 
 // seccompProfile resolves a container's seccomp profile (the container's

@@ -144,6 +144,12 @@ func container(at string, c *corev1.Container, spec *corev1.PodSpec, vols, names
 			return nil, fmt.Errorf("%s.env[%d].name %q is not a valid variable name", at, i, e.Name)
 		}
 		v := expand(e.Value, env)
+		if e.ValueFrom != nil {
+			var err error
+			if v, err = secretEnv(fmt.Sprintf("%s.env[%d]", at, i), e, opts); err != nil {
+				return nil, err
+			}
+		}
 		env[e.Name] = v
 		out.Env = append(out.Env, &agentv1.EnvVar{Name: e.Name, Value: v})
 	}

@@ -23,6 +23,9 @@ import (
 type genFlags struct {
 	debug, disableStdio   bool
 	settings, seccompRoot string
+	// secrets are the Secrets of a multi-document manifest (not a flag):
+	// env valueFrom.secretKeyRef resolves from them.
+	secrets map[string]map[string]string
 }
 
 func (f *genFlags) add(cmd *cobra.Command) {
@@ -34,7 +37,7 @@ func (f *genFlags) add(cmd *cobra.Command) {
 
 // generate makes the policy of the workload in file (annotations ignored).
 func generate(cmd *cobra.Command, g *globals, file string, y []byte, f *genFlags) (*policy.Policy, []byte, error) {
-	p, err := pod.ParseWith(y, pod.Options{SeccompRoot: f.seccompRoot})
+	p, err := pod.ParseWith(y, pod.Options{SeccompRoot: f.seccompRoot, Secrets: f.secrets})
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", file, err)
 	}
@@ -410,7 +413,13 @@ it with the one in its annotation, field by field. Exit code: 0 same, 2 differen
 
 // generateManifest annotates every workload of a multi-document manifest
 // and keeps the other documents as they are.
-func generateManifest(cmd *cobra.Command, g *globals, file string, docs []pod.Document, f *genFlags, print bool) error {
+func generateManifest(cmd *cobra.Command, g *globals, file string, docs []pod.Document, flags *genFlags, print bool) error {
+	secrets, err := pod.SecretsOf(docs)
+	if err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	f := *flags
+	f.secrets = secrets
 	var out [][]byte
 	var summary []map[string]any
 	for _, d := range docs {
@@ -419,7 +428,7 @@ func generateManifest(cmd *cobra.Command, g *globals, file string, docs []pod.Do
 			continue
 		}
 		what := d.Kind + "/" + d.Name
-		pol, text, err := generate(cmd, g, file, d.Text, f)
+		pol, text, err := generate(cmd, g, file, d.Text, &f)
 		if err != nil {
 			return fmt.Errorf("%s: %w", what, err)
 		}
