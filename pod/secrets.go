@@ -21,11 +21,11 @@ func SecretsOf(docs []Document) (map[string]map[string]string, error) {
 		}
 		js, err := yaml.YAMLToJSONStrict(d.Text)
 		if err != nil {
-			return nil, fmt.Errorf("Secret %s: %w", d.Name, err)
+			return nil, fmt.Errorf("the Secret %s: %w", d.Name, err)
 		}
 		var s corev1.Secret
 		if err := json.Unmarshal(js, &s); err != nil {
-			return nil, fmt.Errorf("Secret %s: %w", d.Name, err)
+			return nil, fmt.Errorf("the Secret %s: %w", d.Name, err)
 		}
 		m := map[string]string{}
 		for k, v := range s.Data {
