@@ -67,14 +67,7 @@ func TestKBSReplicaKilledUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Each operation tries the replica its turn names, then the other.
-	either := func(i int, op func(u string) error) error {
-		err := op(urls[i%2])
-		var netErr interface{ Timeout() bool }
-		if err != nil && (errors.As(err, &netErr) || isConnErr(err)) {
-			err = op(urls[(i+1)%2])
-		}
-		return err
-	}
+	either := func(i int, op func(u string) error) error { return onReplicas(urls, i, 2, op) }
 	var mu sync.Mutex
 	put := map[string]bool{"v0": true}
 	var acked []string
@@ -222,6 +215,19 @@ func TestKBSReplicaKilledUnderLoad(t *testing.T) {
 	t.Logf("%d full protocols and %d puts across the kill; %d failed; %d of %d one-shot versions released once", ops.Load(), len(acked), fails.Load(), spent, oneShots)
 }
 
+// onReplicas runs op against urls[i], then, while a replica is gone (see
+// isConnErr), the next ones in turn, at most tries times in all: what a
+// client behind a load balancer sees when a replica dies or restarts.
+func onReplicas(urls []string, i, tries int, op func(url string) error) error {
+	var err error
+	for try := 0; try < tries; try++ {
+		if err = op(urls[(i+try)%len(urls)]); err == nil || !isConnErr(err) {
+			return err
+		}
+	}
+	return err
+}
+
 // isConnErr tells a replica that is gone (refused, reset, or a kept-alive
 // connection closed as it stopped) from an answer.
 func isConnErr(err error) bool {
@@ -230,5 +236,6 @@ func isConnErr(err error) bool {
 			return true
 		}
 	}
-	return false
+	var netErr interface{ Timeout() bool }
+	return errors.As(err, &netErr) && netErr.Timeout()
 }

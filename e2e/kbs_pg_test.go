@@ -140,6 +140,7 @@ func TestKBSMasterKeyRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	urls := []string{"https://" + addrs[0], "https://" + addrs[1]}
 	var mu sync.Mutex
 	phase, fetched, wrong := "before", map[string]int{}, 0
 	stop := make(chan struct{})
@@ -155,18 +156,14 @@ func TestKBSMasterKeyRotation(t *testing.T) {
 				default:
 				}
 				k := i % 5
-				var got []byte
-				var err error
 				// A replica restarting refuses connections (or drops a
-				// kept-alive one): start again on the other, as a
-				// client behind a load balancer would.
-				for try := 0; try < 6; try++ {
-					a := addrs[(i+try)%2]
-					got, err = (&client.Client{URL: "https://" + a, HTTP: hc, Attester: simAttester{auth}}).Resource(context.Background(), "rot", "k", fmt.Sprintf("v%d", k))
-					if err == nil || !isConnErr(err) {
-						break
-					}
-				}
+				// kept-alive one): start again on the other.
+				var got []byte
+				err := onReplicas(urls, i, 6, func(u string) error {
+					var err error
+					got, err = (&client.Client{URL: u, HTTP: hc, Attester: simAttester{auth}}).Resource(context.Background(), "rot", "k", fmt.Sprintf("v%d", k))
+					return err
+				})
 				mu.Lock()
 				if err != nil || string(got) != fmt.Sprintf("value-%d", k) {
 					if wrong++; wrong <= 3 {

@@ -39,17 +39,11 @@ var errAdminKeysUnread = errors.New("the admin keys cannot be read")
 // adminKeys is the keys admin tokens may be signed with, read for each
 // admin request: a key removed through any replica no longer works on any.
 func (s *Server) adminKeys(ctx context.Context) ([]AdminKey, error) {
-	if s.cfg.AdminKeys != nil {
-		ks, err := s.cfg.AdminKeys.AdminKeys(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", errAdminKeysUnread, err)
-		}
-		return ks, nil
+	ks, err := s.cfg.AdminKeys.AdminKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errAdminKeysUnread, err)
 	}
-	if s.cfg.AdminKey == nil {
-		return nil, nil
-	}
-	return []AdminKey{{Name: "admin", Key: s.cfg.AdminKey}}, nil
+	return ks, nil
 }
 
 func (s *Server) checkAdmin(r *http.Request) error {
@@ -144,7 +138,7 @@ func (s *Server) addAdminKey(w http.ResponseWriter, r *http.Request) {
 		fail(w, ErrSerde, "public_key: %v", err)
 		return
 	}
-	if err := s.keyStore().AddAdminKey(r.Context(), in.Name, pub); err != nil {
+	if err := s.cfg.AdminKeys.AddAdminKey(r.Context(), in.Name, pub); err != nil {
 		s.adminKeyError(w, err)
 		return
 	}
@@ -154,19 +148,12 @@ func (s *Server) addAdminKey(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) removeAdminKey(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	if err := s.keyStore().RemoveAdminKey(r.Context(), name); err != nil {
+	if err := s.cfg.AdminKeys.RemoveAdminKey(r.Context(), name); err != nil {
 		s.adminKeyError(w, err)
 		return
 	}
 	s.audit(auditLine{Event: "admin_key_remove", Resource: name, Verdict: "removed"})
 	respond(w, http.StatusOK, map[string]string{"removed": name})
-}
-
-func (s *Server) keyStore() AdminKeyStore {
-	if s.cfg.AdminKeys != nil {
-		return s.cfg.AdminKeys
-	}
-	return StaticAdminKeys{Key: s.cfg.AdminKey}
 }
 
 func (s *Server) adminKeyError(w http.ResponseWriter, err error) {

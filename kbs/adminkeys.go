@@ -212,8 +212,11 @@ func (s *PGAdminKeys) Reseal(ctx context.Context) (int, error) {
 // API).
 type StaticAdminKeys struct{ Key ed25519.PublicKey }
 
-// AdminKeys implements AdminKeyStore.
+// AdminKeys implements AdminKeyStore: the one key, or none.
 func (s StaticAdminKeys) AdminKeys(context.Context) ([]AdminKey, error) {
+	if s.Key == nil {
+		return nil, nil
+	}
 	return []AdminKey{{Name: "admin", Key: s.Key}}, nil
 }
 

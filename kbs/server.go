@@ -122,6 +122,9 @@ func NewServer(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Audit == nil {
 		cfg.Audit = io.Discard
 	}
+	if cfg.AdminKeys == nil {
+		cfg.AdminKeys = StaticAdminKeys{Key: cfg.AdminKey}
+	}
 	text := cfg.ReleasePolicy
 	var version int64
 	seed := false
