@@ -190,10 +190,14 @@ spec:
 `, addr, base64.StdEncoding.EncodeToString(ca), env.busybox, ref)
 	p := x.pod(yaml)
 	x.mustRun(0, "policy", "generate", p)
-	for _, f := range []string{p, strings.TrimSuffix(p, ".yaml") + ".policy.json"} {
-		if b, err := os.ReadFile(f); err == nil && strings.Contains(string(b), "sealed-db-password") {
-			t.Fatalf("%s holds the secret", f)
-		}
+	// The pod file (with its policy annotation) and the policy itself hold
+	// the reference, not the secret.
+	b, err := os.ReadFile(p)
+	if err != nil || !strings.Contains(string(b), "cocoon.dev/policy") || strings.Contains(string(b), "sealed-db-password") {
+		t.Fatalf("the annotated pod file (%v):\n%s", err, b)
+	}
+	if pol, _ := x.mustRun(0, "policy", "generate", "--print", p); !strings.Contains(pol, ref) || strings.Contains(pol, "sealed-db-password") {
+		t.Fatalf("the policy:\n%s", pol)
 	}
 	out, errs := x.mustRun(0, "run", p)
 	if !strings.Contains(out, "secret=sealed-db-password") {
