@@ -107,6 +107,7 @@ type Volume struct {
 // Image is what the policy pins of an image.
 type Image struct {
 	// Digest is the platform image manifest digest the agent must pull.
+	// Empty when SignedBy is set: the policy trusts a signer instead.
 	Digest       string   `json:"digest"`
 	ConfigDigest string   `json:"config_digest"`
 	Layers       []string `json:"layers"`
@@ -114,12 +115,37 @@ type Image struct {
 	// unpacking a layer that grows past its size (absent in policies of
 	// older releases: the agent's default bound applies).
 	LayerSizes []int64 `json:"layer_sizes,omitempty"`
+	// SignedBy, when set, trusts who signed the image rather than its
+	// digest: the agent pulls it only with a signature (cosign's, in a
+	// registry) that one of these signers verifies, and the config fields
+	// below must still be exactly the signed image's.
+	SignedBy []Signer `json:"signed_by,omitempty"`
 	// The image config fields that decide what runs.
 	Entrypoint []string `json:"entrypoint"`
 	Cmd        []string `json:"cmd"`
 	Env        []string `json:"env"`
 	WorkingDir string   `json:"working_dir"`
 	User       string   `json:"user"`
+}
+
+// Signer is who may sign an image: a public key, or a keyless
+// (Sigstore/Fulcio) certificate identity under a pinned trusted root.
+type Signer struct {
+	// Key is a PEM public key (ECDSA, Ed25519 or RSA), as `cosign
+	// generate-key-pair` writes cosign.pub.
+	Key string `json:"key,omitempty"`
+	// Identity (exact) or IdentityRegexp (anchored by its author) is the
+	// certificate's subject alternative name (an email, a workflow URI);
+	// Issuer is its OIDC issuer. Keyless signers need TrustedRoot.
+	Identity       string `json:"identity,omitempty"`
+	IdentityRegexp string `json:"identity_regexp,omitempty"`
+	Issuer         string `json:"issuer,omitempty"`
+	// TrustedRoot is a Sigstore trusted_root.json (Fulcio CAs, Rekor and
+	// CT log keys, timestamp authorities).
+	TrustedRoot string `json:"trusted_root,omitempty"`
+	// TransparencyLog requires an entry in a Rekor log of TrustedRoot,
+	// checked offline from the signature's bundle.
+	TransparencyLog bool `json:"transparency_log,omitempty"`
 }
 
 // Resources are a container's limits.

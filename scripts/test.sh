@@ -11,6 +11,8 @@ export COCOON_TOOLS=${COCOON_TOOLS:-/var/tmp/cocoon-tools}
 scripts/cri-tools.sh >/dev/null
 # kubelet, kube-apiserver and etcd for the kubelet test, built once too.
 scripts/kube-tools.sh >/dev/null
+# cosign for the image-signature tests.
+scripts/image-tools.sh >/dev/null
 echo "==> gofmt" >&2
 bad=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$bad" ]; then echo "not gofmt-formatted: $bad" >&2; exit 1; fi

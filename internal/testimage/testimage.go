@@ -156,10 +156,17 @@ type Registry struct {
 	tampered map[string]bool
 }
 
-// NewRegistry starts a registry on 127.0.0.1.
-func NewRegistry() *Registry {
+// NewRegistry starts a registry on 127.0.0.1 that serves the OCI
+// referrers API (as cosign v3 stores signatures).
+func NewRegistry() *Registry { return newRegistry(true) }
+
+// NewRegistryWithoutReferrers starts a registry of before the referrers
+// API: clients keep referrers under the sha256-<hex> tag instead.
+func NewRegistryWithoutReferrers() *Registry { return newRegistry(false) }
+
+func newRegistry(referrers bool) *Registry {
 	r := &Registry{tampered: map[string]bool{}}
-	inner := registry.New(registry.Logger(nilLogger()))
+	inner := registry.New(registry.Logger(nilLogger()), registry.WithReferrersSupport(referrers))
 	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		i := strings.LastIndex(req.URL.Path, "/blobs/")
 		r.mu.Lock()
