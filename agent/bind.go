@@ -93,7 +93,7 @@ func (a *Agent) pulledImages() map[string]policy.PulledImage {
 	defer a.mu.Unlock()
 	out := make(map[string]policy.PulledImage, len(a.images))
 	for ref, img := range a.images {
-		out[ref] = policy.PulledImage{Digest: img.ManifestDigest, ConfigDigest: img.ConfigDigest}
+		out[ref] = policy.PulledImage{Digest: img.ManifestDigest, ConfigDigest: img.ConfigDigest, Signer: img.Signer}
 	}
 	return out
 }

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cocoon.dev/cocoon/imagesig"
 	"context"
 	"errors"
 
@@ -118,7 +119,7 @@ func toStatus(err error) error {
 	}
 	var code codes.Code
 	switch {
-	case errors.Is(err, ErrDenied):
+	case errors.Is(err, ErrDenied), errors.Is(err, imagesig.ErrNotSigned):
 		code = codes.PermissionDenied
 	case errors.Is(err, errNotFound):
 		code = codes.NotFound

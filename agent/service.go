@@ -150,7 +150,15 @@ func (s *service) PullImage(ctx context.Context, req *agentv1.PullImageRequest) 
 			return nil, fmt.Errorf("pull: %w: %w", err, errInvalid)
 		}
 	}
-	img, err := a.puller.Pull(ctx, from, prog)
+	check, err := a.signatureCheck(ref)
+	if err != nil {
+		return nil, fmt.Errorf("pull: %w", err)
+	}
+	var checks []image.Check
+	if check != nil {
+		checks = append(checks, check)
+	}
+	img, err := a.puller.Pull(ctx, from, prog, checks...)
 	if err != nil {
 		a.log.Warn("pull failed", "image", ref, "error", err)
 		return nil, fmt.Errorf("pull: %w", err)
@@ -159,7 +167,7 @@ func (s *service) PullImage(ctx context.Context, req *agentv1.PullImageRequest) 
 	a.mu.Lock()
 	a.images[ref] = img
 	a.mu.Unlock()
-	a.log.Info("image pulled", "image", ref, "digest", img.ManifestDigest, "layers", len(img.DiffIDs), "cached", img.CachedLayers, "took", time.Since(start))
+	a.log.Info("image pulled", "image", ref, "digest", img.ManifestDigest, "signer", img.Signer, "layers", len(img.DiffIDs), "cached", img.CachedLayers, "took", time.Since(start))
 	return &agentv1.PullImageResponse{
 		Image: ref, ManifestDigest: img.ManifestDigest, ConfigDigest: img.ConfigDigest,
 		DiffIds: img.DiffIDs, CachedLayers: int32(img.CachedLayers),

@@ -33,7 +33,16 @@ type Image struct {
 	// LayerDirs are the unpacked layers, lowest first.
 	LayerDirs    []string
 	CachedLayers int
+	// Signer is who signed the image, as the check that verified it says
+	// ("" when no check looked for a signature).
+	Signer string
 }
+
+// Check looks at an image before any of its layers is fetched (its
+// manifest and config are verified against each other): it returns who
+// vouches for it ("" for nobody in particular), or an error that stops
+// the pull.
+type Check func(ctx context.Context, in *Inspection) (signer string, err error)
 
 // Progress is updated by Pull as it goes; read it with Snapshot.
 type Progress struct {
@@ -106,7 +115,8 @@ func (p *Puller) layerLimit(diffID string) int64 {
 // against the manifest and each uncompressed layer against the config's
 // diff_ids. Layers already in the store are not fetched again. On any
 // mismatch it returns an error naming the layer and stores nothing of it.
-func (p *Puller) Pull(ctx context.Context, raw string, prog *Progress) (img *Image, err error) {
+// A check, when given, runs before any layer is fetched.
+func (p *Puller) Pull(ctx context.Context, raw string, prog *Progress, check ...Check) (img *Image, err error) {
 	if prog == nil {
 		prog = &Progress{}
 	}
@@ -121,6 +131,15 @@ func (p *Puller) Pull(ctx context.Context, raw string, prog *Progress) (img *Ima
 		Ref: in.Ref, RepoDigest: in.RepoDigest, ManifestDigest: in.ManifestDigest,
 		ConfigDigest: in.ConfigDigest, Config: *cfg,
 		DiffIDs: in.DiffIDs, LayerDirs: make([]string, n),
+	}
+	for _, c := range check {
+		who, err := c(ctx, in)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		if who != "" {
+			img.Signer = who
+		}
 	}
 	var todo []int
 	for i, d := range in.DiffIDs {

@@ -20,6 +20,9 @@ type State struct {
 type PulledImage struct {
 	Digest       string `json:"digest"`
 	ConfigDigest string `json:"config_digest"`
+	// Signer is the policy signer whose signature of the image the agent
+	// verified ("" when the policy pins the image by digest).
+	Signer string `json:"signer,omitempty"`
 }
 
 func strs(s []string) []any {
@@ -179,7 +182,7 @@ func createInput(p *Policy, s *agentv1.ContainerSpec, st *State, pulled map[stri
 	res := ResourcesOf(s.GetResources())
 	return map[string]any{
 		"name": s.GetName(), "image": s.GetImage(),
-		"image_digest": pi.Digest, "config_digest": pi.ConfigDigest,
+		"image_digest": pi.Digest, "config_digest": pi.ConfigDigest, "image_signer": pi.Signer,
 		"args":        strs(resolve.Args(s.GetCommand(), s.GetArgs(), img.Entrypoint, img.Cmd)),
 		"env":         strs(env),
 		"working_dir": WorkingDir(s.GetWorkingDir(), img.WorkingDir),

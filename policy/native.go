@@ -240,11 +240,19 @@ func (n *native) createContainer(in jsonObj, d *denials) {
 	if str(in["image"]) != image {
 		d.add("create_container %q: image = %q, policy allows %q", name, str(in["image"]), image)
 	} else if img, ok := get(obj(n.p["images"]), image); ok {
-		if str(in["image_digest"]) != str(obj(img)["digest"]) {
-			d.add("create_container %q: image digest = %s, policy allows %s", name, str(in["image_digest"]), str(obj(img)["digest"]))
+		signed := len(arr(obj(img)["signed_by"])) > 0
+		if signed && str(in["image_signer"]) == "" {
+			d.add("create_container %q: image %q must be signed by a signer of the policy, and no signature was verified", name, image)
 		}
-		if str(in["config_digest"]) != str(obj(img)["config_digest"]) {
-			d.add("create_container %q: image config = %s, policy allows %s", name, str(in["config_digest"]), str(obj(img)["config_digest"]))
+		// A signed image's digests are pinned only when the policy
+		// says them too.
+		if !signed || str(obj(img)["digest"]) != "" {
+			if str(in["image_digest"]) != str(obj(img)["digest"]) {
+				d.add("create_container %q: image digest = %s, policy allows %s", name, str(in["image_digest"]), str(obj(img)["digest"]))
+			}
+			if str(in["config_digest"]) != str(obj(img)["config_digest"]) {
+				d.add("create_container %q: image config = %s, policy allows %s", name, str(in["config_digest"]), str(obj(img)["config_digest"]))
+			}
 		}
 	}
 	args, want := arr(in["args"]), arr(c["args"])

@@ -16,6 +16,7 @@ import (
 	"sync"
 
 	"cocoon.dev/cocoon/image"
+	"cocoon.dev/cocoon/imagesig"
 	"cocoon.dev/cocoon/pod"
 	"cocoon.dev/cocoon/policy"
 	"cocoon.dev/cocoon/resolve"
@@ -49,6 +50,9 @@ type GenerateOptions struct {
 	CacheDir string
 	// Parallel is how many layers are verified at once (default 4).
 	Parallel int
+	// Trust says which images the policy trusts by signer rather than by
+	// digest (nil: every image by digest).
+	Trust *ImageTrust
 }
 
 // Generate builds the policy of a pod: for each image its digests and the
@@ -168,9 +172,16 @@ func inspectAll(ctx context.Context, refs []string, o GenerateOptions) (map[stri
 }
 
 func inspectImage(ctx context.Context, ref string, o GenerateOptions) (policy.Image, error) {
+	signers, err := o.Trust.Signers(ref)
+	if err != nil {
+		return policy.Image{}, err
+	}
 	in, err := image.Inspect(ctx, ref, o.Transport)
 	if err != nil {
 		return policy.Image{}, err
+	}
+	if len(signers) > 0 {
+		return signedImage(ctx, ref, in, signers, o)
 	}
 	sizes, err := verifiedSizes(ctx, in, o)
 	if err != nil {
@@ -179,6 +190,32 @@ func inspectImage(ctx context.Context, ref string, o GenerateOptions) (policy.Im
 	c := in.Config.Config
 	return policy.Image{
 		Digest: in.ManifestDigest, ConfigDigest: in.ConfigDigest, Layers: in.DiffIDs, LayerSizes: sizes,
+		Entrypoint: nonNil(c.Entrypoint), Cmd: nonNil(c.Cmd), Env: nonNil(c.Env), WorkingDir: c.WorkingDir, User: c.User,
+	}, nil
+}
+
+// signedImage is the policy's entry of an image trusted by signer: the
+// signers and the config fields that decide what runs, not the digests.
+// The image must be signed now, so a policy is not written that its own
+// image fails.
+func signedImage(ctx context.Context, ref string, in *image.Inspection, signers []policy.Signer, o GenerateOptions) (policy.Image, error) {
+	if in.Ref.Transport != image.Registry {
+		return policy.Image{}, fmt.Errorf("image %s: trusted by signature, which lives in a registry; pin a local image by digest instead", ref)
+	}
+	vs := make([]*imagesig.Verifier, len(signers))
+	for i, s := range signers {
+		v, err := imagesig.New(s)
+		if err != nil {
+			return policy.Image{}, fmt.Errorf("image %s: %w", ref, err)
+		}
+		vs[i] = v
+	}
+	if _, err := imagesig.Check(ctx, in.Ref.Name.Context(), []string{in.RepoDigest, in.ManifestDigest}, vs, o.Transport); err != nil {
+		return policy.Image{}, fmt.Errorf("image %s: %w", ref, err)
+	}
+	c := in.Config.Config
+	return policy.Image{
+		SignedBy: signers, Layers: []string{},
 		Entrypoint: nonNil(c.Entrypoint), Cmd: nonNil(c.Cmd), Env: nonNil(c.Env), WorkingDir: c.WorkingDir, User: c.User,
 	}, nil
 }

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
+	"cocoon.dev/cocoon/imagesig"
 	"cocoon.dev/cocoon/policygen"
 	"cocoon.dev/cocoon/tee"
 
@@ -23,6 +25,9 @@ import (
 type genFlags struct {
 	debug, disableStdio   bool
 	settings, seccompRoot string
+	// signedBy, trustedRoot and imagePolicy trust images by signer.
+	signedBy                 []string
+	trustedRoot, imagePolicy string
 	// secrets are the Secrets of a multi-document manifest (not a flag):
 	// env valueFrom.secretKeyRef resolves from them.
 	secrets map[string]map[string]string
@@ -33,6 +38,50 @@ func (f *genFlags) add(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.disableStdio, "disable-stdio", false, "forbid the host to read the containers' output")
 	cmd.Flags().StringVar(&f.settings, "settings", "", "generator settings (JSON; see cocoon policy settings)")
 	cmd.Flags().StringVar(&f.seccompRoot, "seccomp-root", pod.DefaultSeccompRoot, "directory of the nodes' Localhost seccomp profiles (kubelet's <root-dir>/seccomp); a pod's seccompProfile is pinned by digest")
+	cmd.Flags().StringArrayVar(&f.signedBy, "signed-by", nil, "trust every image by this signer instead of its digest: a public key file (cosign.pub), or identity=SAN,issuer=URL for keyless signatures (with --trusted-root); repeat for several signers")
+	cmd.Flags().StringVar(&f.trustedRoot, "trusted-root", "", "Sigstore trusted_root.json for keyless --signed-by (Fulcio CAs, Rekor keys, timestamp authorities)")
+	cmd.Flags().StringVar(&f.imagePolicy, "image-policy", "", "containers-policy.json deciding per registry/repository which images are trusted by signer (sigstoreSigned) and which by digest (insecureAcceptAnything)")
+}
+
+// trust builds the image trust of the flags (nil: every image by digest).
+func (f *genFlags) trust() (*policygen.ImageTrust, error) {
+	if len(f.signedBy) == 0 && f.imagePolicy == "" {
+		if f.trustedRoot != "" {
+			return nil, fmt.Errorf("--trusted-root is for keyless --signed-by signers; give one")
+		}
+		return nil, nil
+	}
+	t := &policygen.ImageTrust{}
+	var tr []byte
+	if f.trustedRoot != "" {
+		var err error
+		if tr, err = os.ReadFile(f.trustedRoot); err != nil {
+			return nil, fmt.Errorf("--trusted-root: %w", err)
+		}
+	}
+	for _, spec := range f.signedBy {
+		var key []byte
+		if !strings.Contains(spec, "=") {
+			b, err := os.ReadFile(spec)
+			if err != nil {
+				return nil, fmt.Errorf("--signed-by %s: not identity=…,issuer=… and not a readable key file: %w", spec, err)
+			}
+			key = b
+		}
+		s, err := imagesig.ParseSigner(spec, key, tr)
+		if err != nil {
+			return nil, fmt.Errorf("--signed-by %s: %w", spec, err)
+		}
+		t.SignedBy = append(t.SignedBy, s)
+	}
+	if f.imagePolicy != "" {
+		cp, err := policygen.LoadContainersPolicy(f.imagePolicy)
+		if err != nil {
+			return nil, err
+		}
+		t.Containers = cp
+	}
+	return t, nil
 }
 
 // generate makes the policy of the workload in file (annotations ignored).
@@ -49,9 +98,13 @@ func generate(cmd *cobra.Command, g *globals, file string, y []byte, f *genFlags
 	if err != nil {
 		return nil, nil, err
 	}
+	trust, err := f.trust()
+	if err != nil {
+		return nil, nil, err
+	}
 	pol, err := policygen.Generate(cmd.Context(), p, policygen.GenerateOptions{
 		Settings: st, Debug: f.debug, DisableStdio: f.disableStdio,
-		CacheDir: filepath.Join(g.root, "cache", "policy"),
+		CacheDir: filepath.Join(g.root, "cache", "policy"), Trust: trust,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", file, err)

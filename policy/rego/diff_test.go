@@ -63,6 +63,19 @@ func testPolicies(t testing.TB) [][]byte {
 			t.Fatal(err)
 		}
 		out = append(out, text)
+		// Images trusted by signer: one with its digests left out, one
+		// with them pinned as well.
+		web := p.Images["reg/web:1"]
+		web.SignedBy, web.Digest, web.ConfigDigest = []policy.Signer{{Key: "PEM"}}, "", ""
+		p.Images["reg/web:1"] = web
+		job := p.Images["reg/job:1"]
+		job.SignedBy = []policy.Signer{{Identity: "ci@example.com", Issuer: "https://issuer.example", TrustedRoot: "{}"}}
+		p.Images["reg/job:1"] = job
+		text, err = policy.Render(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, text)
 	}
 	// An allow-all policy, with and without containers.
 	for _, withContainers := range []bool{false, true} {
@@ -208,23 +221,35 @@ func compile(t testing.TB) []engines {
 // of decision or reason.
 func same(t *testing.T, e engines, method string, req any, st *policy.State) (bool, []string) {
 	t.Helper()
-	pulled := map[string]policy.PulledImage{}
-	for ref, img := range e.native.Policy.Images {
-		pulled[ref] = policy.PulledImage{Digest: img.Digest, ConfigDigest: img.ConfigDigest}
+	// The images as the agent pulled them: signed by a policy signer,
+	// and (the second time) with no signature verified and other digests.
+	var first []string
+	firstOK := false
+	for i, signer := range []string{"key sha256:0d2d", ""} {
+		pulled := map[string]policy.PulledImage{}
+		for ref, img := range e.native.Policy.Images {
+			pulled[ref] = policy.PulledImage{Digest: img.Digest, ConfigDigest: img.ConfigDigest, Signer: signer}
+			if i == 1 && img.Digest == "" {
+				pulled[ref] = policy.PulledImage{Digest: "sha256:other", ConfigDigest: "sha256:other"}
+			}
+		}
+		in, err := policy.Input(e.native.Policy, method, req, st, pulled, "shop")
+		if err != nil {
+			return false, nil // refused before any engine: the same for both
+		}
+		ok1, r1, err1 := e.native.Decide(context.Background(), method, in)
+		ok2, r2, err2 := e.rego.Decide(context.Background(), method, in)
+		if err1 != nil || err2 != nil {
+			t.Fatalf("%s: errors native %v, rego %v", method, err1, err2)
+		}
+		if ok1 != ok2 || !reflect.DeepEqual(r1, r2) {
+			t.Fatalf("%s %+v (state %v, signer %q):\n native: %v %q\n rego:   %v %q", method, req, st, signer, ok1, r1, ok2, r2)
+		}
+		if i == 0 {
+			first, firstOK = r1, ok1
+		}
 	}
-	in, err := policy.Input(e.native.Policy, method, req, st, pulled, "shop")
-	if err != nil {
-		return false, nil // refused before any engine: the same for both
-	}
-	ok1, r1, err1 := e.native.Decide(context.Background(), method, in)
-	ok2, r2, err2 := e.rego.Decide(context.Background(), method, in)
-	if err1 != nil || err2 != nil {
-		t.Fatalf("%s: errors native %v, rego %v", method, err1, err2)
-	}
-	if ok1 != ok2 || !reflect.DeepEqual(r1, r2) {
-		t.Fatalf("%s %+v (state %v):\n native: %v %q\n rego:   %v %q", method, req, st, ok1, r1, ok2, r2)
-	}
-	return ok1, r1
+	return firstOK, first
 }
 
 func states(p *picker) *policy.State {

@@ -88,9 +88,7 @@ cc_exact if {
 	c := p.containers[input.name]
 	not input.state.created
 	input.image == c.image
-	img := p.images[c.image]
-	input.image_digest == img.digest
-	input.config_digest == img.config_digest
+	image_pinned(p.images[c.image])
 	input.args == c.args
 	count(unindexed_env) == 0
 	count(input.env) == count(c.env)
@@ -128,15 +126,56 @@ cc_field_deny contains sprintf("create_container %q: image = %q, policy allows %
 	input.image != c.image
 }
 
+# An image is pinned by its digests, or (signed_by) by who signed it: the
+# agent verified a signature of a policy signer as it pulled the image.
+# A signed image's digests are checked only when the policy says them too.
+image_signed(img) if count(object.get(img, "signed_by", [])) > 0
+
+digests_pinned(img) if not image_signed(img)
+
+digests_pinned(img) if {
+	image_signed(img)
+	img.digest != ""
+}
+
+image_pinned(img) if {
+	not image_signed(img)
+	input.image_digest == img.digest
+	input.config_digest == img.config_digest
+}
+
+image_pinned(img) if {
+	image_signed(img)
+	input.image_signer != ""
+	not digests_pinned(img)
+}
+
+image_pinned(img) if {
+	image_signed(img)
+	input.image_signer != ""
+	digests_pinned(img)
+	input.image_digest == img.digest
+	input.config_digest == img.config_digest
+}
+
+cc_field_deny contains sprintf("create_container %q: image %q must be signed by a signer of the policy, and no signature was verified", [input.name, c.image]) if {
+	c := p.containers[input.name]
+	input.image == c.image
+	image_signed(p.images[c.image])
+	input.image_signer == ""
+}
+
 cc_field_deny contains sprintf("create_container %q: image digest = %s, policy allows %s", [input.name, input.image_digest, p.images[c.image].digest]) if {
 	c := p.containers[input.name]
 	input.image == c.image
+	digests_pinned(p.images[c.image])
 	input.image_digest != p.images[c.image].digest
 }
 
 cc_field_deny contains sprintf("create_container %q: image config = %s, policy allows %s", [input.name, input.config_digest, p.images[c.image].config_digest]) if {
 	c := p.containers[input.name]
 	input.image == c.image
+	digests_pinned(p.images[c.image])
 	input.config_digest != p.images[c.image].config_digest
 }
 
