@@ -107,7 +107,9 @@ func (a *Agent) pinnedLayerSize(diffID string) (int64, bool) {
 	}
 	for _, img := range e.Loaded().Policy.Images {
 		for i, d := range img.Layers {
-			if d == diffID && i < len(img.LayerSizes) {
+			// A negative size (an encrypted layer's, unknown to the
+			// generator) pins nothing.
+			if d == diffID && i < len(img.LayerSizes) && img.LayerSizes[i] >= 0 {
 				return img.LayerSizes[i], true
 			}
 		}

@@ -158,7 +158,11 @@ func (s *service) PullImage(ctx context.Context, req *agentv1.PullImageRequest) 
 	if check != nil {
 		checks = append(checks, check)
 	}
-	img, err := a.puller.Pull(ctx, from, prog, checks...)
+	keys := a.newLayerKeys(ref)
+	defer keys.close()
+	puller := *a.puller
+	puller.LayerKey = keys.unwrap
+	img, err := puller.Pull(ctx, from, prog, checks...)
 	if err != nil {
 		a.log.Warn("pull failed", "image", ref, "error", err)
 		return nil, fmt.Errorf("pull: %w", err)

@@ -18,6 +18,8 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sync/errgroup"
+
+	"cocoon.dev/cocoon/imagecrypt"
 )
 
 // Image is a pulled, verified, unpacked image.
@@ -95,6 +97,12 @@ type Puller struct {
 	// pins it (ok false: not pinned); the layer is then cut off as soon as
 	// it grows past that size.
 	LayerSize func(diffID string) (size int64, ok bool)
+	// LayerKey, when set, unwraps an encrypted layer's key (ocicrypt's
+	// private options) from its descriptor's annotations; an image with
+	// encrypted layers is refused without it. It is asked for every
+	// encrypted layer, cached ones included: the key's release is what
+	// authorises the image.
+	LayerKey func(ctx context.Context, desc v1.Descriptor) ([]byte, error)
 }
 
 // layerLimit is the bound of one layer's uncompressed size.
@@ -141,6 +149,15 @@ func (p *Puller) Pull(ctx context.Context, raw string, prog *Progress, check ...
 			img.Signer = who
 		}
 	}
+	keys, err := p.layerKeys(ctx, res, what)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, k := range keys {
+			clear(k)
+		}
+	}()
 	var todo []int
 	for i, d := range in.DiffIDs {
 		img.LayerDirs[i] = p.Store.Path(d)
@@ -165,7 +182,7 @@ func (p *Puller) Pull(ctx context.Context, raw string, prog *Progress, check ...
 			if err := gctx.Err(); err != nil {
 				return err
 			}
-			if err := p.fetchLayer(gctx, res, img, i, prog); err != nil {
+			if err := p.fetchLayer(gctx, res, img, i, keys[i], prog); err != nil {
 				return fmt.Errorf("%s: layer %d/%d (%s): %w", what, i+1, n, layerName(res, img, i), err)
 			}
 			prog.layersDone.Add(1)
@@ -201,7 +218,29 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
-func (p *Puller) fetchLayer(ctx context.Context, res *resolved, img *Image, i int, prog *Progress) error {
+// layerKeys unwraps the key of every encrypted layer (nil for the others).
+func (p *Puller) layerKeys(ctx context.Context, res *resolved, what string) ([][]byte, error) {
+	if res.uncompressed {
+		return make([][]byte, len(res.manifest.Layers)), nil
+	}
+	keys := make([][]byte, len(res.manifest.Layers))
+	for i, d := range res.manifest.Layers {
+		if !imagecrypt.Encrypted(d) {
+			continue
+		}
+		if p.LayerKey == nil {
+			return nil, fmt.Errorf("%s: layer %d/%d (%s) is encrypted, and nothing here can unwrap its key: %w", what, i+1, len(keys), d.Digest, imagecrypt.ErrNoKey)
+		}
+		k, err := p.LayerKey(ctx, d)
+		if err != nil {
+			return nil, fmt.Errorf("%s: layer %d/%d (%s): %w", what, i+1, len(keys), d.Digest, err)
+		}
+		keys[i] = k
+	}
+	return keys, nil
+}
+
+func (p *Puller) fetchLayer(ctx context.Context, res *resolved, img *Image, i int, key []byte, prog *Progress) error {
 	rc, err := res.layer(i)
 	if err != nil {
 		return fmt.Errorf("fetch: %w", err)
@@ -215,13 +254,22 @@ func (p *Puller) fetchLayer(ctx context.Context, res *resolved, img *Image, i in
 	}
 	desc := res.manifest.Layers[i]
 	hr := &hashingReader{r: io.LimitReader(rc, desc.Size+1), h: sha256.New(), tick: func(n int64) { prog.bytesDone.Add(n) }}
-	br := bufio.NewReaderSize(ctxReader{ctx, hr}, 1<<20)
+	var in io.Reader = ctxReader{ctx, hr}
+	if key != nil {
+		// Decrypted here, in memory, on its way to the store: what
+		// reaches the store was verified against the config's diff_id.
+		if in, err = imagecrypt.Decrypt(in, key, desc); err != nil {
+			return err
+		}
+	}
+	br := bufio.NewReaderSize(in, 1<<20)
 	ur, closeZ, err := decompress(br)
 	if err != nil {
 		return err
 	}
 	defer closeZ()
 	verify := func() error {
+		// To the end: an encrypted layer's HMAC is checked there.
 		if _, err := io.Copy(io.Discard, br); err != nil {
 			return fmt.Errorf("read: %w", err)
 		}
@@ -243,6 +291,20 @@ func (p *Puller) fetchLayer(ctx context.Context, res *resolved, img *Image, i in
 	}
 	return err
 }
+
+// Layers are the image's layer descriptors as its manifest lists them
+// (media types and annotations: encrypted layers carry their wrapped
+// keys there).
+func (in *Inspection) Layers() []v1.Descriptor {
+	if in.res.uncompressed {
+		return nil
+	}
+	return in.res.manifest.Layers
+}
+
+// UnknownSize is the size VerifyLayers gives an encrypted layer: its
+// plaintext cannot be read without the key.
+const UnknownSize = -1
 
 // Inspection is an image whose manifest and config were fetched and
 // verified (against a pinned digest, and the config against the manifest);
@@ -351,8 +413,18 @@ func verifyLayer(ctx context.Context, res *resolved, diffID string, i int) (int6
 		if n, err = io.Copy(uh, ctxReader{ctx, rc}); err != nil {
 			return 0, err
 		}
+	} else if desc := res.manifest.Layers[i]; imagecrypt.Encrypted(desc) {
+		// Without its key only the ciphertext can be checked; the agent
+		// checks the plaintext against the diff_id once it decrypts.
+		hr := &hashingReader{r: io.LimitReader(rc, desc.Size+1), h: sha256.New()}
+		if _, err := io.Copy(io.Discard, ctxReader{ctx, hr}); err != nil {
+			return 0, fmt.Errorf("read: %w", err)
+		}
+		if got := "sha256:" + hex.EncodeToString(hr.h.Sum(nil)); hr.n != desc.Size || got != desc.Digest.String() {
+			return 0, fmt.Errorf("encrypted content is %s (%d bytes) but the manifest says %s (%d bytes): %w", got, hr.n, desc.Digest, desc.Size, ErrDigestMismatch)
+		}
+		return UnknownSize, nil
 	} else {
-		desc := res.manifest.Layers[i]
 		hr := &hashingReader{r: io.LimitReader(rc, desc.Size+1), h: sha256.New()}
 		br := bufio.NewReaderSize(ctxReader{ctx, hr}, 1<<20)
 		ur, closeZ, err := decompress(br)

@@ -113,8 +113,15 @@ type Image struct {
 	Layers       []string `json:"layers"`
 	// LayerSizes are the layers' uncompressed sizes: the agent stops
 	// unpacking a layer that grows past its size (absent in policies of
-	// older releases: the agent's default bound applies).
+	// older releases, or -1 for an encrypted layer the generator could not
+	// read: the agent's default bound applies).
 	LayerSizes []int64 `json:"layer_sizes,omitempty"`
+	// DecryptionKey is the key broker resource (kbs:///repo/type/tag)
+	// holding the private key of the image's JWE-encrypted layers (skopeo
+	// --encryption-key jwe:…). Layers whose key the broker holds directly
+	// (the provider.attestation-agent annotation) need none: their key id
+	// is in the manifest the policy pins or the signer signed.
+	DecryptionKey string `json:"decryption_key,omitempty"`
 	// SignedBy, when set, trusts who signed the image rather than its
 	// digest: the agent pulls it only with a signature (cosign's, in a
 	// registry) that one of these signers verifies, and the config fields

@@ -16,7 +16,9 @@ import (
 	"sync"
 
 	"cocoon.dev/cocoon/image"
+	"cocoon.dev/cocoon/imagecrypt"
 	"cocoon.dev/cocoon/imagesig"
+	"cocoon.dev/cocoon/kbs/protocol"
 	"cocoon.dev/cocoon/pod"
 	"cocoon.dev/cocoon/policy"
 	"cocoon.dev/cocoon/resolve"
@@ -33,6 +35,10 @@ const (
 	// AnnotationSKR turns on the in-pod Azure SKR API: "true" serves it on
 	// 127.0.0.1:8080, a number on that port.
 	AnnotationSKR = "cocoon.dev/skr"
+	// AnnotationDecryptionKey names the key broker resource holding the
+	// private key of images encrypted for a JWE recipient (skopeo copy
+	// --encryption-key jwe:PUB).
+	AnnotationDecryptionKey = "cocoon.dev/decryption-key"
 )
 
 // GenerateOptions configure Generate.
@@ -53,6 +59,11 @@ type GenerateOptions struct {
 	// Trust says which images the policy trusts by signer rather than by
 	// digest (nil: every image by digest).
 	Trust *ImageTrust
+
+	// From the pod's annotations: the JWE private key's resource, and
+	// whether a key broker is named.
+	decryptionKey string
+	hasKBS        bool
 }
 
 // Generate builds the policy of a pod: for each image its digests and the
@@ -62,6 +73,16 @@ func Generate(ctx context.Context, p *pod.Pod, o GenerateOptions) (*policy.Polic
 	if o.Settings == nil {
 		o.Settings = DefaultSettings()
 	}
+	kbs, err := endpoint(p.Annotations, AnnotationKBS, AnnotationKBSCA, "the key broker")
+	if err != nil {
+		return nil, err
+	}
+	o.decryptionKey, o.hasKBS = p.Annotations[AnnotationDecryptionKey], kbs != nil
+	if o.decryptionKey != "" {
+		if _, _, _, err := protocol.ParseURI(o.decryptionKey); err != nil {
+			return nil, fmt.Errorf("annotation %s: %w", AnnotationDecryptionKey, err)
+		}
+	}
 	imgs, err := inspectAll(ctx, p.Images(), o)
 	if err != nil {
 		return nil, err
@@ -69,10 +90,7 @@ func Generate(ctx context.Context, p *pod.Pod, o GenerateOptions) (*policy.Polic
 	pol := &policy.Policy{
 		FrameworkVersion: policy.FrameworkVersion, Debug: o.Debug,
 		Sandbox:    policy.Sandbox{Name: p.Name, Hostname: p.Hostname, Volumes: []policy.Volume{}, Sysctls: p.Sysctls},
-		Containers: map[string]*policy.Container{}, Images: imgs,
-	}
-	if pol.KBS, err = endpoint(p.Annotations, AnnotationKBS, AnnotationKBSCA, "the key broker"); err != nil {
-		return nil, err
+		Containers: map[string]*policy.Container{}, Images: imgs, KBS: kbs,
 	}
 	if pol.AttestationService, err = endpoint(p.Annotations, AnnotationAS, AnnotationASCA, "the attestation service"); err != nil {
 		return nil, err
@@ -180,8 +198,14 @@ func inspectImage(ctx context.Context, ref string, o GenerateOptions) (policy.Im
 	if err != nil {
 		return policy.Image{}, err
 	}
+	key, err := decryption(ref, in, o)
+	if err != nil {
+		return policy.Image{}, err
+	}
 	if len(signers) > 0 {
-		return signedImage(ctx, ref, in, signers, o)
+		img, err := signedImage(ctx, ref, in, signers, o)
+		img.DecryptionKey = key
+		return img, err
 	}
 	sizes, err := verifiedSizes(ctx, in, o)
 	if err != nil {
@@ -189,9 +213,40 @@ func inspectImage(ctx context.Context, ref string, o GenerateOptions) (policy.Im
 	}
 	c := in.Config.Config
 	return policy.Image{
-		Digest: in.ManifestDigest, ConfigDigest: in.ConfigDigest, Layers: in.DiffIDs, LayerSizes: sizes,
+		Digest: in.ManifestDigest, ConfigDigest: in.ConfigDigest, Layers: in.DiffIDs, LayerSizes: sizes, DecryptionKey: key,
 		Entrypoint: nonNil(c.Entrypoint), Cmd: nonNil(c.Cmd), Env: nonNil(c.Env), WorkingDir: c.WorkingDir, User: c.User,
 	}, nil
+}
+
+// decryption checks what an encrypted image needs: a key broker for its
+// keys and, for layers wrapped only for a JWE recipient, the broker
+// resource of the private key. It returns that resource ("" when none is
+// needed).
+func decryption(ref string, in *image.Inspection, o GenerateOptions) (string, error) {
+	encrypted, jweOnly := 0, 0
+	for _, d := range in.Layers() {
+		if !imagecrypt.Encrypted(d) {
+			continue
+		}
+		encrypted++
+		if d.Annotations[imagecrypt.AnnotationProvider] == "" {
+			if d.Annotations[imagecrypt.AnnotationJWE] == "" {
+				return "", fmt.Errorf("image %s: layer %s is encrypted with no key annotation cocoon reads (%s or %s)", ref, d.Digest, imagecrypt.AnnotationProvider, imagecrypt.AnnotationJWE)
+			}
+			jweOnly++
+		}
+	}
+	switch {
+	case encrypted == 0:
+		return "", nil
+	case !o.hasKBS:
+		return "", fmt.Errorf("image %s is encrypted: its keys come from a key broker; add the annotation %s (cocoon kbs annotate)", ref, AnnotationKBS)
+	case jweOnly > 0 && o.decryptionKey == "":
+		return "", fmt.Errorf("image %s has %d layer(s) encrypted for a JWE recipient: store the private key in the key broker and name it with the annotation %s: kbs:///repo/type/tag", ref, jweOnly, AnnotationDecryptionKey)
+	case jweOnly > 0:
+		return o.decryptionKey, nil
+	}
+	return "", nil
 }
 
 // signedImage is the policy's entry of an image trusted by signer: the

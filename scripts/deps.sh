@@ -21,6 +21,7 @@ if [ "${1:-}" = "--test" ]; then
   [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
   command -v swtpm >/dev/null || need+=(swtpm)
   ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+  command -v skopeo >/dev/null || need+=(skopeo)
 fi
 if [ "${1:-}" = "--bench" ]; then
   command -v gocryptfs >/dev/null || need+=(gocryptfs)

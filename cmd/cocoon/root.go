@@ -109,7 +109,7 @@ Examples:
 	pf.StringVar(&g.runc, "runc", "", "runc binary used inside the sandbox (default: runc on PATH)")
 	pf.StringVar(&g.simState, "sim-state", os.Getenv("COCOON_SIM_STATE"), "state of the simulated secure processor (default: ROOT/sim; env COCOON_SIM_STATE)")
 	cmd.AddCommand(newRunCmd(g), newPsCmd(g), newLogsCmd(g), newExecCmd(g), newStopCmd(g),
-		newRmCmd(g), newVersionCmd(g), newShimCmd(), newAttestCmd(g), newVerifyCmd(g), newMeasureCmd(g), newPolicyCmd(g), newASCmd(g), newTokenCmd(g), newKBSCmd(g), newVolumeCmd(g), newGuestCmd(g), newInstallCmd(g))
+		newRmCmd(g), newVersionCmd(g), newShimCmd(), newAttestCmd(g), newVerifyCmd(g), newMeasureCmd(g), newPolicyCmd(g), newASCmd(g), newTokenCmd(g), newKBSCmd(g), newVolumeCmd(g), newGuestCmd(g), newInstallCmd(g), newImageCmd(g))
 	return cmd
 }
 

@@ -62,9 +62,23 @@ func readErr(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	var e httpjson.Error
 	if json.Unmarshal(b, &e) == nil && e.Type != "" {
-		return fmt.Errorf("key broker: %s (%s): %s", resp.Status, e.Type, e.Detail)
+		return &StatusError{Code: resp.StatusCode, msg: fmt.Sprintf("key broker: %s (%s): %s", resp.Status, e.Type, e.Detail)}
 	}
-	return fmt.Errorf("key broker: %s: %s", resp.Status, bytes.TrimSpace(b))
+	return &StatusError{Code: resp.StatusCode, msg: fmt.Sprintf("key broker: %s: %s", resp.Status, bytes.TrimSpace(b))}
+}
+
+// StatusError is the broker's answer to a request it refused.
+type StatusError struct {
+	Code int
+	msg  string
+}
+
+func (e *StatusError) Error() string { return e.msg }
+
+// IsNotFound says whether the broker answered 404: no such resource.
+func IsNotFound(err error) bool {
+	var se *StatusError
+	return errors.As(err, &se) && se.Code == http.StatusNotFound
 }
 
 // Session is an attested KBS session: the broker's token, the ephemeral
