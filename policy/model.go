@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"cocoon.dev/cocoon/tee"
 )
@@ -275,9 +276,21 @@ func Parse(text []byte) (*Policy, error) {
 			return nil, fmt.Errorf("policy image %q pins %d layer sizes for %d layers", ref, len(img.LayerSizes), len(img.Layers))
 		}
 		for i, n := range img.LayerSizes {
-			if n < 1024 {
-				return nil, fmt.Errorf("policy image %q: layer %d has size %d; a layer tar is at least 1024 bytes", ref, i+1, n)
+			// -1: an encrypted layer's size, unknown to the generator.
+			if n < 1024 && n != -1 {
+				return nil, fmt.Errorf("policy image %q: layer %d has size %d; a layer tar is at least 1024 bytes (-1: unknown)", ref, i+1, n)
 			}
+		}
+		if img.Digest == "" && len(img.SignedBy) == 0 {
+			return nil, fmt.Errorf("policy image %q pins neither a digest nor a signer", ref)
+		}
+		for i, s := range img.SignedBy {
+			if s.Key == "" && (s.Issuer == "" || s.TrustedRoot == "" || (s.Identity == "" && s.IdentityRegexp == "")) {
+				return nil, fmt.Errorf("policy image %q: signer %d names neither a key nor an identity, issuer and trusted root", ref, i+1)
+			}
+		}
+		if k := img.DecryptionKey; k != "" && !strings.HasPrefix(k, "kbs:///") {
+			return nil, fmt.Errorf("policy image %q: decryption_key %q is not a kbs:/// resource", ref, k)
 		}
 	}
 	for name, c := range p.Containers {
