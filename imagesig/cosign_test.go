@@ -136,3 +136,34 @@ func TestCosignWithoutReferrersAPI(t *testing.T) {
 		t.Fatalf("Check = %q, %v", who, err)
 	}
 }
+
+// BenchmarkCheck: fetching and verifying a cosign signature of an image
+// from a loopback registry (what a signed image adds to each pull).
+func BenchmarkCheck(b *testing.B) {
+	c := testcosign.New(b)
+	reg := testimage.NewRegistry()
+	defer reg.Close()
+	key, pub := c.KeyPair(b, "k")
+	img, err := random.Image(512, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, pinned, err := reg.Push("app:1", img)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c.Sign(b, key, pinned, false)
+	d, _ := name.NewDigest(pinned)
+	pk, _ := os.ReadFile(pub)
+	v, err := imagesig.New(policy.Signer{Key: string(pk)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := imagesig.Check(ctx, d.Context(), []string{d.DigestStr()}, []*imagesig.Verifier{v}, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
