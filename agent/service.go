@@ -98,6 +98,21 @@ func (s *service) CreateSandbox(ctx context.Context, req *agentv1.CreateSandboxR
 		}
 		vols[v.GetName()] = dir
 	}
+	for _, v := range req.GetSealedVolumes() {
+		if err := checkName("volume", v.GetName()); err != nil {
+			return nil, err
+		}
+		if _, dup := vols[v.GetName()]; dup {
+			return nil, fmt.Errorf("volume %q is declared twice: %w", v.GetName(), errInvalid)
+		}
+		a.mu.Unlock() // the key broker round trips must not hold the agent
+		dir, err := a.openSealed(ctx, v)
+		a.mu.Lock()
+		if err != nil {
+			return nil, err
+		}
+		vols[v.GetName()] = dir
+	}
 	if err := a.configureNetwork(ctx, req.GetNetwork()); err != nil {
 		return nil, err
 	}

@@ -269,3 +269,93 @@ spec:
 		t.Fatal("a policy was written for the plain Secret")
 	}
 }
+
+// TestSealedSecretVolume: a Secret volume whose values are sealed secrets
+// (a Secret of the same manifest): the policy pins the references, the
+// agent writes the released values into a memory-backed, read-only volume
+// with the items' paths and modes; while the broker refuses, the sandbox
+// is not created. A Secret with a plain value gets no policy.
+func TestSealedSecretVolume(t *testing.T) {
+	x := newH(t)
+	state, addr := filepath.Join(t.TempDir(), "kbs"), freeAddr(t)
+	x.startKBS(state, addr, "--allow-sim")
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "cert"), []byte("volume-secret-cert"), 0o600)
+	os.WriteFile(filepath.Join(dir, "key"), []byte("volume-secret-key"), 0o600)
+	x.mustRun(0, "kbs", "put", "kbs:///app/tls/cert", filepath.Join(dir, "cert"), "--state", state)
+	x.mustRun(0, "kbs", "put", "kbs:///app/tls/key", filepath.Join(dir, "key"), "--state", state)
+	seal := func(uri string) string {
+		out, _ := x.mustRun(0, "kbs", "seal", uri)
+		return strings.TrimSpace(out)
+	}
+	certRef, keyRef := seal("kbs:///app/tls/cert"), seal("kbs:///app/tls/key")
+	ca, _ := os.ReadFile(filepath.Join(state, "ca.pem"))
+	manifest := func(key string) string {
+		return fmt.Sprintf(`apiVersion: v1
+kind: Secret
+metadata: {name: tls}
+stringData:
+  tls.crt: %q
+  tls.key: %q
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: sealedvol
+  annotations:
+    cocoon.dev/kbs: https://%s
+    cocoon.dev/kbs-ca: %s
+spec:
+  restartPolicy: Never
+  volumes:
+  - name: tls
+    secret:
+      secretName: tls
+      items:
+      - {key: tls.crt, path: tls.crt}
+      - {key: tls.key, path: private/tls.key, mode: 0400}
+  containers:
+  - name: app
+    image: %s
+    command: ["sh", "-c", "cat /etc/tls/tls.crt; echo; cat /etc/tls/private/tls.key; echo; stat -c '%%a %%n' /etc/tls/tls.crt /etc/tls/private/tls.key; touch /etc/tls/x 2>/dev/null || echo read-only"]
+    volumeMounts: [{name: tls, mountPath: /etc/tls}]
+`, certRef, key, addr, base64.StdEncoding.EncodeToString(ca), env.busybox)
+	}
+	p := x.pod(manifest(keyRef))
+	x.mustRun(0, "policy", "generate", p)
+	b, _ := os.ReadFile(p)
+	pol, _ := x.mustRun(0, "policy", "generate", "--print", x.pod(manifest(keyRef)))
+	if strings.Contains(string(b)+pol, "volume-secret") || !strings.Contains(pol, keyRef) || !strings.Contains(pol, `"sealed_volumes"`) {
+		t.Fatalf("the pod file or the policy holds a value, or the policy lacks the references:\n%s", pol)
+	}
+	annotated := b
+
+	// The broker refuses: no sandbox.
+	deny := filepath.Join(t.TempDir(), "deny.rego")
+	os.WriteFile(deny, []byte("package policy\ndefault allow := false\n"), 0o644)
+	x.mustRun(0, "kbs", "policy", "set", deny, "--state", state)
+	out, errs := x.mustRun(125, "run", p)
+	if strings.Contains(out+errs, "volume-secret") || !strings.Contains(errs, "the sealed secret kbs:///app/tls/") {
+		t.Fatalf("refused release: stdout %q stderr %q", out, errs)
+	}
+	if ps, _ := x.mustRun(0, "ps"); strings.Contains(ps, "sealedvol") {
+		t.Fatalf("a sandbox is left after the refusal:\n%s", ps)
+	}
+
+	allow := filepath.Join(t.TempDir(), "allow.rego")
+	os.WriteFile(allow, []byte("package policy\ndefault allow := true\n"), 0o644)
+	x.mustRun(0, "kbs", "policy", "set", allow, "--state", state)
+	os.WriteFile(p, annotated, 0o644)
+	out, errs = x.mustRun(0, "run", p)
+	for _, want := range []string{"volume-secret-cert", "volume-secret-key", "644 /etc/tls/tls.crt", "400 /etc/tls/private/tls.key", "read-only"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("stdout %q stderr %q: want %q", out, errs, want)
+		}
+	}
+	// A plain value in the Secret: refused, named without the value.
+	plain := x.pod(manifest("plain-private-key"))
+	_, errs = x.mustRun(1, "policy", "generate", plain)
+	if !strings.Contains(errs, `Secret "tls" key "tls.key" is not a sealed secret`) || strings.Contains(errs, "plain-private-key") {
+		t.Fatalf("a plain Secret value: %s", errs)
+	}
+}

@@ -52,6 +52,8 @@ type Pod struct {
 	Volumes []*agentv1.EmptyDir
 	// Encrypted are CSI volumes of the driver volume.cocoon.dev.
 	Encrypted []*agentv1.EncryptedVolume
+	// Sealed are Secret volumes of sealed secrets.
+	Sealed []*agentv1.SealedVolume
 	// Sysctls are the pod's securityContext.sysctls.
 	Sysctls     map[string]string
 	GracePeriod time.Duration
@@ -91,6 +93,41 @@ var ErrUnsupported = errors.New("not supported")
 
 const maxSpecBytes = 4 << 20
 
+// parseWithSecrets parses a manifest of one workload and the Secrets its
+// sealed references come from (env secretKeyRef, Secret volumes), as
+// `cocoon run` takes the manifest `cocoon policy generate` annotated.
+func parseWithSecrets(data []byte, opts Options) (*Pod, error) {
+	docs, err := Documents(data)
+	if err != nil {
+		return nil, err
+	}
+	var workload *Document
+	for i := range docs {
+		d := &docs[i]
+		switch {
+		case d.Kind == "Secret" && d.APIVersion == "v1":
+		case d.Workload() && workload == nil:
+			workload = d
+		default:
+			return nil, fmt.Errorf("expected one workload (and the Secrets it reads), found %d documents with %s %s; put each workload in its own file", len(docs), d.APIVersion, d.Kind)
+		}
+	}
+	if workload == nil {
+		return nil, fmt.Errorf("the manifest's %d documents hold no workload (Pod, Deployment, …)", len(docs))
+	}
+	secrets, err := SecretsOf(docs)
+	if err != nil {
+		return nil, err
+	}
+	for name, kv := range opts.Secrets {
+		if _, ok := secrets[name]; !ok {
+			secrets[name] = kv
+		}
+	}
+	opts.Secrets = secrets
+	return ParseWith(workload.Text, opts)
+}
+
 // Parse parses a workload YAML or JSON document, with the default Options.
 func Parse(data []byte) (*Pod, error) { return ParseWith(data, Options{}) }
 
@@ -100,7 +137,7 @@ func ParseWith(data []byte, opts Options) (*Pod, error) {
 		return nil, fmt.Errorf("pod spec is %d bytes; at most %d are accepted", len(data), maxSpecBytes)
 	}
 	if docs := splitDocs(data); len(docs) != 1 {
-		return nil, fmt.Errorf("expected one YAML document, found %d; put each workload in its own file", len(docs))
+		return parseWithSecrets(data, opts)
 	}
 	js, err := yaml.YAMLToJSONStrict(data) // duplicate keys are refused, as kubectl does
 	if err != nil {

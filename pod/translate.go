@@ -62,7 +62,7 @@ func translate(p *Pod, k *corev1.Pod, prefix string, opts Options) error {
 		}
 		p.GracePeriod = time.Duration(*g) * time.Second
 	}
-	vols := map[string]bool{}
+	vols, readOnly := map[string]bool{}, map[string]bool{}
 	for i, v := range spec.Volumes {
 		at := fmt.Sprintf("%sspec.volumes[%d]", prefix, i)
 		if !dnsLabel.MatchString(v.Name) {
@@ -70,6 +70,15 @@ func translate(p *Pod, k *corev1.Pod, prefix string, opts Options) error {
 		}
 		if vols[v.Name] {
 			return fmt.Errorf("%s.name %q is declared twice", at, v.Name)
+		}
+		if v.Secret != nil {
+			sv, err := secretVolume(at, v, opts)
+			if err != nil {
+				return err
+			}
+			vols[v.Name], readOnly[v.Name] = true, true
+			p.Sealed = append(p.Sealed, sv)
+			continue
 		}
 		if v.CSI != nil {
 			ev, err := encryptedVolume(at, v)
@@ -81,7 +90,7 @@ func translate(p *Pod, k *corev1.Pod, prefix string, opts Options) error {
 			continue
 		}
 		if v.EmptyDir == nil {
-			return fmt.Errorf("%s (%q): only emptyDir and csi (driver %s) volumes are supported", at, v.Name, EncryptedDriver)
+			return fmt.Errorf("%s (%q): only emptyDir, csi (driver %s) and secret (of sealed secrets) volumes are supported", at, v.Name, EncryptedDriver)
 		}
 		if m := v.EmptyDir.Medium; m != corev1.StorageMediumDefault && m != corev1.StorageMediumMemory {
 			return fmt.Errorf("%s.emptyDir.medium %q is %w; use \"\" or Memory", at, m, ErrUnsupported)
@@ -106,7 +115,7 @@ func translate(p *Pod, k *corev1.Pod, prefix string, opts Options) error {
 			}
 			kind = KindSidecar
 		}
-		cs, err := container(at, &c, &spec, vols, names, opts)
+		cs, err := container(at, &c, &spec, vols, readOnly, names, opts)
 		if err != nil {
 			return err
 		}
@@ -114,7 +123,7 @@ func translate(p *Pod, k *corev1.Pod, prefix string, opts Options) error {
 	}
 	for i, c := range spec.Containers {
 		at := fmt.Sprintf("%sspec.containers[%d]", prefix, i)
-		cs, err := container(at, &c, &spec, vols, names, opts)
+		cs, err := container(at, &c, &spec, vols, readOnly, names, opts)
 		if err != nil {
 			return err
 		}
@@ -123,7 +132,7 @@ func translate(p *Pod, k *corev1.Pod, prefix string, opts Options) error {
 	return nil
 }
 
-func container(at string, c *corev1.Container, spec *corev1.PodSpec, vols, names map[string]bool, opts Options) (*agentv1.ContainerSpec, error) {
+func container(at string, c *corev1.Container, spec *corev1.PodSpec, vols, readOnly, names map[string]bool, opts Options) (*agentv1.ContainerSpec, error) {
 	if !dnsLabel.MatchString(c.Name) {
 		return nil, fmt.Errorf("%s.name %q must be a DNS label", at, c.Name)
 	}
@@ -169,7 +178,8 @@ func container(at string, c *corev1.Container, spec *corev1.PodSpec, vols, names
 		if m.SubPath != "" && (path.IsAbs(m.SubPath) || strings.Contains("/"+m.SubPath+"/", "/../")) {
 			return nil, fmt.Errorf("%s.volumeMounts[%d].subPath %q must be relative without \"..\"", at, i, m.SubPath)
 		}
-		out.Mounts = append(out.Mounts, &agentv1.VolumeMount{Volume: m.Name, MountPath: m.MountPath, ReadOnly: m.ReadOnly, SubPath: m.SubPath})
+		// A Secret volume is mounted read-only, as kubelet mounts it.
+		out.Mounts = append(out.Mounts, &agentv1.VolumeMount{Volume: m.Name, MountPath: m.MountPath, ReadOnly: m.ReadOnly || readOnly[m.Name], SubPath: m.SubPath})
 	}
 	if lim := c.Resources.Limits; lim != nil {
 		r := &agentv1.Resources{}

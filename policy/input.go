@@ -3,6 +3,8 @@ package policy
 import (
 	"encoding/hex"
 	"fmt"
+	"slices"
+	"strings"
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
 	"cocoon.dev/cocoon/resolve"
@@ -56,6 +58,16 @@ func Input(p *Policy, method string, req any, st *State, pulled map[string]Pulle
 		for _, v := range r.GetEncryptedVolumes() {
 			enc = append(enc, map[string]any{"name": v.GetName(), "source": v.GetSource(), "key": v.GetKeyUri(), "read_only": v.GetReadOnly()})
 		}
+		sealedVols := []any{}
+		for _, v := range r.GetSealedVolumes() {
+			files := []any{}
+			fs := slices.Clone(v.GetFiles())
+			slices.SortFunc(fs, func(a, b *agentv1.SealedFile) int { return strings.Compare(a.GetPath(), b.GetPath()) })
+			for _, f := range fs {
+				files = append(files, map[string]any{"path": f.GetPath(), "value": f.GetValue(), "mode": int64(f.GetMode())})
+			}
+			sealedVols = append(sealedVols, map[string]any{"name": v.GetName(), "files": files})
+		}
 		// The network is the host's to decide (addresses, routes): it is
 		// in the input, and the framework admits any.
 		ifs, routes := []any{}, []any{}
@@ -69,7 +81,7 @@ func Input(p *Policy, method string, req any, st *State, pulled map[string]Pulle
 		for k, v := range r.GetSysctls() {
 			sysctls[k] = v
 		}
-		return map[string]any{"name": r.GetName(), "hostname": host, "volumes": vols, "encrypted_volumes": enc,
+		return map[string]any{"name": r.GetName(), "hostname": host, "volumes": vols, "encrypted_volumes": enc, "sealed_volumes": sealedVols,
 			"policy_sha256": HashHex(r.GetPolicy(), tee.Sim), "network": map[string]any{"interfaces": ifs, "routes": routes},
 			"sysctls": sysctls}, nil
 	case *agentv1.PullImageRequest:

@@ -72,6 +72,9 @@ type Sandbox struct {
 	// EncryptedVolumes are LUKS2 volumes opened with keys from the key
 	// broker: their source and key are pinned.
 	EncryptedVolumes []EncryptedVolume `json:"encrypted_volumes"`
+	// SealedVolumes are Secret volumes of sealed secrets: their files'
+	// sealed references are pinned; the agent writes the released values.
+	SealedVolumes []SealedVolume `json:"sealed_volumes,omitempty"`
 	// Sysctls are the pod's (securityContext.sysctls), pinned; the
 	// runtime's two defaults (RuntimeSysctls) are admitted besides.
 	Sysctls map[string]string `json:"sysctls,omitempty"`
@@ -97,6 +100,21 @@ type EncryptedVolume struct {
 	Source   string `json:"source"`
 	Key      string `json:"key"`
 	ReadOnly bool   `json:"read_only"`
+}
+
+// SealedVolume is a Secret volume of the pod whose values are sealed
+// secrets.
+type SealedVolume struct {
+	Name  string       `json:"name"`
+	Files []SealedFile `json:"files"`
+}
+
+// SealedFile is one file of a sealed volume: its path in the volume, the
+// sealed reference and its mode bits.
+type SealedFile struct {
+	Path  string `json:"path"`
+	Value string `json:"value"`
+	Mode  uint32 `json:"mode"`
 }
 
 // Volume is an emptyDir of the pod.

@@ -212,6 +212,13 @@ func (n *native) createSandbox(in jsonObj, d *denials) {
 	if !setEq(arr(in["encrypted_volumes"]), arr(enc)) {
 		d.add("create_sandbox: encrypted_volumes = %s, policy allows %s", j(in["encrypted_volumes"]), j(enc))
 	}
+	sv, ok := sb["sealed_volumes"] // object.get(p.sandbox, "sealed_volumes", [])
+	if !ok {
+		sv = []any{}
+	}
+	if !setEq(arr(in["sealed_volumes"]), arr(sv)) {
+		d.add("create_sandbox: sealed_volumes = %s, policy allows %s", j(in["sealed_volumes"]), j(sv))
+	}
 }
 
 var scalarFields = []string{"run_as_user", "run_as_group", "run_as_non_root", "read_only_root_filesystem", "no_new_privileges"}

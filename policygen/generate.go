@@ -108,6 +108,16 @@ func Generate(ctx context.Context, p *pod.Pod, o GenerateOptions) (*policy.Polic
 	for _, v := range p.Volumes {
 		pol.Sandbox.Volumes = append(pol.Sandbox.Volumes, policy.Volume{Name: v.GetName(), SizeLimitBytes: v.GetSizeLimitBytes()})
 	}
+	for _, v := range p.Sealed {
+		if pol.KBS == nil {
+			return nil, fmt.Errorf("the sealed secret volume %q needs a key broker: add the annotation %s (cocoon kbs annotate)", v.GetName(), AnnotationKBS)
+		}
+		sv := policy.SealedVolume{Name: v.GetName(), Files: []policy.SealedFile{}}
+		for _, f := range v.GetFiles() {
+			sv.Files = append(sv.Files, policy.SealedFile{Path: f.GetPath(), Value: f.GetValue(), Mode: f.GetMode()})
+		}
+		pol.Sandbox.SealedVolumes = append(pol.Sandbox.SealedVolumes, sv)
+	}
 	for _, c := range append(append([]pod.Container{}, p.Init...), p.Main...) {
 		pc, err := containerPolicy(c, imgs[c.Spec.GetImage()], p.Hostname, o)
 		if err != nil {

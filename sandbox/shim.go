@@ -258,7 +258,7 @@ func (s *shim) createSandbox() error {
 	if err != nil {
 		return err
 	}
-	resp, err := cl.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{Name: s.pod.Name, Hostname: s.pod.Hostname, Volumes: s.pod.Volumes, Policy: pol, EncryptedVolumes: s.pod.Encrypted, Network: s.network, Sysctls: s.pod.Sysctls})
+	resp, err := cl.CreateSandbox(ctx, &agentv1.CreateSandboxRequest{Name: s.pod.Name, Hostname: s.pod.Hostname, Volumes: s.pod.Volumes, Policy: pol, EncryptedVolumes: s.pod.Encrypted, SealedVolumes: s.pod.Sealed, Network: s.network, Sysctls: s.pod.Sysctls})
 	if err != nil {
 		return fmt.Errorf("create sandbox: %s", Message(err))
 	}

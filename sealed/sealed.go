@@ -24,6 +24,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path"
 	"strings"
 
 	"cocoon.dev/cocoon/kbs/protocol"
@@ -114,4 +115,19 @@ func Seal(uri string) (string, error) {
 	}
 	enc := base64.RawURLEncoding.EncodeToString
 	return Prefix + enc([]byte(`{"alg":"none"}`)) + "." + enc(payload) + ".", nil
+}
+
+// CheckPath checks a file path inside a sealed secret volume: relative,
+// clean, without "..", at most 253 bytes (what Kubernetes allows of a
+// Secret item's path).
+func CheckPath(p string) error {
+	switch {
+	case p == "" || len(p) > 253:
+		return fmt.Errorf("file path %q must be 1 to 253 bytes", p)
+	case path.IsAbs(p) || path.Clean(p) != p || p == "." || strings.HasPrefix(p, "../") || p == "..":
+		return fmt.Errorf("file path %q must be relative and clean, without \"..\"", p)
+	case strings.ContainsAny(p, "\x00"):
+		return fmt.Errorf("file path %q holds a NUL byte", p)
+	}
+	return nil
 }

@@ -83,14 +83,16 @@ var agentMounts = []string{
 }
 
 // kubeletVolume returns the pod volume a kubelet host path stands for:
-// .../pods/UID/volumes/kubernetes.io~empty-dir/NAME (emptyDir) or
+// .../pods/UID/volumes/kubernetes.io~empty-dir/NAME (emptyDir),
+// .../volumes/kubernetes.io~secret/NAME (a Secret volume: the agent's
+// holds the sealed values released, kubelet's only their references) or
 // .../volumes/kubernetes.io~csi/NAME/mount (a CSI volume, such as cocoon's
 // encrypted volumes). Only the name reaches the agent, which mounts its own
 // volume of that name; the host directory is never used.
 func kubeletVolume(src string) (string, bool) {
 	src = path.Clean(src)
 	dir, name := path.Dir(src), path.Base(src)
-	if path.Base(dir) == "kubernetes.io~empty-dir" && path.Base(path.Dir(dir)) == "volumes" {
+	if (path.Base(dir) == "kubernetes.io~empty-dir" || path.Base(dir) == "kubernetes.io~secret") && path.Base(path.Dir(dir)) == "volumes" {
 		return name, true
 	}
 	if name == "mount" && path.Base(path.Dir(dir)) == "kubernetes.io~csi" && path.Base(path.Dir(path.Dir(dir))) == "volumes" {

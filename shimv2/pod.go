@@ -48,6 +48,13 @@ func podFromPolicy(annotation string) (*pod.Pod, *policy.Policy, error) {
 	for _, v := range pol.Sandbox.EncryptedVolumes {
 		p.Encrypted = append(p.Encrypted, &agentv1.EncryptedVolume{Name: v.Name, Source: v.Source, KeyUri: v.Key, ReadOnly: v.ReadOnly})
 	}
+	for _, v := range pol.Sandbox.SealedVolumes {
+		sv := &agentv1.SealedVolume{Name: v.Name}
+		for _, f := range v.Files {
+			sv.Files = append(sv.Files, &agentv1.SealedFile{Path: f.Path, Value: f.Value, Mode: f.Mode})
+		}
+		p.Sealed = append(p.Sealed, sv)
+	}
 	return p, pol, nil
 }
 

@@ -23,6 +23,8 @@ func TestKubeletVolume(t *testing.T) {
 	}{
 		{"/var/lib/kubelet/pods/u1/volumes/kubernetes.io~empty-dir/cache", "cache", true},
 		{"/var/lib/kubelet/pods/u1/volumes/kubernetes.io~empty-dir/cache/", "cache", true},
+		{"/var/lib/kubelet/pods/u1/volumes/kubernetes.io~secret/tls", "tls", true},
+		{"/var/lib/kubelet/pods/u1/kubernetes.io~secret/tls", "", false},
 		{"/var/lib/kubelet/pods/u1/volumes/kubernetes.io~csi/secret-data/mount", "secret-data", true},
 		{"/var/lib/kubelet/pods/u1/volumes/kubernetes.io~csi/secret-data", "", false},
 		{"/var/lib/kubelet/pods/u1/volumes/kubernetes.io~configmap/cfg", "", false},

@@ -19,7 +19,8 @@ func testPolicies(t testing.TB) [][]byte {
 			Debug: debug,
 			Sandbox: policy.Sandbox{Name: "shop", Hostname: "shop", Volumes: []policy.Volume{{Name: "cache"}, {Name: "tmp", SizeLimitBytes: 1 << 20}},
 				Sysctls:          map[string]string{"net.ipv4.ip_local_port_range": "1024 65000"},
-				EncryptedVolumes: []policy.EncryptedVolume{{Name: "data", Source: "/v.img", Key: "kbs:///a/b/c"}}},
+				EncryptedVolumes: []policy.EncryptedVolume{{Name: "data", Source: "/v.img", Key: "kbs:///a/b/c"}},
+				SealedVolumes:    []policy.SealedVolume{{Name: "creds", Files: []policy.SealedFile{{Path: "a", Value: "sealed.x.y.z", Mode: 0o400}, {Path: "b/c", Value: "sealed.u.v.w", Mode: 0o644}}}}},
 			Containers: map[string]*policy.Container{
 				"web": {Kind: "main", Image: "reg/web:1", Args: []string{"/srv/web", "--port", "80"},
 					Env: []string{"PATH=/bin", "MODE=prod"}, EnvPatterns: []string{"^HOSTNAME=[a-z0-9-]+$", "^KUBERNETES_[A-Z_]+=[0-9.]+$"},
@@ -139,6 +140,17 @@ func (p *picker) request(method string) any {
 		}
 		if p.pick(2) == 1 {
 			r.EncryptedVolumes = append(r.EncryptedVolumes, &agentv1.EncryptedVolume{Name: "data", Source: p.str("/v.img", "/w.img"), KeyUri: "kbs:///a/b/c", ReadOnly: p.pick(2) == 1})
+		}
+		if p.pick(2) == 1 {
+			// The policy's volume, its files in either order, or with a
+			// reference or a mode the host changed.
+			a := &agentv1.SealedFile{Path: "a", Value: p.str("sealed.x.y.z", "sealed.evil.y.z"), Mode: []uint32{0o400, 0o444}[p.pick(2)]}
+			b := &agentv1.SealedFile{Path: "b/c", Value: "sealed.u.v.w", Mode: 0o644}
+			files := []*agentv1.SealedFile{a, b}
+			if p.pick(2) == 1 {
+				files = []*agentv1.SealedFile{b, a}
+			}
+			r.SealedVolumes = append(r.SealedVolumes, &agentv1.SealedVolume{Name: p.str("creds", "other"), Files: files})
 		}
 		return r
 	case "PullImage":

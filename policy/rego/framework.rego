@@ -54,6 +54,10 @@ cs_deny contains sprintf("create_sandbox: encrypted_volumes = %s, policy allows 
 	{v | some v in input.encrypted_volumes} != {v | some v in object.get(p.sandbox, "encrypted_volumes", [])}
 }
 
+cs_deny contains sprintf("create_sandbox: sealed_volumes = %s, policy allows %s", [j(input.sealed_volumes), j(object.get(p.sandbox, "sealed_volumes", []))]) if {
+	{v | some v in input.sealed_volumes} != {v | some v in object.get(p.sandbox, "sealed_volumes", [])}
+}
+
 # The sysctls containerd sets on every pod sandbox by default.
 runtime_sysctls := {"net.ipv4.ip_unprivileged_port_start": "0", "net.ipv4.ping_group_range": "0 2147483647"}
 
