@@ -150,7 +150,15 @@ digest: generating again is instant.
 
 A manifest of several documents (a Deployment with its Service and ConfigMap)
 gets a policy in each workload's pod template (Pod, Deployment, StatefulSet,
-DaemonSet, ReplicaSet, Job); the other documents are kept as they are.
+DaemonSet, ReplicaSet, Job); the other documents are kept as they are. Secrets of
+the manifest whose values are sealed references (cocoon kbs seal) feed env
+secretKeyRef and secret volumes.
+
+Images are pinned by digest unless trusted by who signs them: --signed-by
+cosign.pub (or identity=...,issuer=... with --trusted-root) for every image, or
+--image-policy containers-policy.json per registry/repository. Encrypted images
+(ocicrypt) need the key broker annotation; JWE-encrypted ones also
+cocoon.dev/decryption-key. See docs/images.md.
 
 An Azure Container Instances ARM template (what az confcom acipolicygen -a
 reads) is translated to a pod (unsupported fields are named; the Azure SKR
@@ -160,7 +168,8 @@ without a defaultValue with --aci-param NAME=VALUE.`,
 		Example: `  cocoon policy generate examples/hello/pod.yaml
   cocoon policy generate --print pod.yaml | less
   cocoon policy generate app.yaml     # Deployment + Service + ConfigMap: each workload annotated
-  cocoon policy generate aci-template.json --aci-param image=registry/app:1`,
+  cocoon policy generate aci-template.json --aci-param image=registry/app:1
+  cocoon policy generate --signed-by cosign.pub pod.yaml   # trust the signer, not the digest`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			y, err := os.ReadFile(args[0])
