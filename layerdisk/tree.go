@@ -234,7 +234,7 @@ func (t *tree) add(h *tar.Header, data func(size int64) (int64, []uint32, error)
 		}
 		n.mode |= sIFDIR
 		n.nlink, n.children = 2, map[string]*node{}
-	case tar.TypeReg, tar.TypeRegA: //nolint:staticcheck // old tars use TypeRegA
+	case tar.TypeReg: // (the reader reports old tars' "\x00" as TypeReg)
 		n.mode |= sIFREG
 		if h.Size < 0 {
 			return fmt.Errorf("tar entry %q: negative size", h.Name)
