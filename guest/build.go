@@ -26,6 +26,7 @@ import (
 	"strings"
 
 	"cocoon.dev/cocoon/guestinit"
+	"cocoon.dev/cocoon/verity"
 )
 
 // DefaultModules are the kernel modules the guest loads (with their
@@ -255,7 +256,7 @@ func buildRootfs(ctx context.Context, path string, es []entry) (*guestinit.Verit
 	if _, err := io.Copy(h, f); err != nil {
 		return nil, "", err
 	}
-	v, err := appendVerity(f, st.Size(), h.Sum(nil))
+	v, err := verity.Append(f, st.Size(), h.Sum(nil))
 	if err != nil {
 		return nil, "", err
 	}

@@ -1,4 +1,7 @@
-package guest
+// Package verity builds dm-verity hash trees (the format veritysetup
+// writes, superblock-less: the parameters travel apart) for images the
+// host builds and a guest opens: the VM root file system and layer disks.
+package verity
 
 import (
 	"bufio"
@@ -11,9 +14,9 @@ import (
 	"cocoon.dev/cocoon/guestinit"
 )
 
-// appendVerity pads f (size bytes of data) to whole blocks and appends the
+// Append pads f (size bytes of data) to whole blocks and appends the
 // hash tree. The levels are stored top first, as the kernel reads them.
-func appendVerity(f *os.File, size int64, salt []byte) (*guestinit.Verity, error) {
+func Append(f *os.File, size int64, salt []byte) (*guestinit.Verity, error) {
 	if pad := (guestinit.VerityBlock - size%guestinit.VerityBlock) % guestinit.VerityBlock; pad > 0 {
 		if _, err := f.WriteAt(make([]byte, pad), size); err != nil {
 			return nil, err

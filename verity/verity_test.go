@@ -1,4 +1,4 @@
-package guest
+package verity
 
 import (
 	"bytes"
@@ -30,7 +30,7 @@ func TestVerityMatchesVeritysetup(t *testing.T) {
 		mine := filepath.Join(d, "mine")
 		os.WriteFile(mine, data, 0o644)
 		f, _ := os.OpenFile(mine, os.O_RDWR, 0)
-		v, err := appendVerity(f, int64(len(data)), salt)
+		v, err := Append(f, int64(len(data)), salt)
 		f.Close()
 		if err != nil {
 			t.Fatal(err)
