@@ -372,6 +372,14 @@ func Inspect(ctx context.Context, raw string, tr http.RoundTripper) (*Inspection
 // against the config's diff_ids, without unpacking anything. It returns each
 // layer's uncompressed size, for a policy to pin.
 func (in *Inspection) VerifyLayers(ctx context.Context, parallel int) ([]int64, error) {
+	return in.VerifyLayersTee(ctx, parallel, nil)
+}
+
+// VerifyLayersTee is VerifyLayers that also copies each plain layer's
+// uncompressed bytes to the writer tee returns for it: closed at the
+// layer's end once its digests matched, or closed with the error (when it
+// has CloseWithError). Encrypted layers are not read through tee.
+func (in *Inspection) VerifyLayersTee(ctx context.Context, parallel int, tee func(i int) (io.WriteCloser, error)) ([]int64, error) {
 	if parallel <= 0 {
 		parallel = 4
 	}
@@ -380,7 +388,21 @@ func (in *Inspection) VerifyLayers(ctx context.Context, parallel int) ([]int64, 
 	g.SetLimit(parallel)
 	for i := range in.DiffIDs {
 		g.Go(func() error {
-			n, err := verifyLayer(ctx, in.res, in.DiffIDs[i], i)
+			var w io.WriteCloser
+			if tee != nil && !(i < len(in.Layers()) && imagecrypt.Encrypted(in.Layers()[i])) {
+				var err error
+				if w, err = tee(i); err != nil {
+					return err
+				}
+			}
+			n, err := verifyLayer(ctx, in.res, in.DiffIDs[i], i, w)
+			if w != nil {
+				if ce, ok := w.(interface{ CloseWithError(error) error }); ok && err != nil {
+					ce.CloseWithError(err)
+				} else {
+					w.Close()
+				}
+			}
 			if err != nil {
 				return fmt.Errorf("image %s: layer %d/%d (%s): %w", in.Ref.Raw, i+1, len(in.DiffIDs), layerNameOf(in.res, in.DiffIDs[i], i), err)
 			}
@@ -401,13 +423,18 @@ func layerNameOf(res *resolved, diffID string, i int) string {
 	return res.manifest.Layers[i].Digest.String()
 }
 
-func verifyLayer(ctx context.Context, res *resolved, diffID string, i int) (int64, error) {
+func verifyLayer(ctx context.Context, res *resolved, diffID string, i int, tee io.Writer) (int64, error) {
 	rc, err := res.layer(i)
 	if err != nil {
 		return 0, fmt.Errorf("fetch: %w", err)
 	}
 	defer rc.Close()
-	uh := sha256.New()
+	var uh io.Writer
+	h := sha256.New()
+	uh = h
+	if tee != nil {
+		uh = io.MultiWriter(h, tee)
+	}
 	var n int64
 	if res.uncompressed {
 		if n, err = io.Copy(uh, ctxReader{ctx, rc}); err != nil {
@@ -445,7 +472,7 @@ func verifyLayer(ctx context.Context, res *resolved, diffID string, i int) (int6
 			return 0, fmt.Errorf("compressed content is %s but the manifest says %s: %w", got, desc.Digest, ErrDigestMismatch)
 		}
 	}
-	if got := "sha256:" + hex.EncodeToString(uh.Sum(nil)); got != diffID {
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != diffID {
 		return 0, fmt.Errorf("uncompressed content is %s but the config's diff_id is %s: %w", got, diffID, ErrDigestMismatch)
 	}
 	return n, nil

@@ -135,6 +135,11 @@ type Image struct {
 	// older releases, or -1 for an encrypted layer the generator could not
 	// read: the agent's default bound applies).
 	LayerSizes []int64 `json:"layer_sizes,omitempty"`
+	// LayerDisks are the layers' verified read-only disks (parallel to
+	// Layers): a VM sandbox may take a layer from a disk the host built
+	// only if dm-verity opens it with this root hash (absent: the agent
+	// pulls and unpacks the layer itself).
+	LayerDisks []LayerDisk `json:"layer_disks,omitempty"`
 	// DecryptionKey is the key broker resource (kbs:///repo/type/tag)
 	// holding the private key of the image's JWE-encrypted layers (skopeo
 	// --encryption-key jwe:…). Layers whose key the broker holds directly
@@ -152,6 +157,14 @@ type Image struct {
 	Env        []string `json:"env"`
 	WorkingDir string   `json:"working_dir"`
 	User       string   `json:"user"`
+}
+
+// LayerDisk pins a layer disk (layerdisk's format): the dm-verity root
+// hash of its squashfs image and that image's size in 4 KiB blocks. The
+// salt is fixed by the format and the layer's diff_id.
+type LayerDisk struct {
+	RootHash   string `json:"root_hash"`
+	DataBlocks int64  `json:"data_blocks"`
 }
 
 // Signer is who may sign an image: a public key, or a keyless
@@ -297,6 +310,14 @@ func Parse(text []byte) (*Policy, error) {
 			// -1: an encrypted layer's size, unknown to the generator.
 			if n < 1024 && n != -1 {
 				return nil, fmt.Errorf("policy image %q: layer %d has size %d; a layer tar is at least 1024 bytes (-1: unknown)", ref, i+1, n)
+			}
+		}
+		if len(img.LayerDisks) != 0 && len(img.LayerDisks) != len(img.Layers) {
+			return nil, fmt.Errorf("policy image %q pins %d layer disks for %d layers", ref, len(img.LayerDisks), len(img.Layers))
+		}
+		for i, d := range img.LayerDisks {
+			if len(d.RootHash) != 64 || strings.Trim(d.RootHash, "0123456789abcdef") != "" || d.DataBlocks < 1 {
+				return nil, fmt.Errorf("policy image %q: layer disk %d is not a sha256 root hash and a block count", ref, i+1)
 			}
 		}
 		if img.Digest == "" && len(img.SignedBy) == 0 {

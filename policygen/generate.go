@@ -7,7 +7,9 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -19,6 +21,7 @@ import (
 	"cocoon.dev/cocoon/imagecrypt"
 	"cocoon.dev/cocoon/imagesig"
 	"cocoon.dev/cocoon/kbs/protocol"
+	"cocoon.dev/cocoon/layerdisk"
 	"cocoon.dev/cocoon/pod"
 	"cocoon.dev/cocoon/policy"
 	"cocoon.dev/cocoon/resolve"
@@ -59,6 +62,11 @@ type GenerateOptions struct {
 	// Trust says which images the policy trusts by signer rather than by
 	// digest (nil: every image by digest).
 	Trust *ImageTrust
+	// LayerDisks pins each layer's verified disk (layerdisk: a
+	// reproducible squashfs image and its dm-verity root hash) for images
+	// pinned by digest and not encrypted, so VM sandboxes can take layers
+	// from disks the host builds instead of pulling them.
+	LayerDisks bool
 
 	// From the pod's annotations: the JWE private key's resource, and
 	// whether a key broker is named.
@@ -217,13 +225,13 @@ func inspectImage(ctx context.Context, ref string, o GenerateOptions) (policy.Im
 		img.DecryptionKey = key
 		return img, err
 	}
-	sizes, err := verifiedSizes(ctx, in, o)
+	sizes, disks, err := verifiedSizes(ctx, in, o)
 	if err != nil {
 		return policy.Image{}, err
 	}
 	c := in.Config.Config
 	return policy.Image{
-		Digest: in.ManifestDigest, ConfigDigest: in.ConfigDigest, Layers: in.DiffIDs, LayerSizes: sizes, DecryptionKey: key,
+		Digest: in.ManifestDigest, ConfigDigest: in.ConfigDigest, Layers: in.DiffIDs, LayerSizes: sizes, DecryptionKey: key, LayerDisks: disks,
 		Entrypoint: nonNil(c.Entrypoint), Cmd: nonNil(c.Cmd), Env: nonNil(c.Env), WorkingDir: c.WorkingDir, User: c.User,
 	}, nil
 }
@@ -288,31 +296,100 @@ func signedImage(ctx context.Context, ref string, in *image.Inspection, signers 
 // cacheEntry is what the generator remembers of an image whose layers it
 // verified, by manifest digest.
 type cacheEntry struct {
-	ConfigDigest string  `json:"config_digest"`
-	LayerSizes   []int64 `json:"layer_sizes"`
+	ConfigDigest string             `json:"config_digest"`
+	LayerSizes   []int64            `json:"layer_sizes"`
+	LayerDisks   []policy.LayerDisk `json:"layer_disks,omitempty"`
 }
 
 // verifiedSizes verifies every layer of in (or finds it verified in the
 // cache) and returns the layers' uncompressed sizes.
-func verifiedSizes(ctx context.Context, in *image.Inspection, o GenerateOptions) ([]int64, error) {
+func verifiedSizes(ctx context.Context, in *image.Inspection, o GenerateOptions) ([]int64, []policy.LayerDisk, error) {
+	wantDisks := o.LayerDisks && !encryptedImage(in)
 	marker := ""
 	if o.CacheDir != "" && image.ValidDigest(in.ManifestDigest) {
 		marker = filepath.Join(o.CacheDir, strings.TrimPrefix(in.ManifestDigest, "sha256:"))
 		var e cacheEntry
 		if b, err := os.ReadFile(marker); err == nil && json.Unmarshal(b, &e) == nil &&
-			e.ConfigDigest == in.ConfigDigest && len(e.LayerSizes) == len(in.DiffIDs) {
-			return e.LayerSizes, nil
+			e.ConfigDigest == in.ConfigDigest && len(e.LayerSizes) == len(in.DiffIDs) &&
+			(!wantDisks || len(e.LayerDisks) == len(in.DiffIDs)) {
+			if !wantDisks {
+				e.LayerDisks = nil
+			}
+			return e.LayerSizes, e.LayerDisks, nil
 		}
 	}
-	sizes, err := in.VerifyLayers(ctx, o.Parallel)
+	var disks []policy.LayerDisk
+	var tee func(int) (io.WriteCloser, error)
+	var wait func() error
+	if wantDisks {
+		disks = make([]policy.LayerDisk, len(in.DiffIDs))
+		tee, wait = diskBuilders(in.DiffIDs, disks)
+	}
+	sizes, err := in.VerifyLayersTee(ctx, o.Parallel, tee)
+	if wait != nil {
+		if werr := wait(); werr != nil {
+			// A layer that makes no disk (an entry squashfs cannot
+			// hold): the image is pulled in the guest instead.
+			disks = nil
+		}
+	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if marker != "" && os.MkdirAll(o.CacheDir, 0o700) == nil {
-		b, _ := json.Marshal(cacheEntry{ConfigDigest: in.ConfigDigest, LayerSizes: sizes})
+		b, _ := json.Marshal(cacheEntry{ConfigDigest: in.ConfigDigest, LayerSizes: sizes, LayerDisks: disks})
 		_ = os.WriteFile(marker, b, 0o644)
 	}
-	return sizes, nil
+	return sizes, disks, nil
+}
+
+func encryptedImage(in *image.Inspection) bool {
+	for _, d := range in.Layers() {
+		if imagecrypt.Encrypted(d) {
+			return true
+		}
+	}
+	return false
+}
+
+// diskBuilders builds each layer's disk from its uncompressed stream, as
+// the layers are verified, into a temporary file it removes: only the
+// root hash and size are kept (the node builds its own disks, which must
+// come out the same).
+func diskBuilders(diffIDs []string, out []policy.LayerDisk) (func(int) (io.WriteCloser, error), func() error) {
+	var wg sync.WaitGroup
+	errs := make([]error, len(diffIDs))
+	tee := func(i int) (io.WriteCloser, error) {
+		f, err := os.CreateTemp("", "cocoon-layerdisk-*")
+		if err != nil {
+			return nil, err
+		}
+		pr, pw := io.Pipe()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer os.Remove(f.Name())
+			defer f.Close()
+			in, err := layerdisk.Make(pr, diffIDs[i], f)
+			// The rest of the stream (tar padding, or all of it when the
+			// disk failed) is drained: the verifier never waits on or
+			// fails because of the disk.
+			if _, derr := io.Copy(io.Discard, pr); err == nil {
+				err = derr
+			}
+			if err != nil {
+				errs[i] = fmt.Errorf("layer %d (%s): its disk: %w", i+1, diffIDs[i], err)
+				return
+			}
+			out[i] = policy.LayerDisk{RootHash: in.Verity.RootHash, DataBlocks: in.Verity.DataBlocks}
+		}()
+		return pw, nil
+	}
+	wait := func() error {
+		wg.Wait()
+		return errors.Join(errs...)
+	}
+	return tee, wait
 }
 
 func nonNil(s []string) []string {

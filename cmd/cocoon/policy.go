@@ -28,6 +28,7 @@ type genFlags struct {
 	// signedBy, trustedRoot and imagePolicy trust images by signer.
 	signedBy                 []string
 	trustedRoot, imagePolicy string
+	layerDisks               bool
 	// secrets are the Secrets of a multi-document manifest (not a flag):
 	// env valueFrom.secretKeyRef resolves from them.
 	secrets map[string]map[string]string
@@ -40,6 +41,7 @@ func (f *genFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.seccompRoot, "seccomp-root", pod.DefaultSeccompRoot, "directory of the nodes' Localhost seccomp profiles (kubelet's <root-dir>/seccomp); a pod's seccompProfile is pinned by digest")
 	cmd.Flags().StringArrayVar(&f.signedBy, "signed-by", nil, "trust every image by this signer instead of its digest: a public key file (cosign.pub), or identity=SAN,issuer=URL for keyless signatures (with --trusted-root); repeat for several signers")
 	cmd.Flags().StringVar(&f.trustedRoot, "trusted-root", "", "Sigstore trusted_root.json for keyless --signed-by (Fulcio CAs, Rekor keys, timestamp authorities)")
+	cmd.Flags().BoolVar(&f.layerDisks, "layer-disks", true, "pin each layer's verified disk (a reproducible squashfs image's dm-verity root hash) so VM sandboxes can take layers from disks the node builds and shares instead of pulling them (images pinned by digest, not encrypted)")
 	cmd.Flags().StringVar(&f.imagePolicy, "image-policy", "", "containers-policy.json deciding per registry/repository which images are trusted by signer (sigstoreSigned) and which by digest (insecureAcceptAnything)")
 }
 
@@ -104,7 +106,7 @@ func generate(cmd *cobra.Command, g *globals, file string, y []byte, f *genFlags
 	}
 	pol, err := policygen.Generate(cmd.Context(), p, policygen.GenerateOptions{
 		Settings: st, Debug: f.debug, DisableStdio: f.disableStdio,
-		CacheDir: filepath.Join(g.root, "cache", "policy"), Trust: trust,
+		CacheDir: filepath.Join(g.root, "cache", "policy"), Trust: trust, LayerDisks: f.layerDisks,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", file, err)
