@@ -69,6 +69,11 @@ type Config struct {
 	// VolumeSource, when set, maps an encrypted volume's host path to the
 	// device the agent opens (a VM's virtio disk).
 	VolumeSource func(path string) (string, error)
+	// LayerDisks, when set, finds a layer's verified read-only disk the
+	// host attached (its virtio serial, guestinit.LayerDiskSerial) so a
+	// layer the policy pins a disk for is opened with dm-verity instead of
+	// pulled (a VM's agent; nil: always pull).
+	LayerDisks func(serial string) (dev string, ok bool)
 	// MaxLayerBytes bounds a layer's uncompressed size when the policy
 	// pins none (0: image.DefaultMaxLayerBytes).
 	MaxLayerBytes int64
@@ -81,6 +86,7 @@ type Agent struct {
 	log    *slog.Logger
 	runc   *runc.Runc
 	puller *image.Puller
+	disks  layerDisks
 	ctx    context.Context // lives as long as the agent
 	cancel context.CancelFunc
 

@@ -15,7 +15,9 @@ import (
 const (
 	GuestStateDir = "/run/cocoon/agent"
 	GuestLayerDir = "/var/lib/cocoon/layers"
-	guestPortName = "cocoon.agent"
+	// GuestLayerDiskDir is where the layer disks are mounted.
+	GuestLayerDiskDir = "/run/cocoon/layerdisks"
+	guestPortName     = "cocoon.agent"
 )
 
 // GuestInit prepares a sandbox VM for the agent once cocoon-init has

@@ -177,16 +177,17 @@ func (s *service) PullImage(ctx context.Context, req *agentv1.PullImageRequest) 
 	defer keys.close()
 	puller := *a.puller
 	puller.LayerKey = keys.unwrap
+	puller.LayerSource = a.layerSource(ref)
 	img, err := puller.Pull(ctx, from, prog, checks...)
 	if err != nil {
 		a.log.Warn("pull failed", "image", ref, "error", err)
 		return nil, fmt.Errorf("pull: %w", err)
 	}
-	spans.Add(ctx, fmt.Sprintf("image resolved and verified (%d of %d layers from the verified cache)", img.CachedLayers, len(img.DiffIDs)), time.Since(start))
+	spans.Add(ctx, fmt.Sprintf("image resolved and verified (%d of %d layers from the verified cache, %d from verified disks)", img.CachedLayers, len(img.DiffIDs), img.DiskLayers), time.Since(start))
 	a.mu.Lock()
 	a.images[ref] = img
 	a.mu.Unlock()
-	a.log.Info("image pulled", "image", ref, "digest", img.ManifestDigest, "signer", img.Signer, "layers", len(img.DiffIDs), "cached", img.CachedLayers, "took", time.Since(start))
+	a.log.Info("image pulled", "image", ref, "digest", img.ManifestDigest, "signer", img.Signer, "layers", len(img.DiffIDs), "cached", img.CachedLayers, "disks", img.DiskLayers, "took", time.Since(start))
 	return &agentv1.PullImageResponse{
 		Image: ref, ManifestDigest: img.ManifestDigest, ConfigDigest: img.ConfigDigest,
 		DiffIds: img.DiffIDs, CachedLayers: int32(img.CachedLayers),

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/md5"
 	"encoding/json"
 	"fmt"
 	"io/fs"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"cocoon.dev/cocoon/internal/testimage"
 	"cocoon.dev/cocoon/sandbox"
 )
 
@@ -296,5 +298,103 @@ func TestVMTEERefusals(t *testing.T) {
 	}
 	if out, _ := exec.Command("pgrep", "-f", "qemu-system.*"+x.root).Output(); len(out) > 0 {
 		t.Errorf("QEMU runs: %s", out)
+	}
+}
+
+// layeredImage is busybox with two more layers: a small marker and a
+// 64 KiB file whose data spans many blocks.
+func layeredImage(t *testing.T, tag string) string {
+	t.Helper()
+	small, err := testimage.Layer([]testimage.File{{Path: "/marker", Data: []byte("from-a-layer-disk-" + tag + "\n"), Mode: 0o644}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big, err := testimage.Layer([]testimage.File{{Path: "/big", Data: bytes.Repeat([]byte("layer-disk-data-"), 4096), Mode: 0o644}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := testimage.Busybox(small, big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, pinned, err := env.reg.Push("disks/app:"+tag, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pinned
+}
+
+// TestVMLayerDisks: two VM pods of one multi-layer image take every layer
+// from the node's verified disks, built once and shared; a disk altered
+// after the policy was generated is refused (its first blocks) or reads
+// as an I/O error (a data block), never as other data.
+func TestVMLayerDisks(t *testing.T) {
+	x := newH(t)
+	vmReady(t)
+	x.guestBuild(filepath.Join(env.bin, "cocoon-agent"))
+	ref := layeredImage(t, "v1")
+	pod := func(name string) string {
+		p := x.pod(fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: %s}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: app
+    image: %s
+    command: ["sh", "-c", "cat /marker; md5sum /big | cut -c1-32"]
+`, name, ref))
+		x.mustRun(0, "policy", "generate", p)
+		return p
+	}
+	p1, p2 := pod("disks-a"), pod("disks-b")
+	pol, _ := x.mustRun(0, "policy", "generate", "--print", p1)
+	if !strings.Contains(pol, `"layer_disks"`) {
+		t.Fatalf("the policy pins no layer disks:\n%s", pol)
+	}
+	want := fmt.Sprintf("%x", md5.Sum(bytes.Repeat([]byte("layer-disk-data-"), 4096)))
+	for _, p := range []string{p1, p2} {
+		out, errs := x.mustRun(0, "run", "--isolation", "qemu", "--trace", p)
+		if !strings.Contains(out, "from-a-layer-disk-v1") || !strings.Contains(out, want) || !strings.Contains(out+errs, "3 from verified disks") {
+			t.Fatalf("stdout %q stderr %q", out, errs)
+		}
+	}
+	disks, _ := filepath.Glob(filepath.Join(x.root, "layerdisks", "sha256", "*.disk"))
+	if len(disks) != 3 {
+		t.Fatalf("%d layer disks in the node's cache, want 3 (built once, shared): %v", len(disks), disks)
+	}
+	x.mustRun(0, "rm", "disks-a")
+	x.mustRun(0, "rm", "disks-b")
+
+	// Alter the big layer's disk: a byte of its file's data (block 5).
+	bigDisk := ""
+	for _, d := range disks {
+		if st, _ := os.Stat(d); st.Size() > 64<<10 {
+			bigDisk = d
+		}
+	}
+	if bigDisk == "" {
+		t.Fatal("no disk holds the 64 KiB layer")
+	}
+	orig, _ := os.ReadFile(bigDisk)
+	flip := func(at int) {
+		b := append([]byte(nil), orig...)
+		b[at] ^= 0xff
+		os.Chmod(bigDisk, 0o644)
+		if err := os.WriteFile(bigDisk, b, 0o444); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flip(5*4096 + 100)
+	out, errs := x.mustRun(0, "run", "--isolation", "qemu", p1)
+	if strings.Contains(out, want) || !strings.Contains(out, "Input/output error") {
+		t.Fatalf("an altered data block: stdout %q stderr %q", out, errs)
+	}
+	x.mustRun(0, "rm", "disks-a")
+	// Its first block (the superblock): the disk is refused, nothing starts.
+	flip(10)
+	out, errs = x.mustRun(125, "run", "--isolation", "qemu", p1)
+	if strings.Contains(out, "from-a-layer-disk") || !strings.Contains(errs, "does not open against the policy's root hash") {
+		t.Fatalf("an altered superblock: stdout %q stderr %q", out, errs)
 	}
 }

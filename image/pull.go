@@ -38,6 +38,9 @@ type Image struct {
 	// Signer is who signed the image, as the check that verified it says
 	// ("" when no check looked for a signature).
 	Signer string
+	// DiskLayers counts the layers taken from the LayerSource (verified
+	// disks) rather than fetched.
+	DiskLayers int
 }
 
 // Check looks at an image before any of its layers is fetched (its
@@ -103,6 +106,11 @@ type Puller struct {
 	// encrypted layer, cached ones included: the key's release is what
 	// authorises the image.
 	LayerKey func(ctx context.Context, desc v1.Descriptor) ([]byte, error)
+	// LayerSource, when set, may give a layer already in place — a
+	// verified read-only disk the host attached, mounted — instead of
+	// fetching it (ok false: fetch it). It is asked for layers the store
+	// lacks; it must verify what it returns.
+	LayerSource func(ctx context.Context, diffID string) (dir string, ok bool, err error)
 }
 
 // layerLimit is the bound of one layer's uncompressed size.
@@ -165,11 +173,22 @@ func (p *Puller) Pull(ctx context.Context, raw string, prog *Progress, check ...
 			img.CachedLayers++
 			continue
 		}
+		if p.LayerSource != nil && keys[i] == nil {
+			dir, ok, err := p.LayerSource(ctx, d)
+			if err != nil {
+				return nil, fmt.Errorf("%s: layer %d/%d (%s): %w", what, i+1, n, d, err)
+			}
+			if ok {
+				img.LayerDirs[i] = dir
+				img.DiskLayers++
+				continue
+			}
+		}
 		todo = append(todo, i)
 		prog.bytesTotal.Add(res.manifest.Layers[i].Size)
 	}
 	prog.layersTotal.Store(int32(n))
-	prog.layersDone.Store(int32(img.CachedLayers))
+	prog.layersDone.Store(int32(img.CachedLayers + img.DiskLayers))
 
 	par := p.Parallel
 	if par <= 0 {
@@ -301,6 +320,33 @@ func (in *Inspection) Layers() []v1.Descriptor {
 	}
 	return in.res.manifest.Layers
 }
+
+// OpenUncompressed opens layer i's uncompressed tar, unverified: for a
+// builder whose product is verified otherwise (a layer disk, against the
+// root hash a policy pins).
+func (in *Inspection) OpenUncompressed(i int) (io.ReadCloser, error) {
+	rc, err := in.res.layer(i)
+	if err != nil {
+		return nil, err
+	}
+	if in.res.uncompressed {
+		return rc, nil
+	}
+	br := bufio.NewReaderSize(rc, 1<<20)
+	ur, closeZ, err := decompress(br)
+	if err != nil {
+		rc.Close()
+		return nil, err
+	}
+	return readCloser{ur, func() error { closeZ(); return rc.Close() }}, nil
+}
+
+type readCloser struct {
+	io.Reader
+	close func() error
+}
+
+func (r readCloser) Close() error { return r.close() }
 
 // UnknownSize is the size VerifyLayers gives an encrypted layer: its
 // plaintext cannot be read without the key.

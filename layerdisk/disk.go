@@ -1,7 +1,6 @@
 package layerdisk
 
 import (
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,7 +15,7 @@ import (
 
 // Format names the disk layout; it is part of the salt, so a layout change
 // changes every root hash (and old policies refuse new disks).
-const Format = "cocoon-layer-disk-v1"
+const Format = guestinit.LayerDiskFormat
 
 // Info is a layer disk: its layer, and the dm-verity parameters that open
 // it (the data is the squashfs image; the hash tree follows it).
@@ -25,12 +24,8 @@ type Info struct {
 	Verity guestinit.Verity `json:"verity"`
 }
 
-// Salt is the verity salt of a layer's disk: fixed by the layer, so the
-// root hash is the same wherever the disk is built.
-func Salt(diffID string) []byte {
-	s := sha256.Sum256([]byte(Format + "\x00" + diffID))
-	return s[:]
-}
+// Salt is the verity salt of a layer's disk (guestinit.LayerDiskSalt).
+func Salt(diffID string) []byte { return guestinit.LayerDiskSalt(diffID) }
 
 // Make builds the layer disk of an uncompressed layer tar into f (an empty
 // file): the squashfs image, then its hash tree.

@@ -89,10 +89,14 @@ func (s *shim) launchVM(ctx context.Context) (*vmchan.Host, error) {
 		return nil, fmt.Errorf("guest image: %w (build it with `cocoon guest build`)", err)
 	}
 	cmdline := VMCmdline(s.cfg.TEE)
+	disks, err := s.layerDiskDrives(ctx)
+	if err != nil {
+		return nil, err
+	}
 	qc := QEMUConfig{
 		KVM: s.cfg.KVM, Binary: s.cfg.QEMU, Kernel: img.Kernel, Initrd: img.Initrd, Cmdline: cmdline,
 		MemoryMiB: s.cfg.MemoryMiB, VCPUs: s.cfg.VCPUs, AgentSocket: filepath.Join(s.dir, fileVMSock),
-		Drives: append([]Drive{{Path: img.Rootfs, Serial: guestinit.RootfsSerial, ReadOnly: true}}, s.volumeDrives()...),
+		Drives: append(append([]Drive{{Path: img.Rootfs, Serial: guestinit.RootfsSerial, ReadOnly: true}}, s.volumeDrives()...), disks...),
 	}
 	switch s.cfg.TEE {
 	case tee.SNP, tee.TDX:

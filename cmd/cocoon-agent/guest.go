@@ -84,7 +84,12 @@ func newGuestAgent(ch *vmchan.Guest, params map[string]string, log *slog.Logger)
 			return ch.FetchTree(ctx, p, filepath.Join(agent.GuestStateDir, "local"))
 		},
 		VolumeSource: vmchan.FindDisk,
-		ListenPod:    func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) },
+		// Layer disks are attached before boot: one look, no wait.
+		LayerDisks: func(serial string) (string, bool) {
+			d, err := guestinit.FindSerial(serial, 0)
+			return d, err == nil
+		},
+		ListenPod: func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) },
 	}
 	switch params["tee"] {
 	case "sim":
