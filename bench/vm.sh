@@ -22,7 +22,7 @@ runs=${RUNS:-5}
 scripts/deps.sh --vm
 work=$(mktemp -d)
 C="bin/cocoon --root $work/root"
-trap '$C rm -f bench-vm bench-proc bench-mem >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+trap '$C rm -f bench-vm bench-proc bench-mem bench-disk bench-pull bench-hold bench-small >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o bin/ ./cmd/cocoon ./cmd/cocoon-agent ./cmd/cocoon-init
 go run ./internal/cmd/mkimage -layout "$work/layout" -tag bench >/dev/null
 pod() { # name command...
@@ -94,3 +94,73 @@ echo "VM sandbox memory (small pod, one sleeping container, VM of $(( total )) M
 echo "  QEMU resident: $rss MiB ($anon MiB anonymous; under emulation $tcg MiB of it is the translation cache)"
 echo "  used inside the guest (MemTotal - MemAvailable): $((total - avail)) MiB"
 echo "  host overhead without the translation cache: $((anon - tcg)) MiB anonymous (target: at most 128 MiB)"
+$C rm -f bench-mem >/dev/null
+anon_small=$((anon - tcg))
+
+# Layer disks against guest pull (#19): image-ready time and guest memory
+# for a large image (this machine's Go toolchain tree: 7 layers, ~170 MiB;
+# the small image in short mode), the disks built once and then shared.
+if [ -n "${BENCH_SHORT:-}" ]; then
+  big="oci:$work/layout:bench"; what="the small image"
+else
+  go run ./internal/cmd/mkimage -layout "$work/big" -tag big -gotree >/dev/null 2>&1
+  big="oci:$work/big:big"; what="the Go toolchain image (~170 MiB, 7 layers)"
+fi
+bigpod() { # name layer-disks(true|false) command [image]
+  cat <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: $1, annotations: {cocoon.dev/layer-disks: "$2"}}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: t, image: "${4:-$big}", command: [$3], resources: {limits: {memory: 512Mi}}}
+YAML
+}
+meminfo='"sh", "-c", "grep -E \"MemTotal|MemAvailable\" /proc/meminfo"'
+bigpod bench-disk true "$meminfo" > "$work/disk.yaml"
+bigpod bench-pull false "$meminfo" > "$work/pull.yaml"
+bigpod bench-small true "$meminfo" "oci:$work/layout:bench" > "$work/small.yaml"
+bigpod bench-hold true '"sh", "-c", "grep -E \"MemTotal|MemAvailable\" /proc/meminfo; exec sleep 600"' > "$work/hold.yaml"
+for f in disk pull hold small; do $C policy generate "$work/$f.yaml" >/dev/null 2>&1; done
+# ms from the agent ready to the image ready, and MiB used in the guest.
+phase() { # name
+  $C ps -o json | python3 -c '
+import json,sys
+st=[s for s in json.load(sys.stdin) if s["name"]==sys.argv[1]][0]
+t=st.get("timings",{})
+print(int((t.get("images_ready_s",0)-t.get("agent_ready_s",0))*1000))' "$1"
+}
+used() { $C logs "$1" | awk '/MemTotal/ {t=$2} /MemAvailable/ {a=$2} END {print int((t-a)/1024)}'; }
+t0=$(now); $C run --isolation qemu "$work/disk.yaml" >/dev/null; t1=$(now)
+cold=$(( (t1 - t0) / 1000000 )); cold_ready=$(phase bench-disk)
+$C rm -f bench-disk >/dev/null
+ndisks=$(ls "$work/root/layerdisks/sha256/"*.disk | wc -l)
+for i in $(seq "$runs"); do
+  $C run --isolation qemu "$work/disk.yaml" >/dev/null
+  phase bench-disk >> "$work/disk.ready"; used bench-disk >> "$work/disk.used"
+  $C rm -f bench-disk >/dev/null
+  $C run --isolation qemu "$work/pull.yaml" >/dev/null
+  phase bench-pull >> "$work/pull.ready"; used bench-pull >> "$work/pull.used"
+  $C rm -f bench-pull >/dev/null
+  $C run --isolation qemu "$work/small.yaml" >/dev/null
+  used bench-small >> "$work/small.used"
+  $C rm -f bench-small >/dev/null
+done
+dr=$(median < "$work/disk.ready"); pr=$(median < "$work/pull.ready")
+du=$(median < "$work/disk.used"); pu=$(median < "$work/pull.used"); su=$(median < "$work/small.used")
+echo "Layer disks against guest pull, $what, median of $runs runs (KVM: $kvm):"
+printf '  first pod, disks built (%d disks): run wall %d ms, image ready %d ms after the agent\n' "$ndisks" "$cold" "$cold_ready"
+printf '  image ready after the agent: layer disks %6d ms, guest pull %6d ms; ratio %s (target: at most 1/3)\n' "$dr" "$pr" \
+  "$(awk -v d="$dr" -v p="$pr" 'BEGIN {printf "%.2f", (p > 0 ? d/p : 0)}')"
+printf '  used inside the guest:       layer disks %6d MiB, guest pull %6d MiB; the small image from disks %d MiB (target: within 10 MiB)\n' "$du" "$pu" "$su"
+# The host's memory: QEMU's anonymous memory with the large image's disks
+# mounted, against the small pod's (the layers live in the page cache).
+$C run -d --isolation qemu "$work/hold.yaml" >/dev/null
+for _ in $(seq 600); do $C logs bench-hold 2>/dev/null | grep -q MemAvailable && break; sleep 0.1; done
+sleep 2
+hpid=$($C ps -o json | python3 -c 'import json,sys; print([s for s in json.load(sys.stdin) if s["name"]=="bench-hold"][0]["agentPid"])')
+hanon=$(awk '/^RssAnon/ {print int($2/1024)}' /proc/$hpid/status)
+$C rm -f bench-hold >/dev/null
+printf '  QEMU anonymous memory with the disks mounted: %d MiB (small pod: %d MiB; the disks are read through the host page cache, shared by every VM)\n' "$((hanon - tcg))" "$anon_small"

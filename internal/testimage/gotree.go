@@ -72,9 +72,26 @@ func dirLayer(root string, dirs ...string) (v1.Layer, int64, error) {
 // tree (many small sources, some large binaries: a realistic mix) into an
 // OCI layout, and returns the bytes of file content. Benchmarks use it.
 func GoTreeLayout(dir, tag string) (int64, error) {
+	layers, total, err := GoTreeLayers()
+	if err != nil {
+		return 0, err
+	}
+	img, err := Image(v1.Config{Cmd: []string{"/bin/true"}}, layers...)
+	if err != nil {
+		return 0, err
+	}
+	if err := WriteLayout(dir, map[string]v1.Image{tag: img}); err != nil {
+		return 0, err
+	}
+	return total, nil
+}
+
+// GoTreeLayers are the layers of GoTreeLayout's image and the bytes of
+// files they hold.
+func GoTreeLayers() ([]v1.Layer, int64, error) {
 	out, err := exec.Command("go", "env", "GOROOT").Output()
 	if err != nil {
-		return 0, fmt.Errorf("go env GOROOT: %w", err)
+		return nil, 0, fmt.Errorf("go env GOROOT: %w", err)
 	}
 	goroot := strings.TrimSpace(string(out))
 	groups := [][]string{{"pkg/tool"}, {"src/cmd"}, {"src/net", "src/crypto"}, {"src/runtime", "src/internal"}, {"src/syscall", "src/vendor", "src/go"}, {"src/math", "src/encoding", "src/image"}}
@@ -84,20 +101,13 @@ func GoTreeLayout(dir, tag string) (int64, error) {
 	for _, g := range groups {
 		l, n, err := dirLayer(goroot, g...)
 		if err != nil {
-			return 0, err
+			return nil, 0, err
 		}
 		s, _ := l.Size()
 		layers = append(layers, l)
 		total += n
 		compressed += s
 	}
-	img, err := Image(v1.Config{Cmd: []string{"/bin/true"}}, layers...)
-	if err != nil {
-		return 0, err
-	}
-	if err := WriteLayout(dir, map[string]v1.Image{tag: img}); err != nil {
-		return 0, err
-	}
 	fmt.Printf("image: %d layers, %.1f MiB of files, %.1f MiB compressed\n", len(layers), float64(total)/(1<<20), float64(compressed)/(1<<20))
-	return total, nil
+	return layers, total, nil
 }

@@ -24,14 +24,15 @@ func main() {
 	out := flag.String("layout", "", "OCI layout directory to write")
 	tag := flag.String("tag", "latest", "tag of the image in the layout")
 	flag.Var(&files, "add", "DEST=SRC: add the file SRC at DEST (repeatable; executable)")
+	gotree := flag.Bool("gotree", false, "add the 6 layers of this machine's Go toolchain tree (~170 MiB: a large image for benchmarks)")
 	flag.Parse()
-	if err := run(*out, *tag, files); err != nil {
+	if err := run(*out, *tag, files, *gotree); err != nil {
 		fmt.Fprintln(os.Stderr, "mkimage:", err)
 		os.Exit(1)
 	}
 }
 
-func run(out, tag string, files []string) error {
+func run(out, tag string, files []string, gotree bool) error {
 	if out == "" {
 		return fmt.Errorf("-layout is required")
 	}
@@ -54,6 +55,13 @@ func run(out, tag string, files []string) error {
 			return err
 		}
 		layers = append(layers, l)
+	}
+	if gotree {
+		gl, _, err := testimage.GoTreeLayers()
+		if err != nil {
+			return err
+		}
+		layers = append(layers, gl...)
 	}
 	img, err := testimage.Busybox(layers...)
 	if err != nil {
