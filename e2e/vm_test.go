@@ -397,4 +397,13 @@ spec:
 	if strings.Contains(out, "from-a-layer-disk") || !strings.Contains(errs, "does not open against the policy's root hash") {
 		t.Fatalf("an altered superblock: stdout %q stderr %q", out, errs)
 	}
+	x.cocoon("rm", "-f", "disks-a") // if the refusal left one
+	// An image the policy does not pin: refused, whatever disks exist.
+	other := layeredImage(t, "v2")
+	b, _ := os.ReadFile(p1)
+	os.WriteFile(p1, bytes.ReplaceAll(b, []byte(ref), []byte(other)), 0o644)
+	out, errs = x.mustRun(125, "run", "--isolation", "qemu", p1)
+	if strings.Contains(out, "from-a-layer-disk") || !strings.Contains(errs, "is not in the policy") {
+		t.Fatalf("an image the policy does not pin: stdout %q stderr %q", out, errs)
+	}
 }
