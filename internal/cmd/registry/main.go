@@ -28,6 +28,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "registry:", err)
 		os.Exit(1)
 	}
+	select {} // serve until killed
 }
 
 func run(dir, repo string) error {
@@ -67,5 +68,5 @@ func run(dir, repo string) error {
 		}
 		fmt.Println(ref.String())
 	}
-	select {}
+	return nil
 }
