@@ -104,8 +104,22 @@ func (c Cache) Get(diffID string, open func() (io.ReadCloser, error)) (string, *
 	if err != nil {
 		return "", nil, err
 	}
-	if err := os.WriteFile(meta+".tmp", b, 0o644); err != nil {
+	// Its own temporary name: two sandboxes may build one layer at once.
+	mf, err := os.CreateTemp(filepath.Dir(meta), ".meta-*")
+	if err != nil {
 		return "", nil, err
 	}
-	return disk, in, os.Rename(meta+".tmp", meta)
+	defer os.Remove(mf.Name())
+	if _, err := mf.Write(b); err != nil {
+		mf.Close()
+		return "", nil, err
+	}
+	if err := mf.Chmod(0o644); err != nil {
+		mf.Close()
+		return "", nil, err
+	}
+	if err := mf.Close(); err != nil {
+		return "", nil, err
+	}
+	return disk, in, os.Rename(mf.Name(), meta)
 }

@@ -97,3 +97,39 @@ func TestCache(t *testing.T) {
 		t.Fatalf("cache holds %d files, want the disk and its record", len(ents))
 	}
 }
+
+// TestCacheConcurrent: sandboxes starting together build one layer's disk
+// at once; each gets a whole disk and its record.
+func TestCacheConcurrent(t *testing.T) {
+	c := Cache{Dir: t.TempDir()}
+	layer := testLayer(t)
+	diffID := "sha256:" + strings.Repeat("12", 32)
+	open := func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(layer)), nil }
+	errs := make(chan error, 4)
+	roots := make(chan string, 4)
+	for i := 0; i < 4; i++ {
+		go func() {
+			_, in, err := c.Get(diffID, open)
+			if err == nil {
+				roots <- in.Verity.RootHash
+			}
+			errs <- err
+		}()
+	}
+	for i := 0; i < 4; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(roots)
+	first := ""
+	for r := range roots {
+		if first != "" && r != first {
+			t.Fatalf("root hashes differ: %s %s", first, r)
+		}
+		first = r
+	}
+	if _, in, err := c.Get(diffID, func() (io.ReadCloser, error) { t.Fatal("built again"); return nil, nil }); err != nil || in.Verity.RootHash != first {
+		t.Fatalf("the cached record: %v %v", in, err)
+	}
+}
