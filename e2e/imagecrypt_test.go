@@ -61,6 +61,20 @@ spec:
 `, name, addr, caB64, extra, image)
 }
 
+// simKBS starts a key broker that accepts the simulated TEE and returns
+// its state directory, address and CA (base64 PEM, as the pod annotation
+// takes it).
+func (x *h) simKBS() (state, addr, caB64 string) {
+	x.t.Helper()
+	state, addr = filepath.Join(x.t.TempDir(), "kbs"), freeAddr(x.t)
+	x.startKBS(state, addr, "--allow-sim")
+	ca, err := os.ReadFile(filepath.Join(state, "ca.pem"))
+	if err != nil {
+		x.t.Fatal(err)
+	}
+	return state, addr, base64.StdEncoding.EncodeToString(ca)
+}
+
 // hostHolds returns a file under dir holding b, or "".
 func hostHolds(dir string, b []byte) string {
 	found := ""
@@ -92,9 +106,7 @@ func needSkopeo(t *testing.T) {
 func TestEncryptedImageSkopeo(t *testing.T) {
 	needSkopeo(t)
 	x := newH(t)
-	state, addr := filepath.Join(t.TempDir(), "kbs"), freeAddr(t)
-	x.startKBS(state, addr, "--allow-sim")
-	ca, _ := os.ReadFile(filepath.Join(state, "ca.pem"))
+	state, addr, caB64 := x.simKBS()
 	img, m := secretImage(t)
 	plain, _, err := env.reg.Push("enc/skopeo:plain", img)
 	if err != nil {
@@ -116,14 +128,12 @@ func TestEncryptedImageSkopeo(t *testing.T) {
 		t.Fatalf("skopeo: %v\n%s", err, out)
 	}
 	x.mustRun(0, "kbs", "put", "kbs:///app/image/jwe-key", filepath.Join(dir, "key.pem"), "--state", state)
-	p := x.pod(encImagePod("encjwe", enc, addr, base64.StdEncoding.EncodeToString(ca), "kbs:///app/image/jwe-key"))
+	p := x.pod(encImagePod("encjwe", enc, addr, caB64, "kbs:///app/image/jwe-key"))
 	x.mustRun(0, "policy", "generate", p)
 	annotated, _ := os.ReadFile(p)
 
 	// First with the release refused: nothing decrypted, nothing started.
-	deny := filepath.Join(t.TempDir(), "deny.rego")
-	os.WriteFile(deny, []byte("package policy\ndefault allow := false\n"), 0o644)
-	x.mustRun(0, "kbs", "policy", "set", deny, "--state", state)
+	x.setRelease(state, false)
 	out, errs := x.mustRun(125, "run", p)
 	if strings.Contains(out, m) || !strings.Contains(errs, "kbs:///app/image/jwe-key was not released") {
 		t.Fatalf("refused release: stdout %q stderr %q", out, errs)
@@ -134,9 +144,7 @@ func TestEncryptedImageSkopeo(t *testing.T) {
 	x.mustRun(0, "rm", "encjwe")
 
 	// Released: it runs.
-	allow := filepath.Join(t.TempDir(), "allow.rego")
-	os.WriteFile(allow, []byte("package policy\ndefault allow := true\n"), 0o644)
-	x.mustRun(0, "kbs", "policy", "set", allow, "--state", state)
+	x.setRelease(state, true)
 	os.WriteFile(p, annotated, 0o644)
 	out, errs = x.mustRun(0, "run", p)
 	if !strings.Contains(out, m) {
@@ -154,9 +162,7 @@ func TestEncryptedImageSkopeo(t *testing.T) {
 // broker and the pod needs nothing but the broker's annotation.
 func TestEncryptedImageCocoon(t *testing.T) {
 	x := newH(t)
-	state, addr := filepath.Join(t.TempDir(), "kbs"), freeAddr(t)
-	x.startKBS(state, addr, "--allow-sim")
-	ca, _ := os.ReadFile(filepath.Join(state, "ca.pem"))
+	state, addr, caB64 := x.simKBS()
 	img, m := secretImage(t)
 	plain, _, err := env.reg.Push("enc/cocoon:plain", img)
 	if err != nil {
@@ -171,7 +177,7 @@ func TestEncryptedImageCocoon(t *testing.T) {
 	if _, errs := x.mustRun(0, "image", "encrypt", plain, enc+"-again", "--key", "kbs:///app/image/key", "--state", state); !strings.Contains(errs, "reused") {
 		t.Fatalf("second encrypt: %q", errs)
 	}
-	p := x.pod(encImagePod("enccocoon", enc, addr, base64.StdEncoding.EncodeToString(ca), ""))
+	p := x.pod(encImagePod("enccocoon", enc, addr, caB64, ""))
 	x.mustRun(0, "policy", "generate", p)
 	if out, errs := x.mustRun(0, "run", p); !strings.Contains(out, m) {
 		t.Fatalf("stdout %q stderr %q", out, errs)
@@ -192,9 +198,7 @@ func TestVMEncryptedImage(t *testing.T) {
 	x := newH(t)
 	vmReady(t)
 	x.guestBuild(filepath.Join(env.bin, "cocoon-agent"))
-	state, addr := filepath.Join(t.TempDir(), "kbs"), freeAddr(t)
-	x.startKBS(state, addr, "--allow-sim")
-	ca, _ := os.ReadFile(filepath.Join(state, "ca.pem"))
+	state, addr, caB64 := x.simKBS()
 	img, m := secretImage(t)
 	plain, _, err := env.reg.Push("enc/vm:plain", img)
 	if err != nil {
@@ -202,7 +206,7 @@ func TestVMEncryptedImage(t *testing.T) {
 	}
 	enc := env.reg.Host() + "/enc/vm:1"
 	x.mustRun(0, "image", "encrypt", plain, enc, "--key", "kbs:///app/image/key", "--state", state)
-	pod := strings.Replace(encImagePod("vmencimg", enc, addr, base64.StdEncoding.EncodeToString(ca), ""),
+	pod := strings.Replace(encImagePod("vmencimg", enc, addr, caB64, ""),
 		`command: ["cat", "/secret.txt"]`, `command: ["sh", "-c", "sha256sum /secret.txt | cut -c1-64"]`, 1)
 	p := x.pod(pod)
 	x.mustRun(0, "policy", "generate", p)

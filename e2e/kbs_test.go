@@ -41,6 +41,17 @@ func (x *h) startKBS(state, addr string, args ...string) *kbsProc {
 	return &kbsProc{state: state, addr: addr, cmd: cmd}
 }
 
+// setRelease sets the broker's release policy to allow or refuse every
+// resource.
+func (x *h) setRelease(state string, allow bool) {
+	x.t.Helper()
+	p := filepath.Join(x.t.TempDir(), "release.rego")
+	if err := os.WriteFile(p, []byte(fmt.Sprintf("package policy\ndefault allow := %v\n", allow)), 0o644); err != nil {
+		x.t.Fatal(err)
+	}
+	x.mustRun(0, "kbs", "policy", "set", p, "--state", state)
+}
+
 func secretPod(name, image, ca, addr, command string) string {
 	return fmt.Sprintf(`apiVersion: v1
 kind: Pod
@@ -277,8 +288,7 @@ spec:
 // is not created. A Secret with a plain value gets no policy.
 func TestSealedSecretVolume(t *testing.T) {
 	x := newH(t)
-	state, addr := filepath.Join(t.TempDir(), "kbs"), freeAddr(t)
-	x.startKBS(state, addr, "--allow-sim")
+	state, addr, caB64 := x.simKBS()
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "cert"), []byte("volume-secret-cert"), 0o600)
 	os.WriteFile(filepath.Join(dir, "key"), []byte("volume-secret-key"), 0o600)
@@ -289,7 +299,6 @@ func TestSealedSecretVolume(t *testing.T) {
 		return strings.TrimSpace(out)
 	}
 	certRef, keyRef := seal("kbs:///app/tls/cert"), seal("kbs:///app/tls/key")
-	ca, _ := os.ReadFile(filepath.Join(state, "ca.pem"))
 	manifest := func(key string) string {
 		return fmt.Sprintf(`apiVersion: v1
 kind: Secret
@@ -319,7 +328,7 @@ spec:
     image: %s
     command: ["sh", "-c", "cat /etc/tls/tls.crt; echo; cat /etc/tls/private/tls.key; echo; stat -c '%%a %%n' /etc/tls/tls.crt /etc/tls/private/tls.key; touch /etc/tls/x 2>/dev/null || echo read-only"]
     volumeMounts: [{name: tls, mountPath: /etc/tls}]
-`, certRef, key, addr, base64.StdEncoding.EncodeToString(ca), env.busybox)
+`, certRef, key, addr, caB64, env.busybox)
 	}
 	p := x.pod(manifest(keyRef))
 	x.mustRun(0, "policy", "generate", p)
@@ -331,9 +340,7 @@ spec:
 	annotated := b
 
 	// The broker refuses: no sandbox.
-	deny := filepath.Join(t.TempDir(), "deny.rego")
-	os.WriteFile(deny, []byte("package policy\ndefault allow := false\n"), 0o644)
-	x.mustRun(0, "kbs", "policy", "set", deny, "--state", state)
+	x.setRelease(state, false)
 	out, errs := x.mustRun(125, "run", p)
 	if strings.Contains(out+errs, "volume-secret") || !strings.Contains(errs, "the sealed secret kbs:///app/tls/") {
 		t.Fatalf("refused release: stdout %q stderr %q", out, errs)
@@ -342,9 +349,7 @@ spec:
 		t.Fatalf("a sandbox is left after the refusal:\n%s", ps)
 	}
 
-	allow := filepath.Join(t.TempDir(), "allow.rego")
-	os.WriteFile(allow, []byte("package policy\ndefault allow := true\n"), 0o644)
-	x.mustRun(0, "kbs", "policy", "set", allow, "--state", state)
+	x.setRelease(state, true)
 	os.WriteFile(p, annotated, 0o644)
 	out, errs = x.mustRun(0, "run", p)
 	for _, want := range []string{"volume-secret-cert", "volume-secret-key", "644 /etc/tls/tls.crt", "400 /etc/tls/private/tls.key", "read-only"} {
