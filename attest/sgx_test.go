@@ -1,7 +1,9 @@
 package attest
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -63,14 +65,43 @@ func TestSGXQuote(t *testing.T) {
 		{"QE auth data", flip(sd + 578 + 1), at, "does not bind the attestation key"},
 		{"after the PCK's validity", raw, Options{Now: time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC), AllowDebug: true}, "Root CA"},
 		{"report data", raw, Options{Now: at.Now, AllowDebug: true, ReportData: []byte("other")}, "report_data"},
+		{"another platform's PCK chain", swapPCKChain(t, raw), at, "PCK"},
 		{"version", flip(0), at, "version"},
 		{"truncated", raw[:500], at, "signature data"},
 	}
 	for _, tc := range cases {
-		if _, err := NewVerifier().VerifySGX(context.Background(), tc.b, tc.o); err == nil || !strings.Contains(err.Error(), tc.want) {
+		_, err := NewVerifier().VerifySGX(context.Background(), tc.b, tc.o)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want an error saying %q", tc.name, err, tc.want)
 		}
+		t.Logf("%s: refused: %v", tc.name, err)
 	}
+}
+
+// swapPCKChain puts another platform's PCK certificate chain (the real TDX
+// quote's, from another machine) in place of the SGX quote's, fixing the
+// length fields, as a host that swaps certificates would.
+func swapPCKChain(t *testing.T, raw []byte) []byte {
+	t.Helper()
+	other, err := os.ReadFile(filepath.Join(vectors.EvidenceDir(), "tdx", "quote-4.dat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	begin := []byte("-----BEGIN CERTIFICATE-----")
+	i, j := bytes.Index(raw, begin), bytes.Index(other, begin)
+	if i < 4 || j < 0 {
+		t.Fatal("no PEM chain in the quotes")
+	}
+	chain := other[j:]
+	if k := bytes.LastIndex(chain, []byte("-----END CERTIFICATE-----")); k >= 0 {
+		chain = chain[:k+len("-----END CERTIFICATE-----\n")]
+	}
+	out := append(append([]byte(nil), raw[:i]...), chain...)
+	oldLen := binary.LittleEndian.Uint32(raw[i-4:])
+	binary.LittleEndian.PutUint32(out[i-4:], uint32(len(chain)))
+	sigLen := binary.LittleEndian.Uint32(raw[432:])
+	binary.LittleEndian.PutUint32(out[432:], sigLen-oldLen+uint32(len(chain)))
+	return out
 }
 
 func FuzzSGXQuote(f *testing.F) {
