@@ -75,7 +75,7 @@ func Verify(cands []Candidate, digest string, signers []*Verifier) (string, erro
 			reasons = append(reasons, fmt.Sprintf("%s under %s: %v", c.Where, s.Name(), err))
 		}
 	}
-	return "", fmt.Errorf("%w: %d signature(s) of %s found, none verifies: %s", ErrNotSigned, len(cands), digest, strings.Join(reasons, "; "))
+	return "", fmt.Errorf("%w: %d signature(s) of %s found, none verifies: %s (sign this digest with a key or identity the policy names, or generate the policy again for this signer)", ErrNotSigned, len(cands), digest, strings.Join(reasons, "; "))
 }
 
 func digestBytes(digest string) ([]byte, error) {

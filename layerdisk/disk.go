@@ -13,10 +13,6 @@ import (
 	"cocoon.dev/cocoon/verity"
 )
 
-// Format names the disk layout; it is part of the salt, so a layout change
-// changes every root hash (and old policies refuse new disks).
-const Format = guestinit.LayerDiskFormat
-
 // Info is a layer disk: its layer, and the dm-verity parameters that open
 // it (the data is the squashfs image; the hash tree follows it).
 type Info struct {

@@ -2,9 +2,11 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 
 	"cocoon.dev/cocoon/guestinit"
 	"cocoon.dev/cocoon/image"
@@ -16,6 +18,9 @@ import (
 // in the guest rather than take layers from verified disks the node
 // builds.
 const AnnotationLayerDisks = "cocoon.dev/layer-disks"
+
+// errNotAsPinned: the host cannot read the image as the policy pins it.
+var errNotAsPinned = errors.New("the image is not readable here as its policy pins it")
 
 // MaxLayerDisks bounds the disks one VM gets (each is a PCI device);
 // images past it are pulled in the guest.
@@ -56,18 +61,39 @@ func (s *shim) layerDiskDrives(ctx context.Context) ([]Drive, error) {
 			s.log.Info("layer disks: too many layers, pulled in the guest", "image", ref)
 			continue
 		}
-		in, err := image.Inspect(ctx, ref, nil)
-		if err != nil || in.ManifestDigest != pin.Digest || len(in.DiffIDs) != len(pin.Layers) {
-			s.log.Info("layer disks: image not readable here as pinned, pulled in the guest", "image", ref, "error", err)
-			continue
+		// The policy names the layers: a node whose cache holds their
+		// disks reads nothing of the image. Only a disk to build needs the
+		// image, inspected once.
+		var in *image.Inspection
+		open := func(i int) func() (io.ReadCloser, error) {
+			return func() (io.ReadCloser, error) {
+				if in == nil {
+					got, err := image.Inspect(ctx, ref, nil)
+					if err != nil || got.ManifestDigest != pin.Digest || !slices.Equal(got.DiffIDs, pin.Layers) {
+						return nil, fmt.Errorf("%w (%v)", errNotAsPinned, err)
+					}
+					in = got
+				}
+				return in.OpenUncompressed(i)
+			}
 		}
-		for i, d := range in.DiffIDs {
+		for i, d := range pin.Layers {
 			if seen[d] {
 				continue
 			}
-			path, _, err := cache.Get(d, func() (io.ReadCloser, error) { return in.OpenUncompressed(i) })
+			path, info, err := cache.Get(d, open(i))
+			if errors.Is(err, errNotAsPinned) {
+				s.log.Info("layer disks: image not readable here as pinned, pulled in the guest", "image", ref, "error", err)
+				break
+			}
 			if err != nil {
 				return nil, fmt.Errorf("layer disk of %s (%s): %w", ref, d, err)
+			}
+			if info.Verity.RootHash != pin.LayerDisks[i].RootHash || info.Verity.DataBlocks != pin.LayerDisks[i].DataBlocks {
+				// Built by another format (or altered): the guest would
+				// refuse it; this layer is pulled instead.
+				s.log.Info("layer disks: the cached disk is not the one the policy pins, pulled in the guest", "layer", d)
+				continue
 			}
 			seen[d] = true
 			drives = append(drives, Drive{Path: path, Serial: guestinit.LayerDiskSerial(d), ReadOnly: true})

@@ -12,10 +12,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
+	"cocoon.dev/cocoon/bench/internal/stats"
 	"cocoon.dev/cocoon/internal/testimage"
 )
 
@@ -28,11 +28,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "imagesig bench:", err)
 		os.Exit(1)
 	}
-}
-
-func median(d []time.Duration) time.Duration {
-	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
-	return d[len(d)/2]
 }
 
 func run(runs int, cocoon, cosign string) error {
@@ -123,7 +118,7 @@ func run(runs int, cocoon, cosign string) error {
 		}
 		signedT = append(signedT, d)
 	}
-	mp, ms := median(pinnedT), median(signedT)
+	mp, ms := stats.Median(pinnedT), stats.Median(signedT)
 	fmt.Printf("cocoon run (true, cached registry image), policy pins the digest:   median %v over %d runs\n", mp.Round(100*time.Microsecond), runs)
 	fmt.Printf("cocoon run (true, cached registry image), policy trusts the signer: median %v over %d runs\n", ms.Round(100*time.Microsecond), runs)
 	fmt.Printf("difference: signature verification adds %v to a cached-image start (target: at most 20 ms)\n", (ms - mp).Round(100*time.Microsecond))

@@ -12,12 +12,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/klauspost/compress/gzip"
 
+	"cocoon.dev/cocoon/bench/internal/stats"
 	"cocoon.dev/cocoon/internal/testimage"
 	"cocoon.dev/cocoon/pod"
 	"cocoon.dev/cocoon/policy"
@@ -31,11 +31,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "policygen bench:", err)
 		os.Exit(1)
 	}
-}
-
-func median(d []time.Duration) time.Duration {
-	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
-	return d[len(d)/2]
 }
 
 // gunzipSHA is the reference: read each layer blob, gunzip it, sha256 it.
@@ -126,11 +121,11 @@ func run(runs int) error {
 		return err
 	}
 	cached := time.Since(start)
-	mg, mr := median(gen), median(ref)
+	mg, mr := stats.Median(gen), stats.Median(ref)
 	fmt.Printf("cocoon policy generation (verify every layer, parallel): median %v\n", mg.Round(time.Millisecond))
 	fmt.Printf("gunzip + sha256 of the layers, one after another:     median %v\n", mr.Round(time.Millisecond))
 	fmt.Printf("ratio: %.2fx (target: at most 1.3x); generation again with the cache: %v\n", mg.Seconds()/mr.Seconds(), cached.Round(time.Millisecond))
-	md := median(disks)
+	md := stats.Median(disks)
 	fmt.Printf("with layer disks pinned (--layer-disks, the CLI's default): median %v, %.2fx the reference\n", md.Round(time.Millisecond), md.Seconds()/mr.Seconds())
 	return nil
 }

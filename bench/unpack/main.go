@@ -16,13 +16,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"cocoon.dev/cocoon/bench/internal/stats"
 	"cocoon.dev/cocoon/image"
 	"cocoon.dev/cocoon/imagecrypt"
 	"cocoon.dev/cocoon/internal/testimage"
@@ -36,11 +36,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "unpack bench:", err)
 		os.Exit(1)
 	}
-}
-
-func median(d []time.Duration) time.Duration {
-	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
-	return d[len(d)/2]
 }
 
 func run(runs int, work string) error {
@@ -109,12 +104,12 @@ func run(runs int, work string) error {
 		theirs = append(theirs, time.Since(start))
 		os.RemoveAll(bundle)
 	}
-	mo, mt := median(ours), median(theirs)
+	mo, mt := stats.Median(ours), stats.Median(theirs)
 	mib := float64(total) / (1 << 20)
 	fmt.Printf("cocoon unpack (verify + extract, layers in parallel): median %v  (%.0f MiB/s)\n", mo.Round(time.Millisecond), mib/mo.Seconds())
 	fmt.Printf("umoci unpack:                                       median %v  (%.0f MiB/s)\n", mt.Round(time.Millisecond), mib/mt.Seconds())
 	fmt.Printf("ratio: cocoon is %.2fx the speed of umoci (target: >= 1.0)\n", mt.Seconds()/mo.Seconds())
-	md := median(decrypted)
+	md := stats.Median(decrypted)
 	fmt.Printf("cocoon unpack of the encrypted image (decrypt + verify + extract): median %v  (%.0f MiB/s)\n", md.Round(time.Millisecond), mib/md.Seconds())
 	fmt.Printf("ratio: decrypting unpack is %.0f%% of the plain unpack's throughput (target: >= 80%%)\n", 100*mo.Seconds()/md.Seconds())
 	return nil
