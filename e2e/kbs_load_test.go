@@ -40,7 +40,7 @@ func (a simAttester) Evidence(_ context.Context, rd [64]byte) (*tee.Evidence, er
 // admin puts new versions against two replicas on PostgreSQL; one replica
 // is killed with SIGKILL in the middle. Every operation completes (on the
 // other replica when its first one died), every released value is one
-// that was put, and every acknowledged put is there afterwards.
+// that was put, and every acknowledged put is there afterwards, once.
 func TestKBSReplicaKilledUnderLoad(t *testing.T) {
 	x := newH(t)
 	auth, err := sim.LoadOrCreate(filepath.Join(x.root, "sim"))
@@ -151,8 +151,13 @@ func TestKBSReplicaKilledUnderLoad(t *testing.T) {
 			mu.Lock()
 			put[v] = true // may be released as soon as it is stored
 			mu.Unlock()
+			// Sent again to the other replica when the first died, with
+			// its Idempotency-Key: a put the dead replica committed
+			// before its answer was lost is not stored twice.
+			opt := client.PutOptions{RequestID: fmt.Sprintf("%s-put-%d", t.Name(), i)}
 			if err := either(i, func(u string) error {
-				return (&client.Admin{URL: u, HTTP: hc, Key: key}).Put(ctx, "load/key/k", []byte(v))
+				_, err := (&client.Admin{URL: u, HTTP: hc, Key: key}).PutWith(ctx, "load/key/k", []byte(v), opt)
+				return err
 			}); err != nil {
 				t.Errorf("put %s: %v", v, err)
 				continue

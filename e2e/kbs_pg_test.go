@@ -38,9 +38,21 @@ func TestKBSReplicasOnPostgres(t *testing.T) {
 		os.WriteFile(f, []byte(fmt.Sprintf("value-%d", i)), 0o600)
 		x.mustRun(0, "kbs", "put", fmt.Sprintf("kbs:///rep/k/v%d", i), f, "--state", state) // to A, the state's URL
 	}
+	// A put with a request id, acknowledged by A; sent again to B after
+	// A's death (as an admin whose answer was lost would): stored once.
+	os.WriteFile(f, []byte("join-token"), 0o600)
+	if out, _ := x.mustRun(0, "kbs", "put", "kbs:///rep/k/join", f, "--one-shot", "--request-id", "join-1", "--state", state); out != "stored kbs:///rep/k/join version 1\n" {
+		t.Errorf("put with a request id: %q", out)
+	}
 	a.cmd.Process.Signal(syscall.SIGKILL)
 	a.cmd.Wait()
 	onB := []string{"--kbs", "https://" + addrB, "--admin-key", filepath.Join(state, "admin.key"), "--ca", filepath.Join(state, "ca.pem")}
+	if out, _ := x.mustRun(0, append([]string{"kbs", "put", "kbs:///rep/k/join", f, "--one-shot", "--request-id", "join-1", "-o", "json"}, onB...)...); !strings.Contains(out, `"replayed": true`) || !strings.Contains(out, `"version": 1`) {
+		t.Errorf("the put sent again to B: %q", out)
+	}
+	if out, _ := x.mustRun(0, append([]string{"kbs", "versions", "kbs:///rep/k/join"}, onB...)...); strings.Count(out, "\n") != 1 {
+		t.Errorf("versions after the put was sent again: %q", out)
+	}
 	for i := 0; i < n; i++ {
 		out, _ := x.mustRun(0, append([]string{"kbs", "get", fmt.Sprintf("kbs:///rep/k/v%d", i)}, onB...)...)
 		if out != fmt.Sprintf("value-%d", i) {

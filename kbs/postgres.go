@@ -86,6 +86,10 @@ var migrations = []string{
 	// nonce can be used twice, since its session is gone), and a standby
 	// does not have them.
 	8: `ALTER TABLE kbs_sessions SET UNLOGGED;`,
+	// The request id (Idempotency-Key) a version was put with: a retried
+	// put finds it, on any replica, instead of storing a second version.
+	9: `ALTER TABLE kbs_resources ADD COLUMN request_id text;
+	CREATE UNIQUE INDEX kbs_resources_request ON kbs_resources (path, request_id) WHERE request_id IS NOT NULL;`,
 }
 
 // migrationLock is the advisory lock replicas take to migrate one at a
@@ -152,29 +156,52 @@ func (p *Postgres) Store(masterKey []byte, readable ...[]byte) (*PGStore, error)
 }
 
 // Put implements Store: the next version, numbered under a per-path lock
-// so that replicas putting at once get distinct versions.
-func (s *PGStore) Put(ctx context.Context, path string, data []byte, opt PutOptions) (int, error) {
+// so that replicas putting at once get distinct versions. Under the same
+// lock a request id already stored answers its version: a put retried on
+// another replica after the first one committed and died finds it.
+func (s *PGStore) Put(ctx context.Context, path string, data []byte, opt PutOptions) (PutResult, error) {
 	tx, err := s.p.pool.Begin(ctx)
 	if err != nil {
-		return 0, err
+		return PutResult{}, err
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, "cocoon-kbs-resource:"+path); err != nil {
-		return 0, err
+		return PutResult{}, err
+	}
+	var requestID *string
+	if opt.RequestID != "" {
+		requestID = &opt.RequestID
+		var (
+			n       int
+			sealed  []byte
+			oneShot bool
+		)
+		err := tx.QueryRow(ctx, `SELECT version, sealed, one_shot FROM kbs_resources WHERE path = $1 AND request_id = $2`, path, opt.RequestID).Scan(&n, &sealed, &oneShot)
+		switch {
+		case err == nil:
+			pt, err := s.open(path, n, sealed)
+			if err != nil {
+				return PutResult{}, err
+			}
+			defer clear(pt)
+			return replay(path, n, pt, oneShot, data, opt)
+		case !errors.Is(err, pgx.ErrNoRows):
+			return PutResult{}, err
+		}
 	}
 	var version int
 	if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) + 1 FROM kbs_resources WHERE path = $1`, path).Scan(&version); err != nil {
-		return 0, err
+		return PutResult{}, err
 	}
 	sealed, err := s.seal(path, version, data)
 	if err != nil {
-		return 0, err
+		return PutResult{}, err
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO kbs_resources (path, version, sealed, one_shot) VALUES ($1, $2, $3, $4)`, path, version, sealed, opt.OneShot); err != nil {
-		return 0, err
+	if _, err := tx.Exec(ctx, `INSERT INTO kbs_resources (path, version, sealed, one_shot, request_id) VALUES ($1, $2, $3, $4, $5)`, path, version, sealed, opt.OneShot, requestID); err != nil {
+		return PutResult{}, err
 	}
 	defer s.cache.invalidate(path)
-	return version, tx.Commit(ctx)
+	return PutResult{Version: version}, tx.Commit(ctx)
 }
 
 // Get implements Store.

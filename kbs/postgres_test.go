@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"cocoon.dev/cocoon/internal/testpg"
 	"cocoon.dev/cocoon/kbs"
 	"cocoon.dev/cocoon/kbs/client"
+	"cocoon.dev/cocoon/kbs/protocol"
 )
 
 // replicas starts two brokers on one real PostgreSQL database, each with
@@ -199,7 +201,7 @@ func TestSchemaMigrations(t *testing.T) {
 	}
 	defer conn.Close(ctx)
 	var versions int
-	if err := conn.QueryRow(ctx, `SELECT count(*) FROM cocoon_kbs_schema`).Scan(&versions); err != nil || versions != 8 {
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM cocoon_kbs_schema`).Scan(&versions); err != nil || versions != kbs.SchemaVersions() {
 		t.Fatalf("schema versions recorded: %d %v", versions, err)
 	}
 	if _, err := conn.Exec(ctx, `INSERT INTO cocoon_kbs_schema (version) VALUES (99)`); err != nil {
@@ -497,4 +499,65 @@ func TestAdminKeysAcrossReplicas(t *testing.T) {
 	if _, err := a.admin.List(ctx); err != nil {
 		t.Fatalf("the last key after the refused removal: %v", err)
 	}
+}
+
+// TestIdempotentPutAcrossReplicas: an admin whose put's answer was lost
+// sends it again, with its Idempotency-Key, to the other replica: no
+// second version is stored (for a one-shot value a second version would
+// be a second release). The key reused for another value is refused with
+// 409, and a malformed key with nothing stored.
+func TestIdempotentPutAcrossReplicas(t *testing.T) {
+	a, b, _ := replicas(t)
+	ctx := context.Background()
+	opt := client.PutOptions{OneShot: true, RequestID: "3f1c9a52-boot"}
+	first, err := a.admin.PutWith(ctx, "app/key/boot", []byte("bootstrap-token"), opt)
+	if err != nil || first.Version != 1 || first.Replayed {
+		t.Fatalf("first put: %+v %v", first, err)
+	}
+	again, err := b.admin.PutWith(ctx, "app/key/boot", []byte("bootstrap-token"), opt)
+	if err != nil || again.Version != 1 || !again.Replayed || !again.OneShot {
+		t.Fatalf("sent again to the other replica: %+v %v", again, err)
+	}
+	_, err = b.admin.PutWith(ctx, "app/key/boot", []byte("another-token"), opt)
+	if err == nil || !strings.Contains(err.Error(), "Conflict") || !strings.Contains(err.Error(), "nothing was stored") {
+		t.Errorf("the key reused for another value: %v", err)
+	}
+	for _, key := range []string{"two words", strings.Repeat("k", 129), `""`} {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, a.srv.URL+"/kbs/v0/resource/app/key/boot", strings.NewReader("x"))
+		tok, err := protocol.AdminToken(a.adminKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Idempotency-Key", key)
+		resp, err := a.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK || !strings.Contains(string(body), "Idempotency-Key") {
+			t.Errorf("Idempotency-Key %q: %d %s", key, resp.StatusCode, body)
+		}
+	}
+	vs, err := a.admin.Versions(ctx, "app/key/boot")
+	if err != nil || len(vs) != 1 || !vs[0].OneShot {
+		t.Fatalf("versions: %+v %v", vs, err)
+	}
+	if got, err := a.admin.Get(ctx, "app/key/boot"); err != nil || string(got) != "bootstrap-token" {
+		t.Errorf("the stored value: %q %v", got, err)
+	}
+	auditUntil(t, a, func(lines []json.RawMessage) bool {
+		verdicts := map[string]int{}
+		for _, l := range lines {
+			var e struct{ Event, Verdict string }
+			if err := json.Unmarshal(l, &e); err != nil {
+				t.Fatal(err)
+			}
+			if e.Event == "admin_put" {
+				verdicts[e.Verdict]++
+			}
+		}
+		return verdicts["stored"] == 1 && verdicts["replayed"] == 1 && verdicts["refused"] == 1
+	})
 }

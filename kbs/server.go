@@ -579,14 +579,58 @@ func (s *Server) putResource(w http.ResponseWriter, r *http.Request) {
 		fail(w, ErrInvalidPath, "one-shot=%q: want true or false", q)
 		return
 	}
-	version, err := s.cfg.Store.Put(r.Context(), path, data, opt)
+	if opt.RequestID, err = requestID(r.Header); err != nil {
+		clear(data)
+		fail(w, ErrInvalidPath, "%v", err)
+		return
+	}
+	res, err := s.cfg.Store.Put(r.Context(), path, data, opt)
 	clear(data)
+	if errors.Is(err, ErrRequestReused) {
+		s.audit(auditLine{Event: "admin_put", Resource: path, Verdict: "refused", Reason: "Idempotency-Key reused for another value"})
+		fail(w, ErrConflict, "Idempotency-Key %q was used for a put of another value or options to %s: nothing was stored; use a fresh key for a new value", opt.RequestID, path)
+		return
+	}
 	if err != nil {
 		s.internal(w, "the store", err)
 		return
 	}
-	s.audit(auditLine{Event: "admin_put", Resource: path, Verdict: "stored", Version: version, OneShot: opt.OneShot})
-	respond(w, http.StatusOK, map[string]any{"resource": "kbs:///" + path, "version": version, "one_shot": opt.OneShot})
+	verdict := "stored"
+	if res.Replayed {
+		verdict = "replayed"
+	}
+	s.audit(auditLine{Event: "admin_put", Resource: path, Verdict: verdict, Version: res.Version, OneShot: opt.OneShot})
+	respond(w, http.StatusOK, protocol.PutResponse{Resource: "kbs:///" + path, Version: res.Version, OneShot: opt.OneShot, Replayed: res.Replayed})
+}
+
+// maxRequestID bounds an Idempotency-Key.
+const maxRequestID = 128
+
+// requestID reads a put's Idempotency-Key header (draft-ietf-httpapi-
+// idempotency-key-header: a structured-field string, quoted; the bare
+// token most clients send is taken too): at most 128 characters of
+// letters, digits and "-._~:". Absent: "".
+func requestID(h http.Header) (string, error) {
+	vs := h.Values("Idempotency-Key")
+	if len(vs) == 0 {
+		return "", nil
+	}
+	if len(vs) > 1 {
+		return "", errors.New("more than one Idempotency-Key header: send one")
+	}
+	v := vs[0]
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+		v = v[1 : len(v)-1]
+	}
+	if v == "" || len(v) > maxRequestID {
+		return "", fmt.Errorf("the Idempotency-Key is %d characters: want 1 to %d", len(v), maxRequestID)
+	}
+	for _, c := range v {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.ContainsRune("-._~:", c)) {
+			return "", fmt.Errorf("the Idempotency-Key holds %q: use letters, digits and -._~: (a UUID, say)", c)
+		}
+	}
+	return v, nil
 }
 
 // policyResealer is a PolicyStore whose policy is authenticated under the

@@ -10,6 +10,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -29,7 +30,10 @@ import (
 // durable. BoltStore is the embedded default; PGStore is shared by replicas.
 type Store interface {
 	// Put stores data as the path's next version and returns its number.
-	Put(ctx context.Context, path string, data []byte, opt PutOptions) (int, error)
+	// A put whose opt.RequestID names a version of the path already stored
+	// stores nothing and answers that version (Replayed), or ErrRequestReused
+	// when that version holds other data or options.
+	Put(ctx context.Context, path string, data []byte, opt PutOptions) (PutResult, error)
 	// Get returns the data of version (0: the newest enabled one) and its
 	// number, for the admin. A disabled version is not found.
 	Get(ctx context.Context, path string, version int) ([]byte, int, error)
@@ -60,6 +64,33 @@ type PutOptions struct {
 	// the release policy allows, across every replica; later requests are
 	// refused (put a new version to release again).
 	OneShot bool
+	// RequestID makes the put idempotent (an HTTP Idempotency-Key): the
+	// same put sent again with it — by a client whose first answer was
+	// lost, to any replica — stores no second version. Empty: every put
+	// stores a version.
+	RequestID string
+}
+
+// PutResult is what a put stored.
+type PutResult struct {
+	Version int
+	// Replayed: the request id named a version stored before; nothing
+	// was stored now.
+	Replayed bool
+}
+
+// ErrRequestReused marks a put whose request id names a version holding
+// another value or options: the id was reused for another put.
+var ErrRequestReused = errors.New("the request id was used for another put")
+
+// replay decides a put whose request id names a stored version of the
+// path: the same value and options answer it; anything else is
+// ErrRequestReused. The values are compared in constant time.
+func replay(path string, version int, stored []byte, storedOneShot bool, data []byte, opt PutOptions) (PutResult, error) {
+	if storedOneShot != opt.OneShot || subtle.ConstantTimeCompare(stored, data) != 1 {
+		return PutResult{}, fmt.Errorf("%s: request id %q stored version %d with another value or options: %w", path, opt.RequestID, version, ErrRequestReused)
+	}
+	return PutResult{Version: version, Replayed: true}, nil
 }
 
 // legacyBucket held one value per path before resources had versions; it
@@ -67,6 +98,9 @@ type PutOptions struct {
 var (
 	legacyBucket   = []byte("resources")
 	versionsBucket = []byte("versions")
+	// requestsBucket holds, per path, the versions puts with a request
+	// id stored: request id -> 8-byte version.
+	requestsBucket = []byte("requests")
 )
 
 // additional is the additional data a version is sealed with: the path
@@ -203,6 +237,9 @@ func migrateBolt(tx *bolt.Tx) error {
 	if err != nil {
 		return err
 	}
+	if _, err := tx.CreateBucketIfNotExists(requestsBucket); err != nil {
+		return err
+	}
 	old := tx.Bucket(legacyBucket)
 	if old == nil {
 		return nil
@@ -231,14 +268,34 @@ const (
 )
 
 // Put implements Store; bbolt commits with fsync before returning.
-func (s *BoltStore) Put(_ context.Context, path string, data []byte, opt PutOptions) (int, error) {
-	var version int
+func (s *BoltStore) Put(_ context.Context, path string, data []byte, opt PutOptions) (PutResult, error) {
+	var res PutResult
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		pb, err := tx.Bucket(versionsBucket).CreateBucketIfNotExists([]byte(path))
 		if err != nil {
 			return err
 		}
-		version = 1
+		var rb *bolt.Bucket
+		if opt.RequestID != "" {
+			if rb, err = tx.Bucket(requestsBucket).CreateBucketIfNotExists([]byte(path)); err != nil {
+				return err
+			}
+			if k := rb.Get([]byte(opt.RequestID)); k != nil {
+				v := pb.Get(k)
+				n := int(binary.BigEndian.Uint64(k))
+				if v == nil {
+					return fmt.Errorf("%s: request id %q names version %d, which is gone", path, opt.RequestID, n)
+				}
+				pt, err := s.open(path, n, v[1:])
+				if err != nil {
+					return err
+				}
+				defer clear(pt)
+				res, err = replay(path, n, pt, v[0]&flagOneShot != 0, data, opt)
+				return err
+			}
+		}
+		version := 1
 		if k, _ := pb.Cursor().Last(); k != nil {
 			version = int(binary.BigEndian.Uint64(k)) + 1
 		}
@@ -250,9 +307,15 @@ func (s *BoltStore) Put(_ context.Context, path string, data []byte, opt PutOpti
 		if opt.OneShot {
 			flags |= flagOneShot
 		}
+		if rb != nil {
+			if err := rb.Put([]byte(opt.RequestID), versionKey(version)); err != nil {
+				return err
+			}
+		}
+		res = PutResult{Version: version}
 		return pb.Put(versionKey(version), append([]byte{flags}, sealed...))
 	})
-	return version, err
+	return res, err
 }
 
 // Get implements Store.
@@ -409,6 +472,11 @@ func (s *BoltStore) Delete(_ context.Context, path string) error {
 		vb := tx.Bucket(versionsBucket)
 		if vb.Bucket([]byte(path)) == nil {
 			return fmt.Errorf("%s: %w", path, ErrNotFound)
+		}
+		if rb := tx.Bucket(requestsBucket); rb.Bucket([]byte(path)) != nil {
+			if err := rb.DeleteBucket([]byte(path)); err != nil {
+				return err
+			}
 		}
 		return vb.DeleteBucket([]byte(path))
 	})

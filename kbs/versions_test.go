@@ -80,8 +80,8 @@ func TestVersions(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			s := st.s
 			for i, want := range []int{1, 2, 3} {
-				if v, err := s.Put(ctx, "app/key/db", []byte(fmt.Sprintf("value-%d", i+1)), PutOptions{}); err != nil || v != want {
-					t.Fatalf("put %d: version %d %v", i+1, v, err)
+				if v, err := s.Put(ctx, "app/key/db", []byte(fmt.Sprintf("value-%d", i+1)), PutOptions{}); err != nil || v.Version != want {
+					t.Fatalf("put %d: version %d %v", i+1, v.Version, err)
 				}
 			}
 			get := func(pin int) (string, int, error) {
@@ -159,8 +159,8 @@ func TestBoltLegacyValues(t *testing.T) {
 	if err != nil || v != 1 || string(b) != "from before versions" {
 		t.Fatalf("legacy value: %q %d %v", b, v, err)
 	}
-	if v, err := s.Put(context.Background(), "app/key/old", []byte("new"), PutOptions{}); err != nil || v != 2 {
-		t.Fatalf("put after migration: %d %v", v, err)
+	if v, err := s.Put(context.Background(), "app/key/old", []byte("new"), PutOptions{}); err != nil || v.Version != 2 {
+		t.Fatalf("put after migration: %d %v", v.Version, err)
 	}
 }
 
@@ -177,8 +177,8 @@ func TestOneShot(t *testing.T) {
 			if _, err := s.Put(ctx, "app/key/boot", []byte("plain"), PutOptions{}); err != nil {
 				t.Fatal(err)
 			}
-			if v, err := s.Put(ctx, "app/key/boot", []byte("once-only"), PutOptions{OneShot: true}); err != nil || v != 2 {
-				t.Fatalf("put one-shot: %d %v", v, err)
+			if v, err := s.Put(ctx, "app/key/boot", []byte("once-only"), PutOptions{OneShot: true}); err != nil || v.Version != 2 {
+				t.Fatalf("put one-shot: %d %v", v.Version, err)
 			}
 			others := []Store{s}
 			if pg, ok := s.(*PGStore); ok {
@@ -395,5 +395,98 @@ func TestReleaseCacheBounds(t *testing.T) {
 	c.invalidate("")
 	if c.bytes != 0 || len(c.m) != 0 {
 		t.Fatalf("after invalidating everything: %d bytes, %d entries", c.bytes, len(c.m))
+	}
+}
+
+// TestIdempotentPut: a put sent again with its request id stores nothing
+// and answers the first send's version; the id reused for another value
+// or other options is refused with nothing stored; ids are per path, and
+// deleting the path forgets them.
+func TestIdempotentPut(t *testing.T) {
+	ctx := context.Background()
+	for name, st := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			s := st.s
+			versions := func(path string) int {
+				t.Helper()
+				vs, err := s.Versions(ctx, path)
+				if err != nil && !errors.Is(err, ErrNotFound) {
+					t.Fatal(err)
+				}
+				return len(vs)
+			}
+			put := func(path, value, id string, oneShot bool) (PutResult, error) {
+				return s.Put(ctx, path, []byte(value), PutOptions{RequestID: id, OneShot: oneShot})
+			}
+			if r, err := put("app/key/a", "one", "req-1", false); err != nil || r != (PutResult{Version: 1}) {
+				t.Fatalf("first put: %+v %v", r, err)
+			}
+			for _, tc := range []struct {
+				name, path, value, id string
+				oneShot               bool
+				want                  PutResult
+				wantErr               error
+				versions              int
+			}{
+				{name: "sent again", path: "app/key/a", value: "one", id: "req-1", want: PutResult{Version: 1, Replayed: true}, versions: 1},
+				{name: "another value", path: "app/key/a", value: "two", id: "req-1", wantErr: ErrRequestReused, versions: 1},
+				{name: "a prefix of the value", path: "app/key/a", value: "on", id: "req-1", wantErr: ErrRequestReused, versions: 1},
+				{name: "now one-shot", path: "app/key/a", value: "one", id: "req-1", oneShot: true, wantErr: ErrRequestReused, versions: 1},
+				{name: "a fresh id", path: "app/key/a", value: "one", id: "req-2", want: PutResult{Version: 2}, versions: 2},
+				{name: "no id", path: "app/key/a", value: "one", want: PutResult{Version: 3}, versions: 3},
+				{name: "the id on another path", path: "app/key/b", value: "one", id: "req-1", want: PutResult{Version: 1}, versions: 1},
+			} {
+				r, err := put(tc.path, tc.value, tc.id, tc.oneShot)
+				if !errors.Is(err, tc.wantErr) || r != tc.want {
+					t.Errorf("%s: %+v %v, want %+v %v", tc.name, r, err, tc.want, tc.wantErr)
+				}
+				if n := versions(tc.path); n != tc.versions {
+					t.Errorf("%s: %d versions of %s, want %d", tc.name, n, tc.path, tc.versions)
+				}
+			}
+			// A version disabled since is still the one the id stored.
+			if err := s.SetDisabled(ctx, "app/key/a", 1, true); err != nil {
+				t.Fatal(err)
+			}
+			if r, err := put("app/key/a", "one", "req-1", false); err != nil || r != (PutResult{Version: 1, Replayed: true}) {
+				t.Errorf("sent again after disabling: %+v %v", r, err)
+			}
+			if err := s.Delete(ctx, "app/key/a"); err != nil {
+				t.Fatal(err)
+			}
+			if r, err := put("app/key/a", "fresh", "req-1", false); err != nil || r != (PutResult{Version: 1}) {
+				t.Errorf("after delete: %+v %v", r, err)
+			}
+			if got, _, err := s.Get(ctx, "app/key/a", 0); err != nil || string(got) != "fresh" {
+				t.Errorf("after delete: %q %v", got, err)
+			}
+			// Sent at once from many clients: one version.
+			var wg sync.WaitGroup
+			results := make([]PutResult, 8)
+			for i := range results {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					r, err := put("app/key/c", "racing", "req-race", true)
+					if err != nil {
+						t.Errorf("racing put %d: %v", i, err)
+					}
+					results[i] = r
+				}()
+			}
+			wg.Wait()
+			stored := 0
+			for _, r := range results {
+				if r.Version != 1 {
+					t.Errorf("racing put answered version %d", r.Version)
+				}
+				if !r.Replayed {
+					stored++
+				}
+			}
+			if stored != 1 || versions("app/key/c") != 1 {
+				t.Errorf("racing puts stored %d times, %d versions", stored, versions("app/key/c"))
+			}
+		})
 	}
 }

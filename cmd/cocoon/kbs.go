@@ -176,7 +176,10 @@ as replicated Deployments on PostgreSQL) preceded by the Secrets they read; give
 	serve.Flags().StringVar(&storeSpec, "store", os.Getenv("COCOON_KBS_STORE"), "where resources and sessions live: bolt:PATH (default: the state directory's store, sessions in memory) or postgres://... shared by replicas (env COCOON_KBS_STORE, which keeps a password out of the process list)")
 
 	af := &kbsAdminFlags{}
-	var oneShot bool
+	var (
+		oneShot   bool
+		requestID string
+	)
 	put := &cobra.Command{
 		Use: "put kbs:///repo/type/tag FILE", Short: "Store a resource (FILE - reads standard input)", Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -194,13 +197,23 @@ as replicated Deployments on PostgreSQL) preceded by the Secrets they read; give
 				return err
 			}
 			defer clear(data)
-			if oneShot {
-				return a.PutOneShot(cmd.Context(), path, data)
+			res, err := a.PutWith(cmd.Context(), path, data, client.PutOptions{OneShot: oneShot, RequestID: requestID})
+			if err != nil {
+				return err
 			}
-			return a.Put(cmd.Context(), path, data)
+			if g.json() {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			if res.Replayed {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s version %d was stored by an earlier put with this request id; nothing stored now\n", res.Resource, res.Version)
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "stored %s version %d\n", res.Resource, res.Version)
+			return nil
 		},
 	}
 	put.Flags().BoolVar(&oneShot, "one-shot", false, "release this version once: to the first attested workload the release policy allows, on any replica; later requests are refused")
+	put.Flags().StringVar(&requestID, "request-id", "", "make the put safe to run again (Idempotency-Key): when its answer was lost, the same command with the same ID stores no second version (a UUID per value; letters, digits, -._~:)")
 	var version int
 	get := &cobra.Command{
 		Use: "get kbs:///repo/type/tag [--version N]", Short: "Print a resource (admin): the newest enabled version, or version N", Args: cobra.ExactArgs(1),

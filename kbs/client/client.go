@@ -211,6 +211,11 @@ type Admin struct {
 }
 
 func (a *Admin) do(ctx context.Context, method, path string, body []byte) ([]byte, error) {
+	return a.doHeader(ctx, method, path, body, nil)
+}
+
+// doHeader is do with further request headers.
+func (a *Admin) doHeader(ctx context.Context, method, path string, body []byte, hdr http.Header) ([]byte, error) {
 	tok, err := protocol.AdminToken(a.Key)
 	if err != nil {
 		return nil, err
@@ -218,6 +223,9 @@ func (a *Admin) do(ctx context.Context, method, path string, body []byte) ([]byt
 	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(a.URL, "/")+path, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
+	}
+	for k, vs := range hdr {
+		req.Header[k] = vs
 	}
 	req.Header.Set("Authorization", "Bearer "+tok)
 	resp, err := a.HTTP.Do(req)
@@ -233,15 +241,50 @@ func (a *Admin) do(ctx context.Context, method, path string, body []byte) ([]byt
 
 // Put stores a resource.
 func (a *Admin) Put(ctx context.Context, path string, data []byte) error {
-	_, err := a.do(ctx, http.MethodPost, "/kbs/v0/resource/"+path, data)
+	_, err := a.PutWith(ctx, path, data, PutOptions{})
 	return err
 }
 
 // PutOneShot stores a resource's next version to be released once: to the
 // first attested workload the release policy allows, on any replica.
 func (a *Admin) PutOneShot(ctx context.Context, path string, data []byte) error {
-	_, err := a.do(ctx, http.MethodPost, "/kbs/v0/resource/"+path+"?one-shot=true", data)
+	_, err := a.PutWith(ctx, path, data, PutOptions{OneShot: true})
 	return err
+}
+
+// PutOptions are an admin put's attributes.
+type PutOptions struct {
+	// OneShot: release the version once (see PutOneShot).
+	OneShot bool
+	// RequestID, sent as the Idempotency-Key header, makes the put safe to
+	// send again (on any replica) when its answer was lost: the broker
+	// answers the version the first send stored instead of storing another
+	// (a second one-shot version would be a second release). Use a fresh
+	// one per value — a UUID, say; reused for another value the put is
+	// refused (409 Conflict).
+	RequestID string
+}
+
+// PutWith stores a resource's next version with opt and says which
+// version holds it.
+func (a *Admin) PutWith(ctx context.Context, path string, data []byte, opt PutOptions) (protocol.PutResponse, error) {
+	var out protocol.PutResponse
+	q := ""
+	if opt.OneShot {
+		q = "?one-shot=true"
+	}
+	var hdr http.Header
+	if opt.RequestID != "" {
+		hdr = http.Header{"Idempotency-Key": {strconv.Quote(opt.RequestID)}}
+	}
+	b, err := a.doHeader(ctx, http.MethodPost, "/kbs/v0/resource/"+path+q, data, hdr)
+	if err != nil {
+		return out, err
+	}
+	if err := json.Unmarshal(b, &out); err != nil {
+		return out, fmt.Errorf("key broker %s: the put's answer: %w", a.URL, err)
+	}
+	return out, nil
 }
 
 // AdminKeys lists the broker's admin keys.

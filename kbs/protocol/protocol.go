@@ -123,6 +123,16 @@ type ResourceVersion struct {
 	Released bool `json:"released,omitempty"`
 }
 
+// PutResponse answers an admin put (POST /kbs/v0/resource/PATH).
+type PutResponse struct {
+	Resource string `json:"resource"` // kbs:///PATH
+	Version  int    `json:"version"`
+	OneShot  bool   `json:"one_shot"`
+	// Replayed: the put's Idempotency-Key named this version, stored by
+	// an earlier send of the same put; nothing was stored now.
+	Replayed bool `json:"replayed,omitempty"`
+}
+
 // AdminKey is an admin key as the admin API lists and takes it
 // (GET|POST /kbs/v0/admin/keys).
 type AdminKey struct {
