@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	agentv1 "cocoon.dev/cocoon/api/agent/v1"
+	"cocoon.dev/cocoon/layerdisk"
 	"cocoon.dev/cocoon/sandbox"
 )
 
@@ -289,8 +291,34 @@ func TestVMUnderCRI(t *testing.T) {
 	if out, errs, code := c.crictl("exec", ctr, "/bin/cat", "/etc/hostname"); code != 0 || strings.TrimSpace(out) != "cri-vm" {
 		t.Fatalf("exec: %d %q %q", code, out, errs)
 	}
+	// The image's layers came from verified disks the node built when the
+	// sandbox started (the policy names the pod's images before any
+	// container does): the sandbox holds them, the agent mounted them.
+	held := func() []layerdisk.Entry {
+		var list []layerdisk.Entry
+		out, _ := x.mustRun(0, "image", "disks", "ls", "-o", "json")
+		if err := json.Unmarshal([]byte(out), &list); err != nil {
+			t.Fatalf("image disks ls: %v %s", err, out)
+		}
+		return list
+	}
+	if list := held(); len(list) != 2 || list[0].Users != 1 || list[1].Users != 1 {
+		t.Errorf("layer disks while the pod runs: %+v, want the image's 2 layers held by 1 sandbox", list)
+	}
+	logs, _ := filepath.Glob(filepath.Join(c.Root, "cri", "*", "agent.log"))
+	agentLog := ""
+	for _, l := range logs {
+		b, _ := os.ReadFile(l)
+		agentLog += string(b)
+	}
+	if !strings.Contains(agentLog, `"disks":2`) {
+		t.Errorf("the agent did not take the layers from the disks:\n%s", agentLog)
+	}
 	c.must(t, "stop", "--timeout", "2", ctr)
 	c.must(t, "rmp", "-f", podID)
+	if list := held(); len(list) != 2 || list[0].Users != 0 || list[1].Users != 0 {
+		t.Errorf("layer disks after rmp: %+v, want held by none", list)
+	}
 	if qemus := descendantsNamed("qemu-system"); len(qemus) != 0 {
 		for _, pid := range qemus {
 			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); strings.Contains(string(b), c.Root) {

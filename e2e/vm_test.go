@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"cocoon.dev/cocoon/internal/testimage"
+	"cocoon.dev/cocoon/layerdisk"
 	"cocoon.dev/cocoon/sandbox"
 )
 
@@ -363,6 +364,20 @@ spec:
 	if len(disks) != 3 {
 		t.Fatalf("%d layer disks in the node's cache, want 3 (built once, shared): %v", len(disks), disks)
 	}
+	// Each sandbox holds the three disks: pruning keeps them.
+	var held []layerdisk.Entry
+	out, _ := x.mustRun(0, "image", "disks", "ls", "-o", "json")
+	if err := json.Unmarshal([]byte(out), &held); err != nil || len(held) != 3 {
+		t.Fatalf("image disks ls: %v %s", err, out)
+	}
+	for _, e := range held {
+		if e.Users != 2 {
+			t.Errorf("disk %s held by %d sandboxes, want 2", e.DiffID, e.Users)
+		}
+	}
+	if out, _ := x.mustRun(0, "image", "disks", "prune", "--unused-for", "0"); !strings.Contains(out, "0 disks removed") {
+		t.Errorf("prune with every disk held: %s", out)
+	}
 	x.mustRun(0, "rm", "disks-a")
 	x.mustRun(0, "rm", "disks-b")
 
@@ -405,5 +420,15 @@ spec:
 	out, errs = x.mustRun(125, "run", "--isolation", "qemu", p1)
 	if strings.Contains(out, "from-a-layer-disk") || !strings.Contains(errs, "is not in the policy") {
 		t.Fatalf("an image the policy does not pin: stdout %q stderr %q", out, errs)
+	}
+	// No sandbox holds a disk now: pruning empties the cache.
+	x.cocoon("rm", "-f", "disks-a")
+	var res layerdisk.PruneResult
+	out, _ = x.mustRun(0, "image", "disks", "prune", "--unused-for", "0", "-o", "json")
+	if err := json.Unmarshal([]byte(out), &res); err != nil || len(res.Removed) != 3 || res.Kept != 0 || res.FreedBytes == 0 {
+		t.Fatalf("prune: %v %s", err, out)
+	}
+	if left, _ := filepath.Glob(filepath.Join(x.root, "layerdisks", "sha256", "*")); len(left) != 0 {
+		t.Fatalf("left in the cache: %v", left)
 	}
 }

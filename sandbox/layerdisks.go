@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"cocoon.dev/cocoon/guestinit"
 	"cocoon.dev/cocoon/image"
@@ -22,6 +25,10 @@ const AnnotationLayerDisks = "cocoon.dev/layer-disks"
 // errNotAsPinned: the host cannot read the image as the policy pins it.
 var errNotAsPinned = errors.New("the image is not readable here as its policy pins it")
 
+// dirLayerDisks, in a sandbox's directory, holds its links to the node's
+// layer disks.
+const dirLayerDisks = "layerdisks"
+
 // MaxLayerDisks bounds the disks one VM gets (each is a PCI device);
 // images past it are pulled in the guest.
 const MaxLayerDisks = 24
@@ -29,6 +36,17 @@ const MaxLayerDisks = 24
 // LayerDisks returns the root's shared cache of layer disks.
 func (r Root) LayerDisks() layerdisk.Cache {
 	return layerdisk.Cache{Dir: filepath.Join(string(r), "layerdisks")}
+}
+
+// diskImages are the images whose layers a VM gets as disks: the pod's,
+// or — under the CRI, where the sandbox starts before any container is
+// named — every image its policy pins, in a fixed order. The policy is
+// generated from the pod's spec, so those are the pod's images.
+func diskImages(podImages []string, pol *policy.Policy) []string {
+	if len(podImages) > 0 {
+		return podImages
+	}
+	return slices.Sorted(maps.Keys(pol.Images))
 }
 
 // layerDiskDrives builds (or finds in the node's cache) the disks of the
@@ -52,7 +70,7 @@ func (s *shim) layerDiskDrives(ctx context.Context) ([]Drive, error) {
 	cache := s.root.LayerDisks()
 	var drives []Drive
 	seen := map[string]bool{}
-	for _, ref := range s.pod.Images() {
+	for _, ref := range diskImages(s.pod.Images(), pol) {
 		pin, ok := pol.Images[ref]
 		if !ok || len(pin.LayerDisks) == 0 || len(pin.LayerDisks) != len(pin.Layers) || pin.Digest == "" {
 			continue
@@ -81,7 +99,13 @@ func (s *shim) layerDiskDrives(ctx context.Context) ([]Drive, error) {
 			if seen[d] {
 				continue
 			}
-			path, info, err := cache.Get(d, open(i))
+			// The sandbox's own link to the disk: the cache's pruning
+			// sees it held, and it lives as long as the sandbox.
+			if err := os.MkdirAll(filepath.Join(s.dir, dirLayerDisks), 0o700); err != nil {
+				return nil, err
+			}
+			path := filepath.Join(s.dir, dirLayerDisks, strings.TrimPrefix(d, "sha256:")+".disk")
+			info, err := cache.Use(d, open(i), path)
 			if errors.Is(err, errNotAsPinned) {
 				s.log.Info("layer disks: image not readable here as pinned, pulled in the guest", "image", ref, "error", err)
 				break
@@ -93,6 +117,7 @@ func (s *shim) layerDiskDrives(ctx context.Context) ([]Drive, error) {
 				// Built by another format (or altered): the guest would
 				// refuse it; this layer is pulled instead.
 				s.log.Info("layer disks: the cached disk is not the one the policy pins, pulled in the guest", "layer", d)
+				_ = os.Remove(path)
 				continue
 			}
 			seen[d] = true

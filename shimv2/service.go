@@ -200,6 +200,12 @@ func (s *Service) createSandbox(ctx context.Context, r *taskAPI.CreateTaskReques
 		// controller named it (the policy admits any).
 		p.Hostname = spec.Hostname
 	}
+	if v, ok := spec.Annotations[sandbox.AnnotationLayerDisks]; ok {
+		// The pod's choice of image path (VM sandboxes): layer disks or
+		// guest pull. Either way the guest checks the layers against the
+		// policy; the choice is what the host sees and how fast.
+		p.Annotations[sandbox.AnnotationLayerDisks] = v
+	}
 	if spec.Linux != nil && len(spec.Linux.Sysctl) > 0 {
 		// The pod's sysctls and the runtime's defaults, for the sandbox's
 		// namespaces (no pause container sets them): the policy judges.

@@ -17,12 +17,15 @@ import (
 func newImageCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "image",
-		Short: "Encrypt images for cocoon sandboxes",
+		Short: "Encrypt images; list and prune the node's layer disks",
 		Long: `Images whose layers are encrypted (ocicrypt's format, as skopeo, buildah and
 Confidential Containers write it) are decrypted inside the sandbox with keys the
-key broker releases only to attested workloads. See docs/images.md.`,
+key broker releases only to attested workloads. See docs/images.md.
+
+VM sandboxes take the layers of unencrypted images from verified read-only
+disks the node caches: "cocoon image disks" lists and prunes them (docs/vm.md).`,
 	}
-	cmd.AddCommand(newImageEncryptCmd(g))
+	cmd.AddCommand(newImageEncryptCmd(g), newImageDisksCmd(g))
 	return cmd
 }
 
