@@ -356,7 +356,7 @@ spec:
 	want := fmt.Sprintf("%x", md5.Sum(bytes.Repeat([]byte("layer-disk-data-"), 4096)))
 	for _, p := range []string{p1, p2} {
 		out, errs := x.mustRun(0, "run", "--isolation", "qemu", "--trace", p)
-		if !strings.Contains(out, "from-a-layer-disk-v1") || !strings.Contains(out, want) || !strings.Contains(out+errs, "3 from verified disks") {
+		if !strings.Contains(out, "from-a-layer-disk-v1") || !strings.Contains(out, want) || !strings.Contains(out+errs, "3 from verified disks") || !strings.Contains(errs, "layer disks ready") {
 			t.Fatalf("stdout %q stderr %q", out, errs)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"cocoon.dev/cocoon/guestinit"
 	"cocoon.dev/cocoon/image"
@@ -70,6 +71,13 @@ func (s *shim) layerDiskDrives(ctx context.Context) ([]Drive, error) {
 	cache := s.root.LayerDisks()
 	var drives []Drive
 	seen := map[string]bool{}
+	start, built := time.Now(), 0
+	defer func() {
+		if len(drives) > 0 {
+			s.timing("layer_disks_s")
+			s.log.Info("layer disks ready", "disks", len(drives), "built", built, "took", time.Since(start))
+		}
+	}()
 	for _, ref := range diskImages(s.pod.Images(), pol) {
 		pin, ok := pol.Images[ref]
 		if !ok || len(pin.LayerDisks) == 0 || len(pin.LayerDisks) != len(pin.Layers) || pin.Digest == "" {
@@ -85,6 +93,7 @@ func (s *shim) layerDiskDrives(ctx context.Context) ([]Drive, error) {
 		var in *image.Inspection
 		open := func(i int) func() (io.ReadCloser, error) {
 			return func() (io.ReadCloser, error) {
+				built++
 				if in == nil {
 					got, err := image.Inspect(ctx, ref, nil)
 					if err != nil || got.ManifestDigest != pin.Digest || !slices.Equal(got.DiffIDs, pin.Layers) {

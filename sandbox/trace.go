@@ -36,6 +36,8 @@ func (st *Status) Trace(start, end time.Time) []TraceEvent {
 // phaseName says what a recorded phase means.
 func phaseName(k string) string {
 	switch k {
+	case "layer_disks_s":
+		return "layer disks ready (built, or found in the node's cache)"
 	case "vm_kernel_s":
 		return "guest kernel booted (its init started)"
 	case "agent_serving_s":

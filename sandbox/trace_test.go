@@ -10,12 +10,13 @@ func TestTrace(t *testing.T) {
 	st := &Status{LaunchedAt: start.Add(30 * time.Millisecond), Timings: map[string]float64{
 		"images_ready_s": 0.060, "agent_ready_s": 0.045, "container_app_started_s": 0.200,
 		"container_app_created_s": 0.120, "sandbox_created_s": 0.050, "container_app_exited_s": 0.205,
-		"agent_serving_s": 0.040, "sim_ready_s": 0.044,
+		"agent_serving_s": 0.040, "sim_ready_s": 0.044, "layer_disks_s": 0.010,
 	}, AgentSpans: map[string][]AgentSpan{"container_app_started_s": {{Name: "runc run", Ms: 70}}}}
 	ev := st.Trace(start, start.Add(240*time.Millisecond))
 	want := []TraceEvent{
 		{At: 0, What: "cocoon run started"},
 		{At: 30 * time.Millisecond, What: "launch began (runtime process up)"},
+		{At: 40 * time.Millisecond, What: "layer disks ready (built, or found in the node's cache)"},
 		{At: 70 * time.Millisecond, What: "agent process serving (started in its namespaces)"},
 		{At: 74 * time.Millisecond, What: "simulated secure processor ready (agent binary measured)"},
 		{At: 75 * time.Millisecond, What: "agent ready (sandbox started, agent serving)"},
