@@ -110,6 +110,12 @@ func TestVMSandbox(t *testing.T) {
 	if !strings.Contains(logs, "marker-sha256 ") {
 		t.Fatalf("logs: %q", logs)
 	}
+	// The layout's layer blobs stayed on the host: the guest took the
+	// layers from disks and was sent only the layout's other files.
+	shimLog, _ := os.ReadFile(filepath.Join(sandbox.Root(x.root).Dir("vm"), "shim.log"))
+	if !strings.Contains(string(shimLog), `"msg":"local image source sent"`) || !strings.Contains(string(shimLog), `"skipped_files":1`) {
+		t.Errorf("the OCI layout was sent with its layer blob, or not at all:\n%s", shimLog)
+	}
 	out, errs := x.mustRun(0, "exec", "vm", "-c", "main", "--", "sh", "-c", "sha256sum < /scratch/marker | cut -c1-16")
 	if want := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(logs), "marker-sha256 ")); strings.TrimSpace(out) != want {
 		t.Errorf("exec: %q (stderr %q), want %q", out, errs, want)

@@ -104,8 +104,10 @@ func (s *shim) layerDiskDrives(ctx context.Context) ([]Drive, error) {
 				return in.OpenUncompressed(i)
 			}
 		}
+		var onDisk []int
 		for i, d := range pin.Layers {
 			if seen[d] {
+				onDisk = append(onDisk, i)
 				continue
 			}
 			// The sandbox's own link to the disk: the cache's pruning
@@ -130,8 +132,43 @@ func (s *shim) layerDiskDrives(ctx context.Context) ([]Drive, error) {
 				continue
 			}
 			seen[d] = true
+			onDisk = append(onDisk, i)
 			drives = append(drives, Drive{Path: path, Serial: guestinit.LayerDiskSerial(d), ReadOnly: true})
+		}
+		for _, b := range layoutBlobs(ctx, ref, pin, in, onDisk) {
+			s.diskBlobs[b] = true
 		}
 	}
 	return drives, nil
+}
+
+// layoutBlobs are the files of an OCI layout on the host that hold the
+// image's layers at idx, which the guest takes from disks: the channel
+// that copies the layout into the guest leaves them out, so the guest
+// holds only the manifest, config and the layers it pulls. (Nothing
+// depends on it for safety: a blob the guest needed and lacks fails its
+// pull.) in is the image when it was inspected already.
+func layoutBlobs(ctx context.Context, ref string, pin policy.Image, in *image.Inspection, idx []int) []string {
+	r, err := image.ParseRef(ref)
+	if err != nil || r.Transport != image.OCILayout || len(idx) == 0 {
+		return nil
+	}
+	if in == nil {
+		got, err := image.Inspect(ctx, ref, nil)
+		if err != nil || got.ManifestDigest != pin.Digest || !slices.Equal(got.DiffIDs, pin.Layers) {
+			return nil
+		}
+		in = got
+	}
+	layers := in.Layers()
+	var out []string
+	for _, i := range idx {
+		if i >= len(layers) {
+			continue
+		}
+		if alg, hex, ok := strings.Cut(layers[i].Digest.String(), ":"); ok {
+			out = append(out, filepath.Join(filepath.Clean(r.Path), "blobs", alg, hex))
+		}
+	}
+	return out
 }

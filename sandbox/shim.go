@@ -40,6 +40,10 @@ type shim struct {
 	network *agentv1.Network
 	// launched is when the launch began (timings are relative to it).
 	launched time.Time
+	// diskBlobs are files of the pod's OCI layouts the VM takes from
+	// layer disks: not copied into the guest (qemu backend). Written
+	// before the VM boots, read-only after.
+	diskBlobs map[string]bool
 
 	mu sync.Mutex
 	st Status
@@ -109,7 +113,7 @@ func newShim(dir string, log *slog.Logger) (*shim, error) {
 
 // shimOf makes the runtime process's state for the sandbox in dir.
 func shimOf(dir string, log *slog.Logger, cfg config, p *pod.Pod, st Status) (*shim, error) {
-	s := &shim{dir: dir, log: log, cfg: cfg, pod: p, st: st, grace: p.GracePeriod, stopping: make(chan struct{}), agentGone: make(chan struct{})}
+	s := &shim{dir: dir, log: log, cfg: cfg, pod: p, st: st, grace: p.GracePeriod, stopping: make(chan struct{}), agentGone: make(chan struct{}), diskBlobs: map[string]bool{}}
 	s.root = Root(filepath.Dir(filepath.Dir(dir)))
 	self, err := proc.Of(os.Getpid())
 	if err != nil {

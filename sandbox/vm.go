@@ -168,7 +168,7 @@ func (s *shim) launchVM(ctx context.Context) (*vmchan.Host, error) {
 		}
 	}
 	serveEgress(context.Background(), h.Service(vmchan.TagEgress), s.log)
-	go vmchan.ServeFiles(h.Service(vmchan.TagFile), s.localSource, s.log)
+	go vmchan.ServeFiles(h.Service(vmchan.TagFile), s.localSource, func(p string) bool { return s.diskBlobs[p] }, s.log)
 	timeout := time.Duration(s.cfg.BootTimeoutSeconds) * time.Second
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

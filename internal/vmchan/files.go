@@ -28,7 +28,9 @@ const MaxTree = 4 << 30
 // must be one allowed reports true for; the answer is "ok" and a tar of
 // the path (regular files and directories only), or "error: ...". The
 // content is not trusted by the guest: it verifies every digest.
-func ServeFiles(l net.Listener, allowed func(string) bool, log *slog.Logger) {
+// Files skip reports true for are left out of the tree: the blobs of
+// layers the guest takes from verified disks, which it never reads.
+func ServeFiles(l net.Listener, allowed, skip func(string) bool, log *slog.Logger) {
 	for {
 		c, err := l.Accept()
 		if err != nil {
@@ -50,16 +52,21 @@ func ServeFiles(l net.Listener, allowed func(string) bool, log *slog.Logger) {
 				return
 			}
 			io.WriteString(c, "ok\n")
-			if err := writeTree(c, p); err != nil {
+			sent, skipped, err := writeTree(c, p, skip)
+			if err != nil {
 				log.Warn("send local image source", "path", p, "error", err)
+				return
 			}
+			log.Info("local image source sent", "path", p, "bytes", sent, "skipped_files", skipped)
 		}()
 	}
 }
 
-func writeTree(w io.Writer, root string) error {
+// writeTree writes the tree at root as a tar, leaving out the files skip
+// names; it says how many bytes of files it sent and how many it left out.
+func writeTree(w io.Writer, root string, skip func(string) bool) (sent int64, skipped int, err error) {
 	tw := tar.NewWriter(w)
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -75,6 +82,10 @@ func writeTree(w io.Writer, root string) error {
 		case d.IsDir():
 			return tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: rel + "/", Mode: 0o755})
 		case info.Mode().IsRegular():
+			if skip != nil && skip(p) {
+				skipped++
+				return nil
+			}
 			f, err := os.Open(p)
 			if err != nil {
 				return err
@@ -83,15 +94,16 @@ func writeTree(w io.Writer, root string) error {
 			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: rel, Mode: 0o644, Size: info.Size()}); err != nil {
 				return err
 			}
-			_, err = io.Copy(tw, f)
+			n, err := io.Copy(tw, f)
+			sent += n
 			return err
 		}
 		return nil // symlinks and devices are not part of an image source
 	})
 	if err != nil {
-		return err
+		return sent, skipped, err
 	}
-	return tw.Close()
+	return sent, skipped, tw.Close()
 }
 
 // FetchTree copies the host's local image source at path into the guest,

@@ -82,13 +82,15 @@ func TestFetchTree(t *testing.T) {
 	os.MkdirAll(filepath.Join(layout, "blobs", "sha256"), 0o755)
 	os.WriteFile(filepath.Join(layout, "index.json"), []byte(`{"schemaVersion":2}`), 0o644)
 	os.WriteFile(filepath.Join(layout, "blobs", "sha256", "ab"), []byte("blob"), 0o644)
+	diskLayer := filepath.Join(layout, "blobs", "sha256", "cd") // a layer the guest has on a disk
+	os.WriteFile(diskLayer, []byte("layer on a disk"), 0o644)
 	os.Symlink("/etc/shadow", filepath.Join(layout, "link")) // not sent
 	archive := filepath.Join(src, "img.tar")
 	os.WriteFile(archive, []byte("docker archive"), 0o644)
 	secret := filepath.Join(src, "secret")
 	os.WriteFile(secret, []byte("host secret"), 0o600)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	go ServeFiles(h.Service(TagFile), func(p string) bool { return p == layout || p == archive }, log)
+	go ServeFiles(h.Service(TagFile), func(p string) bool { return p == layout || p == archive }, func(p string) bool { return p == diskLayer }, log)
 
 	// The guest's copy goes to the same path; here, a path in a fresh
 	// directory stands for the guest's filesystem.
@@ -105,6 +107,9 @@ func TestFetchTree(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(dst, "layout", "blobs", "sha256", "ab")); string(b) != "blob" {
 		t.Errorf("blob: %q", b)
+	}
+	if _, err := os.Stat(filepath.Join(dst, "layout", "blobs", "sha256", "cd")); !os.IsNotExist(err) {
+		t.Errorf("a skipped blob was sent: %v", err)
 	}
 	if _, err := os.Lstat(filepath.Join(dst, "layout", "link")); !os.IsNotExist(err) {
 		t.Errorf("a symlink was copied: %v", err)
