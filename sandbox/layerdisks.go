@@ -93,7 +93,6 @@ func (s *shim) layerDiskDrives(ctx context.Context) ([]Drive, error) {
 		var in *image.Inspection
 		open := func(i int) func() (io.ReadCloser, error) {
 			return func() (io.ReadCloser, error) {
-				built++
 				if in == nil {
 					got, err := image.Inspect(ctx, ref, nil)
 					if err != nil || got.ManifestDigest != pin.Digest || !slices.Equal(got.DiffIDs, pin.Layers) {
@@ -101,7 +100,11 @@ func (s *shim) layerDiskDrives(ctx context.Context) ([]Drive, error) {
 					}
 					in = got
 				}
-				return in.OpenUncompressed(i)
+				r, err := in.OpenUncompressed(i)
+				if err == nil {
+					built++
+				}
+				return r, err
 			}
 		}
 		var onDisk []int
