@@ -69,6 +69,10 @@ func (s *shim) layerDiskDrives(ctx context.Context) ([]Drive, error) {
 		return nil, err
 	}
 	cache := s.root.LayerDisks()
+	links := filepath.Join(s.dir, dirLayerDisks)
+	if err := os.MkdirAll(links, 0o700); err != nil {
+		return nil, err
+	}
 	var drives []Drive
 	seen := map[string]bool{}
 	start, built := time.Now(), 0
@@ -115,10 +119,7 @@ func (s *shim) layerDiskDrives(ctx context.Context) ([]Drive, error) {
 			}
 			// The sandbox's own link to the disk: the cache's pruning
 			// sees it held, and it lives as long as the sandbox.
-			if err := os.MkdirAll(filepath.Join(s.dir, dirLayerDisks), 0o700); err != nil {
-				return nil, err
-			}
-			path := filepath.Join(s.dir, dirLayerDisks, strings.TrimPrefix(d, "sha256:")+".disk")
+			path := filepath.Join(links, strings.TrimPrefix(d, "sha256:")+".disk")
 			info, err := cache.Use(d, open(i), path)
 			if errors.Is(err, errNotAsPinned) {
 				s.log.Info("layer disks: image not readable here as pinned, pulled in the guest", "image", ref, "error", err)
